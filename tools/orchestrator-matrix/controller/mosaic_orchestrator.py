@@ -1,0 +1,517 @@
+"""MACP controller: claim tasks from tasks.json, run them, gate them, record everything.
+
+Run it as ``bin/mosaic-orchestrator-run --repo DIR --once|--until-drained`` or directly as
+``python3 tools/orchestrator-matrix/controller/mosaic_orchestrator.py --repo DIR --once``.
+
+One attempt of one task (DESIGN.md "The task lifecycle"):
+
+1. claim: ``pending -> running`` under the tasks.json lock (attempt counted, owner recorded);
+2. worktree: MACP tasks get one (created, or reused on a retry); legacy tasks run in the root;
+3. worker: the dispatch command runs with a timeout in its own process group;
+4. ``running -> gated`` when it exits 0, then every quality gate runs;
+5. ``gated -> completed``; or a retry (``-> pending``, ``task.retry.scheduled``, failure kept
+   for the next brief); or, out of attempts, ``failed`` (worker) / ``escalated`` (gate).
+
+acp tasks stop after step 2: the ``sessions_spawn`` file is written and the task waits in
+``running`` until ``mosaic macp complete`` reports an exit code; the next controller run
+then carries on at step 4. Every state change is one locked tasks.json update followed by
+one event. A second controller on the same repository exits at once (exit 75) unless
+``--wait``; tasks a dead controller left ``running``/``gated`` are recovered on start.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a script: make the tools folder importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from dispatcher import macp_dispatcher as dispatcher  # noqa: E402
+from macp import clock, gitops  # noqa: E402
+from macp.cliutil import OneLineParser, resolve_repo, run_main  # noqa: E402
+from macp.config import load_config  # noqa: E402
+from macp.errors import EXIT_OK, EXIT_TASKS_FAILED, Interrupted, MacpError  # noqa: E402
+from macp.events import append_event, make_event  # noqa: E402
+from macp.fsio import dump_json, write_atomic  # noqa: E402
+from macp.gates import GateLimits, gate_specs, run_gates  # noqa: E402
+from macp.guidance import compose_brief, failure_summary  # noqa: E402
+from macp.layout import Layout  # noqa: E402
+from macp.lifecycle import ACTIVE, status_of, transition  # noqa: E402
+from macp.locks import ControllerLock  # noqa: E402
+from controller.planning import plan_lines, remaining_lines  # noqa: E402
+from macp.scheduler import pick_next, queue_order  # noqa: E402
+from macp.signals import SignalGuard  # noqa: E402
+from macp.taskstore import edit_tasks, load_tasks, task_errors  # noqa: E402
+
+PROG = "mosaic-orchestrator-run"
+
+
+@dataclass(frozen=True)
+class WorkerOutcome:
+    """How a worker ended: exit code (None if it never started), whether it timed out, its
+    output tail, its JSON report (docs/workers.md) and a spawn error."""
+
+    exit_code: int | None
+    timed_out: bool = False
+    output_tail: str = ""
+    report: dict = field(default_factory=dict)
+    error: str | None = None
+
+
+@dataclass
+class RunSummary:
+    """What one controller run did: the status each task it touched ended in."""
+
+    outcomes: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def exit_code(self) -> int:
+        """1 when any task ended failed or escalated in this run, else 0."""
+        failed = any(status in ("failed", "escalated") for status in self.outcomes.values())
+        return EXIT_TASKS_FAILED if failed else EXIT_OK
+
+
+class Controller:
+    """Runs the tasks of one repository. Holds the controller lock's ``owner`` record.
+
+    ``say`` receives one human-readable line per step (stdout by default).
+    """
+
+    def __init__(self, layout: Layout, config: dict, guard: SignalGuard, owner: dict, say=print) -> None:
+        self.layout = layout
+        self.config = config
+        self.guard = guard
+        self.owner = owner
+        self.say = say
+        self.current: str | None = None
+        self.summary = RunSummary()
+
+    # -- recording -----------------------------------------------------------------------
+
+    def emit(self, event_type: str, task: dict, message: str, *, source: str = "controller", **metadata: object) -> None:
+        """Append one event about ``task`` (its current status and attempt)."""
+        event = make_event(
+            event_type,
+            source=source,
+            task_id=task["id"],
+            status=status_of(task),
+            attempt=task.get("attempts", 0),
+            message=message,
+            metadata=metadata,
+        )
+        append_event(self.layout.events_file, event)
+
+    def change(self, task_id: str, new_status: str, event_type: str, message: str, metadata: dict | None = None, **changes: object) -> dict:
+        """Move ``task_id`` to ``new_status`` with ``changes``, then record ``event_type``.
+
+        The tasks.json update and the event are written with signals held back, so an
+        interruption never separates them.
+        """
+        with self.guard.critical():
+            with edit_tasks(self.layout) as document:
+                task = transition(document.get(task_id), new_status, clock.timestamp(), **changes)
+                document.replace(task)
+            self.emit(event_type, task, message, **(metadata or {}))
+        return task
+
+    def update(self, task_id: str, **changes: object) -> dict:
+        """Set fields of ``task_id`` without a status change; returns the stored task."""
+        with self.guard.critical():
+            with edit_tasks(self.layout) as document:
+                task = {**document.get(task_id), **changes, "updated_at": clock.timestamp()}
+                document.replace(task)
+        return task
+
+    # -- recovery ------------------------------------------------------------------------
+
+    def recover(self) -> list[str]:
+        """Return tasks a dead controller left ``running``/``gated`` to a runnable state.
+
+        Called while holding the controller lock, so any claim found belongs to a controller
+        that is gone. The interrupted attempt is not counted; the worktree stays for reuse.
+        acp tasks waiting for their external report keep waiting.
+        """
+        recovered = []
+        with self.guard.critical():
+            with edit_tasks(self.layout) as document:
+                for task in list(document.tasks):
+                    if status_of(task) in ACTIVE and task.get("claim"):
+                        released = self._released(task)
+                        document.replace(released)
+                        recovered.append(released)
+            for task in recovered:
+                self.emit("task.recovered", task, "owner is gone; interrupted attempt not counted")
+                self.say(f"{task['id']}: recovered from a stopped controller, back to {status_of(task)}")
+        if recovered:
+            gitops.prune_worktrees(self.layout.repo_root)
+        return [task["id"] for task in recovered]
+
+    def _released(self, task: dict) -> dict:
+        """``task`` handed back after its attempt was cut short (recovery or a signal)."""
+        now = clock.timestamp()
+        if dispatcher.dispatch_kind(task) == "acp" and (task.get("acp") or {}).get("reported_at"):
+            return {**task, "status": "running", "claim": None, "updated_at": now}
+        return transition(task, "pending", now, claim=None, attempts=max(0, task.get("attempts", 1) - 1))
+
+    def interrupt(self, signum: int) -> None:
+        """Leave the task in flight recoverable after SIGINT/SIGTERM (attempt not counted)."""
+        if self.current is None:
+            return
+        with edit_tasks(self.layout) as document:
+            task = document.get(self.current)
+            if status_of(task) not in ACTIVE or task.get("claim") != self.owner:
+                return
+            task = self._released(task)
+            document.replace(task)
+        self.emit("task.interrupted", task, f"controller stopped by signal {signum}; attempt not counted")
+        self.say(f"{task['id']}: interrupted, back to {status_of(task)}")
+
+    # -- the run loop --------------------------------------------------------------------
+
+    def run_once(self) -> str | None:
+        """Claim and run the next task; return its id, or None when nothing is runnable."""
+        claimed = self.claim_next()
+        if claimed is None:
+            return None
+        task, resumed = claimed
+        self.current = task["id"]
+        if resumed:
+            acp = task["acp"]
+            report = {"summary": acp["reported_summary"]} if acp.get("reported_summary") else {}
+            outcome = self.after_worker(task, WorkerOutcome(acp["reported_exit_code"], report=report))
+        else:
+            outcome = self.run_attempt(task)
+        self.summary.outcomes[task["id"]] = outcome
+        self.current = None
+        return task["id"]
+
+    def drain(self) -> RunSummary:
+        """Run tasks until none is runnable."""
+        while self.run_once() is not None:
+            pass
+        return self.summary
+
+    def claim_next(self) -> tuple[dict, bool] | None:
+        """Claim the next task: an acp task with its report in (``resumed`` True), else the
+        next ready pending task (``pending -> running``, attempt counted)."""
+        now = clock.now()
+        with self.guard.critical():
+            with edit_tasks(self.layout) as document:
+                for task in queue_order(document.tasks):
+                    acp = task.get("acp") or {}
+                    if status_of(task) == "running" and not task.get("claim") and acp.get("reported_at"):
+                        task = {**task, "claim": self.owner, "updated_at": clock.timestamp()}
+                        document.replace(task)
+                        return task, True
+                task = pick_next(document.tasks, now)
+                if task is None:
+                    return None
+                errors = task_errors(document, task)
+                if errors:
+                    raise MacpError(f"{document.label}: {errors[0]}")
+                task = self._claimed(task)
+                document.replace(task)
+            kind = dispatcher.dispatch_kind(task)
+            runtime = f", runtime {task['runtime']}" if kind in ("yolo", "acp") else ""
+            self.emit(
+                "task.started",
+                task,
+                f"attempt {task['attempts']}/{task['max_attempts']} ({kind}{runtime})",
+                dispatch=kind,
+                runtime=task.get("runtime"),
+            )
+        self.say(f"{task['id']}: started attempt {task['attempts']}/{task['max_attempts']} ({kind}{runtime})")
+        return task, False
+
+    def _claimed(self, task: dict) -> dict:
+        now = clock.timestamp()
+        changes: dict = {
+            "attempts": task.get("attempts", 0) + 1,
+            "max_attempts": task.get("max_attempts") or self.config["worker"].get("max_attempts", 1),
+            "claim": self.owner,
+            "started_at": task.get("started_at") or now,
+            "not_before": None,
+        }
+        if dispatcher.dispatch_kind(task) in ("yolo", "acp"):
+            changes["runtime"] = dispatcher.resolve_runtime(task, self.config)
+        return transition(task, "running", now, **changes)
+
+    def workdir(self, task: dict) -> Path:
+        """Where the task's worker and gates run: its worktree, else the repository root."""
+        return Path(task["worktree"]) if task.get("worktree") else self.layout.repo_root
+
+    def environment(self, task: dict) -> dict[str, str]:
+        """The environment of the task's worker and gates for its current attempt."""
+        attempt_dir = self.layout.attempt_dir(task["id"], task["attempts"])
+        return dispatcher.worker_env(
+            task,
+            attempt=task["attempts"],
+            cwd=self.workdir(task),
+            brief_file=attempt_dir / "brief.md",
+            report_file=attempt_dir / "report.json",
+        )
+
+    # -- one attempt ---------------------------------------------------------------------
+
+    def run_attempt(self, task: dict) -> str:
+        """Run a claimed task's attempt to its outcome; returns the task's status after it."""
+        kind = dispatcher.dispatch_kind(task)
+        if kind != "legacy":
+            try:
+                task = self.enter_worktree(task)
+            except MacpError as exc:
+                return self.finish(task, "failed", exit_code=None, error=f"worktree creation failed: {exc}")
+        attempt_dir = self.layout.attempt_dir(task["id"], task["attempts"])
+        try:
+            prompt = compose_brief(task, dispatcher.read_brief(task, self.layout.repo_root))
+            brief_file = attempt_dir / "brief.md"
+            write_atomic(brief_file, prompt)
+            if kind == "acp":
+                return self.request_acp(task, prompt)
+            argv = dispatcher.build_dispatch_argv(task, self.config, brief_file)
+        except MacpError as exc:
+            return self.finish(task, "failed", exit_code=None, error=str(exc))
+        timeout = task.get("timeout_seconds") or self.config["worker"]["timeout_seconds"]
+        proc = dispatcher.run_worker(
+            argv,
+            cwd=self.workdir(task),
+            env=self.environment(task),
+            log_path=attempt_dir / "worker.log",
+            timeout_seconds=timeout,
+            config=self.config,
+        )
+        if proc.timed_out:
+            self.say(f"{task['id']}: worker timed out after {timeout}s; its process group was stopped")
+        report = dispatcher.read_worker_report(attempt_dir / "report.json")
+        return self.after_worker(task, WorkerOutcome(proc.exit_code, proc.timed_out, proc.output_tail, report, proc.spawn_error))
+
+    def enter_worktree(self, task: dict) -> dict:
+        """Create or reuse the task's worktree and record it on the task."""
+        path, created, base_commit = dispatcher.prepare_worktree(task, self.layout.repo_root, self.config)
+        task = self.update(task["id"], worktree=str(path), branch=dispatcher.branch_name(task), base_commit=base_commit)
+        event = "worktree.created" if created else "worktree.reused"
+        with self.guard.critical():
+            self.emit(event, task, f"{path} on branch {task['branch']}", source="dispatcher", worktree=str(path), branch=task["branch"])
+        return task
+
+    def request_acp(self, task: dict, prompt: str) -> str:
+        """Write the acp task's ``sessions_spawn`` file and leave it waiting in ``running``."""
+        params = dispatcher.acp_spawn_params(task, self.config, self.workdir(task), prompt)
+        spawn_file = self.layout.acp_file(task["id"])
+        write_atomic(spawn_file, dump_json(params))
+        acp = {"spawn_file": str(spawn_file), "requested_at": clock.timestamp(), "reported_exit_code": None, "reported_summary": None, "reported_at": None}
+        task = self.update(task["id"], acp=acp, claim=None)
+        with self.guard.critical():
+            self.emit("task.acp.requested", task, f"sessions_spawn parameters in {spawn_file}", source="dispatcher", spawn_file=str(spawn_file))
+        self.say(f"{task['id']}: waiting for an external acp completion report (spawn file {spawn_file})")
+        return "running"
+
+    def after_worker(self, task: dict, outcome: WorkerOutcome) -> str:
+        """Decide what the worker's exit means: escalation, a failed attempt, or the gates."""
+        details = {
+            "exit_code": outcome.exit_code,
+            "output_tail": outcome.output_tail,
+            "timed_out": outcome.timed_out,
+            "report": outcome.report,
+            "error": outcome.error,
+        }
+        if outcome.report.get("escalate"):
+            reason = outcome.report.get("escalation_reason") or "the worker asked for a person"
+            return self.finish(task, "escalated", escalation_reason=reason, **details)
+        if outcome.exit_code != 0 or outcome.timed_out:
+            failure = {
+                "kind": "timeout" if outcome.timed_out else "worker",
+                "attempt": task["attempts"],
+                "exit_code": outcome.exit_code,
+                "classification": "unknown",
+                "output_tail": outcome.output_tail,
+            }
+            return self.failed_attempt(task, failure, "failed", [], details)
+        specs = gate_specs(task, self.config)
+        task = self.change(task["id"], "gated", "task.gated", f"worker exited 0; running {len(specs)} quality gate(s)")
+        self.say(f"{task['id']}: gated, running {len(specs)} quality gate(s)")
+        gate_results = self.run_quality_gates(task, specs)
+        failing = next((gate for gate in gate_results if not gate["passed"]), None)
+        if failing is None:
+            return self.finish(task, "completed", gate_results=gate_results, **details)
+        failure = {
+            "kind": "gate",
+            "attempt": task["attempts"],
+            "exit_code": failing["exit_code"],
+            "gate": failing["name"],
+            "classification": failing["classification"],
+            "output_tail": failing["output_tail"],
+        }
+        return self.failed_attempt(task, failure, "escalated", gate_results, details)
+
+    def run_quality_gates(self, task: dict, specs: list[dict]) -> list[dict]:
+        """Run ``specs`` in the task's working folder and record one event per gate."""
+        macp = self.config["macp"]
+        limits = GateLimits(
+            timeout_seconds=task.get("timeout_seconds") or self.config["worker"]["timeout_seconds"],
+            tail_bytes=macp["output_tail_bytes"],
+            max_log_bytes=macp["max_log_bytes"],
+            grace_seconds=macp["kill_grace_seconds"],
+        )
+        log_dir = self.layout.attempt_dir(task["id"], task["attempts"])
+        results = run_gates(specs, cwd=self.workdir(task), env=self.environment(task), log_dir=log_dir, limits=limits)
+        with self.guard.critical():
+            for gate in results:
+                verdict = "passed" if gate["passed"] else "failed"
+                self.emit(
+                    f"gate.{verdict}",
+                    task,
+                    f"{gate['name']}: exit {gate['exit_code']}" + (" (timed out)" if gate["timed_out"] else ""),
+                    source="quality-gate",
+                    gate=gate["name"],
+                    exit_code=gate["exit_code"],
+                    classification=gate["classification"],
+                )
+        return results
+
+    def failed_attempt(self, task: dict, failure: dict, final_status: str, gate_results: list, details: dict) -> str:
+        """Retry with guidance while attempts remain; otherwise end in ``final_status``."""
+        what = failure_summary(failure)
+        if task["attempts"] < task["max_attempts"]:
+            self.change(
+                task["id"],
+                "pending",
+                "task.retry.scheduled",
+                f"attempt {task['attempts']} failed: {what}; retry {task['attempts'] + 1}/{task['max_attempts']} scheduled",
+                metadata={"failure": failure},
+                claim=None,
+                last_failure=failure,
+                acp=None,
+            )
+            self.say(f"{task['id']}: attempt {task['attempts']} failed ({what}); retry scheduled")
+            return "pending"
+        reason = f"{what} after {task['attempts']} attempt(s)"
+        if final_status == "escalated":
+            return self.finish(task, "escalated", gate_results=gate_results, escalation_reason=reason, last_failure=failure, **details)
+        details = {**details, "error": details.get("error") or reason}
+        return self.finish(task, "failed", gate_results=gate_results, last_failure=failure, **details)
+
+    def finish(
+        self,
+        task: dict,
+        status: str,
+        *,
+        exit_code: int | None,
+        gate_results: list | None = None,
+        output_tail: str = "",
+        timed_out: bool = False,
+        report: dict | None = None,
+        error: str | None = None,
+        escalation_reason: str | None = None,
+        last_failure: dict | None = None,
+    ) -> str:
+        """End the task in ``status``: clean up its worktree, write its result, record it."""
+        report = report or {}
+        files = report.get("files_changed")
+        kept = None
+        if task.get("worktree") and Path(task["worktree"]).exists():
+            if task.get("base_commit"):
+                files = gitops.changed_files(Path(task["worktree"]), task["base_commit"])
+            if self.config["macp"]["cleanup_worktrees"]:
+                kept = self.clean_worktree(task)
+        result = dispatcher.collect_result(
+            task,
+            exit_code,
+            gate_results or [],
+            self.layout.orch_dir,
+            status=status,
+            summary=report.get("summary"),
+            files_changed=files,
+            error=error,
+            escalation_reason=escalation_reason,
+            timed_out=timed_out,
+            worktree_kept=kept,
+            output_tail=output_tail,
+            metadata={"log_dir": str(self.layout.attempt_dir(task["id"], task.get("attempts", 0)))},
+        )
+        message = {"completed": "all quality gates passed", "failed": error or "failed", "escalated": escalation_reason or "escalated"}[status]
+        changes = {
+            "claim": None,
+            "completed_at": result["completed_at"],
+            "error": error,
+            "escalation_reason": escalation_reason,
+            "pr": report.get("pr") or task.get("pr"),
+        }
+        if last_failure:
+            changes["last_failure"] = last_failure
+        self.change(task["id"], status, f"task.{status}", message, metadata={"result": str(dispatcher.result_file(task, self.layout.orch_dir))}, **changes)
+        self.say(f"{task['id']}: {status}" + (f" ({message})" if status != "completed" else ""))
+        return status
+
+    def clean_worktree(self, task: dict) -> str | None:
+        """Remove the finished task's worktree unless it holds uncommitted work."""
+        kept = dispatcher.cleanup_worktree(task, self.layout.repo_root)
+        with self.guard.critical():
+            if kept is None:
+                self.emit("worktree.removed", task, f"{task['worktree']} removed; branch {task.get('branch')} kept", source="dispatcher")
+            else:
+                self.emit("worktree.kept", task, f"{task['worktree']} kept: {kept}", source="dispatcher", reason=kept)
+                self.say(f"{task['id']}: worktree kept ({kept})")
+        return kept
+
+
+def build_parser() -> OneLineParser:
+    """Arguments of ``mosaic-orchestrator-run``."""
+    parser = OneLineParser(prog=PROG, description="Run MACP tasks from .mosaic/orchestrator/tasks.json.")
+    parser.add_argument("--repo", help="repository root (default: the git top level of the current folder)")
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--once", action="store_true", help="run one task (the default)")
+    mode.add_argument("--until-drained", action="store_true", help="run tasks until none is runnable")
+    parser.add_argument("--wait", action="store_true", help="wait for another running controller instead of exiting 75")
+    parser.add_argument("--dry-run", action="store_true", help="print the order and exact commands without running anything")
+    return parser
+
+
+def run_controller(repo: str | None, *, until_drained: bool, wait: bool = False, dry_run: bool = False, say=print) -> int:
+    """Run the controller on ``repo``; returns the exit code (see docs/exit-codes.md)."""
+    layout = Layout(resolve_repo(repo))
+    config = load_config(layout.config_file)
+    if not layout.tasks_file.exists():
+        say(f"nothing to do: {layout.tasks_file} does not exist (run 'mosaic macp init')")
+        return EXIT_OK
+    document = load_tasks(layout, validate=True)
+    if dry_run:
+        for line in plan_lines(document.tasks, layout.repo_root, config, clock.now()):
+            say(line)
+        return EXIT_OK
+    lock = ControllerLock(layout.controller_lock)
+    lock.acquire(wait=wait)
+    guard = SignalGuard()
+    guard.install()
+    controller = Controller(layout, config, guard, lock.owner or {}, say)
+    try:
+        controller.recover()
+        if until_drained:
+            controller.drain()
+        elif controller.run_once() is None:
+            say("no runnable task")
+        if until_drained:
+            for line in remaining_lines(load_tasks(layout).tasks, clock.now()):
+                say(line)
+        return controller.summary.exit_code
+    except Interrupted as exc:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, signal.SIG_IGN)
+        controller.interrupt(exc.signum)
+        raise
+    finally:
+        guard.restore()
+        lock.release()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``mosaic-orchestrator-run``; returns the exit code."""
+    args = build_parser().parse_args(argv)
+    return run_main(PROG, lambda: run_controller(args.repo, until_drained=args.until_drained, wait=args.wait, dry_run=args.dry_run))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,71 @@
+"""What a drain would do (``--dry-run``) and what it left behind (pure, given the config).
+
+:func:`plan_lines` simulates a drain in which every task succeeds: the same order the
+controller uses, with each task's exact command, working folder and gates.
+:func:`remaining_lines` reports, after a drain, the tasks that are still not done and why.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from datetime import datetime
+from pathlib import Path
+
+from dispatcher import macp_dispatcher as dispatcher
+from macp.gates import gate_specs
+from macp.layout import Layout
+from macp.lifecycle import STATUSES, status_of
+from macp.scheduler import hold_reason, pick_next
+
+
+def plan_lines(tasks: list[dict], repo_root: Path, config: dict, now: datetime) -> list[str]:
+    """The dry-run plan: one numbered entry per task that would run, then what cannot."""
+    simulated = [dict(task) for task in tasks]
+    lines: list[str] = []
+    planned = 0
+    while (task := pick_next(simulated, now)) is not None:
+        planned += 1
+        lines.extend(_describe(planned, task, repo_root, config))
+        task["status"] = "completed"
+    header = [f"dry run: {planned} task(s) would run, in this order (nothing was run)"]
+    by_id = {task["id"]: task for task in simulated}
+    held = [
+        f"not runnable: {task['id']} ({hold_reason(task, by_id, now)})"
+        for task in simulated
+        if status_of(task) == "pending"
+    ]
+    return header + lines + held
+
+
+def _describe(number: int, task: dict, repo_root: Path, config: dict) -> list[str]:
+    kind = dispatcher.dispatch_kind(task)
+    attempt = task.get("attempts", 0) + 1
+    brief_file = Layout(repo_root).attempt_dir(task["id"], attempt) / "brief.md"
+    if kind == "legacy":
+        where = f"in {repo_root}"
+    else:
+        where = f"in {dispatcher.worktree_path(task, repo_root, config)} (branch {dispatcher.branch_name(task)})"
+    if kind == "acp":
+        command = f"write {Layout(repo_root).acp_file(task['id'])} for sessions_spawn"
+    else:
+        command = dispatcher.build_dispatch_command(task, repo_root, config, brief_file)
+    lines = [f"{number}. {task['id']} [{kind}] {where}: {command}"]
+    lines += [f"   gate {gate['name']}: {gate['command']}" for gate in gate_specs(task, config)]
+    return lines
+
+
+def remaining_lines(tasks: list[dict], now: datetime) -> list[str]:
+    """After a drain: status counts, then each unfinished task with the reason it waits."""
+    counts = Counter(status_of(task) for task in tasks)
+    summary = ", ".join(f"{counts[status]} {status}" for status in STATUSES if counts[status])
+    lines = [f"queue: {summary or 'empty'}"]
+    by_id = {task["id"]: task for task in tasks}
+    for task in tasks:
+        status = status_of(task)
+        if status == "pending":
+            lines.append(f"  {task['id']}: {hold_reason(task, by_id, now) or 'ready'}")
+        elif status == "running" and not task.get("claim"):
+            lines.append(f"  {task['id']}: waiting for its acp completion report (mosaic macp complete)")
+        elif status == "escalated":
+            lines.append(f"  {task['id']}: escalated: {task.get('escalation_reason') or 'needs a person'}")
+    return lines

@@ -1,0 +1,1 @@
+"""MACP dispatcher package: see macp_dispatcher."""

@@ -1,0 +1,353 @@
+"""MACP dispatcher: turn a task into a worktree, a command, a run, a result and a cleanup.
+
+A library imported by the controller (MACP Phase 1 brief, Task 4), not a script. The brief's
+five functions are here:
+
+- :func:`setup_worktree` -- ``git worktree add`` for the task (or reuse it on a retry);
+- :func:`build_dispatch_command` -- the command for ``exec`` / ``yolo``, or the
+  ``sessions_spawn`` JSON for ``acp``;
+- :func:`collect_result` -- build, validate and atomically write ``results/<task-id>.json``;
+- :func:`cleanup_worktree` -- remove a clean worktree, keep a dirty one (never lose work);
+- :func:`dispatch_task` -- setup, execute, collect and clean up one attempt in one call.
+
+The controller uses the same pieces with its state transitions and quality gates in between.
+Fallbacks from the brief: a task without ``dispatch`` runs as a legacy shell command (exec
+path, repository root); a task without ``runtime`` uses ``worker.runtime`` from config, then
+``macp.default_runtime``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+from pathlib import Path
+
+from macp import clock, gitops
+from macp.config import PROJECT_ROOT, load_config, worktree_base
+from macp.errors import MacpError
+from macp.fsio import dump_json, write_atomic
+from macp.guidance import compose_brief
+from macp.layout import Layout, confine
+from macp.procs import ProcessResult, run_process
+from protocol.schemas import schema_errors
+
+MOSAIC_BIN = PROJECT_ROOT / "bin" / "mosaic"
+USER_BIN = Path("~/.config/mosaic/bin")
+DISPATCH_KINDS = ("exec", "yolo", "acp")
+
+
+class WorktreeError(MacpError):
+    """The task's worktree could not be created; the task fails at once (brief, Task 4)."""
+
+
+def slugify(text: str, max_length: int = 40) -> str:
+    """Lower-case ``text`` to ``[a-z0-9-]``, runs of other characters become one ``-``."""
+    slug = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
+    return slug[:max_length].rstrip("-")
+
+
+def dispatch_kind(task: dict) -> str:
+    """``legacy`` for a task without ``dispatch``, else its dispatch (``exec``/``yolo``/``acp``)."""
+    return task.get("dispatch") or "legacy"
+
+
+def resolve_runtime(task: dict, config: dict) -> str:
+    """The task's runtime, else ``worker.runtime``, else ``macp.default_runtime``."""
+    return task.get("runtime") or config["worker"].get("runtime") or config["macp"]["default_runtime"]
+
+
+def branch_name(task: dict) -> str:
+    """The task's ``branch``, else ``feat/<task-id>-<slug of title>`` (brief's convention)."""
+    if task.get("branch"):
+        return task["branch"]
+    slug = slugify(task.get("title") or "")
+    return f"feat/{task['id']}-{slug}" if slug else f"feat/{task['id']}"
+
+
+def worktree_path(task: dict, repo_root: Path, config: dict) -> Path:
+    """``<worktree_base>/<slug of task id>``, or the task's ``worktree`` if it lies inside the base."""
+    base = worktree_base(config, repo_root)
+    if task.get("worktree"):
+        return confine(os.path.expanduser(task["worktree"]), base, f"task {task['id']}: worktree")
+    name = slugify(task["id"], max_length=128) or "task"
+    return base.resolve() / name
+
+
+def base_ref(repo_root: Path, config: dict) -> str:
+    """``macp.base_ref`` (default ``origin/main``) when it names a commit, else ``HEAD``."""
+    configured = config["macp"].get("base_ref")
+    if configured and gitops.resolve_commit(repo_root, configured):
+        return configured
+    return "HEAD"
+
+
+def prepare_worktree(task: dict, repo_root: Path, config: dict) -> tuple[Path, bool, str | None]:
+    """Create or reuse the task's worktree: ``(path, created, base commit)``.
+
+    A retry finds the worktree registered on the task's branch and reuses it, so the worker
+    continues from its partial work. An existing branch without a worktree is checked out
+    again (branches are never deleted). Raises :class:`WorktreeError` when the branch name
+    breaks git's rules, the path is occupied by something else, or git refuses.
+    """
+    branch = branch_name(task)
+    if not gitops.is_valid_branch_name(repo_root, branch):
+        raise WorktreeError(f"task {task['id']}: {branch!r} is not a valid git branch name")
+    path = worktree_path(task, repo_root, config)
+    try:
+        gitops.prune_worktrees(repo_root)
+        registered = gitops.registered_worktrees(repo_root)
+        if path in registered:
+            if registered[path] != branch:
+                raise WorktreeError(f"{path} is a worktree of branch {registered[path]!r}, not {branch!r}")
+            return path, False, task.get("base_commit")
+        if path.exists():
+            raise WorktreeError(f"{path} exists and is not a worktree of this repository; move it away")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if gitops.branch_exists(repo_root, branch):
+            gitops.add_worktree(repo_root, path, branch, None)
+            return path, True, task.get("base_commit") or gitops.resolve_commit(repo_root, branch)
+        base = base_ref(repo_root, config)
+        gitops.add_worktree(repo_root, path, branch, base)
+        return path, True, gitops.resolve_commit(repo_root, base)
+    except gitops.GitError as exc:
+        raise WorktreeError(str(exc)) from None
+
+
+def setup_worktree(task: dict, repo_root: Path, config: dict | None = None) -> Path:
+    """Create (or reuse) the git worktree for ``task``; return its path.
+
+    ``config`` defaults to the repository's effective config. Raises :class:`WorktreeError`.
+    """
+    config = config if config is not None else load_config(Layout(repo_root).config_file)
+    return prepare_worktree(task, repo_root, config)[0]
+
+
+def read_brief(task: dict, repo_root: Path) -> str | None:
+    """The text of the task's ``brief_path`` (confined to the repository), or None without one."""
+    if not task.get("brief_path"):
+        return None
+    path = confine(task["brief_path"], repo_root, f"task {task['id']}: brief_path")
+    try:
+        return path.read_bytes().decode("utf-8", errors="replace")
+    except OSError as exc:
+        raise MacpError(f"task {task['id']}: cannot read brief {task['brief_path']}: {exc.strerror}") from None
+
+
+def build_dispatch_argv(task: dict, config: dict, brief_file: Path) -> list[str]:
+    """argv that runs ``task``'s worker: ``/bin/sh -c <command>`` for legacy and exec tasks,
+    ``mosaic yolo <runtime> --prompt-file <brief_file>`` for yolo tasks.
+
+    Raises :class:`MacpError` for a task without a command, an acp task (it has no command),
+    or an unknown runtime.
+    """
+    kind = dispatch_kind(task)
+    if kind in ("legacy", "exec"):
+        if not task.get("command"):
+            raise MacpError(f"task {task['id']}: an {kind} task needs a command")
+        return ["/bin/sh", "-c", task["command"]]
+    if kind == "yolo":
+        runtime = resolve_runtime(task, config)
+        if runtime not in config.get("runtimes", {}):
+            raise MacpError(f"task {task['id']}: unknown runtime {runtime!r}")
+        return [str(MOSAIC_BIN), "yolo", runtime, "--prompt-file", str(brief_file)]
+    raise MacpError(f"task {task['id']}: {kind} tasks are not run as a command")
+
+
+def acp_spawn_params(task: dict, config: dict, worktree: Path, prompt: str) -> dict:
+    """OpenClaw ``sessions_spawn`` parameters for an acp task (no timeout keys: OpenClaw
+    rejects them for acp; MACP enforces timeouts itself)."""
+    return {
+        "task": prompt,
+        "runtime": "acp",
+        "agentId": resolve_runtime(task, config),
+        "mode": "run",
+        "thread": False,
+        "cwd": str(worktree),
+        "label": (task.get("title") or task["id"])[:80],
+    }
+
+
+def build_dispatch_command(task: dict, repo_root: Path, config: dict | None = None, brief_file: Path | None = None) -> str:
+    """The dispatch command as one string (brief, Task 4).
+
+    exec/legacy: the task's shell command. yolo: the quoted ``mosaic yolo`` argv. acp: the
+    ``sessions_spawn`` JSON for the caller. ``brief_file`` defaults to the task's brief path.
+    """
+    config = config if config is not None else load_config(Layout(repo_root).config_file)
+    if dispatch_kind(task) == "acp":
+        worktree = worktree_path(task, repo_root, config)
+        prompt = read_brief(task, repo_root) or task.get("title") or task["id"]
+        return json.dumps(acp_spawn_params(task, config, worktree, prompt), ensure_ascii=False)
+    if brief_file is None:
+        brief_file = repo_root / (task.get("brief_path") or f"{task['id']}.md")
+    argv = build_dispatch_argv(task, config, brief_file)
+    return argv[2] if argv[:2] == ["/bin/sh", "-c"] else shlex.join(argv)
+
+
+def worker_env(task: dict, *, attempt: int, cwd: Path, brief_file: Path, report_file: Path) -> dict[str, str]:
+    """The worker's environment: ours, ``~/.config/mosaic/bin`` first on PATH, and the
+    ``MACP_TASK_ID``, ``MACP_ATTEMPT``, ``MACP_WORKTREE``, ``MACP_BRANCH``, ``MACP_BRIEF``,
+    ``MACP_REPORT`` variables (docs/workers.md)."""
+    env = dict(os.environ)
+    env["PATH"] = os.pathsep.join([str(USER_BIN.expanduser()), env.get("PATH", os.defpath)])
+    env.update(
+        {
+            "MACP_TASK_ID": task["id"],
+            "MACP_ATTEMPT": str(attempt),
+            "MACP_WORKTREE": str(cwd) if task.get("worktree") else "",
+            "MACP_BRANCH": task.get("branch") or "",
+            "MACP_BRIEF": str(brief_file),
+            "MACP_REPORT": str(report_file),
+        }
+    )
+    return env
+
+
+def run_worker(argv: list[str], *, cwd: Path, env: dict[str, str], log_path: Path, timeout_seconds: int, config: dict) -> ProcessResult:
+    """Run the worker with the config's output limits; see :func:`macp.procs.run_process`."""
+    macp = config["macp"]
+    return run_process(
+        argv,
+        cwd=cwd,
+        env=env,
+        log_path=log_path,
+        timeout_seconds=timeout_seconds,
+        tail_bytes=macp["output_tail_bytes"],
+        max_log_bytes=macp["max_log_bytes"],
+        grace_seconds=macp["kill_grace_seconds"],
+    )
+
+
+def read_worker_report(report_file: Path) -> dict:
+    """The worker's optional JSON report (docs/workers.md), keeping only well-typed fields:
+    ``summary`` (str), ``files_changed`` (list of str), ``escalate`` (bool),
+    ``escalation_reason`` (str), ``pr`` (str). Missing or malformed reports give ``{}``."""
+    try:
+        report = json.loads(report_file.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(report, dict):
+        return {}
+    types = {"summary": str, "escalate": bool, "escalation_reason": str, "pr": str}
+    kept = {key: value for key, value in report.items() if key in types and isinstance(value, types[key])}
+    files = report.get("files_changed")
+    if isinstance(files, list) and all(isinstance(name, str) for name in files):
+        kept["files_changed"] = files
+    return kept
+
+
+def result_file(task: dict, orch_dir: Path) -> Path:
+    """Where the task's result goes: ``result_path`` (relative to the state folder, confined to
+    the repository) or ``results/<task-id>.json``."""
+    relative = task.get("result_path") or f"results/{task['id']}.json"
+    return confine(orch_dir / relative, orch_dir.parents[1], f"task {task['id']}: result_path")
+
+
+def collect_result(task: dict, exit_code: int | None, gate_results: list, orch_dir: Path, **details: object) -> dict:
+    """Build the task's result (result.schema.json), validate it, and write it atomically.
+
+    ``details`` may set ``status`` (default: completed when the worker exited 0 and every gate
+    passed, else failed), ``summary``, ``files_changed``, ``error``, ``escalation_reason``,
+    ``timed_out``, ``worktree_kept``, ``output_tail``, ``runtime``, ``metadata``. Nothing is
+    written unless the result validates (ValueError otherwise). Returns the result.
+    """
+    now = clock.timestamp()
+    passed = exit_code == 0 and all(gate.get("passed", gate.get("exit_code") == 0) for gate in gate_results)
+    status = details.pop("status", None) or ("completed" if passed else "failed")
+    result = {
+        "task_id": task["id"],
+        "status": status,
+        "completed_at": now,
+        "failed_at": None if status == "completed" else now,
+        "exit_code": exit_code,
+        "attempt": task.get("attempts", 0),
+        "max_attempts": task.get("max_attempts", 1),
+        "runtime": task.get("runtime") or "",
+        "dispatch": dispatch_kind(task),
+        "worktree": task.get("worktree"),
+        "branch": task.get("branch"),
+        "pr": task.get("pr"),
+        "summary": "",
+        "files_changed": [],
+        "gate_results": gate_results,
+        "error": None,
+        "escalation_reason": None,
+        "timed_out": False,
+        "worktree_kept": None,
+        "output_tail": "",
+        "metadata": {},
+    }
+    result.update({key: value for key, value in details.items() if value is not None})
+    errors = schema_errors("result", result)
+    if errors:
+        raise ValueError(f"refusing to write an invalid result for {task['id']}: {errors[0]}")
+    write_atomic(result_file(task, orch_dir), dump_json(result))
+    return result
+
+
+def cleanup_worktree(task: dict, repo_root: Path | None = None) -> str | None:
+    """Remove the task's worktree unless that would lose work; the branch always stays.
+
+    Returns None when the worktree was removed (or was already gone), else why it was kept,
+    e.g. ``"2 uncommitted paths: a.py, b.py"``. ``repo_root`` defaults to the repository the
+    worktree belongs to.
+    """
+    if not task.get("worktree"):
+        return None
+    path = Path(task["worktree"])
+    if not path.exists():
+        return None
+    if repo_root is None:
+        common = gitops.git(["rev-parse", "--path-format=absolute", "--git-common-dir"], path).stdout.strip()
+        repo_root = Path(common).parent
+    dirty = gitops.dirty_paths(path)
+    if dirty:
+        shown = ", ".join(dirty[:5]) + (", ..." if len(dirty) > 5 else "")
+        return f"{len(dirty)} uncommitted path{'s' if len(dirty) != 1 else ''}: {shown}"
+    try:
+        gitops.remove_worktree(repo_root, path)
+    except gitops.GitError as exc:
+        return f"git refused to remove it: {exc}"
+    return None
+
+
+def dispatch_task(task: dict, repo_root: Path, orch_dir: Path, config: dict) -> tuple[int, str]:
+    """One attempt without the controller: setup, execute, collect, clean up.
+
+    Runs the worker of an exec/yolo/legacy task (no quality gates, no retry), writes its
+    result and removes its clean worktree when ``macp.cleanup_worktrees`` is set. Returns
+    ``(exit_code, output tail)``; exit code 127 means the worker could not be started.
+    """
+    layout = Layout(repo_root)
+    task = dict(task, attempts=task.get("attempts", 0) + 1)
+    attempt_dir = layout.attempt_dir(task["id"], task["attempts"])
+    cwd = repo_root
+    if dispatch_kind(task) != "legacy":
+        cwd, _created, base_commit = prepare_worktree(task, repo_root, config)
+        task.update(worktree=str(cwd), branch=branch_name(task), base_commit=base_commit)
+        task.update(runtime=resolve_runtime(task, config))
+    brief_file = attempt_dir / "brief.md"
+    write_atomic(brief_file, compose_brief(task, read_brief(task, repo_root)))
+    argv = build_dispatch_argv(task, config, brief_file)
+    env = worker_env(task, attempt=task["attempts"], cwd=cwd, brief_file=brief_file, report_file=attempt_dir / "report.json")
+    timeout = task.get("timeout_seconds") or config["worker"]["timeout_seconds"]
+    proc = run_worker(argv, cwd=cwd, env=env, log_path=attempt_dir / "worker.log", timeout_seconds=timeout, config=config)
+    exit_code = 127 if proc.exit_code is None else proc.exit_code
+    report = read_worker_report(attempt_dir / "report.json")
+    files = gitops.changed_files(cwd, task["base_commit"]) if task.get("base_commit") else report.get("files_changed")
+    kept = cleanup_worktree(task, repo_root) if config["macp"]["cleanup_worktrees"] else None
+    collect_result(
+        task,
+        exit_code,
+        [],
+        orch_dir,
+        summary=report.get("summary"),
+        files_changed=files,
+        timed_out=proc.timed_out,
+        worktree_kept=kept,
+        output_tail=proc.output_tail,
+        error=proc.spawn_error,
+    )
+    return exit_code, proc.output_tail

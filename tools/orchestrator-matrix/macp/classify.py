@@ -1,0 +1,39 @@
+"""Classify a failed quality gate (pure).
+
+Categories and output patterns follow the Mosaic Stack guide's CI auto-diagnosis (seed 004):
+lint, typecheck, test, build, security, unknown. The gate's name and command are looked at
+first (a gate called ``lint`` running ``ruff`` is lint whatever it prints), then its output.
+"""
+
+from __future__ import annotations
+
+import re
+
+CATEGORIES = ("lint", "typecheck", "test", "build", "security", "unknown")
+
+_BY_NAME = (
+    ("security", re.compile(r"(?i)secur|secret|bandit|audit|vuln|gitleaks|trivy|semgrep")),
+    ("typecheck", re.compile(r"(?i)type.?check|\bmypy\b|\btsc\b|pyright|\btypes?\b")),
+    ("lint", re.compile(r"(?i)lint|ruff|flake8|pylint|eslint|shellcheck|\bfmt\b|format|prettier|black")),
+    ("test", re.compile(r"(?i)test|pytest|vitest|jest|unittest|\bspec\b|\bcheck\b")),
+    ("build", re.compile(r"(?i)build|compile|\bmake\b|cargo|\bgcc\b|\bbundle\b|package")),
+)
+_BY_OUTPUT = (
+    ("lint", re.compile(r"(?i)eslint|lint.*error|ruff|flake8|\b[EFW]\d{3}\b")),
+    ("typecheck", re.compile(r"(?i)type.*error|tsc.*error|mypy|incompatible type")),
+    ("test", re.compile(r"(?i)test.*fail|fail.*test|vitest.*fail|assertionerror|\d+ failed")),
+    ("build", re.compile(r"(?i)build.*fail|compilation.*fail|syntaxerror|cannot find module|undefined reference")),
+    ("security", re.compile(r"(?i)\bsecret|security|vulnerab")),
+)
+
+
+def classify_gate_failure(name: str, command: str, output: str) -> str:
+    """The category of a failed gate: one of :data:`CATEGORIES`."""
+    label = f"{name} {command}"
+    for category, pattern in _BY_NAME:
+        if pattern.search(label):
+            return category
+    for category, pattern in _BY_OUTPUT:
+        if pattern.search(output):
+            return category
+    return "unknown"

@@ -1,0 +1,61 @@
+"""What every MACP command-line entry point shares: argument errors on one line, the
+``--repo`` default, and turning errors into exit codes without tracebacks.
+
+Exit codes (docs/exit-codes.md): 0 ok, 1 a task failed/escalated or a file is invalid,
+2 usage or input error, 70 internal error, 75 another controller holds the lock,
+130/143 interrupted by SIGINT/SIGTERM.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import traceback
+from pathlib import Path
+from typing import Callable, NoReturn
+
+from macp import gitops
+from macp.errors import EXIT_INTERNAL, EXIT_USAGE, Interrupted, MacpError
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """An ArgumentParser whose usage errors are one line on stderr and exit code 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: {message} (see --help)\n")
+
+
+def resolve_repo(repo: str | None) -> Path:
+    """The repository root: ``--repo`` if given, else the git top level of the current folder.
+
+    Raises :class:`MacpError` (exit 2) when the folder is not inside a git repository.
+    """
+    start = Path(repo).expanduser() if repo else Path.cwd()
+    return gitops.toplevel(start.resolve())
+
+
+def run_main(prog: str, body: Callable[[], int]) -> int:
+    """Run ``body`` and map what it raises to an exit code, printing one line on stderr.
+
+    Set ``MACP_DEBUG=1`` to get the traceback of an internal error as well.
+    """
+    try:
+        return body()
+    except MacpError as exc:
+        print(f"{prog}: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except Interrupted as exc:
+        print(f"{prog}: interrupted by signal {exc.signum}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        sys.stderr.close()
+        return 0
+    except Exception as exc:  # a bug: say so in one line, keep the details for MACP_DEBUG
+        if os.environ.get("MACP_DEBUG"):
+            traceback.print_exc()
+        print(f"{prog}: internal error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return EXIT_INTERNAL

@@ -1,0 +1,61 @@
+"""Load a repository's config.json on top of MACP's defaults.
+
+The defaults are the template ``templates/repo/.mosaic/orchestrator/config.json`` (the file
+``mosaic macp init`` copies), so the documented template and the built-in behaviour cannot
+drift apart. A user's config is merged over it: objects merge key by key, everything else
+(lists, strings, numbers) replaces the default. The result is validated against
+``protocol/config.schema.json``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from macp.errors import MacpError
+from macp.fsio import read_json
+from protocol.schemas import schema_errors
+
+PROJECT_ROOT = Path(__file__).resolve().parents[3]
+TEMPLATE_STATE_DIR = PROJECT_ROOT / "templates" / "repo" / ".mosaic" / "orchestrator"
+
+
+def merge(defaults: Any, override: Any) -> Any:
+    """Deep-merge ``override`` onto ``defaults`` (objects recursively, other values replace)."""
+    if isinstance(defaults, dict) and isinstance(override, dict):
+        merged = dict(defaults)
+        for key, value in override.items():
+            merged[key] = merge(defaults.get(key), value) if key in defaults else value
+        return merged
+    return override
+
+
+def default_config() -> dict:
+    """The template config (MACP's defaults) as a new dict."""
+    return read_json(TEMPLATE_STATE_DIR / "config.json")
+
+
+def load_config(config_file: Path) -> dict:
+    """The effective config: defaults merged with ``config_file`` when it exists.
+
+    Raises :class:`MacpError` (exit 2) for bad JSON (file, line, column), a non-object
+    document, or a schema violation (file, JSON path, reason).
+    """
+    config = default_config()
+    if config_file.exists():
+        user = read_json(config_file)
+        if not isinstance(user, dict):
+            raise MacpError(f"{config_file}: expected a JSON object at the top level")
+        config = merge(config, user)
+    errors = schema_errors("config", config)
+    if errors:
+        raise MacpError(f"{config_file}: {errors[0]}")
+    return config
+
+
+def worktree_base(config: dict, repo_root: Path) -> Path:
+    """``macp.worktree_base`` with ``{repo}`` and ``~`` expanded, as an absolute path."""
+    template = config["macp"]["worktree_base"].replace("{repo}", repo_root.name)
+    base = Path(os.path.expanduser(template))
+    return base if base.is_absolute() else (repo_root / base)

@@ -1,0 +1,47 @@
+"""Errors a user can cause, and the exit codes the command-line tools document.
+
+Every :class:`MacpError` is reported as one line on stderr (``mosaic-macp: <message>``) and
+ends the process with its ``exit_code``; see docs/exit-codes.md.
+"""
+
+from __future__ import annotations
+
+EXIT_OK = 0
+EXIT_TASKS_FAILED = 1
+EXIT_USAGE = 2
+EXIT_INTERNAL = 70
+EXIT_BUSY = 75
+EXIT_SIGINT = 130
+EXIT_SIGTERM = 143
+
+
+class MacpError(Exception):
+    """A problem the user can fix: bad input, a bad state file, a repository in the way.
+
+    ``MacpError(message, exit_code=EXIT_USAGE)``; ``str(error)`` is the one-line message.
+    """
+
+    def __init__(self, message: str, exit_code: int = EXIT_USAGE) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+class BusyError(MacpError):
+    """Another controller holds the repository's controller lock (exit code 75)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, EXIT_BUSY)
+
+
+class Interrupted(BaseException):
+    """SIGINT or SIGTERM arrived; ``signum`` says which. Derives from BaseException so that
+    ``except Exception`` blocks never swallow it."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+    @property
+    def exit_code(self) -> int:
+        """128 + the signal number: 130 for SIGINT, 143 for SIGTERM."""
+        return 128 + self.signum

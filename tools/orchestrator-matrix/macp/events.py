@@ -1,0 +1,98 @@
+"""The append-only event log ``events.ndjson``: build, validate, append, read.
+
+Each event is one JSON object on one line, valid against ``protocol/event.schema.json``.
+Appends are single ``write(2)`` calls (:func:`macp.fsio.append_line`). Readers skip a torn
+final line (a crash mid-append) and report it on stderr; a bad line elsewhere is an error.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import uuid
+from pathlib import Path
+from typing import Iterator
+
+from macp import clock
+from macp.errors import MacpError
+from macp.fsio import append_line
+from macp.redact import redact
+from protocol.schemas import schema_errors
+
+SOURCES = ("controller", "dispatcher", "worker", "quality-gate", "cli", "sync", "transport")
+
+
+def make_event(
+    event_type: str,
+    *,
+    source: str,
+    task_id: str | None = None,
+    status: str | None = None,
+    attempt: int | None = None,
+    message: str = "",
+    metadata: dict | None = None,
+) -> dict:
+    """Build an event dict (new ``event_id``, current timestamp, message redacted)."""
+    event = {
+        "event_id": uuid.uuid4().hex,
+        "event_type": event_type,
+        "task_id": task_id,
+        "status": status,
+        "timestamp": clock.timestamp(),
+        "source": source,
+        "attempt": attempt,
+        "message": redact(message),
+        "metadata": metadata or {},
+    }
+    return event
+
+
+def append_event(events_file: Path, event: dict) -> dict:
+    """Validate ``event`` against the event schema and append it; returns the event.
+
+    Raises ``ValueError`` if the event is invalid (a programming error: nothing is written).
+    """
+    errors = schema_errors("event", event)
+    if errors:
+        raise ValueError(f"refusing to write an invalid event: {errors[0]}")
+    append_line(events_file, json.dumps(event, ensure_ascii=False, separators=(",", ":")))
+    return event
+
+
+def read_events(events_file: Path) -> Iterator[dict]:
+    """Yield the events of ``events_file`` in order (nothing when it does not exist).
+
+    A final line without its newline or that is not JSON is a torn append: it is skipped with
+    a note on stderr. Any other undecodable line raises :class:`MacpError` naming file and line.
+    """
+    try:
+        handle = events_file.open("rb")
+    except FileNotFoundError:
+        return
+    with handle:
+        previous: tuple[int, bytes] | None = None
+        for number, raw in enumerate(handle, start=1):
+            if not raw.strip():
+                continue
+            if previous is not None:
+                yield _decode_line(events_file, *previous)
+            previous = (number, raw)
+        if previous is None:
+            return
+        number, raw = previous
+        try:
+            if not raw.endswith(b"\n"):
+                raise ValueError("no final newline")
+            yield _decode_line(events_file, number, raw)
+        except (ValueError, MacpError):
+            print(f"mosaic-macp: {events_file}:{number}: skipping torn final line", file=sys.stderr)
+
+
+def _decode_line(events_file: Path, number: int, raw: bytes) -> dict:
+    try:
+        event = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise MacpError(f"{events_file}:{number}: invalid event line: {exc}") from None
+    if not isinstance(event, dict):
+        raise MacpError(f"{events_file}:{number}: an event must be a JSON object")
+    return event

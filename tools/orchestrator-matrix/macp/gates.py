@@ -1,0 +1,93 @@
+"""Quality gates: normalise their definitions and run them after a successful worker.
+
+A gate is a shell command string, or ``{"name", "command", "type", "timeout_seconds"}``
+(DESIGN.md "Quality gates"). A task's own ``quality_gates`` replace the config's. Every gate
+runs (like pre-commit runs every hook) in the worktree, or the repository root for legacy
+tasks; each is recorded like a pre-commit hook result.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from macp.classify import classify_gate_failure
+from macp.procs import run_process
+
+
+@dataclass(frozen=True)
+class GateLimits:
+    """Per-run limits shared by every gate: default timeout (seconds), output tail and log
+    sizes (bytes), and the SIGTERM-to-SIGKILL grace (seconds)."""
+
+    timeout_seconds: int
+    tail_bytes: int
+    max_log_bytes: int
+    grace_seconds: float
+
+
+def gate_specs(task: dict, config: dict) -> list[dict]:
+    """The gates for ``task``: its own ``quality_gates`` if present, else the config's.
+
+    Each is returned as ``{"name", "command", "type", "timeout_seconds"}`` (timeout None when
+    unset); an unnamed gate is called ``gate-<n>``.
+    """
+    raw = task.get("quality_gates")
+    if raw is None:
+        raw = config.get("quality_gates", [])
+    specs = []
+    for number, gate in enumerate(raw, start=1):
+        if isinstance(gate, str):
+            gate = {"command": gate}
+        specs.append(
+            {
+                "name": gate.get("name") or f"gate-{number}",
+                "command": gate["command"],
+                "type": gate.get("type", "mechanical"),
+                "timeout_seconds": gate.get("timeout_seconds"),
+            }
+        )
+    return specs
+
+
+def _log_name(number: int, name: str) -> str:
+    return f"gate-{number}-{re.sub(r'[^A-Za-z0-9._-]+', '-', name)[:40]}.log"
+
+
+def run_gates(specs: list[dict], *, cwd: Path, env: dict[str, str], log_dir: Path, limits: GateLimits) -> list[dict]:
+    """Run every gate in ``specs``; return one ``gate_results`` entry each (result schema).
+
+    A gate passes when it exits 0 within its timeout. Failed gates carry a
+    ``classification`` (lint / typecheck / test / build / security / unknown).
+    """
+    results = []
+    for number, spec in enumerate(specs, start=1):
+        proc = run_process(
+            ["/bin/sh", "-c", spec["command"]],
+            cwd=cwd,
+            env=env,
+            log_path=log_dir / _log_name(number, spec["name"]),
+            timeout_seconds=spec["timeout_seconds"] or limits.timeout_seconds,
+            tail_bytes=limits.tail_bytes,
+            max_log_bytes=limits.max_log_bytes,
+            grace_seconds=limits.grace_seconds,
+        )
+        passed = proc.exit_code == 0 and not proc.timed_out
+        results.append(
+            {
+                "name": spec["name"],
+                "command": spec["command"],
+                "type": spec["type"],
+                "exit_code": proc.exit_code,
+                "passed": passed,
+                "timed_out": proc.timed_out,
+                "duration_seconds": proc.duration_seconds,
+                "classification": None
+                if passed
+                else classify_gate_failure(spec["name"], spec["command"], proc.output_tail),
+                "output_tail": proc.output_tail,
+                "log": str(proc.log_path),
+            }
+        )
+    return results

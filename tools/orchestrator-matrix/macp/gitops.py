@@ -1,0 +1,121 @@
+"""Thin wrappers over the git command line (worktrees, refs, status).
+
+Every call runs ``git`` with an argv list (never a shell), ``GIT_TERMINAL_PROMPT=0`` and
+``LC_ALL=C``; user-supplied names are passed after ``--`` or validated first, so a value
+such as ``--upload-pack=...`` is never read as an option. Failures raise :class:`GitError`
+carrying git's own message.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+from macp.errors import MacpError
+
+
+class GitError(MacpError):
+    """A git command failed; the message is git's stderr (first line)."""
+
+
+def git(args: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
+    """Run ``git <args>`` in ``cwd``; return the CompletedProcess (text mode).
+
+    Raises :class:`GitError` when ``check`` is true and git exits non-zero, or when git is
+    not installed.
+    """
+    env = {**os.environ, "GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C"}
+    try:
+        proc = subprocess.run(
+            ["git", *args], cwd=cwd, env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True
+        )
+    except FileNotFoundError:
+        raise GitError("git is not installed (or not on PATH)") from None
+    if check and proc.returncode != 0:
+        detail = (proc.stderr.strip() or proc.stdout.strip() or f"exit {proc.returncode}").splitlines()[0]
+        raise GitError(f"git {args[0]}: {detail}")
+    return proc
+
+
+def toplevel(path: Path) -> Path:
+    """The worktree root containing ``path``; raises MacpError "not a git repository" otherwise."""
+    if not path.is_dir():
+        raise MacpError(f"not a directory: {path}")
+    proc = git(["rev-parse", "--show-toplevel"], path, check=False)
+    if proc.returncode != 0:
+        raise MacpError(f"not a git repository: {path}")
+    return Path(proc.stdout.strip()).resolve()
+
+
+def resolve_commit(repo: Path, ref: str) -> str | None:
+    """The commit id ``ref`` names in ``repo``, or None when it names no commit."""
+    proc = git(["rev-parse", "--verify", "--quiet", "--end-of-options", f"{ref}^{{commit}}"], repo, check=False)
+    if proc.returncode != 0:
+        return None
+    return proc.stdout.strip() or None
+
+
+def is_valid_branch_name(repo: Path, name: str) -> bool:
+    """True when git accepts ``name`` as a branch name (``git check-ref-format --branch``)."""
+    if not name or name.startswith("-"):
+        return False
+    return git(["check-ref-format", "--branch", name], repo, check=False).returncode == 0
+
+
+def branch_exists(repo: Path, branch: str) -> bool:
+    """True when ``refs/heads/<branch>`` exists."""
+    return git(["show-ref", "--verify", "--quiet", f"refs/heads/{branch}"], repo, check=False).returncode == 0
+
+
+def registered_worktrees(repo: Path) -> dict[Path, str | None]:
+    """Worktrees git knows for ``repo``: resolved path -> checked-out branch (None if detached)."""
+    proc = git(["worktree", "list", "--porcelain"], repo)
+    found: dict[Path, str | None] = {}
+    current: Path | None = None
+    for line in proc.stdout.splitlines():
+        if line.startswith("worktree "):
+            current = Path(line[len("worktree ") :]).resolve()
+            found[current] = None
+        elif line.startswith("branch ") and current is not None:
+            found[current] = line[len("branch ") :].removeprefix("refs/heads/")
+    return found
+
+
+def prune_worktrees(repo: Path) -> None:
+    """``git worktree prune``: forget worktrees whose folders are gone."""
+    git(["worktree", "prune"], repo)
+
+
+def add_worktree(repo: Path, path: Path, branch: str, base: str | None) -> None:
+    """Check ``branch`` out at ``path``; create the branch from ``base`` when ``base`` is given."""
+    if base is None:
+        git(["worktree", "add", "--end-of-options", str(path), branch], repo)
+    else:
+        git(["worktree", "add", "-b", branch, "--end-of-options", str(path), base], repo)
+
+
+def remove_worktree(repo: Path, path: Path) -> None:
+    """``git worktree remove`` (no force: git itself refuses a dirty worktree)."""
+    git(["worktree", "remove", "--end-of-options", str(path)], repo)
+
+
+def dirty_paths(worktree: Path) -> list[str]:
+    """Modified, staged and untracked (not ignored) paths in ``worktree``."""
+    proc = git(["status", "--porcelain=v1", "-z", "--untracked-files=all"], worktree)
+    entries = iter(proc.stdout.split("\0"))
+    paths = []
+    for entry in entries:
+        if len(entry) > 3:
+            paths.append(entry[3:])
+            if entry[0] in "RC":
+                next(entries, None)
+    return paths
+
+
+def changed_files(worktree: Path, base_commit: str) -> list[str]:
+    """Paths that differ from ``base_commit``: committed, uncommitted and untracked, sorted."""
+    names = set(git(["diff", "--name-only", "-z", base_commit, "--"], worktree).stdout.split("\0"))
+    names.update(git(["ls-files", "--others", "--exclude-standard", "-z"], worktree).stdout.split("\0"))
+    names.discard("")
+    return sorted(names)

@@ -1,0 +1,61 @@
+"""The prompt/brief a worker receives for an attempt (pure).
+
+Attempt 1 gets the task's brief (or, without one, its title and description). A retry gets
+the same text plus a "Previous attempt" section built from ``task["last_failure"]``: which
+gate or exit code failed, its classification, and the output tail (DESIGN.md, "Guided
+retries").
+"""
+
+from __future__ import annotations
+
+import re
+
+
+def _fence(text: str) -> str:
+    longest = max((len(run) for run in re.findall(r"`+", text)), default=0)
+    return "`" * max(3, longest + 1)
+
+
+def base_brief(task: dict, brief_text: str | None) -> str:
+    """The brief itself, or a heading built from the task's title and description."""
+    if brief_text is not None:
+        return brief_text
+    lines = [f"# {task['id']}: {task.get('title') or task['id']}"]
+    if task.get("description"):
+        lines += ["", task["description"]]
+    return "\n".join(lines) + "\n"
+
+
+def failure_summary(failure: dict) -> str:
+    """One sentence naming what failed, e.g. ``gate `test` (test) exited 1``."""
+    if failure["kind"] == "gate":
+        return (
+            f"quality gate `{failure.get('gate')}` ({failure.get('classification', 'unknown')}) "
+            f"exited {failure.get('exit_code')}"
+        )
+    if failure["kind"] == "timeout":
+        return "the worker timed out and was stopped"
+    return f"the worker exited with code {failure.get('exit_code')}"
+
+
+def previous_attempt_section(failure: dict) -> str:
+    """Markdown "Previous attempt" section describing ``failure``."""
+    tail = failure.get("output_tail") or "(no output)"
+    fence = _fence(tail)
+    return (
+        "\n## Previous attempt\n\n"
+        f"Attempt {failure['attempt']} failed: {failure_summary(failure)}.\n"
+        f"Failure class: {failure.get('classification', 'unknown')}.\n\n"
+        "Output tail:\n\n"
+        f"{fence}\n{tail.rstrip()}\n{fence}\n\n"
+        "Fix the cause above, keep the work already in this worktree, and finish the task.\n"
+    )
+
+
+def compose_brief(task: dict, brief_text: str | None) -> str:
+    """The full text for the next attempt of ``task``."""
+    text = base_brief(task, brief_text)
+    failure = task.get("last_failure")
+    if failure:
+        text = text.rstrip("\n") + "\n" + previous_attempt_section(failure)
+    return text

@@ -1,0 +1,82 @@
+"""Where one repository's MACP state lives, and the path-confinement rules.
+
+Everything is under ``<repo>/.mosaic/orchestrator/`` (see docs/file-formats.md). Paths that
+come from task files or the command line (brief paths, result folders, worktrees) go
+through :func:`confine`, which refuses anything that resolves outside its root, ``..`` and
+symlinks included.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from macp.errors import MacpError
+
+STATE_DIR = Path(".mosaic") / "orchestrator"
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Paths of the MACP state of the repository at ``repo_root`` (an absolute path)."""
+
+    repo_root: Path
+
+    @property
+    def orch_dir(self) -> Path:
+        """``<repo>/.mosaic/orchestrator``."""
+        return self.repo_root / STATE_DIR
+
+    @property
+    def config_file(self) -> Path:
+        return self.orch_dir / "config.json"
+
+    @property
+    def tasks_file(self) -> Path:
+        return self.orch_dir / "tasks.json"
+
+    @property
+    def tasks_lock(self) -> Path:
+        """Lock file guarding every read-modify-write of tasks.json."""
+        return self.orch_dir / ".tasks.lock"
+
+    @property
+    def controller_lock(self) -> Path:
+        """Lock file held by the one running controller."""
+        return self.orch_dir / ".controller.lock"
+
+    @property
+    def events_file(self) -> Path:
+        return self.orch_dir / "events.ndjson"
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.orch_dir / "logs"
+
+    @property
+    def acp_dir(self) -> Path:
+        return self.orch_dir / "acp"
+
+    def attempt_dir(self, task_id: str, attempt: int) -> Path:
+        """``logs/<task-id>/attempt-<n>``: worker and gate logs, brief and report of one attempt."""
+        return self.logs_dir / task_id / f"attempt-{attempt}"
+
+    def acp_file(self, task_id: str) -> Path:
+        """``acp/<task-id>.json``: the sessions_spawn parameters of an acp task."""
+        return self.acp_dir / f"{task_id}.json"
+
+
+def confine(candidate: str | Path, root: Path, what: str) -> Path:
+    """Resolve ``candidate`` (relative to ``root`` unless absolute) and require it inside ``root``.
+
+    Symlinks are followed before the check, so a link pointing out of ``root`` is refused.
+    Returns the resolved path; raises :class:`MacpError` (exit 2) naming ``what`` otherwise.
+    """
+    text = str(candidate)
+    if not text or "\0" in text:
+        raise MacpError(f"{what}: empty or invalid path")
+    root_resolved = root.resolve()
+    resolved = (root_resolved / candidate).resolve()
+    if resolved != root_resolved and root_resolved not in resolved.parents:
+        raise MacpError(f"{what}: {text!r} is outside {root_resolved}")
+    return resolved

@@ -1,0 +1,45 @@
+"""Task statuses and the transitions between them (pure; DESIGN.md "The task lifecycle").
+
+Statuses are the brief's enum plus ``cancelled``. ``ready`` and ``blocked`` are derived views
+of ``pending`` (see :mod:`macp.scheduler`), never stored.
+"""
+
+from __future__ import annotations
+
+from macp.errors import MacpError
+
+STATUSES = ("pending", "running", "gated", "completed", "failed", "escalated", "cancelled")
+ACTIVE = frozenset({"running", "gated"})
+FINISHED = frozenset({"completed", "failed", "escalated", "cancelled"})
+
+ALLOWED: dict[str, frozenset[str]] = {
+    "pending": frozenset({"running", "escalated", "cancelled"}),
+    "running": frozenset({"gated", "pending", "failed", "escalated", "cancelled"}),
+    "gated": frozenset({"completed", "pending", "failed", "escalated", "cancelled"}),
+    "completed": frozenset(),
+    "failed": frozenset({"pending", "cancelled"}),
+    "escalated": frozenset({"pending", "cancelled"}),
+    "cancelled": frozenset({"pending"}),
+}
+
+
+def status_of(task: dict) -> str:
+    """The task's status; a task without one (a new legacy entry) is ``pending``."""
+    return task.get("status") or "pending"
+
+
+def can_transition(old: str, new: str) -> bool:
+    """True when ``old -> new`` is a transition the lifecycle allows."""
+    return new in ALLOWED.get(old, frozenset())
+
+
+def transition(task: dict, new: str, at: str, **changes: object) -> dict:
+    """A copy of ``task`` moved to status ``new`` at timestamp ``at`` with ``changes`` applied.
+
+    Raises :class:`MacpError` for a transition the lifecycle forbids (e.g. completed -> running).
+    """
+    old = status_of(task)
+    if not can_transition(old, new):
+        raise MacpError(f"task {task.get('id')}: cannot go from {old} to {new}")
+    updated = {**task, **changes, "status": new, "updated_at": at}
+    return updated

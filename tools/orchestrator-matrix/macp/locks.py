@@ -1,0 +1,89 @@
+"""File locks: a short exclusive lock for read-modify-write, and the controller lock.
+
+Both use ``fcntl.flock`` on a lock file beside the state they guard. ``flock`` locks belong
+to the open file description, so they vanish when the holder dies: a crashed controller
+never leaves a stale lock behind.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import socket
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+from macp import clock
+from macp.errors import BusyError
+
+
+@contextmanager
+def exclusive_lock(lock_path: Path) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on ``lock_path`` for the ``with`` block (blocks until free).
+
+    Used for every read-modify-write of ``tasks.json``; holders keep it for milliseconds,
+    never while a worker runs.
+    """
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def owner_record() -> dict:
+    """This process as a lock or claim owner: ``{"pid", "host", "started_at"}``."""
+    return {"pid": os.getpid(), "host": socket.gethostname(), "started_at": clock.timestamp()}
+
+
+class ControllerLock:
+    """The one-controller-per-repository lock (``controller.lock`` in the state folder).
+
+    ``acquire(wait=False)`` takes it or raises :class:`BusyError` naming the holder's pid,
+    host and start time; with ``wait=True`` it polls until free (``poll_seconds`` apart).
+    The holder's :func:`owner_record` is written into the lock file for the next contender.
+    """
+
+    def __init__(self, lock_path: Path) -> None:
+        self.lock_path = lock_path
+        self._fd: int | None = None
+        self.owner: dict | None = None
+
+    def acquire(self, wait: bool = False, poll_seconds: float = 0.2) -> None:
+        """Take the lock; raises BusyError when it is held and ``wait`` is false."""
+        self.lock_path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if not wait:
+                    holder = describe_holder(self.lock_path)
+                    os.close(fd)
+                    raise BusyError(f"another controller is running on this repository ({holder})") from None
+                time.sleep(poll_seconds)
+        self._fd = fd
+        self.owner = owner_record()
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, (json.dumps(self.owner) + "\n").encode(), 0)
+
+    def release(self) -> None:
+        """Drop the lock (idempotent)."""
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
+def describe_holder(lock_path: Path) -> str:
+    """``pid 123 on host since 2026-...`` from the lock file, or ``holder unknown``."""
+    try:
+        holder = json.loads(lock_path.read_text(encoding="utf-8"))
+        return f"pid {holder['pid']} on {holder['host']} since {holder['started_at']}"
+    except (OSError, ValueError, KeyError, TypeError):
+        return "holder unknown"

@@ -1,0 +1,223 @@
+"""Run a worker or gate command: own process group, timeout, bounded and redacted output.
+
+One synchronous loop (``select`` on the child's merged stdout/stderr pipe, no threads):
+
+- the child starts in a new session, so it and everything it spawns share one process group;
+- output is streamed to a per-run log file, redacted line by line and cut at ``max_log_bytes``,
+  while only the last ``tail_bytes`` are kept in memory for results and events;
+- at the deadline the group gets SIGTERM, then SIGKILL after ``grace_seconds``
+  (grandchildren included); after a normal exit the group is cleaned up the same way, so
+  nothing the command started outlives it;
+- if the controller itself is interrupted (:class:`~macp.errors.Interrupted`), the group is
+  stopped the same way before the interruption propagates.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import select
+import signal
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+from macp.redact import redact
+
+_ANSI = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)|\x1b[@-Z\\-_]")
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+_READ_SIZE = 65536
+_MAX_PENDING_LINE = 65536
+_POLL_SECONDS = 0.2
+_DRAIN_SECONDS = 2.0
+
+
+@dataclass(frozen=True)
+class ProcessResult:
+    """Outcome of :func:`run_process`.
+
+    ``exit_code``: the exit status, or 128+N when killed by signal N (shell convention);
+    None when the command could not be started (``spawn_error`` says why).
+    ``timed_out``: the deadline passed and the group was killed. ``duration_seconds``: wall
+    time. ``output_tail``: the last bytes of output as clean text (ANSI and control
+    characters removed, invalid UTF-8 replaced, secrets redacted). ``log_bytes``: bytes
+    written to the log; ``log_truncated``: output beyond ``max_log_bytes`` was dropped.
+    """
+
+    exit_code: int | None
+    timed_out: bool
+    duration_seconds: float
+    output_tail: str
+    log_path: Path
+    log_bytes: int
+    log_truncated: bool
+    spawn_error: str | None = None
+
+
+def clean_text(raw: bytes) -> str:
+    """Decode ``raw`` for humans and JSON: UTF-8 with replacement, no ANSI/control chars, redacted."""
+    text = raw.decode("utf-8", errors="replace")
+    return redact(_CONTROL.sub("", _ANSI.sub("", text)))
+
+
+class _Capture:
+    """Collect a child's output: a redacted log file cut at ``max_bytes``, and an in-memory tail."""
+
+    def __init__(self, handle: BinaryIO, max_bytes: int, tail_bytes: int) -> None:
+        self.handle = handle
+        self.max_bytes = max_bytes
+        self.tail_bytes = tail_bytes
+        self.tail = bytearray()
+        self.written = 0
+        self.truncated = False
+        self._pending = b""
+
+    def feed(self, chunk: bytes) -> None:
+        """Take the next chunk of output: whole lines go to the log, everything to the tail."""
+        self.tail.extend(chunk)
+        if len(self.tail) > self.tail_bytes:
+            del self.tail[: len(self.tail) - self.tail_bytes]
+        data = self._pending + chunk
+        cut = data.rfind(b"\n") + 1
+        if cut == 0 and len(data) > _MAX_PENDING_LINE:
+            cut = len(data)
+        self._pending = data[cut:]
+        if cut:
+            self._write(data[:cut])
+
+    def close(self) -> None:
+        """Flush a final line that had no newline."""
+        if self._pending:
+            self._write(self._pending)
+            self._pending = b""
+
+    def _write(self, data: bytes) -> None:
+        if self.truncated:
+            return
+        text = redact(data.decode("utf-8", errors="replace")).encode("utf-8")
+        room = self.max_bytes - self.written
+        if len(text) > room:
+            text = text[:room] + f"\n[macp: log cut at {self.max_bytes} bytes]\n".encode()
+            self.truncated = True
+        self.handle.write(text)
+        self.written += len(text)
+
+
+def run_process(
+    argv: list[str],
+    *,
+    cwd: Path,
+    env: dict[str, str],
+    log_path: Path,
+    timeout_seconds: float | None,
+    stdin_path: Path | None = None,
+    tail_bytes: int = 4096,
+    max_log_bytes: int = 8 * 1024 * 1024,
+    grace_seconds: float = 5.0,
+) -> ProcessResult:
+    """Run ``argv`` in ``cwd`` with exactly ``env``; return a :class:`ProcessResult`.
+
+    ``stdin_path`` feeds the child's stdin from a file (else stdin is ``/dev/null``, never an
+    open pipe: agent CLIs block on one). ``timeout_seconds`` None means no deadline. Raises
+    :class:`~macp.errors.Interrupted` after stopping the group if the controller is signalled.
+    """
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    with open(log_path, "wb") as log_handle:
+        capture = _Capture(log_handle, max_log_bytes, tail_bytes)
+        stdin = open(stdin_path, "rb") if stdin_path else subprocess.DEVNULL
+        try:
+            proc = subprocess.Popen(
+                argv,
+                cwd=cwd,
+                env=env,
+                stdin=stdin,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        except OSError as exc:
+            message = f"cannot start {argv[0]!r}: {exc.strerror or exc}"
+            log_handle.write((message + "\n").encode())
+            return ProcessResult(None, False, 0.0, message, log_path, len(message) + 1, False, message)
+        finally:
+            if stdin is not subprocess.DEVNULL:
+                stdin.close()
+        assert proc.stdout is not None
+        pipe = _Pipe(proc.stdout.fileno(), capture)
+        deadline = None if timeout_seconds is None else started + timeout_seconds
+        try:
+            timed_out = _wait_for_exit(proc, pipe, deadline)
+            if timed_out:
+                _signal_group(proc, signal.SIGTERM)
+                _wait_for_exit(proc, pipe, time.monotonic() + grace_seconds)
+        except BaseException:
+            _signal_group(proc, signal.SIGTERM)
+            _wait_for_exit(proc, pipe, time.monotonic() + grace_seconds)
+            raise
+        finally:
+            _signal_group(proc, signal.SIGKILL)
+            proc.wait()
+            pipe.drain(time.monotonic() + _DRAIN_SECONDS)
+            capture.close()
+            proc.stdout.close()
+    returncode = proc.returncode
+    exit_code = returncode if returncode >= 0 else 128 - returncode
+    return ProcessResult(
+        exit_code,
+        timed_out,
+        round(time.monotonic() - started, 3),
+        clean_text(bytes(capture.tail)),
+        log_path,
+        capture.written,
+        capture.truncated,
+    )
+
+
+class _Pipe:
+    """The read end of the child's output pipe, fed into a :class:`_Capture`."""
+
+    def __init__(self, fd: int, capture: _Capture) -> None:
+        self.fd = fd
+        self.capture = capture
+        self.open = True
+
+    def read_for(self, seconds: float) -> None:
+        """Wait up to ``seconds`` for output and take one chunk; notes EOF."""
+        ready, _, _ = select.select([self.fd], [], [], max(0.0, seconds))
+        if ready:
+            chunk = os.read(self.fd, _READ_SIZE)
+            if chunk:
+                self.capture.feed(chunk)
+            else:
+                self.open = False
+
+    def drain(self, until: float) -> None:
+        """Read what is left until EOF or the monotonic time ``until``."""
+        while self.open and time.monotonic() < until:
+            self.read_for(until - time.monotonic())
+
+
+def _wait_for_exit(proc: subprocess.Popen, pipe: _Pipe, deadline: float | None) -> bool:
+    """Copy output until the group leader exits; True if the monotonic ``deadline`` came first."""
+    while proc.poll() is None:
+        remaining = _POLL_SECONDS if deadline is None else deadline - time.monotonic()
+        if remaining <= 0:
+            return True
+        if pipe.open:
+            pipe.read_for(min(remaining, _POLL_SECONDS))
+        else:
+            try:
+                proc.wait(timeout=min(remaining, _POLL_SECONDS))
+            except subprocess.TimeoutExpired:
+                pass
+    return False
+
+
+def _signal_group(proc: subprocess.Popen, signum: int) -> None:
+    try:
+        os.killpg(proc.pid, signum)
+    except (ProcessLookupError, PermissionError):
+        pass

@@ -1,0 +1,65 @@
+"""Turn a runtime's config template into a concrete invocation (pure).
+
+A runtime entry in config (``runtimes.<name>``) is ``{"command": [argv template],
+"prompt": "stdin"|"arg"|"file", "env": {...}}``. Placeholders ``{worktree}``,
+``{prompt_file}`` and ``{prompt}`` are substituted inside argv elements; nothing is ever
+passed through a shell. The brief goes by stdin (default) or file; ``arg`` is refused for
+prompts over Linux's 128 KiB single-argument limit (MAX_ARG_STRLEN).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from macp.errors import MacpError
+
+MAX_ARG_BYTES = 131072 - 1
+_PLACEHOLDER = re.compile(r"\{(?:worktree|prompt_file|prompt)\}")
+
+
+@dataclass(frozen=True)
+class Invocation:
+    """argv to exec, the file to use as stdin (or None for /dev/null), extra environment."""
+
+    argv: list[str]
+    stdin_path: Path | None
+    env: dict[str, str] = field(default_factory=dict)
+
+
+def runtime_names(config: dict) -> list[str]:
+    """Configured runtimes in config order."""
+    return list(config.get("runtimes", {}))
+
+
+def runtime_spec(config: dict, name: str) -> dict:
+    """The config entry of runtime ``name``; MacpError naming the known ones otherwise."""
+    runtimes = config.get("runtimes", {})
+    if name not in runtimes:
+        known = ", ".join(runtime_names(config)) or "none"
+        raise MacpError(f"unknown runtime {name!r} (configured: {known})")
+    return runtimes[name]
+
+
+def build_invocation(spec: dict, *, worktree: str, prompt_file: Path, prompt_text: str) -> Invocation:
+    """Fill ``spec``'s template for one run.
+
+    ``prompt_file`` holds ``prompt_text``. Raises :class:`MacpError` when the prompt must go
+    as an argument but is too long for one.
+    """
+    mode = spec.get("prompt", "stdin")
+    if mode == "arg" and len(prompt_text.encode("utf-8")) > MAX_ARG_BYTES:
+        raise MacpError("prompt is longer than one command-line argument may be (128 KiB); use prompt 'stdin' or 'file'")
+    values = {"{worktree}": worktree, "{prompt_file}": str(prompt_file), "{prompt}": prompt_text}
+    argv = [_fill(part, values) for part in spec["command"]]
+    if mode == "arg" and not any("{prompt}" in part for part in spec["command"]):
+        argv.append(prompt_text)
+    if mode == "file" and not any("{prompt_file}" in part for part in spec["command"]):
+        argv.append(str(prompt_file))
+    stdin_path = prompt_file if mode == "stdin" else None
+    return Invocation(argv, stdin_path, dict(spec.get("env", {})))
+
+
+def _fill(part: str, values: dict[str, str]) -> str:
+    return _PLACEHOLDER.sub(lambda match: values[match.group(0)], part)

@@ -1,0 +1,52 @@
+"""Which task runs next, and why the others wait (pure functions).
+
+Order (DESIGN.md "Order, time and determinism"): runnable tasks by ``priority`` (higher
+first), then by position in tasks.json. A pending task is *ready* when every ``depends_on``
+task is ``completed`` and its ``not_before`` has passed; otherwise it is *blocked* (a
+dependency) or *waiting* (a time).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from macp.clock import parse_timestamp
+from macp.lifecycle import status_of
+
+
+def queue_order(tasks: list[dict]) -> list[dict]:
+    """``tasks`` sorted by priority (higher first), ties kept in file order."""
+    ranked = sorted(enumerate(tasks), key=lambda pair: (-_priority(pair[1]), pair[0]))
+    return [task for _, task in ranked]
+
+
+def _priority(task: dict) -> int:
+    priority = task.get("priority", 0)
+    return priority if isinstance(priority, int) and not isinstance(priority, bool) else 0
+
+
+def hold_reason(task: dict, by_id: dict[str, dict], now: datetime) -> str | None:
+    """Why the pending ``task`` cannot run at ``now``, or None when it is ready.
+
+    ``by_id`` maps task ids to tasks. Reasons read ``blocked by X (running)``,
+    ``unknown dependency X`` or ``waiting until <timestamp>``.
+    """
+    for dependency in task.get("depends_on") or []:
+        other = by_id.get(dependency)
+        if other is None:
+            return f"unknown dependency {dependency}"
+        if status_of(other) != "completed":
+            return f"blocked by {dependency} ({status_of(other)})"
+    not_before = task.get("not_before")
+    if not_before and parse_timestamp(not_before) > now:
+        return f"waiting until {not_before}"
+    return None
+
+
+def pick_next(tasks: list[dict], now: datetime) -> dict | None:
+    """The first ready pending task in :func:`queue_order`, or None."""
+    by_id = {task["id"]: task for task in tasks}
+    for task in queue_order(tasks):
+        if status_of(task) == "pending" and hold_reason(task, by_id, now) is None:
+            return task
+    return None

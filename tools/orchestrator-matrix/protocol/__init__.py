@@ -1,0 +1,1 @@
+"""MACP protocol: the JSON Schemas of tasks, events, results and config, and their validator."""

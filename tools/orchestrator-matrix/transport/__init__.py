@@ -1,0 +1,1 @@
+"""MACP event transports (Matrix)."""
