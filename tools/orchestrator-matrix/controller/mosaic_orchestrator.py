@@ -252,6 +252,7 @@ class Controller:
             cwd=self.workdir(task),
             brief_file=attempt_dir / "brief.md",
             report_file=attempt_dir / "report.json",
+            config_file=self.layout.config_file,
         )
 
     # -- one attempt ---------------------------------------------------------------------

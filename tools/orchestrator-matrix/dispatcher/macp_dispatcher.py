@@ -186,10 +186,10 @@ def build_dispatch_command(task: dict, repo_root: Path, config: dict | None = No
     return argv[2] if argv[:2] == ["/bin/sh", "-c"] else shlex.join(argv)
 
 
-def worker_env(task: dict, *, attempt: int, cwd: Path, brief_file: Path, report_file: Path) -> dict[str, str]:
+def worker_env(task: dict, *, attempt: int, cwd: Path, brief_file: Path, report_file: Path, config_file: Path) -> dict[str, str]:
     """The worker's environment: ours, ``~/.config/mosaic/bin`` first on PATH, and the
     ``MACP_TASK_ID``, ``MACP_ATTEMPT``, ``MACP_WORKTREE``, ``MACP_BRANCH``, ``MACP_BRIEF``,
-    ``MACP_REPORT`` variables (docs/workers.md)."""
+    ``MACP_REPORT`` and ``MACP_CONFIG`` variables (docs/workers.md)."""
     env = dict(os.environ)
     env["PATH"] = os.pathsep.join([str(USER_BIN.expanduser()), env.get("PATH", os.defpath)])
     env.update(
@@ -200,6 +200,7 @@ def worker_env(task: dict, *, attempt: int, cwd: Path, brief_file: Path, report_
             "MACP_BRANCH": task.get("branch") or "",
             "MACP_BRIEF": str(brief_file),
             "MACP_REPORT": str(report_file),
+            "MACP_CONFIG": str(config_file),
         }
     )
     return env
@@ -331,7 +332,14 @@ def dispatch_task(task: dict, repo_root: Path, orch_dir: Path, config: dict) -> 
     brief_file = attempt_dir / "brief.md"
     write_atomic(brief_file, compose_brief(task, read_brief(task, repo_root)))
     argv = build_dispatch_argv(task, config, brief_file)
-    env = worker_env(task, attempt=task["attempts"], cwd=cwd, brief_file=brief_file, report_file=attempt_dir / "report.json")
+    env = worker_env(
+        task,
+        attempt=task["attempts"],
+        cwd=cwd,
+        brief_file=brief_file,
+        report_file=attempt_dir / "report.json",
+        config_file=layout.config_file,
+    )
     timeout = task.get("timeout_seconds") or config["worker"]["timeout_seconds"]
     proc = run_worker(argv, cwd=cwd, env=env, log_path=attempt_dir / "worker.log", timeout_seconds=timeout, config=config)
     exit_code = 127 if proc.exit_code is None else proc.exit_code

@@ -1,0 +1,434 @@
+"""``mosaic macp``: submit, inspect and steer the MACP queue of a repository.
+
+Subcommands (MACP Phase 1 brief, Task 7, plus what DESIGN.md adds): ``init``, ``submit``,
+``status``, ``show``, ``drain``, ``history``, ``retry``, ``cancel``, ``complete``. Every one takes
+``--repo DIR`` (default: the git top level of the current folder); read commands take
+``--json``. Human output goes to stdout, diagnostics to stderr; exit codes are in
+docs/exit-codes.md. None of them waits for a running task: they hold the tasks.json lock for
+milliseconds only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+from collections import Counter
+from pathlib import Path
+from typing import Callable
+
+from macp import clock
+from macp.cliutil import OneLineParser, resolve_repo, run_main
+from macp.config import TEMPLATE_STATE_DIR, load_config
+from macp.errors import EXIT_OK, MacpError
+from macp.events import append_event, make_event, read_events
+from macp.layout import Layout, confine
+from macp.lifecycle import STATUSES, status_of, transition
+from macp.scheduler import hold_reason
+from macp.taskstore import edit_tasks, load_tasks
+from protocol.schemas import schema_errors
+
+PROG = "mosaic-macp"
+TASK_TYPES = ("coding", "deploy", "research", "review", "documentation", "infrastructure")
+DISPATCHES = ("yolo", "acp", "exec")
+TEMPLATE_FILES = ("config.json", "tasks.json", ".gitignore")
+
+
+def out(line: str = "") -> None:
+    """Write one line of human output to stdout."""
+    sys.stdout.write(line + "\n")
+
+
+def note(line: str) -> None:
+    """Write one diagnostic line to stderr."""
+    sys.stderr.write(f"{PROG}: {line}\n")
+
+
+def print_json(value: object) -> None:
+    """Write ``value`` as indented JSON to stdout."""
+    out(json.dumps(value, indent=2, ensure_ascii=False))
+
+
+# -- init -------------------------------------------------------------------------------
+
+
+def initialise(layout: Layout) -> list[str]:
+    """Copy the templates into ``.mosaic/orchestrator/`` (never overwriting); return what was created."""
+    created = []
+    layout.orch_dir.mkdir(parents=True, exist_ok=True)
+    for name in TEMPLATE_FILES:
+        target = layout.orch_dir / name
+        if not target.exists():
+            shutil.copyfile(TEMPLATE_STATE_DIR / name, target)
+            created.append(str(target.relative_to(layout.repo_root)))
+    return created
+
+
+def cmd_init(args) -> int:
+    layout = Layout(resolve_repo(args.repo))
+    created = initialise(layout)
+    if created:
+        out(f"initialised {layout.orch_dir}: " + ", ".join(created))
+    else:
+        out(f"{layout.orch_dir} is already initialised")
+    return EXIT_OK
+
+
+# -- submit -----------------------------------------------------------------------------
+
+
+def split_ids(values: list[str] | None) -> list[str]:
+    """``["a,b", "c"]`` -> ``["a", "b", "c"]`` (comma lists and repeated flags both work)."""
+    return [part.strip() for value in values or [] for part in value.split(",") if part.strip()]
+
+
+def brief_path_for(args, layout: Layout, config: dict) -> str | None:
+    """The brief path to record, relative to the repository: ``--brief`` (must exist inside the
+    repository) or ``<brief_dir>/<task-id>.md`` when that file exists."""
+    if args.brief is None:
+        default = layout.repo_root / config["macp"]["brief_dir"] / f"{args.task_id}.md"
+        return str(default.relative_to(layout.repo_root)) if default.is_file() else None
+    path = Path(args.brief)
+    if not path.is_absolute():
+        path = Path.cwd() / path
+    resolved = confine(path, layout.repo_root, "--brief")
+    if not resolved.is_file():
+        raise MacpError(f"--brief: {args.brief} does not exist or is not a file")
+    return str(resolved.relative_to(layout.repo_root.resolve()))
+
+
+def build_task(args, layout: Layout, config: dict) -> dict:
+    """The new task from ``submit``'s arguments; raises :class:`MacpError` for bad input."""
+    from dispatcher.macp_dispatcher import resolve_runtime
+    from macp import gitops
+
+    dispatch = args.dispatch or config["macp"]["default_dispatch"]
+    task: dict = {"id": args.task_id, "title": args.title or args.task_id, "status": "pending", "dispatch": dispatch}
+    optional = {
+        "type": args.type,
+        "runtime": args.runtime,
+        "command": args.command,
+        "priority": args.priority,
+        "timeout_seconds": args.timeout,
+        "branch": args.branch,
+        "issue": args.issue,
+        "description": args.description,
+    }
+    task.update({key: value for key, value in optional.items() if value is not None})
+    task["brief_path"] = brief_path_for(args, layout, config)
+    task["depends_on"] = split_ids(args.depends_on)
+    task["max_attempts"] = args.max_attempts or config["worker"].get("max_attempts", 1)
+    task["attempts"] = 0
+    task["created_at"] = clock.timestamp()
+    if dispatch == "exec" and not args.command:
+        raise MacpError("an exec task needs --command")
+    if dispatch in ("yolo", "acp"):
+        runtime = resolve_runtime(task, config)
+        if runtime not in config["runtimes"]:
+            known = ", ".join(config["runtimes"]) or "none"
+            raise MacpError(f"unknown runtime {runtime!r} (configured: {known})")
+    if args.branch is not None and not gitops.is_valid_branch_name(layout.repo_root, args.branch):
+        raise MacpError(f"--branch: {args.branch!r} is not a valid git branch name")
+    return task
+
+
+def cmd_submit(args) -> int:
+    layout = Layout(resolve_repo(args.repo))
+    created = initialise(layout) if not layout.tasks_file.exists() else []
+    if created:
+        note(f"created {layout.orch_dir} from templates ({', '.join(created)})")
+    config = load_config(layout.config_file)
+    task = build_task(args, layout, config)
+    errors = schema_errors("task", task)
+    if errors:
+        raise MacpError(f"invalid task: {errors[0]}")
+    with edit_tasks(layout) as document:
+        if document.find(task["id"]):
+            raise MacpError(f"task {task['id']} already exists")
+        for dependency in task["depends_on"]:
+            if dependency == task["id"] or document.find(dependency) is None:
+                raise MacpError(f"--depends-on: unknown task {dependency}")
+        document.tasks.append(task)
+    append_event(
+        layout.events_file,
+        make_event("task.submitted", source="cli", task_id=task["id"], status="pending", attempt=0, message=task["title"]),
+    )
+    out(f"submitted {task['id']} ({task['dispatch']}, pending)")
+    return EXIT_OK
+
+
+# -- status / show ----------------------------------------------------------------------
+
+
+def task_view(task: dict, by_id: dict[str, dict], now) -> dict:
+    """One row of ``status``: id, status, view (ready/blocked/waiting/...), note and basics."""
+    status = status_of(task)
+    view, why = status, ""
+    if status == "pending":
+        why = hold_reason(task, by_id, now) or ""
+        view = "ready" if not why else ("waiting" if why.startswith("waiting") else "blocked")
+    elif status == "running" and task.get("acp") and not task.get("claim"):
+        view, why = "awaiting-report", "acp: waiting for mosaic macp complete"
+    elif status in ("failed", "escalated"):
+        why = task.get("escalation_reason") or task.get("error") or ""
+    return {
+        "id": task["id"],
+        "status": status,
+        "view": view,
+        "note": why,
+        "attempts": task.get("attempts", 0),
+        "max_attempts": task.get("max_attempts", 1),
+        "dispatch": task.get("dispatch") or "legacy",
+        "runtime": task.get("runtime") or "",
+        "title": task.get("title") or "",
+    }
+
+
+def render_table(rows: list[dict], columns: list[tuple[str, Callable[[dict], str]]]) -> list[str]:
+    """Left-aligned text table with a header row."""
+    cells = [[header for header, _ in columns]] + [[get(row) for _, get in columns] for row in rows]
+    widths = [max(len(line[i]) for line in cells) for i in range(len(columns))]
+    return ["  ".join(cell.ljust(width) for cell, width in zip(line, widths)).rstrip() for line in cells]
+
+
+def cmd_status(args) -> int:
+    layout = Layout(resolve_repo(args.repo))
+    document = load_tasks(layout)
+    now = clock.now()
+    by_id = {task["id"]: task for task in document.tasks}
+    tasks = [document.get(args.task_id)] if args.task_id else document.tasks
+    rows = [task_view(task, by_id, now) for task in tasks]
+    counts = Counter(status_of(task) for task in tasks)
+    if args.json:
+        print_json({"repo": str(layout.repo_root), "counts": {s: counts[s] for s in STATUSES}, "tasks": rows})
+        return EXIT_OK
+    summary = ", ".join(f"{counts[s]} {s}" for s in STATUSES if counts[s]) or "no tasks"
+    out(f"{len(tasks)} task(s): {summary}")
+    if rows:
+        out()
+        columns = [
+            ("ID", lambda r: r["id"]),
+            ("STATUS", lambda r: r["view"] if r["status"] == "pending" else r["status"]),
+            ("ATTEMPTS", lambda r: f"{r['attempts']}/{r['max_attempts']}"),
+            ("DISPATCH", lambda r: r["dispatch"]),
+            ("RUNTIME", lambda r: r["runtime"] or "-"),
+            ("TITLE", lambda r: r["title"][:40]),
+            ("NOTE", lambda r: r["note"][:80]),
+        ]
+        for line in render_table(rows, columns):
+            out(line)
+    return EXIT_OK
+
+
+def cmd_show(args) -> int:
+    layout = Layout(resolve_repo(args.repo))
+    task = load_tasks(layout).get(args.task_id)
+    from dispatcher.macp_dispatcher import result_file
+    from macp.fsio import read_json
+
+    path = result_file(task, layout.orch_dir)
+    result = read_json(path) if path.exists() else None
+    if args.json:
+        print_json({"task": task, "result": result})
+        return EXIT_OK
+    for key, value in task.items():
+        if isinstance(value, (dict, list)):
+            value = json.dumps(value, ensure_ascii=False)
+        out(f"{key}: {value}")
+    out(f"result: {path if result else '(none yet)'}")
+    return EXIT_OK
+
+
+# -- history ----------------------------------------------------------------------------
+
+
+def cmd_history(args) -> int:
+    layout = Layout(resolve_repo(args.repo))
+    if args.task_id and load_tasks(layout).find(args.task_id) is None:
+        raise MacpError(f"unknown task: {args.task_id}")
+    events = [e for e in read_events(layout.events_file) if not args.task_id or e.get("task_id") == args.task_id]
+    if args.json:
+        print_json(events)
+        return EXIT_OK
+    if not events:
+        out("no events")
+    for event in events:
+        task_id = event.get("task_id") or "-"
+        status = event.get("status") or ""
+        out(f"{event.get('timestamp', '')}  {task_id}  {event.get('event_type', '')}  {status}  {event.get('message', '')}".rstrip())
+    return EXIT_OK
+
+
+# -- drain ------------------------------------------------------------------------------
+
+
+def cmd_drain(args) -> int:
+    from controller.mosaic_orchestrator import run_controller
+
+    return run_controller(args.repo, until_drained=True, wait=args.wait, dry_run=args.dry_run, say=out)
+
+
+# -- retry / cancel / complete ----------------------------------------------------------
+
+
+def change_task(layout: Layout, task_id: str, decide: Callable[[dict], dict], new_status: str) -> tuple[dict, dict]:
+    """Under the tasks.json lock, move ``task_id`` to ``new_status``.
+
+    ``decide(task)`` returns the field changes, or raises :class:`MacpError` to refuse.
+    Returns ``(task before, task after)``.
+    """
+    with edit_tasks(layout) as document:
+        before = document.get(task_id)
+        after = transition(before, new_status, clock.timestamp(), **decide(before))
+        document.replace(after)
+    return before, after
+
+
+def record(layout: Layout, event_type: str, task: dict, message: str, **metadata: object) -> None:
+    """Append a ``cli`` event about ``task``."""
+    event = make_event(
+        event_type,
+        source="cli",
+        task_id=task["id"],
+        status=status_of(task),
+        attempt=task.get("attempts", 0),
+        message=message,
+        metadata=metadata,
+    )
+    append_event(layout.events_file, event)
+
+
+def cmd_retry(args) -> int:
+    layout = Layout(resolve_repo(args.repo))
+
+    def decide(task: dict) -> dict:
+        if status_of(task) not in ("failed", "escalated", "cancelled"):
+            raise MacpError(f"task {task['id']} is {status_of(task)}; only failed, escalated or cancelled tasks can be retried")
+        budget = task.get("attempts", 0) + args.attempts
+        return {"max_attempts": budget, "claim": None, "error": None, "escalation_reason": None, "not_before": None}
+
+    before, task = change_task(layout, args.task_id, decide, "pending")
+    record(
+        layout,
+        "task.retried",
+        task,
+        f"back to pending by hand; {args.attempts} more attempt(s), budget {task['max_attempts']}",
+        previous_status=status_of(before),
+        max_attempts=task["max_attempts"],
+    )
+    out(f"{task['id']}: pending again ({args.attempts} more attempt(s))")
+    return EXIT_OK
+
+
+def cmd_cancel(args) -> int:
+    layout = Layout(resolve_repo(args.repo))
+
+    def decide(task: dict) -> dict:
+        if task.get("claim"):
+            raise MacpError(f"task {task['id']} is {status_of(task)} under a controller; stop the controller first")
+        if status_of(task) in ("completed", "cancelled"):
+            raise MacpError(f"task {task['id']} is already {status_of(task)}")
+        return {}
+
+    _, task = change_task(layout, args.task_id, decide, "cancelled")
+    record(layout, "task.cancelled", task, args.reason or "cancelled by hand")
+    out(f"{task['id']}: cancelled")
+    return EXIT_OK
+
+
+def cmd_complete(args) -> int:
+    layout = Layout(resolve_repo(args.repo))
+    with edit_tasks(layout) as document:
+        task = document.get(args.task_id)
+        acp = task.get("acp") or {}
+        if task.get("dispatch") != "acp" or status_of(task) != "running" or not acp.get("requested_at"):
+            raise MacpError(f"task {task['id']} is not an acp task waiting for its completion report")
+        if acp.get("reported_at"):
+            raise MacpError(f"task {task['id']} already has a completion report")
+        acp = {**acp, "reported_exit_code": args.exit_code, "reported_summary": args.summary, "reported_at": clock.timestamp()}
+        task = {**task, "acp": acp, "updated_at": acp["reported_at"]}
+        document.replace(task)
+    record(layout, "task.acp.reported", task, f"external worker exited {args.exit_code}", exit_code=args.exit_code)
+    out(f"{task['id']}: completion recorded (exit {args.exit_code}); the next drain runs its quality gates")
+    return EXIT_OK
+
+
+# -- parser -----------------------------------------------------------------------------
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be at least 1")
+    return value
+
+
+def build_parser() -> OneLineParser:
+    """The ``mosaic macp`` argument parser."""
+    parser = OneLineParser(prog="mosaic macp", description="Submit, inspect and run MACP tasks.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser, metavar="COMMAND")
+
+    def command(name: str, handler, help_text: str) -> OneLineParser:
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.add_argument("--repo", help="repository root (default: git top level of the current folder)")
+        p.set_defaults(handler=handler)
+        return p
+
+    command("init", cmd_init, "create .mosaic/orchestrator/ from the templates")
+
+    p = command("submit", cmd_submit, "add a task to the queue")
+    p.add_argument("--task-id", required=True, help="task id: letters, digits, '.', '_', '-' (max 128)")
+    p.add_argument("--title")
+    p.add_argument("--description")
+    p.add_argument("--type", choices=TASK_TYPES)
+    p.add_argument("--dispatch", choices=DISPATCHES, help="default: config macp.default_dispatch")
+    p.add_argument("--runtime", help="agent runtime for yolo/acp (default: config worker.runtime)")
+    p.add_argument("--brief", help="markdown brief inside the repository")
+    p.add_argument("--command", help="shell command (exec tasks)")
+    p.add_argument("--depends-on", action="append", metavar="IDS", help="ids that must complete first (comma list; repeatable)")
+    p.add_argument("--priority", type=int, help="higher runs first (default 0)")
+    p.add_argument("--max-attempts", type=positive_int)
+    p.add_argument("--timeout", type=positive_int, metavar="SECONDS")
+    p.add_argument("--branch")
+    p.add_argument("--issue")
+
+    p = command("status", cmd_status, "show the queue")
+    p.add_argument("--task-id")
+    p.add_argument("--json", action="store_true")
+
+    p = command("show", cmd_show, "show one task and its result")
+    p.add_argument("task_id")
+    p.add_argument("--json", action="store_true")
+
+    p = command("drain", cmd_drain, "run the controller until nothing is runnable")
+    p.add_argument("--dry-run", action="store_true", help="print the order and commands, run nothing")
+    p.add_argument("--wait", action="store_true", help="wait for a running controller instead of exiting 75")
+
+    p = command("history", cmd_history, "show the event log")
+    p.add_argument("--task-id")
+    p.add_argument("--json", action="store_true")
+
+    p = command("retry", cmd_retry, "put a failed, escalated or cancelled task back to pending")
+    p.add_argument("task_id")
+    p.add_argument("--attempts", type=positive_int, default=1, help="attempts to grant (default 1)")
+
+    p = command("cancel", cmd_cancel, "cancel a task that is not running")
+    p.add_argument("task_id")
+    p.add_argument("--reason")
+
+    p = command("complete", cmd_complete, "report the end of an acp task's external run")
+    p.add_argument("task_id")
+    p.add_argument("--exit-code", type=int, required=True)
+    p.add_argument("--summary")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``mosaic-macp`` / ``mosaic macp``; returns the exit code."""
+    args = build_parser().parse_args(argv)
+    return run_main(PROG, lambda: args.handler(args))
