@@ -59,11 +59,14 @@ def resolve_runtime(task: dict, config: dict) -> str:
 
 
 def branch_name(task: dict) -> str:
-    """The task's ``branch``, else ``feat/<task-id>-<slug of title>`` (brief's convention)."""
+    """The task's ``branch``, else ``feat/<task-id>-<slug of title>`` (brief's convention);
+    ``feat/<task-id>`` when the title adds nothing to the id."""
     if task.get("branch"):
         return task["branch"]
     slug = slugify(task.get("title") or "")
-    return f"feat/{task['id']}-{slug}" if slug else f"feat/{task['id']}"
+    if not slug or slug == slugify(task["id"]):
+        return f"feat/{task['id']}"
+    return f"feat/{task['id']}-{slug}"
 
 
 def worktree_path(task: dict, repo_root: Path, config: dict) -> Path:

@@ -1,0 +1,174 @@
+"""`mosaic macp` commands: output, exit codes, and bad input (one line, no file changed)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+
+import pytest
+
+from conftest import BIN
+
+
+def snapshot(orch) -> dict[str, str]:
+    """Digest of every file under the state folder, to prove a failed command changed nothing."""
+    if not orch.exists():
+        return {}
+    return {str(p.relative_to(orch)): hashlib.sha256(p.read_bytes()).hexdigest() for p in orch.rglob("*") if p.is_file()}
+
+
+def assert_one_line_error(proc, *fragments: str, code: int = 2) -> None:
+    assert proc.returncode == code, (proc.returncode, proc.stdout, proc.stderr)
+    lines = proc.stderr.splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert "Traceback" not in proc.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], (fragment, lines[0])
+
+
+@pytest.fixture
+def seeded(sandbox):
+    sandbox.macp("submit", "--task-id", "A", "--command", "true", check=True)
+    (sandbox.repo / "docs" / "tasks").mkdir(parents=True)
+    (sandbox.repo / "docs" / "tasks" / "B.md").write_text("# B\nDo the thing.\n")
+    return sandbox
+
+
+BAD_SUBMITS = [
+    (["--task-id", "A", "--command", "true"], "task A already exists"),
+    (["--task-id", "bad id", "--command", "true"], "$.id"),
+    (["--task-id=-rf", "--command", "true"], "$.id"),
+    (["--task-id", "C", "--dispatch", "teleport", "--command", "x"], "invalid choice: 'teleport'"),
+    (["--task-id", "C", "--dispatch", "yolo", "--runtime", "hal9000"], "unknown runtime 'hal9000'"),
+    (["--task-id", "C", "--command", "x", "--brief", "docs/tasks/missing.md"], "does not exist"),
+    (["--task-id", "C", "--command", "x", "--brief", "../outside.md"], "is outside"),
+    (["--task-id", "C", "--command", "x", "--brief", "/etc/passwd"], "is outside"),
+    (["--task-id", "C", "--command", "x", "--depends-on", "nope"], "unknown task nope"),
+    (["--task-id", "C", "--command", "x", "--depends-on", "C"], "unknown task C"),
+    (["--task-id", "C", "--command", "x", "--branch", "bad..branch"], "not a valid git branch name"),
+    (["--task-id", "C", "--command", "x", "--max-attempts", "0"], "must be at least 1"),
+    (["--task-id", "C"], "an exec task needs --command"),
+    (["--task-id", "C", "--command", "x", "--type", "party"], "invalid choice: 'party'"),
+]
+
+
+@pytest.mark.parametrize("args,message", BAD_SUBMITS, ids=[m for _, m in BAD_SUBMITS])
+def test_bad_submit_is_one_line_exit_2_and_changes_nothing(seeded, args, message):
+    before = snapshot(seeded.orch)
+    proc = seeded.macp("submit", *args)
+    assert_one_line_error(proc, message)
+    assert snapshot(seeded.orch) == before
+
+
+def test_brief_symlink_out_of_the_repository_is_refused(seeded, tmp_path):
+    outside = tmp_path / "secret.md"
+    outside.write_text("secret")
+    (seeded.repo / "docs" / "tasks" / "link.md").symlink_to(outside)
+    proc = seeded.macp("submit", "--task-id", "C", "--command", "x", "--brief", "docs/tasks/link.md")
+    assert_one_line_error(proc, "is outside")
+
+
+def test_submit_records_every_field_and_an_event(seeded):
+    seeded.macp(
+        "submit", "--task-id", "B", "--title", "Do B", "--type", "coding", "--dispatch", "yolo", "--runtime", "claude",
+        "--depends-on", "A", "--priority", "3", "--max-attempts", "2", "--timeout", "90",
+        "--branch", "feat/b", "--issue", "#42", check=True,
+    )
+    task = seeded.task("B")
+    assert task["brief_path"] == "docs/tasks/B.md", "the default brief is <brief_dir>/<id>.md"
+    expected = {"title": "Do B", "type": "coding", "dispatch": "yolo", "runtime": "claude", "depends_on": ["A"], "priority": 3,
+                "max_attempts": 2, "timeout_seconds": 90, "branch": "feat/b", "issue": "#42", "status": "pending", "attempts": 0}
+    assert {k: task[k] for k in expected} == expected
+    assert seeded.events("B")[0]["event_type"] == "task.submitted"
+    assert seeded.events("B")[0]["source"] == "cli"
+
+
+def test_unknown_task_id_errors(seeded):
+    for args in (["status", "--task-id", "nope"], ["history", "--task-id", "nope"], ["show", "nope"], ["retry", "nope"], ["cancel", "nope"]):
+        assert_one_line_error(seeded.macp(*args), "unknown task: nope")
+
+
+def test_non_git_repo_is_refused_everywhere(sandbox, tmp_path):
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    for args in (["status"], ["submit", "--task-id", "X", "--command", "true"], ["drain"], ["history"]):
+        proc = sandbox.macp(*args, "--repo", str(plain))
+        assert_one_line_error(proc, "not a git repository")
+    assert list(plain.iterdir()) == []
+    assert_one_line_error(sandbox.run("mosaic-orchestrator-run", "--repo", str(plain), "--once"), "not a git repository")
+
+
+@pytest.mark.parametrize(
+    "content,fragment",
+    [
+        ('{"tasks": [ {"id": "A",, } ]}', "tasks.json:1:"),
+        ("", "file is empty"),
+        ('{"tasks": [', "tasks.json:1:12: invalid JSON"),
+        ("[1, 2]", "$[0]: a task must be a JSON object"),
+        ('"tasks"', "expected"),
+        ('{"tasks": [{"id": "A", "status": "sleeping"}]}', "$.tasks[0].status: 'sleeping' is not one of"),
+        ('{"tasks": [{"id": "A"}, {"id": "A"}]}', "duplicate task id 'A'"),
+        ('{"tasks": [{"id": "A", "max_attempts": 0}]}', "$.tasks[0].max_attempts"),
+    ],
+)
+def test_malformed_tasks_json_is_reported_with_location_and_left_alone(sandbox, content, fragment):
+    sandbox.orch.mkdir(parents=True)
+    (sandbox.orch / "tasks.json").write_text(content)
+    before = snapshot(sandbox.orch)
+    proc = sandbox.controller("--once")
+    assert_one_line_error(proc, fragment)
+    assert snapshot(sandbox.orch) == before
+
+
+def test_malformed_config_json_says_file_line_and_column(sandbox):
+    sandbox.orch.mkdir(parents=True)
+    (sandbox.orch / "config.json").write_text('{\n  "macp": {\n    "cleanup_worktrees": yes\n  }\n}\n')
+    sandbox.write_tasks({"tasks": []})
+    assert_one_line_error(sandbox.controller("--once"), "config.json:3:26: invalid JSON")
+    (sandbox.orch / "config.json").write_text('{"worker": {"timeout_seconds": "soon"}}')
+    assert_one_line_error(sandbox.macp("submit", "--task-id", "X", "--command", "y"), "$.worker.timeout_seconds: expected integer")
+
+
+def test_history_shows_a_tasks_events_in_order(sandbox):
+    sandbox.macp("submit", "--task-id", "A", "--command", "true", check=True)
+    sandbox.macp("drain", check=True)
+    lines = sandbox.macp("history", "--task-id", "A", check=True).stdout.splitlines()
+    assert [line.split()[2] for line in lines] == [
+        "task.submitted", "task.started", "worktree.created", "task.gated", "worktree.removed", "task.completed"]
+    events = json.loads(sandbox.macp("history", "--json", check=True).stdout)
+    assert [e["event_type"] for e in events][-1] == "task.completed"
+
+
+def test_retry_grants_a_fresh_attempt_and_cancel_refuses_finished_tasks(sandbox):
+    sandbox.macp("submit", "--task-id", "A", "--command", "test -f ok", check=True)
+    sandbox.macp("drain")
+    assert sandbox.task("A")["status"] == "failed"
+    assert_one_line_error(sandbox.macp("retry", "A", "--attempts", "0"), "must be at least 1")
+    assert sandbox.macp("retry", "A", check=True).stdout == "A: pending again (1 more attempt(s))\n"
+    task = sandbox.task("A")
+    assert task["status"] == "pending" and task["max_attempts"] == 2 and task["error"] is None
+    assert sandbox.events("A")[-1]["metadata"] == {"previous_status": "failed", "max_attempts": 2}
+    assert_one_line_error(sandbox.macp("retry", "A"), "only failed, escalated or cancelled")
+    sandbox.macp("cancel", "A", "--reason", "not needed", check=True)
+    assert sandbox.task("A")["status"] == "cancelled"
+    assert_one_line_error(sandbox.macp("cancel", "A"), "already cancelled")
+
+
+def test_init_copies_templates_once(sandbox):
+    first = sandbox.macp("init", check=True)
+    assert "config.json" in first.stdout and "tasks.json" in first.stdout
+    (sandbox.orch / "tasks.json").write_text('{"tasks": [{"id": "keep"}]}')
+    second = sandbox.macp("init", check=True)
+    assert "already initialised" in second.stdout
+    assert json.loads((sandbox.orch / "tasks.json").read_text())["tasks"][0]["id"] == "keep"
+
+
+def test_repo_defaults_to_the_git_top_level_and_works_through_a_symlink(sandbox):
+    link = sandbox.fake_bin / "mosaic"
+    link.symlink_to(BIN / "mosaic")
+    sub = sandbox.repo / "deep" / "folder"
+    sub.mkdir(parents=True)
+    proc = subprocess.run(["mosaic", "macp", "submit", "--task-id", "S", "--command", "true"], cwd=sub, env=sandbox.env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert sandbox.task("S")["status"] == "pending"

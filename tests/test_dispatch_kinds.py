@@ -1,0 +1,117 @@
+"""yolo tasks through `mosaic yolo` and fake agent CLIs; acp tasks and their completion report."""
+
+from __future__ import annotations
+
+import json
+
+
+def test_yolo_task_runs_the_real_headless_invocation_in_its_worktree(sandbox):
+    sandbox.fake_cli(
+        "codex",
+        """
+        printf '%s\\n' "$@" > "$HOME/codex-args.txt"
+        cat > "$HOME/codex-stdin.txt"
+        pwd > "$HOME/codex-cwd.txt"
+        echo "written by codex" > agent.txt && git add agent.txt && git commit -qm agent
+        """,
+    )
+    (sandbox.repo / "docs" / "tasks").mkdir(parents=True)
+    (sandbox.repo / "docs" / "tasks" / "Y1.md").write_text("# Y1\nWrite agent.txt.\n")
+    sandbox.git("add", "docs")
+    sandbox.git("commit", "-qm", "brief")
+    sandbox.macp("submit", "--task-id", "Y1", "--title", "agent task", "--dispatch", "yolo", "--runtime", "codex", check=True)
+    sandbox.macp("drain", check=True)
+    worktree = sandbox.worktree_base / "y1"
+    args = (sandbox.home / "codex-args.txt").read_text().split("\n")
+    assert args[:6] == ["exec", "--dangerously-bypass-approvals-and-sandbox", "--skip-git-repo-check", "-C", str(worktree), "-"]
+    assert (sandbox.home / "codex-stdin.txt").read_text() == "# Y1\nWrite agent.txt.\n", "the brief arrives on stdin"
+    assert (sandbox.home / "codex-cwd.txt").read_text().strip() == str(worktree)
+    task = sandbox.task("Y1")
+    assert task["status"] == "completed" and task["runtime"] == "codex"
+    assert sandbox.result("Y1")["files_changed"] == ["agent.txt"]
+    assert sandbox.events("Y1")[1]["metadata"]["runtime"] == "codex"
+
+
+def test_yolo_runtime_defaults_to_worker_runtime(sandbox):
+    sandbox.write_config({"worker": {"runtime": "claude"}})
+    sandbox.fake_cli("claude", 'printf "%s " "$@" > "$HOME/claude-args.txt"; cat >/dev/null')
+    sandbox.macp("submit", "--task-id", "Y2", "--dispatch", "yolo", check=True)
+    sandbox.macp("drain", check=True)
+    assert sandbox.task("Y2")["runtime"] == "claude"
+    assert (sandbox.home / "claude-args.txt").read_text().startswith("-p --dangerously-skip-permissions")
+
+
+def test_missing_runtime_binary_fails_the_attempt_with_exit_127(sandbox):
+    sandbox.macp("submit", "--task-id", "Y3", "--dispatch", "yolo", "--runtime", "opencode", check=True)
+    sandbox.macp("drain")
+    result = sandbox.result("Y3")
+    assert result["exit_code"] == 127
+    assert "runtime 'opencode' cannot run: opencode: not found on PATH" in result["output_tail"]
+
+
+def test_mosaic_yolo_passes_long_prompts_through_stdin_not_argv(sandbox, tmp_path):
+    sandbox.fake_cli("codex", 'wc -c > "$HOME/stdin-bytes.txt"; printf "%s" "$#" > "$HOME/argc.txt"')
+    prompt = tmp_path / "big.md"
+    prompt.write_text("x" * (3 * 1024 * 1024))
+    proc = sandbox.run("mosaic", "yolo", "codex", "--prompt-file", str(prompt))
+    assert proc.returncode == 0, proc.stderr
+    assert int((sandbox.home / "stdin-bytes.txt").read_text()) == 3 * 1024 * 1024
+    assert (sandbox.home / "argc.txt").read_text() == "6"
+
+
+def test_acp_task_writes_sessions_spawn_file_and_waits_for_complete(sandbox):
+    sandbox.write_config({"quality_gates": [{"name": "report", "command": "test -f done.txt"}]})
+    sandbox.macp("submit", "--task-id", "A1", "--title", "Review the API", "--dispatch", "acp", "--runtime", "claude", check=True)
+    drain = sandbox.macp("drain", check=True)
+    assert "A1: waiting for its acp completion report" in drain.stdout
+    spawn = json.loads((sandbox.orch / "acp" / "A1.json").read_text())
+    worktree = sandbox.worktree_base / "a1"
+    assert spawn == {
+        "task": "# A1: Review the API\n",
+        "runtime": "acp",
+        "agentId": "claude",
+        "mode": "run",
+        "thread": False,
+        "cwd": str(worktree),
+        "label": "Review the API",
+    }
+    assert sandbox.task("A1")["status"] == "running"
+    status = json.loads(sandbox.macp("status", "--json", check=True).stdout)
+    assert status["tasks"][0]["view"] == "awaiting-report"
+    # a second drain does not re-dispatch it
+    sandbox.macp("drain", check=True)
+    assert sandbox.event_types("A1").count("task.acp.requested") == 1
+    # the external agent does its work, then reports
+    (worktree / "done.txt").write_text("reviewed\n")
+    sandbox.git("add", "done.txt", cwd=worktree)
+    sandbox.git("commit", "-qm", "review", cwd=worktree)
+    done = sandbox.macp("complete", "A1", "--exit-code", "0", "--summary", "reviewed", check=True)
+    assert "completion recorded" in done.stdout
+    assert sandbox.macp("complete", "A1", "--exit-code", "0").returncode == 2
+    sandbox.macp("drain", check=True)
+    assert sandbox.task("A1")["status"] == "completed"
+    result = sandbox.result("A1")
+    assert result["summary"] == "reviewed" and result["gate_results"][0]["passed"]
+    assert sandbox.event_types("A1")[-4:] == ["task.gated", "gate.passed", "worktree.removed", "task.completed"]
+
+
+def test_complete_is_refused_for_tasks_that_are_not_waiting_acp(sandbox):
+    sandbox.macp("submit", "--task-id", "E1", "--command", "true", check=True)
+    proc = sandbox.macp("complete", "E1", "--exit-code", "0")
+    assert proc.returncode == 2 and "not an acp task waiting" in proc.stderr
+
+
+def test_dry_run_prints_order_and_exact_commands_without_running(sandbox):
+    sandbox.write_config({"quality_gates": ["make test"]})
+    sandbox.macp("submit", "--task-id", "B", "--command", "touch b", check=True)
+    sandbox.macp("submit", "--task-id", "A", "--command", "touch a", "--priority", "2", check=True)
+    sandbox.macp("submit", "--task-id", "C", "--dispatch", "yolo", "--runtime", "codex", "--depends-on", "B", check=True)
+    proc = sandbox.macp("drain", "--dry-run", check=True)
+    lines = proc.stdout.splitlines()
+    assert lines[0] == "dry run: 3 task(s) would run, in this order (nothing was run)"
+    assert lines[1] == f"1. A [exec] in {sandbox.worktree_base / 'a'} (branch feat/A): touch a"
+    assert lines[2] == "   gate gate-1: make test"
+    assert lines[3].startswith("2. B [exec]")
+    assert lines[5].startswith("3. C [yolo]") and "yolo codex --prompt-file" in lines[5]
+    assert not sandbox.worktree_base.exists()
+    assert all(task["status"] == "pending" for task in sandbox.tasks())

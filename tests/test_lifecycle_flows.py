@@ -1,0 +1,152 @@
+"""Status transitions through real runs: retries, gate failures, escalation, worktrees."""
+
+from __future__ import annotations
+
+import json
+
+
+def exec_task(task_id: str, command: str, **extra) -> dict:
+    return {"id": task_id, "title": f"task {task_id}", "dispatch": "exec", "command": command, **extra}
+
+
+def test_worker_failure_with_attempts_left_is_retried_then_fails(sandbox):
+    sandbox.write_tasks({"tasks": [exec_task("T1", "echo broken-output; exit 3", max_attempts=2)]})
+    first = sandbox.controller("--once")
+    assert first.returncode == 0, "a scheduled retry is not a failure yet"
+    task = sandbox.task("T1")
+    assert task["status"] == "pending" and task["attempts"] == 1
+    assert task["last_failure"]["kind"] == "worker" and task["last_failure"]["exit_code"] == 3
+    second = sandbox.controller("--once")
+    assert second.returncode == 1, "a task ending failed makes the run exit 1"
+    task = sandbox.task("T1")
+    assert task["status"] == "failed" and task["attempts"] == 2
+    assert sandbox.event_types("T1") == [
+        "task.started",
+        "worktree.created",
+        "task.retry.scheduled",
+        "task.started",
+        "worktree.reused",
+        "worktree.removed",
+        "task.failed",
+    ]
+    result = sandbox.result("T1")
+    assert result["status"] == "failed" and result["exit_code"] == 3 and result["attempt"] == 2
+    assert "broken-output" in result["output_tail"]
+    assert result["failed_at"] == result["completed_at"]
+
+
+def test_gate_failure_retries_with_guidance_and_ends_escalated(sandbox):
+    sandbox.write_config({"quality_gates": [{"name": "tests", "command": "echo 'FAILED test_parse - AssertionError: 2 != 3'; exit 1"}]})
+    sandbox.write_tasks({"tasks": [exec_task("T1", 'cp "$MACP_BRIEF" ../brief-$MACP_ATTEMPT.md', max_attempts=2)]})
+    proc = sandbox.controller("--until-drained")
+    assert proc.returncode == 1
+    task = sandbox.task("T1")
+    assert task["status"] == "escalated"
+    assert "quality gate `tests` (test) exited 1 after 2 attempt(s)" == task["escalation_reason"]
+    first_brief = (sandbox.worktree_base / "brief-1.md").read_text()
+    second_brief = (sandbox.worktree_base / "brief-2.md").read_text()
+    assert "Previous attempt" not in first_brief
+    assert "## Previous attempt" in second_brief
+    assert "Attempt 1 failed: quality gate `tests` (test) exited 1." in second_brief
+    assert "AssertionError: 2 != 3" in second_brief
+    types = sandbox.event_types("T1")
+    assert types.count("gate.failed") == 2 and types[-1] == "task.escalated"
+    assert "task.retry.scheduled" in types
+    retry = next(e for e in sandbox.events("T1") if e["event_type"] == "task.retry.scheduled")
+    assert retry["metadata"]["failure"]["classification"] == "test"
+    result = sandbox.result("T1")
+    assert result["status"] == "escalated"
+    assert result["gate_results"][0]["name"] == "tests"
+    assert result["gate_results"][0]["classification"] == "test"
+    assert result["gate_results"][0]["passed"] is False
+    assert "queue: 1 escalated" in proc.stdout
+
+
+def test_retry_reuses_the_worktree_and_its_partial_work(sandbox):
+    sandbox.write_config({"quality_gates": ["test -f second"]})
+    command = "if [ -f first ]; then touch second; else touch first; fi; git add -A; git commit -qm step"
+    sandbox.write_tasks({"tasks": [exec_task("T1", command, max_attempts=2)]})
+    sandbox.controller("--until-drained", check=True)
+    assert sandbox.task("T1")["status"] == "completed"
+    assert sandbox.task("T1")["attempts"] == 2
+    created = [e for e in sandbox.events("T1") if e["event_type"].startswith("worktree.")]
+    assert [e["event_type"] for e in created] == ["worktree.created", "worktree.reused", "worktree.removed"]
+    assert sandbox.git("ls-tree", "--name-only", "feat/T1-task-t1").split() == ["README.md", "first", "second"]
+
+
+def test_dirty_worktree_is_kept_on_cleanup_and_the_result_says_so(sandbox):
+    sandbox.write_tasks({"tasks": [exec_task("T1", "echo unsaved > notes.txt")]})
+    sandbox.controller("--once", check=True)
+    worktree = sandbox.worktree_base / "t1"
+    assert (worktree / "notes.txt").read_text() == "unsaved\n", "uncommitted work must never be deleted"
+    result = sandbox.result("T1")
+    assert result["status"] == "completed"
+    assert result["worktree_kept"] == "1 uncommitted path: notes.txt"
+    assert "worktree.kept" in sandbox.event_types("T1")
+    assert str(worktree) in sandbox.git("worktree", "list")
+
+
+def test_cleanup_can_be_turned_off(sandbox):
+    sandbox.write_config({"macp": {"cleanup_worktrees": False}})
+    sandbox.write_tasks({"tasks": [exec_task("T1", "true")]})
+    sandbox.controller("--once", check=True)
+    assert (sandbox.worktree_base / "t1").is_dir()
+    assert sandbox.result("T1")["worktree_kept"] is None
+
+
+def test_worktree_creation_failure_fails_the_task_at_once_with_the_git_error(sandbox):
+    occupied = sandbox.worktree_base / "t1"
+    occupied.mkdir(parents=True)
+    (occupied / "precious.txt").write_text("not ours")
+    sandbox.write_tasks({"tasks": [exec_task("T1", "true", max_attempts=3)]})
+    proc = sandbox.controller("--once")
+    assert proc.returncode == 1
+    task = sandbox.task("T1")
+    assert task["status"] == "failed" and task["attempts"] == 1
+    assert "worktree creation failed" in task["error"] and "not a worktree" in task["error"]
+    assert (occupied / "precious.txt").read_text() == "not ours"
+    assert sandbox.result("T1")["error"] == task["error"]
+
+
+def test_invalid_branch_name_fails_the_task_without_running_anything(sandbox):
+    sandbox.write_tasks({"tasks": [exec_task("T1", "touch ran", branch="bad..name")]})
+    sandbox.controller("--once")
+    assert sandbox.task("T1")["status"] == "failed"
+    assert "not a valid git branch name" in sandbox.task("T1")["error"]
+    assert not list(sandbox.home.rglob("ran"))
+
+
+def test_worker_may_request_escalation_through_its_report(sandbox):
+    report = {"summary": "needs a product decision", "escalate": True, "escalation_reason": "two specs disagree"}
+    sandbox.write_tasks({"tasks": [exec_task("T1", f"echo '{json.dumps(report)}' > \"$MACP_REPORT\"")]})
+    sandbox.controller("--once")
+    task = sandbox.task("T1")
+    assert task["status"] == "escalated" and task["escalation_reason"] == "two specs disagree"
+    assert sandbox.result("T1")["summary"] == "needs a product decision"
+
+
+def test_dependencies_run_in_order_and_priority_breaks_ties(sandbox):
+    sandbox.write_tasks(
+        {
+            "tasks": [
+                exec_task("low", "true"),
+                exec_task("needs-high", "true", depends_on=["high"], priority=9),
+                exec_task("high", "true", priority=5),
+            ]
+        }
+    )
+    proc = sandbox.controller("--until-drained", check=True)
+    started = [line.split(":")[0] for line in proc.stdout.splitlines() if "started attempt" in line]
+    assert started == ["high", "needs-high", "low"]
+
+
+def test_timeout_stops_the_worker_and_is_recorded(sandbox):
+    sandbox.write_config({"macp": {"kill_grace_seconds": 1}})
+    sandbox.write_tasks({"tasks": [exec_task("T1", "echo started; sleep 30", timeout_seconds=1)]})
+    proc = sandbox.controller("--once", timeout=20)
+    assert proc.returncode == 1
+    result = sandbox.result("T1")
+    assert result["timed_out"] is True and result["exit_code"] == 143
+    assert "started" in result["output_tail"]
+    assert "timed out" in proc.stdout
+    assert sandbox.task("T1")["last_failure"]["kind"] == "timeout"
