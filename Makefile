@@ -23,7 +23,7 @@ pytest: $(STAMP)
 
 # ruff for style and bugs; vermin proves the run-time code still runs on Python 3.10.
 lint: $(STAMP)
-	$(VENV)/bin/ruff check $(RUNTIME_CODE) tests
+	$(VENV)/bin/ruff check --config tests/ruff.toml $(RUNTIME_CODE) tests
 	$(VENV)/bin/vermin --quiet --no-tips --violations --target=3.10- --eval-annotations \
 		$$(find $(RUNTIME_CODE) -name '*.py') bin/mosaic bin/mosaic-macp bin/mosaic-orchestrator-run
 

@@ -70,7 +70,7 @@ class Sandbox:
     def run(self, *argv: str, cwd: Path | None = None, check: bool | None = None, timeout: float = 60, **kwargs) -> subprocess.CompletedProcess:
         """Run a bin/ script (``"mosaic"``, ``"mosaic-macp"``, ``"mosaic-orchestrator-run"``)."""
         command = [str(BIN / argv[0]), *argv[1:]]
-        proc = subprocess.run(command, cwd=cwd or self.repo, env=self.env, capture_output=True, text=True, timeout=timeout, **kwargs)
+        proc = subprocess.run(command, cwd=cwd or self.repo, env=self.env, capture_output=True, text=True, timeout=timeout, check=False, **kwargs)
         if check and proc.returncode != 0:
             raise AssertionError(f"{argv} exited {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}")
         return proc

@@ -42,7 +42,7 @@ def test_gate_failure_retries_with_guidance_and_ends_escalated(sandbox):
     assert proc.returncode == 1
     task = sandbox.task("T1")
     assert task["status"] == "escalated"
-    assert "quality gate `tests` (test) exited 1 after 2 attempt(s)" == task["escalation_reason"]
+    assert task["escalation_reason"] == "quality gate `tests` (test) exited 1 after 2 attempt(s)"
     first_brief = (sandbox.worktree_base / "brief-1.md").read_text()
     second_brief = (sandbox.worktree_base / "brief-2.md").read_text()
     assert "Previous attempt" not in first_brief

@@ -15,8 +15,8 @@ import json
 import shutil
 import sys
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from macp import clock
 from macp.cliutil import OneLineParser, resolve_repo, run_main
@@ -189,7 +189,7 @@ def render_table(rows: list[dict], columns: list[tuple[str, Callable[[dict], str
     """Left-aligned text table with a header row."""
     cells = [[header for header, _ in columns]] + [[get(row) for _, get in columns] for row in rows]
     widths = [max(len(line[i]) for line in cells) for i in range(len(columns))]
-    return ["  ".join(cell.ljust(width) for cell, width in zip(line, widths)).rstrip() for line in cells]
+    return ["  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip() for line in cells]
 
 
 def cmd_status(args) -> int:
@@ -233,9 +233,8 @@ def cmd_show(args) -> int:
         print_json({"task": task, "result": result})
         return EXIT_OK
     for key, value in task.items():
-        if isinstance(value, (dict, list)):
-            value = json.dumps(value, ensure_ascii=False)
-        out(f"{key}: {value}")
+        shown = json.dumps(value, ensure_ascii=False) if isinstance(value, (dict, list)) else value
+        out(f"{key}: {shown}")
     out(f"result: {path if result else '(none yet)'}")
     return EXIT_OK
 

@@ -55,10 +55,10 @@ def prompt_source(args) -> tuple[Path, str]:
     text = " ".join(args.prompt)
     if args.dry_run:
         return Path("<prompt file>"), text
-    handle = tempfile.NamedTemporaryFile("w", encoding="utf-8", prefix="mosaic-yolo-", suffix=".md", delete=False)
-    with handle:
+    fd, name = tempfile.mkstemp(prefix="mosaic-yolo-", suffix=".md")
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
         handle.write(text)
-    return Path(handle.name), text
+    return Path(name), text
 
 
 def cmd_yolo(args) -> int:

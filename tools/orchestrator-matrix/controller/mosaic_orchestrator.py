@@ -29,22 +29,22 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: make the tools folder importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from dispatcher import macp_dispatcher as dispatcher  # noqa: E402
-from macp import clock, gitops  # noqa: E402
-from macp.cliutil import OneLineParser, resolve_repo, run_main  # noqa: E402
-from macp.config import load_config  # noqa: E402
-from macp.errors import EXIT_OK, EXIT_TASKS_FAILED, Interrupted, MacpError  # noqa: E402
-from macp.events import append_event, make_event  # noqa: E402
-from macp.fsio import dump_json, write_atomic  # noqa: E402
-from macp.gates import GateLimits, gate_specs, run_gates  # noqa: E402
-from macp.guidance import compose_brief, failure_summary  # noqa: E402
-from macp.layout import Layout  # noqa: E402
-from macp.lifecycle import ACTIVE, status_of, transition  # noqa: E402
-from macp.locks import ControllerLock  # noqa: E402
-from controller.planning import plan_lines, remaining_lines  # noqa: E402
-from macp.scheduler import pick_next, queue_order  # noqa: E402
-from macp.signals import SignalGuard  # noqa: E402
-from macp.taskstore import edit_tasks, load_tasks, task_errors  # noqa: E402
+from controller.planning import plan_lines, remaining_lines
+from dispatcher import macp_dispatcher as dispatcher
+from macp import clock, gitops
+from macp.cliutil import OneLineParser, resolve_repo, run_main
+from macp.config import load_config
+from macp.errors import EXIT_OK, EXIT_TASKS_FAILED, Interrupted, MacpError
+from macp.events import append_event, make_event
+from macp.fsio import dump_json, write_atomic
+from macp.gates import GateLimits, gate_specs, run_gates
+from macp.guidance import compose_brief, failure_summary
+from macp.layout import Layout
+from macp.lifecycle import ACTIVE, status_of, transition
+from macp.locks import ControllerLock
+from macp.scheduler import pick_next, queue_order
+from macp.signals import SignalGuard
+from macp.taskstore import edit_tasks, load_tasks, task_errors
 
 PROG = "mosaic-orchestrator-run"
 
@@ -119,10 +119,9 @@ class Controller:
 
     def update(self, task_id: str, **changes: object) -> dict:
         """Set fields of ``task_id`` without a status change; returns the stored task."""
-        with self.guard.critical():
-            with edit_tasks(self.layout) as document:
-                task = {**document.get(task_id), **changes, "updated_at": clock.timestamp()}
-                document.replace(task)
+        with self.guard.critical(), edit_tasks(self.layout) as document:
+            task = {**document.get(task_id), **changes, "updated_at": clock.timestamp()}
+            document.replace(task)
         return task
 
     # -- recovery ------------------------------------------------------------------------
@@ -200,12 +199,12 @@ class Controller:
         now = clock.now()
         with self.guard.critical():
             with edit_tasks(self.layout) as document:
-                for task in queue_order(document.tasks):
-                    acp = task.get("acp") or {}
-                    if status_of(task) == "running" and not task.get("claim") and acp.get("reported_at"):
-                        task = {**task, "claim": self.owner, "updated_at": clock.timestamp()}
-                        document.replace(task)
-                        return task, True
+                for waiting in queue_order(document.tasks):
+                    acp = waiting.get("acp") or {}
+                    if status_of(waiting) == "running" and not waiting.get("claim") and acp.get("reported_at"):
+                        resumed = {**waiting, "claim": self.owner, "updated_at": clock.timestamp()}
+                        document.replace(resumed)
+                        return resumed, True
                 task = pick_next(document.tasks, now)
                 if task is None:
                     return None

@@ -12,8 +12,9 @@ import argparse
 import os
 import sys
 import traceback
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, NoReturn
+from typing import NoReturn
 
 from macp import gitops
 from macp.errors import EXIT_INTERNAL, EXIT_USAGE, Interrupted, MacpError
@@ -54,7 +55,7 @@ def run_main(prog: str, body: Callable[[], int]) -> int:
     except BrokenPipeError:
         sys.stderr.close()
         return 0
-    except Exception as exc:  # a bug: say so in one line, keep the details for MACP_DEBUG
+    except Exception as exc:  # noqa: BLE001 -- a bug: one line, details with MACP_DEBUG
         if os.environ.get("MACP_DEBUG"):
             traceback.print_exc()
         print(f"{prog}: internal error: {type(exc).__name__}: {exc}", file=sys.stderr)

@@ -10,8 +10,8 @@ from __future__ import annotations
 import json
 import sys
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from macp import clock
 from macp.errors import MacpError

@@ -37,9 +37,8 @@ def gate_specs(task: dict, config: dict) -> list[dict]:
     if raw is None:
         raw = config.get("quality_gates", [])
     specs = []
-    for number, gate in enumerate(raw, start=1):
-        if isinstance(gate, str):
-            gate = {"command": gate}
+    for number, entry in enumerate(raw, start=1):
+        gate = {"command": entry} if isinstance(entry, str) else entry
         specs.append(
             {
                 "name": gate.get("name") or f"gate-{number}",

@@ -28,7 +28,7 @@ def git(args: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedP
     env = {**os.environ, "GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C"}
     try:
         proc = subprocess.run(
-            ["git", *args], cwd=cwd, env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True
+            ["git", *args], cwd=cwd, env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True, check=False
         )
     except FileNotFoundError:
         raise GitError("git is not installed (or not on PATH)") from None

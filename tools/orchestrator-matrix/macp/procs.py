@@ -14,6 +14,7 @@ One synchronous loop (``select`` on the child's merged stdout/stderr pipe, no th
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import select
@@ -127,7 +128,7 @@ def run_process(
     started = time.monotonic()
     with open(log_path, "wb") as log_handle:
         capture = _Capture(log_handle, max_log_bytes, tail_bytes)
-        stdin = open(stdin_path, "rb") if stdin_path else subprocess.DEVNULL
+        stdin = open(stdin_path, "rb") if stdin_path else subprocess.DEVNULL  # noqa: SIM115 -- closed below once the child has it
         try:
             proc = subprocess.Popen(
                 argv,
@@ -209,15 +210,11 @@ def _wait_for_exit(proc: subprocess.Popen, pipe: _Pipe, deadline: float | None) 
         if pipe.open:
             pipe.read_for(min(remaining, _POLL_SECONDS))
         else:
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(timeout=min(remaining, _POLL_SECONDS))
-            except subprocess.TimeoutExpired:
-                pass
     return False
 
 
 def _signal_group(proc: subprocess.Popen, signum: int) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(proc.pid, signum)
-    except (ProcessLookupError, PermissionError):
-        pass

@@ -9,8 +9,8 @@ half-recorded.
 from __future__ import annotations
 
 import signal
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
 
 from macp.errors import Interrupted
 

@@ -7,9 +7,9 @@ list; it is written back in the shape it was read. Every change goes through
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Iterator
 
 from macp.errors import MacpError
 from macp.fsio import dump_json, parse_json_text, write_atomic

@@ -8,7 +8,7 @@ The four schemas live beside this module (``task``, ``event``, ``result``, ``con
 from __future__ import annotations
 
 import json
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -23,12 +23,12 @@ def schema_path(name: str) -> Path:
     return SCHEMA_DIR / f"{name}.schema.json"
 
 
-@lru_cache(maxsize=None)
+@cache
 def _registry() -> Registry:
     return Registry([json.loads(schema_path(name).read_text(encoding="utf-8")) for name in SCHEMA_NAMES])
 
 
-@lru_cache(maxsize=None)
+@cache
 def validator_for(name: str) -> Validator:
     """The cached validator of schema ``name``; raises ``KeyError`` for an unknown name."""
     if name not in SCHEMA_NAMES:

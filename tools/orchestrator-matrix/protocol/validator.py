@@ -28,10 +28,11 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from decimal import Decimal
 from fractions import Fraction
-from typing import Any, Callable, Iterator
+from typing import Any
 from urllib.parse import unquote, urldefrag, urljoin
 
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -127,7 +128,7 @@ def json_equal(a: Any, b: Any) -> bool:
     if isinstance(a, (int, float)) and isinstance(b, (int, float)):
         return a == b
     if isinstance(a, list) and isinstance(b, list):
-        return len(a) == len(b) and all(json_equal(x, y) for x, y in zip(a, b))
+        return len(a) == len(b) and all(json_equal(x, y) for x, y in zip(a, b, strict=True))
     if isinstance(a, dict) and isinstance(b, dict):
         return a.keys() == b.keys() and all(json_equal(a[k], b[k]) for k in a)
     return type(a) is type(b) and a == b
@@ -160,7 +161,7 @@ def _type_name(value: Any) -> str:
     return type(value).__name__
 
 
-def _exact(number: int | float) -> Fraction:
+def _exact(number: float) -> Fraction:
     if isinstance(number, int):
         return Fraction(number)
     return Fraction(Decimal(repr(number)))
@@ -225,8 +226,8 @@ class Registry:
         if document_uri not in self._resources:
             raise SchemaError(f"cannot resolve $ref {ref!r} (remote references are not supported)")
         schema = self._resources[document_uri]
-        for token in fragment.split("/")[1:] if fragment else []:
-            token = unquote(token).replace("~1", "/").replace("~0", "~")
+        for raw_token in fragment.split("/")[1:] if fragment else []:
+            token = unquote(raw_token).replace("~1", "/").replace("~0", "~")
             if isinstance(schema, list) and token.isdigit() and int(token) < len(schema):
                 schema = schema[int(token)]
             elif isinstance(schema, dict) and token in schema:
@@ -283,7 +284,7 @@ class Validator:
         base = self.registry.base_of(schema, base)
         unsupported = UNSUPPORTED_KEYWORDS.intersection(schema)
         if unsupported:
-            raise SchemaError(f"unsupported keyword {sorted(unsupported)[0]!r}")
+            raise SchemaError(f"unsupported keyword {min(unsupported)!r}")
         for keyword, check in _KEYWORDS:
             if keyword in schema:
                 yield from check(self, schema, instance, path, base)
@@ -349,9 +350,9 @@ def _check_pattern(v: Validator, schema: dict, instance: Any, path: str, base: s
 
 
 def _check_format(v: Validator, schema: dict, instance: Any, path: str, base: str) -> Iterator[ValidationError]:
-    if v.format_assertion and schema["format"] == "date-time" and isinstance(instance, str):
-        if not is_valid_date_time(instance):
-            yield ValidationError(path, "format", f"{instance!r} is not an RFC 3339 date-time")
+    checked = v.format_assertion and schema["format"] == "date-time" and isinstance(instance, str)
+    if checked and not is_valid_date_time(instance):
+        yield ValidationError(path, "format", f"{instance!r} is not an RFC 3339 date-time")
 
 
 def _check_required(v: Validator, schema: dict, instance: Any, path: str, base: str) -> Iterator[ValidationError]:
@@ -423,7 +424,7 @@ def _check_property_names(v: Validator, schema: dict, instance: Any, path: str, 
 
 def _check_prefix_items(v: Validator, schema: dict, instance: Any, path: str, base: str) -> Iterator[ValidationError]:
     if isinstance(instance, list):
-        for index, (subschema, item) in enumerate(zip(schema["prefixItems"], instance)):
+        for index, (subschema, item) in enumerate(zip(schema["prefixItems"], instance, strict=False)):
             yield from v._validate(subschema, item, child_path(path, index), base)
 
 
