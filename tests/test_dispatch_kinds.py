@@ -110,7 +110,7 @@ def test_dry_run_prints_order_and_exact_commands_without_running(sandbox):
     lines = proc.stdout.splitlines()
     assert lines[0] == "dry run: 3 task(s) would run, in this order (nothing was run)"
     assert lines[1] == f"1. A [exec] in {sandbox.worktree_base / 'a'} (branch feat/A): touch a"
-    assert lines[2] == "   gate gate-1: make test"
+    assert lines[2] == "   gate: make test"
     assert lines[3].startswith("2. B [exec]")
     assert lines[5].startswith("3. C [yolo]") and "yolo codex --prompt-file" in lines[5]
     assert not sandbox.worktree_base.exists()

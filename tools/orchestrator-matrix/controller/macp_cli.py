@@ -118,6 +118,8 @@ def build_task(args, layout: Layout, config: dict) -> dict:
     task.update({key: value for key, value in optional.items() if value is not None})
     task["brief_path"] = brief_path_for(args, layout, config)
     task["depends_on"] = split_ids(args.depends_on)
+    if args.gate:
+        task["quality_gates"] = args.gate
     task["max_attempts"] = args.max_attempts or config["worker"].get("max_attempts", 1)
     task["attempts"] = 0
     task["created_at"] = clock.timestamp()
@@ -395,6 +397,7 @@ def build_parser() -> OneLineParser:
     p.add_argument("--timeout", type=positive_int, metavar="SECONDS")
     p.add_argument("--branch")
     p.add_argument("--issue")
+    p.add_argument("--gate", action="append", metavar="COMMAND", help="quality gate for this task, replacing config's (repeatable)")
 
     p = command("status", cmd_status, "show the queue")
     p.add_argument("--task-id")

@@ -50,7 +50,9 @@ def _describe(number: int, task: dict, repo_root: Path, config: dict) -> list[st
     else:
         command = dispatcher.build_dispatch_command(task, repo_root, config, brief_file)
     lines = [f"{number}. {task['id']} [{kind}] {where}: {command}"]
-    lines += [f"   gate {gate['name']}: {gate['command']}" for gate in gate_specs(task, config)]
+    for gate in gate_specs(task, config):
+        label = "gate" if gate["name"] == gate["command"] else f"gate {gate['name']}"
+        lines.append(f"   {label}: {gate['command']}")
     return lines
 
 

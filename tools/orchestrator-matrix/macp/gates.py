@@ -31,17 +31,17 @@ def gate_specs(task: dict, config: dict) -> list[dict]:
     """The gates for ``task``: its own ``quality_gates`` if present, else the config's.
 
     Each is returned as ``{"name", "command", "type", "timeout_seconds"}`` (timeout None when
-    unset); an unnamed gate is called ``gate-<n>``.
+    unset); an unnamed gate is named after its command.
     """
     raw = task.get("quality_gates")
     if raw is None:
         raw = config.get("quality_gates", [])
     specs = []
-    for number, entry in enumerate(raw, start=1):
+    for entry in raw:
         gate = {"command": entry} if isinstance(entry, str) else entry
         specs.append(
             {
-                "name": gate.get("name") or f"gate-{number}",
+                "name": gate.get("name") or gate["command"][:60],
                 "command": gate["command"],
                 "type": gate.get("type", "mechanical"),
                 "timeout_seconds": gate.get("timeout_seconds"),
