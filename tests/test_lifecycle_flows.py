@@ -150,3 +150,19 @@ def test_timeout_stops_the_worker_and_is_recorded(sandbox):
     assert "started" in result["output_tail"]
     assert "timed out" in proc.stdout
     assert sandbox.task("T1")["last_failure"]["kind"] == "timeout"
+
+
+def test_result_dir_from_config_is_used_and_recorded(sandbox):
+    sandbox.write_config({"macp": {"result_dir": "reports/macp"}})
+    sandbox.write_tasks({"tasks": [exec_task("T1", "true")]})
+    sandbox.controller("--once", check=True)
+    assert sandbox.task("T1")["result_path"] == "../../reports/macp/T1.json"
+    assert json.loads((sandbox.repo / "reports" / "macp" / "T1.json").read_text())["status"] == "completed"
+
+
+def test_result_dir_outside_the_repository_is_refused(sandbox):
+    sandbox.write_config({"macp": {"result_dir": "../elsewhere"}})
+    sandbox.write_tasks({"tasks": [exec_task("T1", "true")]})
+    proc = sandbox.controller("--once")
+    assert proc.returncode == 2 and "macp.result_dir" in proc.stderr and "outside" in proc.stderr
+    assert sandbox.task("T1").get("status") is None, "nothing was claimed"

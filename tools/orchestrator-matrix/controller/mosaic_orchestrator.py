@@ -233,6 +233,8 @@ class Controller:
             "claim": self.owner,
             "started_at": task.get("started_at") or now,
             "not_before": None,
+            "result_path": task.get("result_path")
+            or dispatcher.default_result_path(task, self.layout.repo_root, self.config),
         }
         if dispatcher.dispatch_kind(task) in ("yolo", "acp"):
             changes["runtime"] = dispatcher.resolve_runtime(task, self.config)

@@ -242,6 +242,12 @@ def read_worker_report(report_file: Path) -> dict:
     return kept
 
 
+def default_result_path(task: dict, repo_root: Path, config: dict) -> str:
+    """``<macp.result_dir>/<task-id>.json`` as a ``result_path`` (relative to the state folder)."""
+    target = confine(Path(config["macp"]["result_dir"]) / f"{task['id']}.json", repo_root, "macp.result_dir")
+    return os.path.relpath(target, Layout(repo_root.resolve()).orch_dir)
+
+
 def result_file(task: dict, orch_dir: Path) -> Path:
     """Where the task's result goes: ``result_path`` (relative to the state folder, confined to
     the repository) or ``results/<task-id>.json``."""
