@@ -6,8 +6,10 @@ import importlib
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import jsonschema
+import pytest
 from referencing import Registry, Resource
 
 from conftest import ROOT, TOOLS
@@ -113,10 +115,11 @@ def test_cli_submit_and_status_print_correct_output(sandbox):
 
 
 def test_every_python_module_imports():
+    demo_project = TOOLS / "demo" / "project"  # the demo's sample project: data, not MACP code
     modules = sorted(
         ".".join(path.relative_to(TOOLS).with_suffix("").parts)
         for path in TOOLS.rglob("*.py")
-        if path.name != "__init__.py"
+        if path.name != "__init__.py" and demo_project not in path.parents
     )
     assert "dispatcher.macp_dispatcher" in modules and "controller.mosaic_orchestrator" in modules
     for name in modules:
@@ -124,3 +127,34 @@ def test_every_python_module_imports():
     for script in ("mosaic", "mosaic-macp", "mosaic-orchestrator-run"):
         proc = subprocess.run([str(ROOT / "bin" / script), "--help"], capture_output=True, text=True, check=False)
         assert proc.returncode == 0, (script, proc.stderr)
+
+
+def find_python310() -> str | None:
+    """A working Python 3.10 interpreter, if this machine has one."""
+    import glob
+    import shutil
+
+    candidates = [shutil.which("python3.10"), *sorted(glob.glob(str(Path.home() / ".pyenv" / "versions" / "3.10*" / "bin" / "python3.10")))]
+    for candidate in filter(None, candidates):
+        proc = subprocess.run([candidate, "--version"], capture_output=True, text=True, check=False)
+        if proc.returncode == 0 and proc.stdout.startswith("Python 3.10"):
+            return candidate
+    return None
+
+
+PYTHON310 = find_python310()
+
+
+@pytest.mark.skipif(PYTHON310 is None, reason="no Python 3.10 interpreter on this machine")
+def test_cli_and_controller_run_on_python_3_10(sandbox):
+    def run(script: str, *args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([PYTHON310, str(ROOT / "bin" / script), *args], cwd=sandbox.repo, env=sandbox.env,
+                              capture_output=True, text=True, check=False)
+
+    assert run("mosaic-macp", "submit", "--task-id", "P1", "--command", "git commit -q --allow-empty -m p1").returncode == 0
+    sandbox.write_config({"quality_gates": ["true"]})
+    proc = run("mosaic-orchestrator-run", "--until-drained")
+    assert proc.returncode == 0, proc.stderr
+    assert sandbox.task("P1")["status"] == "completed"
+    assert len(run("mosaic-macp", "history", "--task-id", "P1").stdout.splitlines()) == 7
+    assert run("mosaic-macp", "status", "--json").returncode == 0

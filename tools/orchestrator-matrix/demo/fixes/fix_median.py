@@ -2,12 +2,19 @@
 
 from pathlib import Path
 
-source = Path("stats.py")
-text = source.read_text()
-buggy = "    return ordered[middle]\n"
-fixed = (
+BUGGY = "    return ordered[middle]\n"
+FIXED = (
     "    if len(ordered) % 2:\n"
     "        return ordered[middle]\n"
     "    return (ordered[middle - 1] + ordered[middle]) / 2\n"
 )
-source.write_text(text.replace(buggy, fixed))
+
+
+def main() -> None:
+    """Rewrite stats.py in the current folder with the fixed median."""
+    source = Path("stats.py")
+    source.write_text(source.read_text().replace(BUGGY, FIXED))
+
+
+if __name__ == "__main__":
+    main()
