@@ -93,8 +93,8 @@ def test_macp_exec_task_creates_worktree_runs_writes_valid_result_and_cleans_up(
         "task.started",
         "worktree.created",
         "task.gated",
-        "worktree.removed",
         "task.completed",
+        "worktree.removed",
     ]
     assert "TASK-042: completed" in proc.stdout
     assert assert_state_files_valid(sandbox.orch) >= 7

@@ -135,9 +135,9 @@ def test_history_shows_a_tasks_events_in_order(sandbox):
     sandbox.macp("drain", check=True)
     lines = sandbox.macp("history", "--task-id", "A", check=True).stdout.splitlines()
     assert [line.split()[2] for line in lines] == [
-        "task.submitted", "task.started", "worktree.created", "task.gated", "worktree.removed", "task.completed"]
+        "task.submitted", "task.started", "worktree.created", "task.gated", "task.completed", "worktree.removed"]
     events = json.loads(sandbox.macp("history", "--json", check=True).stdout)
-    assert [e["event_type"] for e in events][-1] == "task.completed"
+    assert [e["event_type"] for e in events][-2:] == ["task.completed", "worktree.removed"]
 
 
 def test_retry_grants_a_fresh_attempt_and_cancel_refuses_finished_tasks(sandbox):

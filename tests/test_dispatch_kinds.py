@@ -92,7 +92,7 @@ def test_acp_task_writes_sessions_spawn_file_and_waits_for_complete(sandbox):
     assert sandbox.task("A1")["status"] == "completed"
     result = sandbox.result("A1")
     assert result["summary"] == "reviewed" and result["gate_results"][0]["passed"]
-    assert sandbox.event_types("A1")[-4:] == ["task.gated", "gate.passed", "worktree.removed", "task.completed"]
+    assert sandbox.event_types("A1")[-4:] == ["task.gated", "gate.passed", "task.completed", "worktree.removed"]
 
 
 def test_complete_is_refused_for_tasks_that_are_not_waiting_acp(sandbox):

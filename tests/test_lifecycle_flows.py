@@ -26,8 +26,8 @@ def test_worker_failure_with_attempts_left_is_retried_then_fails(sandbox):
         "task.retry.scheduled",
         "task.started",
         "worktree.reused",
-        "worktree.removed",
         "task.failed",
+        "worktree.removed",
     ]
     result = sandbox.result("T1")
     assert result["status"] == "failed" and result["exit_code"] == 3 and result["attempt"] == 2
@@ -50,7 +50,7 @@ def test_gate_failure_retries_with_guidance_and_ends_escalated(sandbox):
     assert "Attempt 1 failed: quality gate `tests` (test) exited 1." in second_brief
     assert "AssertionError: 2 != 3" in second_brief
     types = sandbox.event_types("T1")
-    assert types.count("gate.failed") == 2 and types[-1] == "task.escalated"
+    assert types.count("gate.failed") == 2 and types[-2:] == ["task.escalated", "worktree.removed"]
     assert "task.retry.scheduled" in types
     retry = next(e for e in sandbox.events("T1") if e["event_type"] == "task.retry.scheduled")
     assert retry["metadata"]["failure"]["classification"] == "test"

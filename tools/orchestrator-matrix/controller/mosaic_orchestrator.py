@@ -21,6 +21,7 @@ one event. A second controller on the same repository exits at once (exit 75) un
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 from dataclasses import dataclass, field
@@ -35,13 +36,14 @@ from macp import clock, gitops
 from macp.cliutil import OneLineParser, resolve_repo, run_main
 from macp.config import load_config
 from macp.errors import EXIT_OK, EXIT_TASKS_FAILED, Interrupted, MacpError
-from macp.events import append_event, make_event
-from macp.fsio import dump_json, write_atomic
+from macp.events import append_event, make_event, read_tail
+from macp.fsio import dump_json, read_json, write_atomic
 from macp.gates import GateLimits, gate_specs, run_gates
 from macp.guidance import compose_brief, failure_summary
 from macp.layout import Layout
 from macp.lifecycle import ACTIVE, status_of, transition
 from macp.locks import ControllerLock
+from macp.procs import OWNER_ENV, processes_with_env, terminate
 from macp.scheduler import pick_next, queue_order
 from macp.signals import SignalGuard
 from macp.taskstore import edit_tasks, load_tasks, task_errors
@@ -126,14 +128,19 @@ class Controller:
 
     # -- recovery ------------------------------------------------------------------------
 
-    def recover(self) -> list[str]:
-        """Return tasks a dead controller left ``running``/``gated`` to a runnable state.
+    def recover(self, previous: dict | None) -> list[str]:
+        """Make the queue whole again before running anything; return the recovered task ids.
 
-        Called while holding the controller lock, so any claim found belongs to a controller
-        that is gone. The interrupted attempt is not counted; the worktree stays for reuse.
-        acp tasks waiting for their external report keep waiting.
+        Runs while holding the controller lock, so any claim found belongs to a controller
+        that is gone: its ``running``/``gated`` tasks go back to ``pending`` (the interrupted
+        attempt not counted, the worktree kept for reuse; acp tasks waiting for their report
+        keep waiting). ``previous`` is the lock record of a controller that died without
+        releasing the lock: then its leftover processes are stopped first, state changes it
+        made without logging them are logged, and cleanups it did not finish are done.
         """
-        recovered = []
+        if previous:
+            self.stop_orphans(previous)
+        recovered: list[dict] = []
         with self.guard.critical():
             with edit_tasks(self.layout) as document:
                 for task in list(document.tasks):
@@ -141,12 +148,46 @@ class Controller:
                         released = self._released(task)
                         document.replace(released)
                         recovered.append(released)
+                for stale in self.layout.orch_dir.glob(".tasks.json.*.tmp"):
+                    stale.unlink()
+            if previous:
+                self.log_unlogged_changes(document.tasks, previous, {t["id"] for t in recovered})
             for task in recovered:
                 self.emit("task.recovered", task, "owner is gone; interrupted attempt not counted")
                 self.say(f"{task['id']}: recovered from a stopped controller, back to {status_of(task)}")
-        if recovered:
+        if recovered or previous:
             gitops.prune_worktrees(self.layout.repo_root)
+        if previous and self.config["macp"]["cleanup_worktrees"]:
+            for task in document.tasks:
+                if status_of(task) in ("completed", "failed", "escalated") and task.get("worktree") and Path(task["worktree"]).exists():
+                    self.remove_worktree(task)
         return [task["id"] for task in recovered]
+
+    def stop_orphans(self, previous: dict) -> None:
+        """Stop what a crashed controller left running (its children carry its token)."""
+        orphans = processes_with_env(OWNER_ENV, previous["token"])
+        if orphans:
+            terminate(orphans, self.config["macp"]["kill_grace_seconds"])
+            self.say(f"stopped {len(orphans)} process(es) left by the controller that died (pid {previous.get('pid')})")
+
+    def log_unlogged_changes(self, tasks: list[dict], previous: dict, recovered: set[str]) -> None:
+        """Append the event a crashed controller did not get to write after its last state change.
+
+        Looks at tasks changed since ``previous`` started; when the log's latest event for one
+        disagrees with its status, the status is logged now (``task.<status>`` for a final
+        status, else ``task.updated``).
+        """
+        latest: dict[str, str | None] = {}
+        for event in read_tail(self.layout.events_file):
+            if event.get("task_id"):
+                latest[event["task_id"]] = event.get("status")
+        since = previous.get("started_at", "")
+        for task in tasks:
+            status = status_of(task)
+            if task["id"] in recovered or (task.get("updated_at") or "") < since or latest.get(task["id"]) == status:
+                continue
+            event_type = f"task.{status}" if status in ("completed", "failed", "escalated", "cancelled") else "task.updated"
+            self.emit(event_type, task, "logged on recovery: the controller stopped before writing this event")
 
     def _released(self, task: dict) -> dict:
         """``task`` handed back after its attempt was cut short (recovery or a signal)."""
@@ -410,15 +451,16 @@ class Controller:
         escalation_reason: str | None = None,
         last_failure: dict | None = None,
     ) -> str:
-        """End the task in ``status``: clean up its worktree, write its result, record it."""
+        """End the task in ``status``: write its result, record the status, then remove its
+        worktree. In that order, so a crash can leak a worktree but never lose an outcome."""
         report = report or {}
         files = report.get("files_changed")
         kept = None
-        if task.get("worktree") and Path(task["worktree"]).exists():
+        worktree = Path(task["worktree"]) if task.get("worktree") else None
+        if worktree and worktree.exists():
             if task.get("base_commit"):
-                files = gitops.changed_files(Path(task["worktree"]), task["base_commit"])
-            if self.config["macp"]["cleanup_worktrees"]:
-                kept = self.clean_worktree(task)
+                files = gitops.changed_files(worktree, task["base_commit"])
+            kept = dispatcher.uncommitted_work(worktree)
         result = dispatcher.collect_result(
             task,
             exit_code,
@@ -444,20 +486,30 @@ class Controller:
         }
         if last_failure:
             changes["last_failure"] = last_failure
-        self.change(task["id"], status, f"task.{status}", message, metadata={"result": str(dispatcher.result_file(task, self.layout.orch_dir))}, **changes)
+        result_path = str(dispatcher.result_file(task, self.layout.orch_dir))
+        task = self.change(task["id"], status, f"task.{status}", message, metadata={"result": result_path}, **changes)
         self.say(f"{task['id']}: {status}" + (f" ({message})" if status != "completed" else ""))
+        if worktree and worktree.exists() and self.config["macp"]["cleanup_worktrees"]:
+            self.remove_worktree(task)
         return status
 
-    def clean_worktree(self, task: dict) -> str | None:
-        """Remove the finished task's worktree unless it holds uncommitted work."""
+    def remove_worktree(self, task: dict) -> None:
+        """Remove a finished task's worktree unless it holds uncommitted work; log either way.
+
+        When it is kept for a reason the result does not know yet, the result is updated.
+        """
         kept = dispatcher.cleanup_worktree(task, self.layout.repo_root)
         with self.guard.critical():
             if kept is None:
                 self.emit("worktree.removed", task, f"{task['worktree']} removed; branch {task.get('branch')} kept", source="dispatcher")
-            else:
-                self.emit("worktree.kept", task, f"{task['worktree']} kept: {kept}", source="dispatcher", reason=kept)
-                self.say(f"{task['id']}: worktree kept ({kept})")
-        return kept
+                return
+            self.emit("worktree.kept", task, f"{task['worktree']} kept: {kept}", source="dispatcher", reason=kept)
+            path = dispatcher.result_file(task, self.layout.orch_dir)
+            if path.exists():
+                result = read_json(path)
+                if result.get("worktree_kept") != kept:
+                    write_atomic(path, dump_json({**result, "worktree_kept": kept}))
+        self.say(f"{task['id']}: worktree kept ({kept})")
 
 
 def build_parser() -> OneLineParser:
@@ -486,11 +538,13 @@ def run_controller(repo: str | None, *, until_drained: bool, wait: bool = False,
         return EXIT_OK
     lock = ControllerLock(layout.controller_lock)
     lock.acquire(wait=wait)
+    assert lock.owner is not None
+    os.environ[OWNER_ENV] = lock.owner["token"]
     guard = SignalGuard()
     guard.install()
-    controller = Controller(layout, config, guard, lock.owner or {}, say)
+    controller = Controller(layout, config, guard, lock.owner, say)
     try:
-        controller.recover()
+        controller.recover(lock.previous)
         if until_drained:
             controller.drain()
         elif controller.run_once() is None:

@@ -297,6 +297,15 @@ def collect_result(task: dict, exit_code: int | None, gate_results: list, orch_d
     return result
 
 
+def uncommitted_work(worktree: Path) -> str | None:
+    """Why removing ``worktree`` would lose work (``"2 uncommitted paths: a.py, b.py"``), or None."""
+    dirty = gitops.dirty_paths(worktree)
+    if not dirty:
+        return None
+    shown = ", ".join(dirty[:5]) + (", ..." if len(dirty) > 5 else "")
+    return f"{len(dirty)} uncommitted path{'s' if len(dirty) != 1 else ''}: {shown}"
+
+
 def cleanup_worktree(task: dict, repo_root: Path | None = None) -> str | None:
     """Remove the task's worktree unless that would lose work; the branch always stays.
 
@@ -312,10 +321,9 @@ def cleanup_worktree(task: dict, repo_root: Path | None = None) -> str | None:
     if repo_root is None:
         common = gitops.git(["rev-parse", "--path-format=absolute", "--git-common-dir"], path).stdout.strip()
         repo_root = Path(common).parent
-    dirty = gitops.dirty_paths(path)
-    if dirty:
-        shown = ", ".join(dirty[:5]) + (", ..." if len(dirty) > 5 else "")
-        return f"{len(dirty)} uncommitted path{'s' if len(dirty) != 1 else ''}: {shown}"
+    kept = uncommitted_work(path)
+    if kept:
+        return kept
     try:
         gitops.remove_worktree(repo_root, path)
     except gitops.GitError as exc:

@@ -96,3 +96,27 @@ def _decode_line(events_file: Path, number: int, raw: bytes) -> dict:
     if not isinstance(event, dict):
         raise MacpError(f"{events_file}:{number}: an event must be a JSON object")
     return event
+
+
+def read_tail(events_file: Path, max_bytes: int = 1 << 20) -> list[dict]:
+    """The events in the last ``max_bytes`` of the log (a partial first line and undecodable
+    lines are skipped). Used by crash recovery, which only needs the most recent events."""
+    try:
+        with events_file.open("rb") as handle:
+            size = handle.seek(0, 2)
+            handle.seek(max(0, size - max_bytes))
+            chunk = handle.read()
+    except FileNotFoundError:
+        return []
+    lines = chunk.split(b"\n")
+    if size > max_bytes:
+        lines = lines[1:]
+    events = []
+    for raw in lines:
+        try:
+            event = json.loads(raw)
+        except ValueError:
+            continue
+        if isinstance(event, dict):
+            events.append(event)
+    return events

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import tempfile
 from pathlib import Path
 
 from macp.errors import MacpError
@@ -22,16 +23,24 @@ class GitError(MacpError):
 def git(args: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
     """Run ``git <args>`` in ``cwd``; return the CompletedProcess (text mode).
 
+    git's output goes to temporary files, not pipes: if the controller is killed, git still
+    finishes its operation instead of dying of SIGPIPE halfway (and leaving lock files).
     Raises :class:`GitError` when ``check`` is true and git exits non-zero, or when git is
     not installed.
     """
     env = {**os.environ, "GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C"}
-    try:
-        proc = subprocess.run(
-            ["git", *args], cwd=cwd, env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True, check=False
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        try:
+            returncode = subprocess.run(
+                ["git", *args], cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=err, check=False
+            ).returncode
+        except FileNotFoundError:
+            raise GitError("git is not installed (or not on PATH)") from None
+        out.seek(0)
+        err.seek(0)
+        proc = subprocess.CompletedProcess(
+            ["git", *args], returncode, out.read().decode("utf-8", "replace"), err.read().decode("utf-8", "replace")
         )
-    except FileNotFoundError:
-        raise GitError("git is not installed (or not on PATH)") from None
     if check and proc.returncode != 0:
         detail = (proc.stderr.strip() or proc.stdout.strip() or f"exit {proc.returncode}").splitlines()[0]
         raise GitError(f"git {args[0]}: {detail}")

@@ -12,6 +12,7 @@ import json
 import os
 import socket
 import time
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -37,8 +38,12 @@ def exclusive_lock(lock_path: Path) -> Iterator[None]:
 
 
 def owner_record() -> dict:
-    """This process as a lock or claim owner: ``{"pid", "host", "started_at"}``."""
-    return {"pid": os.getpid(), "host": socket.gethostname(), "started_at": clock.timestamp()}
+    """This process as a lock or claim owner: ``{"pid", "host", "started_at", "token"}``.
+
+    ``token`` is unique per controller run; the controller puts it in its children's
+    environment so a later run can find what a crashed one left running.
+    """
+    return {"pid": os.getpid(), "host": socket.gethostname(), "started_at": clock.timestamp(), "token": uuid.uuid4().hex}
 
 
 class ControllerLock:
@@ -46,13 +51,16 @@ class ControllerLock:
 
     ``acquire(wait=False)`` takes it or raises :class:`BusyError` naming the holder's pid,
     host and start time; with ``wait=True`` it polls until free (``poll_seconds`` apart).
-    The holder's :func:`owner_record` is written into the lock file for the next contender.
+    The holder's :func:`owner_record` is written into the lock file for the next contender
+    and erased by :meth:`release`, so a record found on acquiring (``previous``) means the
+    last controller died without releasing: its children may still be running.
     """
 
     def __init__(self, lock_path: Path) -> None:
         self.lock_path = lock_path
         self._fd: int | None = None
         self.owner: dict | None = None
+        self.previous: dict | None = None
 
     def acquire(self, wait: bool = False, poll_seconds: float = 0.2) -> None:
         """Take the lock; raises BusyError when it is held and ``wait`` is false."""
@@ -69,15 +77,26 @@ class ControllerLock:
                     raise BusyError(f"another controller is running on this repository ({holder})") from None
                 time.sleep(poll_seconds)
         self._fd = fd
+        self.previous = _parse_owner(os.pread(fd, 4096, 0))
         self.owner = owner_record()
         os.ftruncate(fd, 0)
         os.pwrite(fd, (json.dumps(self.owner) + "\n").encode(), 0)
+        os.fsync(fd)
 
     def release(self) -> None:
-        """Drop the lock (idempotent)."""
+        """Erase the holder record and drop the lock (idempotent): a clean exit."""
         if self._fd is not None:
+            os.ftruncate(self._fd, 0)
             os.close(self._fd)
             self._fd = None
+
+
+def _parse_owner(raw: bytes) -> dict | None:
+    try:
+        owner = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        return None
+    return owner if isinstance(owner, dict) and isinstance(owner.get("token"), str) else None
 
 
 def describe_holder(lock_path: Path) -> str:

@@ -29,6 +29,7 @@ from macp.redact import redact
 
 _ANSI = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)|\x1b[@-Z\\-_]")
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+OWNER_ENV = "MACP_OWNER_TOKEN"
 _READ_SIZE = 65536
 _MAX_PENDING_LINE = 65536
 _POLL_SECONDS = 0.2
@@ -218,3 +219,51 @@ def _wait_for_exit(proc: subprocess.Popen, pipe: _Pipe, deadline: float | None) 
 def _signal_group(proc: subprocess.Popen, signum: int) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(proc.pid, signum)
+
+
+def processes_with_env(name: str, value: str) -> list[int]:
+    """PIDs of processes whose environment holds ``name=value`` (read from ``/proc``).
+
+    Returns ``[]`` where ``/proc`` is missing (not Linux) or unreadable. This process is
+    never included.
+    """
+    needle = f"{name}={value}".encode()
+    found = []
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return []
+    for entry in entries:
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        try:
+            with open(f"/proc/{entry}/environ", "rb") as handle:
+                if needle in handle.read().split(b"\0"):
+                    found.append(int(entry))
+        except OSError:
+            continue
+    return found
+
+
+def terminate(pids: list[int], grace_seconds: float) -> None:
+    """SIGTERM ``pids``, wait up to ``grace_seconds`` for them to go, then SIGKILL the rest."""
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGTERM)
+    end = time.monotonic() + grace_seconds
+    alive = list(pids)
+    while alive and time.monotonic() < end:
+        time.sleep(0.05)
+        alive = [pid for pid in alive if _alive(pid)]
+    for pid in alive:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGKILL)
+
+
+def _alive(pid: int) -> bool:
+    """True while ``pid`` exists and is not a zombie (Linux ``/proc``)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as handle:
+            return handle.read().rsplit(b") ", 1)[1][:1] != b"Z"
+    except (OSError, IndexError):
+        return False

@@ -1,0 +1,226 @@
+"""Never lose a task: locks, atomic state, crash recovery, timeouts, signals, bounded output.
+
+These tests inject the faults for real: SIGKILL and SIGTERM to the controller, concurrent
+submitters and controllers, hanging grandchildren, torn log lines, output floods.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import BIN, ROOT
+
+sys.path.insert(0, str(ROOT / "tests" / "faults"))
+from crash_drain import crash_drain  # noqa: E402
+
+
+def wait_for(predicate, timeout: float = 20.0, what: str = "condition") -> None:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if predicate():
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_bytes().rsplit(b") ", 1)[1][:1]
+    except (OSError, IndexError):
+        return False
+    return state != b"Z"
+
+
+def start_controller(sandbox, *args: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [str(BIN / "mosaic-orchestrator-run"), "--repo", str(sandbox.repo), *args],
+        env=sandbox.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+    )
+
+
+@pytest.mark.slow
+def test_sigkill_at_random_moments_never_loses_or_duplicates_a_task(tmp_path):
+    summary = crash_drain(tasks=12, rounds=25, seed=11, max_delay=0.3, root=tmp_path)
+    assert summary["kills"] >= 5
+    assert summary["recoveries"] >= 1
+    assert summary["executions"] >= 12
+
+
+@pytest.mark.slow
+def test_concurrent_submitters_while_a_controller_drains(sandbox):
+    sandbox.macp("init", check=True)
+    submitters = [
+        subprocess.Popen(
+            ["/bin/sh", "-c", f'for i in 1 2 3 4 5 6; do "{BIN}/mosaic" macp submit --task-id S{n}-$i --command true || exit 1; done'],
+            cwd=sandbox.repo, env=sandbox.env, stderr=subprocess.PIPE, text=True,
+        )
+        for n in range(6)
+    ]
+    expected = {f"S{n}-{i}" for n in range(6) for i in range(1, 7)}
+    while any(p.poll() is None for p in submitters) or any(t.get("status") != "completed" for t in sandbox.tasks()):
+        sandbox.controller("--until-drained", "--wait", check=True)
+    assert all(p.returncode == 0 for p in submitters), [p.stderr.read() for p in submitters]
+    tasks = sandbox.tasks()
+    assert sorted(t["id"] for t in tasks) == sorted(expected)
+    assert {t["status"] for t in tasks} == {"completed"}
+    assert sum(1 for e in sandbox.events() if e["event_type"] == "task.submitted") == len(expected)
+
+
+def test_two_controllers_started_together_run_each_command_once(sandbox, tmp_path):
+    log = tmp_path / "runs.log"
+    sandbox.write_tasks({"tasks": [
+        {"id": f"T{n}", "dispatch": "exec", "command": f'echo T{n} >> "{log}"; sleep 0.1'} for n in range(6)
+    ]})
+    first, second = start_controller(sandbox, "--until-drained"), start_controller(sandbox, "--until-drained")
+    outputs = [p.communicate(timeout=60) for p in (first, second)]
+    codes = sorted(p.returncode for p in (first, second))
+    assert codes == [0, 75], outputs
+    busy = next(err for (out, err), p in zip(outputs, (first, second), strict=True) if p.returncode == 75)
+    assert "another controller is running on this repository" in busy and f"on {socket.gethostname()} since" in busy
+    assert sorted(log.read_text().split()) == [f"T{n}" for n in range(6)]
+    third = start_controller(sandbox, "--until-drained", "--wait")
+    assert third.wait(timeout=30) == 0
+    assert sorted(log.read_text().split()) == [f"T{n}" for n in range(6)], "a waiting controller finds nothing to redo"
+
+
+def test_busy_controller_exits_75_at_once_and_wait_waits(sandbox):
+    sandbox.write_tasks({"tasks": [{"id": "slow", "command": "sleep 2"}, {"id": "next", "command": "true"}]})
+    holder = start_controller(sandbox, "--until-drained")
+    wait_for(lambda: sandbox.task("slow").get("status") == "running", what="slow to start")
+    started = time.monotonic()
+    busy = sandbox.controller("--once")
+    assert busy.returncode == 75 and time.monotonic() - started < 1.5
+    assert f"pid {holder.pid} on" in busy.stderr and len(busy.stderr.splitlines()) == 1
+    waiting = sandbox.controller("--until-drained", "--wait")
+    assert waiting.returncode == 0
+    assert holder.wait(timeout=30) == 0
+    assert {t["status"] for t in sandbox.tasks()} == {"completed"}
+
+
+def test_status_and_submit_never_wait_for_a_running_task(sandbox):
+    sandbox.write_tasks({"tasks": [{"id": "slow", "command": "sleep 3"}]})
+    holder = start_controller(sandbox, "--once")
+    wait_for(lambda: sandbox.task("slow").get("status") == "running", what="slow to start")
+    started = time.monotonic()
+    assert sandbox.macp("status").returncode == 0
+    assert sandbox.macp("submit", "--task-id", "quick", "--command", "true").returncode == 0
+    assert time.monotonic() - started < 2
+    holder.wait(timeout=30)
+    assert sandbox.task("quick")["status"] == "pending"
+
+
+def test_timeout_kills_a_hanging_worker_and_its_grandchild(sandbox, tmp_path):
+    pids = tmp_path / "pids"
+    command = f'sleep 300 & echo $! > "{pids}.grandchild"; echo $$ > "{pids}.worker"; sleep 300'
+    sandbox.write_config({"macp": {"kill_grace_seconds": 1}})
+    sandbox.write_tasks({"tasks": [{"id": "hang", "dispatch": "exec", "command": command, "timeout_seconds": 1}]})
+    proc = sandbox.controller("--once", timeout=30)
+    assert proc.returncode == 1
+    grandchild, worker = int(Path(f"{pids}.grandchild").read_text()), int(Path(f"{pids}.worker").read_text())
+    wait_for(lambda: not alive(grandchild) and not alive(worker), timeout=5, what="the worker's group to die")
+    assert sandbox.result("hang")["timed_out"] is True
+    failed = sandbox.events("hang")[-2]
+    assert failed["event_type"] == "task.failed" and "timed out" in failed["message"]
+
+
+def test_sigterm_mid_task_stops_the_worker_and_leaves_the_task_recoverable(sandbox, tmp_path):
+    marker, pidfile = tmp_path / "second-time", tmp_path / "worker.pid"
+    command = f'if [ -f "{marker}" ]; then exit 0; fi; touch "{marker}"; echo $$ > "{pidfile}"; sleep 60'
+    sandbox.write_tasks({"tasks": [{"id": "T1", "dispatch": "exec", "command": command}]})
+    controller = start_controller(sandbox, "--until-drained")
+    wait_for(pidfile.exists, what="the worker to start")
+    worker = int(pidfile.read_text())
+    controller.send_signal(signal.SIGTERM)
+    _, stderr = controller.communicate(timeout=30)
+    assert controller.returncode == 143, stderr
+    assert "interrupted by signal 15" in stderr
+    wait_for(lambda: not alive(worker), timeout=5, what="the worker to die")
+    task = sandbox.task("T1")
+    assert task["status"] == "pending" and task["attempts"] == 0 and task["claim"] is None
+    assert sandbox.events("T1")[-1]["event_type"] == "task.interrupted"
+    assert not (sandbox.orch / ".controller.lock").read_text(), "the lock was released cleanly"
+    sandbox.controller("--until-drained", check=True)
+    assert sandbox.task("T1")["status"] == "completed" and sandbox.task("T1")["attempts"] == 1
+    assert sandbox.event_types("T1").count("worktree.reused") == 1
+
+
+def test_sigkilled_controller_is_recovered_and_its_orphan_worker_stopped(sandbox, tmp_path):
+    marker, pidfile = tmp_path / "second-time", tmp_path / "worker.pid"
+    command = f'if [ -f "{marker}" ]; then exit 0; fi; touch "{marker}"; echo $$ > "{pidfile}"; sleep 60'
+    sandbox.write_tasks({"tasks": [{"id": "T1", "dispatch": "exec", "command": command, "max_attempts": 1}]})
+    controller = start_controller(sandbox, "--until-drained")
+    wait_for(pidfile.exists, what="the worker to start")
+    worker = int(pidfile.read_text())
+    os.kill(controller.pid, signal.SIGKILL)
+    controller.wait()
+    assert alive(worker), "SIGKILL of the controller alone leaves its worker running"
+    assert sandbox.task("T1")["status"] == "running"
+    proc = sandbox.controller("--until-drained", check=True)
+    assert "stopped 2 process(es) left by the controller that died" in proc.stdout, "the worker shell and its sleep"
+    assert "T1: recovered from a stopped controller, back to pending" in proc.stdout
+    assert not alive(worker)
+    task = sandbox.task("T1")
+    assert task["status"] == "completed" and task["attempts"] == 1, "the interrupted attempt was not counted"
+    assert sandbox.event_types("T1").count("task.recovered") == 1
+
+
+def test_a_state_change_the_crashed_controller_did_not_log_is_logged_on_recovery(sandbox):
+    sandbox.orch.mkdir(parents=True)
+    dead = {"pid": 999999, "host": "elsewhere", "started_at": "2026-01-01T00:00:00.000Z", "token": "dead-token"}
+    (sandbox.orch / ".controller.lock").write_text(json.dumps(dead))
+    sandbox.write_tasks({"tasks": [
+        {"id": "done", "status": "completed", "command": "true", "attempts": 1, "updated_at": "2026-01-01T00:00:05.000Z"},
+        {"id": "mid", "status": "gated", "command": "true", "attempts": 1, "max_attempts": 1, "claim": {**dead}},
+    ]})
+    (sandbox.orch / ".tasks.json.abc123.tmp").write_text('{"tasks": [')
+    proc = sandbox.controller("--until-drained", check=True)
+    assert sandbox.events("done")[0]["event_type"] == "task.completed"
+    assert "logged on recovery" in sandbox.events("done")[0]["message"]
+    assert sandbox.event_types("mid")[0] == "task.recovered"
+    assert sandbox.task("mid")["status"] == "completed" and sandbox.task("mid")["attempts"] == 1
+    assert not (sandbox.orch / ".tasks.json.abc123.tmp").exists()
+    assert "recovered" in proc.stdout
+
+
+def test_reader_skips_a_torn_final_event_line_and_says_so(sandbox):
+    sandbox.macp("submit", "--task-id", "A", "--command", "true", check=True)
+    with (sandbox.orch / "events.ndjson").open("a") as handle:
+        handle.write('{"event_id": "torn", "event_type": "task.sta')
+    proc = sandbox.macp("history", "--task-id", "A", check=True)
+    assert "task.submitted" in proc.stdout
+    assert "skipping torn final line" in proc.stderr
+
+
+def test_a_worker_flooding_output_leaves_bounded_logs_and_valid_json(sandbox):
+    sandbox.write_config({"macp": {"max_log_bytes": 65536, "output_tail_bytes": 1024}})
+    flood = "head -c 200000000 /dev/zero | tr '\\0' 'x'; printf '\\0\\377\\033[31mred\\033[0m end\\n'"
+    sandbox.write_tasks({"tasks": [{"id": "F", "command": flood}]})
+    sandbox.controller("--once", check=True, timeout=120)
+    log = sandbox.orch / "logs" / "F" / "attempt-1" / "worker.log"
+    assert log.stat().st_size <= 65536 + 100
+    assert log.read_text(errors="replace").endswith("[macp: log cut at 65536 bytes]\n")
+    result = sandbox.result("F")
+    assert len(result["output_tail"].encode()) <= 1024 * 3
+    assert result["output_tail"].endswith("\ufffdred end\n"), "NUL and ANSI removed, bad UTF-8 replaced"
+
+
+def test_tasks_json_is_always_replaced_whole(sandbox):
+    sandbox.write_tasks({"tasks": [{"id": f"T{n}", "command": "true"} for n in range(20)]})
+    controller = start_controller(sandbox, "--until-drained")
+    seen = 0
+    while controller.poll() is None:
+        text = (sandbox.orch / "tasks.json").read_text()
+        assert len(json.loads(text)["tasks"]) == 20
+        seen += 1
+    assert controller.returncode == 0 and seen > 5
+    leftovers = [p.name for p in sandbox.orch.iterdir() if p.name.endswith(".tmp")]
+    assert leftovers == []
