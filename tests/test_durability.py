@@ -20,7 +20,7 @@ import pytest
 from conftest import BIN, ROOT
 
 sys.path.insert(0, str(ROOT / "tests" / "faults"))
-from crash_drain import crash_drain  # noqa: E402
+from crash_drain import crash_drain
 
 
 def wait_for(predicate, timeout: float = 20.0, what: str = "condition") -> None:

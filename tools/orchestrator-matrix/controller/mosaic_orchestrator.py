@@ -458,9 +458,12 @@ class Controller:
         kept = None
         worktree = Path(task["worktree"]) if task.get("worktree") else None
         if worktree and worktree.exists():
-            if task.get("base_commit"):
-                files = gitops.changed_files(worktree, task["base_commit"])
-            kept = dispatcher.uncommitted_work(worktree)
+            try:
+                if task.get("base_commit"):
+                    files = gitops.changed_files(worktree, task["base_commit"])
+                kept = dispatcher.uncommitted_work(worktree)
+            except gitops.GitError as exc:
+                kept = f"could not inspect it: {exc}"
         result = dispatcher.collect_result(
             task,
             exit_code,
@@ -489,8 +492,12 @@ class Controller:
         result_path = str(dispatcher.result_file(task, self.layout.orch_dir))
         task = self.change(task["id"], status, f"task.{status}", message, metadata={"result": result_path}, **changes)
         self.say(f"{task['id']}: {status}" + (f" ({message})" if status != "completed" else ""))
-        if worktree and worktree.exists() and self.config["macp"]["cleanup_worktrees"]:
+        if worktree and worktree.exists() and kept is None and self.config["macp"]["cleanup_worktrees"]:
             self.remove_worktree(task)
+        elif kept is not None:
+            with self.guard.critical():
+                self.emit("worktree.kept", task, f"{task['worktree']} kept: {kept}", source="dispatcher", reason=kept)
+            self.say(f"{task['id']}: worktree kept ({kept})")
         return status
 
     def remove_worktree(self, task: dict) -> None:
@@ -498,7 +505,10 @@ class Controller:
 
         When it is kept for a reason the result does not know yet, the result is updated.
         """
-        kept = dispatcher.cleanup_worktree(task, self.layout.repo_root)
+        try:
+            kept = dispatcher.cleanup_worktree(task, self.layout.repo_root)
+        except gitops.GitError as exc:
+            kept = f"could not inspect it: {exc}"
         with self.guard.critical():
             if kept is None:
                 self.emit("worktree.removed", task, f"{task['worktree']} removed; branch {task.get('branch')} kept", source="dispatcher")
