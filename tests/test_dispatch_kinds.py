@@ -41,12 +41,18 @@ def test_yolo_runtime_defaults_to_worker_runtime(sandbox):
     assert (sandbox.home / "claude-args.txt").read_text().startswith("-p --dangerously-skip-permissions")
 
 
-def test_missing_runtime_binary_fails_the_attempt_with_exit_127(sandbox):
+def test_missing_runtime_binary_is_a_provider_failure_and_fails_over(sandbox):
+    sandbox.fake_cli("goose", 'cat > /dev/null; echo "goose did it" > g.txt; git add g.txt; git commit -qm goose')
     sandbox.macp("submit", "--task-id", "Y3", "--dispatch", "yolo", "--runtime", "opencode", check=True)
-    sandbox.macp("drain")
-    result = sandbox.result("Y3")
-    assert result["exit_code"] == 127
-    assert "runtime 'opencode' cannot run: opencode: not found on PATH" in result["output_tail"]
+    proc = sandbox.macp("drain", check=True)
+    task = sandbox.task("Y3")
+    assert task["status"] == "completed" and task["runtime"] == "goose"
+    assert task["attempts"] == 1 and task["provider_failures"] == 4
+    failures = [e for e in sandbox.events("Y3") if e["event_type"] == "task.provider.failed"]
+    assert [(e["metadata"]["runtime"], e["metadata"]["class"]) for e in failures] == [
+        ("opencode", "missing"), ("codex", "missing"), ("claude", "missing"), ("gemini", "missing")]
+    assert "opencode: missing" in proc.stdout
+    assert (sandbox.orch / "logs" / "Y3" / "attempt-1.uncounted-1" / "worker.log").exists(), "uncounted runs keep their logs"
 
 
 def test_mosaic_yolo_passes_long_prompts_through_stdin_not_argv(sandbox, tmp_path):

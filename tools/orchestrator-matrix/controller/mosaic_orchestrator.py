@@ -25,6 +25,7 @@ import os
 import signal
 import sys
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 
 if __package__ in (None, ""):  # run as a script: make the tools folder importable
@@ -33,6 +34,7 @@ if __package__ in (None, ""):  # run as a script: make the tools folder importab
 from controller.planning import plan_lines, remaining_lines
 from dispatcher import macp_dispatcher as dispatcher
 from macp import clock, gitops
+from macp.admission import Hold, admit
 from macp.cliutil import OneLineParser, resolve_repo, run_main
 from macp.config import load_config
 from macp.errors import EXIT_OK, EXIT_TASKS_FAILED, Interrupted, MacpError
@@ -44,7 +46,10 @@ from macp.layout import Layout
 from macp.lifecycle import ACTIVE, status_of, transition
 from macp.locks import ControllerLock
 from macp.procs import OWNER_ENV, processes_with_env, terminate
-from macp.scheduler import pick_next, queue_order
+from macp.providers import ProviderFailure, classify_run
+from macp.runtime_state import load_runtime_state, record_cooldown
+from macp.scheduler import queue_order
+from macp.selection import cooling_down, runtime_order
 from macp.signals import SignalGuard
 from macp.taskstore import edit_tasks, load_tasks, task_errors
 
@@ -236,7 +241,8 @@ class Controller:
 
     def claim_next(self) -> tuple[dict, bool] | None:
         """Claim the next task: an acp task with its report in (``resumed`` True), else the
-        next ready pending task (``pending -> running``, attempt counted)."""
+        task :func:`macp.admission.admit` picks (``pending -> running``, attempt counted),
+        after applying the holds it decided (escalations, waits)."""
         now = clock.now()
         with self.guard.critical():
             with edit_tasks(self.layout) as document:
@@ -246,27 +252,54 @@ class Controller:
                         resumed = {**waiting, "claim": self.owner, "updated_at": clock.timestamp()}
                         document.replace(resumed)
                         return resumed, True
-                task = pick_next(document.tasks, now)
-                if task is None:
-                    return None
-                errors = task_errors(document, task)
-                if errors:
-                    raise MacpError(f"{document.label}: {errors[0]}")
-                task = self._claimed(task)
-                document.replace(task)
+                admission = admit(document.tasks, self.config, load_runtime_state(self.layout), now, self.brief_for_review)
+                held = [self.apply_hold(document, hold) for hold in admission.holds]
+                task = None
+                if admission.task is not None:
+                    errors = task_errors(document, admission.task)
+                    if errors:
+                        raise MacpError(f"{document.label}: {errors[0]}")
+                    task = self._claimed(admission.task, admission.runtime)
+                    document.replace(task)
+            for hold, stored in zip(admission.holds, held, strict=True):
+                self.record_hold(hold, stored)
+            if task is None:
+                return None
             kind = dispatcher.dispatch_kind(task)
-            runtime = f", runtime {task['runtime']}" if kind in ("yolo", "acp") else ""
-            self.emit(
-                "task.started",
-                task,
-                f"attempt {task['attempts']}/{task['max_attempts']} ({kind}{runtime})",
-                dispatch=kind,
-                runtime=task.get("runtime"),
-            )
+            runtime = f", runtime {task['runtime']}" if admission.runtime else ""
+            metadata = {"dispatch": kind, "runtime": task.get("runtime")}
+            if admission.why:
+                metadata["runtime_selection"] = admission.why
+            self.emit("task.started", task, f"attempt {task['attempts']}/{task['max_attempts']} ({kind}{runtime})", **metadata)
         self.say(f"{task['id']}: started attempt {task['attempts']}/{task['max_attempts']} ({kind}{runtime})")
         return task, False
 
-    def _claimed(self, task: dict) -> dict:
+    def brief_for_review(self, task: dict) -> str:
+        """The task's brief for the risk check ("" when it has none or it cannot be read)."""
+        try:
+            return dispatcher.read_brief(task, self.layout.repo_root) or ""
+        except MacpError:
+            return ""
+
+    def apply_hold(self, document, hold: Hold) -> dict:
+        """Apply an admission hold to the task in ``document``; returns the stored task."""
+        task = document.get(hold.task_id)
+        if hold.status:
+            task = transition(task, hold.status, clock.timestamp(), **hold.changes)
+        else:
+            task = {**task, **hold.changes, "updated_at": clock.timestamp()}
+        document.replace(task)
+        return task
+
+    def record_hold(self, hold: Hold, task: dict) -> None:
+        """Log a hold; an escalated task also gets its result file, like any final status."""
+        if hold.status == "escalated":
+            dispatcher.collect_result(task, None, [], self.layout.orch_dir, status="escalated", escalation_reason=hold.message)
+            self.summary.outcomes[task["id"]] = "escalated"
+        self.emit(hold.event_type, task, hold.message, **hold.metadata)
+        self.say(f"{task['id']}: {status_of(task)} ({hold.message})")
+
+    def _claimed(self, task: dict, runtime: str | None) -> dict:
         now = clock.timestamp()
         changes: dict = {
             "attempts": task.get("attempts", 0) + 1,
@@ -277,8 +310,8 @@ class Controller:
             "result_path": task.get("result_path")
             or dispatcher.default_result_path(task, self.layout.repo_root, self.config),
         }
-        if dispatcher.dispatch_kind(task) in ("yolo", "acp"):
-            changes["runtime"] = dispatcher.resolve_runtime(task, self.config)
+        if runtime:
+            changes["runtime"] = runtime
         return transition(task, "running", now, **changes)
 
     def workdir(self, task: dict) -> Path:
@@ -307,7 +340,7 @@ class Controller:
                 task = self.enter_worktree(task)
             except MacpError as exc:
                 return self.finish(task, "failed", exit_code=None, error=f"worktree creation failed: {exc}")
-        attempt_dir = self.layout.attempt_dir(task["id"], task["attempts"])
+        attempt_dir = self.fresh_attempt_dir(task)
         try:
             prompt = compose_brief(task, dispatcher.read_brief(task, self.layout.repo_root))
             brief_file = attempt_dir / "brief.md"
@@ -330,6 +363,17 @@ class Controller:
             self.say(f"{task['id']}: worker timed out after {timeout}s; its process group was stopped")
         report = dispatcher.read_worker_report(attempt_dir / "report.json")
         return self.after_worker(task, WorkerOutcome(proc.exit_code, proc.timed_out, proc.output_tail, report, proc.spawn_error))
+
+    def fresh_attempt_dir(self, task: dict) -> Path:
+        """The log folder of this attempt; logs of an earlier run of the same attempt number
+        that did not count (recovery, provider failure) are moved aside, not overwritten."""
+        path = self.layout.attempt_dir(task["id"], task["attempts"])
+        if path.exists():
+            number = 1
+            while path.with_name(f"{path.name}.uncounted-{number}").exists():
+                number += 1
+            path.rename(path.with_name(f"{path.name}.uncounted-{number}"))
+        return path
 
     def enter_worktree(self, task: dict) -> dict:
         """Create or reuse the task's worktree and record it on the task."""
@@ -361,6 +405,16 @@ class Controller:
             "report": outcome.report,
             "error": outcome.error,
         }
+        if dispatcher.dispatch_kind(task) == "yolo":
+            failure = classify_run(
+                self.signatures(task["runtime"]),
+                exit_code=outcome.exit_code,
+                timed_out=outcome.timed_out,
+                output=outcome.output_tail,
+                now=clock.now(),
+            )
+            if failure is not None:
+                return self.provider_failed(task, failure, outcome)
         if outcome.report.get("escalate"):
             reason = outcome.report.get("escalation_reason") or "the worker asked for a person"
             return self.finish(task, "escalated", escalation_reason=reason, **details)
@@ -415,6 +469,60 @@ class Controller:
                 )
         return results
 
+    def signatures(self, runtime: str) -> dict[str, list[str]]:
+        """Provider-failure signatures of ``runtime``: the shared ones plus its own."""
+        shared = self.config["macp"].get("provider_signatures") or {}
+        own = self.config["runtimes"].get(runtime, {}).get("failures") or {}
+        return {kind: [*shared.get(kind, []), *own.get(kind, [])] for kind in {*shared, *own}}
+
+    def provider_failed(self, task: dict, failure: ProviderFailure, outcome: WorkerOutcome) -> str:
+        """A provider failure: the attempt does not count; fail over to the next runtime, or
+        wait for the earliest reset when every runtime failed, or escalate past the cap."""
+        runtime, now = task["runtime"], clock.now()
+        reset = clock.format_timestamp(failure.reset_at) if failure.reset_at else None
+        if failure.reset_at and failure.reset_at > now:
+            record_cooldown(self.layout, runtime, failure.reset_at, failure.kind, failure.evidence, task["id"])
+        count = task.get("provider_failures", 0) + 1
+        failed = [*(task.get("failed_runtimes") or []), runtime]
+        what = f"{runtime}: {failure.kind}" + (f" until {reset}" if reset else "") + f" ({failure.evidence})"
+        metadata = {"runtime": runtime, "class": failure.kind, "reset_at": reset, "evidence": failure.evidence, "provider_failures": count}
+        base = {"attempts": task["attempts"] - 1, "provider_failures": count, "claim": None}
+        self.say(f"{task['id']}: provider failure on {what}; attempt not counted")
+        if count >= self.config["macp"]["max_provider_failures"]:
+            task = self.update(task["id"], **base, failed_runtimes=failed)
+            with self.guard.critical():
+                self.emit("task.provider.failed", task, what, **metadata)
+            reason = f"runtime unavailable: {count} provider failures, the last {what}"
+            return self.finish(task, "escalated", exit_code=outcome.exit_code, output_tail=outcome.output_tail, escalation_reason=reason)
+        tasks = load_tasks(self.layout).tasks
+        state = load_runtime_state(self.layout)
+        probe = {**task, "failed_runtimes": failed}
+        order, _ = runtime_order(probe, self.config, tasks)
+        remaining = [name for name in order if name not in failed and name not in cooling_down(state, now)]
+        if remaining:
+            message = f"{what}; failing over to {remaining[0]}"
+            self.change(task["id"], "pending", "task.provider.failed", message, {**metadata, "next_runtime": remaining[0]}, **base, runtime=remaining[0], failed_runtimes=failed)
+            return "pending"
+        back = sorted(cooling_down(state, now).items(), key=lambda item: item[1])
+        if back:
+            first, until = back[0]
+        else:
+            first, until = runtime, now + timedelta(seconds=self.config["macp"]["provider_cooldown_seconds"])
+        not_before = clock.format_timestamp(until)
+        message = f"{what}; every runtime failed, waiting until {not_before}"
+        self.change(task["id"], "pending", "task.provider.failed", message, {**metadata, "not_before": not_before}, **base, runtime=first, failed_runtimes=[], not_before=not_before)
+        self.say(f"{task['id']}: every runtime failed; waiting until {not_before}")
+        return "pending"
+
+    def retry_delay(self, attempt: int) -> str | None:
+        """``not_before`` for the retry after counted attempt ``attempt``: base * 2**(attempt-1)
+        seconds, capped (``macp.retry_backoff_seconds`` / ``..._max_seconds``); None when base is 0."""
+        base = self.config["macp"]["retry_backoff_seconds"]
+        if not base:
+            return None
+        delay = min(self.config["macp"]["retry_backoff_max_seconds"], base * 2 ** (attempt - 1))
+        return clock.format_timestamp(clock.now() + timedelta(seconds=delay))
+
     def failed_attempt(self, task: dict, failure: dict, final_status: str, gate_results: list, details: dict) -> str:
         """Retry with guidance while attempts remain; otherwise end in ``final_status``."""
         what = failure_summary(failure)
@@ -428,6 +536,7 @@ class Controller:
                 claim=None,
                 last_failure=failure,
                 acp=None,
+                not_before=self.retry_delay(task["attempts"]),
             )
             self.say(f"{task['id']}: attempt {task['attempts']} failed ({what}); retry scheduled")
             return "pending"

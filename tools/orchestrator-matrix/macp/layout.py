@@ -50,6 +50,11 @@ class Layout:
         return self.orch_dir / "events.ndjson"
 
     @property
+    def runtimes_file(self) -> Path:
+        """When runtimes are back after a provider named a reset time."""
+        return self.orch_dir / "runtimes.json"
+
+    @property
     def logs_dir(self) -> Path:
         return self.orch_dir / "logs"
 

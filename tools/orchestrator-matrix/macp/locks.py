@@ -79,8 +79,9 @@ class ControllerLock:
         self._fd = fd
         self.previous = _parse_owner(os.pread(fd, 4096, 0))
         self.owner = owner_record()
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, (json.dumps(self.owner) + "\n").encode(), 0)
+        record = (json.dumps(self.owner) + "\n").encode()
+        os.pwrite(fd, record, 0)
+        os.ftruncate(fd, len(record))
         os.fsync(fd)
 
     def release(self) -> None:
@@ -99,10 +100,18 @@ def _parse_owner(raw: bytes) -> dict | None:
     return owner if isinstance(owner, dict) and isinstance(owner.get("token"), str) else None
 
 
-def describe_holder(lock_path: Path) -> str:
-    """``pid 123 on host since 2026-...`` from the lock file, or ``holder unknown``."""
-    try:
-        holder = json.loads(lock_path.read_text(encoding="utf-8"))
-        return f"pid {holder['pid']} on {holder['host']} since {holder['started_at']}"
-    except (OSError, ValueError, KeyError, TypeError):
-        return "holder unknown"
+def describe_holder(lock_path: Path, attempts: int = 25) -> str:
+    """``pid 123 on host since 2026-...`` from the lock file, or ``holder unknown``.
+
+    A holder that has just taken the lock may not have written its record yet, so an empty or
+    partial record is read again (``attempts`` times, 20 ms apart).
+    """
+    for _ in range(attempts):
+        try:
+            holder = _parse_owner(lock_path.read_bytes())
+        except OSError:
+            holder = None
+        if holder is not None:
+            return f"pid {holder['pid']} on {holder['host']} since {holder['started_at']}"
+        time.sleep(0.02)
+    return "holder unknown"

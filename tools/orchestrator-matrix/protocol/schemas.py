@@ -15,7 +15,7 @@ from typing import Any
 from protocol.validator import Registry, ValidationError, Validator
 
 SCHEMA_DIR = Path(__file__).resolve().parent
-SCHEMA_NAMES = ("task", "event", "result", "config")
+SCHEMA_NAMES = ("task", "event", "result", "config", "runtimes")
 
 
 def schema_path(name: str) -> Path:

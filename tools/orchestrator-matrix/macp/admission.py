@@ -1,0 +1,119 @@
+"""Decide which task the controller claims next, and what must be held back first (pure).
+
+Before a task is claimed (DESIGN.md "The task lifecycle", issue 4):
+
+- pending tasks in a dependency cycle are escalated with the cycle's path;
+- pending tasks whose dependency ended failed/escalated/cancelled, or does not exist, are
+  escalated with the reason (like Airflow's upstream_failed) instead of waiting forever;
+- a task whose dispatch is covered by the risk policy (``macp.risk``, yolo by default) and
+  whose title, description or brief matches the risk lexicon is escalated before dispatch
+  until a person approves it;
+- a yolo/acp task whose every usable runtime is cooling down waits (``not_before``) until
+  the first one is back.
+
+The first ready task that passes is claimed, with the runtime :mod:`macp.selection` picks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from macp import clock
+from macp.dependencies import doomed_tasks, find_cycles
+from macp.lifecycle import status_of
+from macp.risk import risk_term
+from macp.scheduler import pick_next
+from macp.selection import choose_runtime
+
+
+@dataclass(frozen=True)
+class Hold:
+    """A change to make to a task instead of claiming it: ``status`` (None keeps the
+    status), field ``changes``, and the event that records it."""
+
+    task_id: str
+    status: str | None
+    changes: dict
+    event_type: str
+    message: str
+    metadata: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Admission:
+    """The task to claim (or None), the runtime it runs on and why, and the holds to apply."""
+
+    task: dict | None
+    runtime: str | None
+    why: str
+    holds: list[Hold]
+
+
+def dependency_holds(tasks: list[dict]) -> list[Hold]:
+    """Escalations for pending tasks in a dependency cycle or behind a dead dependency."""
+    holds: list[Hold] = []
+    held: set[str] = set()
+    pending = {task["id"] for task in tasks if status_of(task) == "pending"}
+    for cycle in find_cycles(tasks):
+        path = " -> ".join(cycle)
+        for task_id in dict.fromkeys(cycle):
+            if task_id in pending and task_id not in held:
+                reason = f"dependency cycle: {path}"
+                holds.append(Hold(task_id, "escalated", {"escalation_reason": reason}, "task.escalated", reason, {"cycle": cycle}))
+                held.add(task_id)
+    simulated = [{**task, "status": "escalated"} if task["id"] in held else task for task in tasks]
+    for task_id, reason in doomed_tasks(simulated):
+        holds.append(Hold(task_id, "escalated", {"escalation_reason": reason}, "task.escalated", reason))
+    return holds
+
+
+def risk_hold(task: dict, config: dict, brief_text: str) -> Hold | None:
+    """The risk-policy escalation for ``task``, or None when it may be dispatched."""
+    policy = config["macp"].get("risk") or {}
+    if not policy.get("enabled") or task.get("approved"):
+        return None
+    if (task.get("dispatch") or "legacy") not in policy.get("dispatch", ["yolo"]):
+        return None
+    text = "\n".join([task.get("title") or "", task.get("description") or "", brief_text])
+    term = risk_term(text, policy.get("lexicon", []))
+    if term is None:
+        return None
+    reason = f"risk hold: the task mentions {term!r}; a person must approve it (mosaic macp approve {task['id']})"
+    return Hold(task["id"], "escalated", {"risk_hold": term, "escalation_reason": reason}, "task.escalated", reason, {"risk_term": term})
+
+
+def admit(
+    tasks: list[dict], config: dict, runtime_state: dict, now: datetime, brief_text: Callable[[dict], str]
+) -> Admission:
+    """What to claim next from ``tasks`` at ``now``; ``brief_text(task)`` reads a brief."""
+    holds = dependency_holds(tasks)
+    view = {task["id"]: dict(task) for task in tasks}
+
+    def apply(hold: Hold) -> None:
+        view[hold.task_id].update(hold.changes, **({"status": hold.status} if hold.status else {}))
+
+    for hold in holds:
+        apply(hold)
+    while (task := pick_next(list(view.values()), now)) is not None:
+        hold = risk_hold(task, config, brief_text(task))
+        if hold is None and task.get("dispatch") in ("yolo", "acp"):
+            runtime, why, back_at = choose_runtime(task, config, tasks, runtime_state, now)
+            if runtime is not None:
+                return Admission(tasks[_index(tasks, task["id"])], runtime, why, holds)
+            if back_at is None:
+                reason = "no runtime is configured for this task"
+                hold = Hold(task["id"], "escalated", {"escalation_reason": reason}, "task.escalated", reason)
+            else:
+                until = clock.format_timestamp(back_at)
+                hold = Hold(task["id"], None, {"not_before": until}, "task.updated", f"every runtime is cooling down; waiting until {until}")
+        if hold is None:
+            return Admission(tasks[_index(tasks, task["id"])], None, "", holds)
+        holds.append(hold)
+        apply(hold)
+    return Admission(None, None, "", holds)
+
+
+def _index(tasks: list[dict], task_id: str) -> int:
+    return next(index for index, task in enumerate(tasks) if task["id"] == task_id)
