@@ -1,7 +1,7 @@
 """``mosaic macp``: submit, inspect and steer the MACP queue of a repository.
 
 Subcommands (MACP Phase 1 brief, Task 7, plus what DESIGN.md adds): ``init``, ``submit``,
-``status``, ``show``, ``drain``, ``history``, ``retry``, ``cancel``, ``complete``. Every one takes
+``status``, ``show``, ``drain``, ``history``, ``retry``, ``cancel``, ``approve``, ``complete``. Every one takes
 ``--repo DIR`` (default: the git top level of the current folder); read commands take
 ``--json``. Human output goes to stdout, diagnostics to stderr; exit codes are in
 docs/exit-codes.md. None of them waits for a running task: they hold the tasks.json lock for
@@ -338,6 +338,20 @@ def cmd_cancel(args) -> int:
     return EXIT_OK
 
 
+def cmd_approve(args) -> int:
+    layout = Layout(resolve_repo(args.repo))
+
+    def decide(task: dict) -> dict:
+        if status_of(task) != "escalated" or not task.get("risk_hold"):
+            raise MacpError(f"task {task['id']} is not held for risk review")
+        return {"approved": True, "risk_hold": None, "escalation_reason": None}
+
+    before, task = change_task(layout, args.task_id, decide, "pending")
+    record(layout, "task.approved", task, f"approved past the risk hold on {before['risk_hold']!r}", risk_term=before["risk_hold"])
+    out(f"{task['id']}: approved; pending again")
+    return EXIT_OK
+
+
 def cmd_complete(args) -> int:
     layout = Layout(resolve_repo(args.repo))
     with edit_tasks(layout) as document:
@@ -422,6 +436,9 @@ def build_parser() -> OneLineParser:
     p = command("cancel", cmd_cancel, "cancel a task that is not running")
     p.add_argument("task_id")
     p.add_argument("--reason")
+
+    p = command("approve", cmd_approve, "let a task held by the risk policy run")
+    p.add_argument("task_id")
 
     p = command("complete", cmd_complete, "report the end of an acp task's external run")
     p.add_argument("task_id")

@@ -3,8 +3,8 @@
 The defaults are the template ``templates/repo/.mosaic/orchestrator/config.json`` (the file
 ``mosaic macp init`` copies), so the documented template and the built-in behaviour cannot
 drift apart. A user's config is merged over it: objects merge key by key, everything else
-(lists, strings, numbers) replaces the default. The result is validated against
-``protocol/config.schema.json``.
+(lists, strings, numbers) replaces the default; a runtime set to ``null`` is removed from the
+registry. The result is validated against ``protocol/config.schema.json``.
 """
 
 from __future__ import annotations
@@ -48,6 +48,7 @@ def load_config(config_file: Path) -> dict:
         if not isinstance(user, dict):
             raise MacpError(f"{config_file}: expected a JSON object at the top level")
         config = merge(config, user)
+    config["runtimes"] = {name: spec for name, spec in config.get("runtimes", {}).items() if spec is not None}
     errors = schema_errors("config", config)
     if errors:
         raise MacpError(f"{config_file}: {errors[0]}")
