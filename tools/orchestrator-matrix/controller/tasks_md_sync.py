@@ -1,0 +1,278 @@
+"""Sync the docs/TASKS.md table with tasks.json (``mosaic macp sync``).
+
+The table (Mosaic Stack orchestrator guide, seed 004 "Step 6"; DESIGN.md "TASKS.md sync")
+has the columns ``id, status, description, issue, repo, branch, depends_on, blocks, agent,
+started_at, completed_at, estimate, used``, plus the optional MACP columns ``type``,
+``dispatch``, ``runtime``, ``command``, ``title``, ``priority``, ``max_attempts``. Header
+names are matched case-insensitively, spaces and dashes read as ``_``. Missing columns take
+config defaults. It is parsed with the GFM table rules (:mod:`macp.gfm_table`).
+
+Table -> tasks.json (:func:`plan_sync`, pure):
+
+- a row whose id is new becomes a task (statuses: not-started -> pending, done -> completed,
+  failed -> failed; in-progress -> pending, since nothing is running it);
+- for an existing task the fields the table owns are updated (title/description, issue,
+  branch, depends_on, blocks, type, dispatch, runtime, command, priority, max_attempts,
+  repo and estimate); status and the run fields belong to MACP;
+- a running or gated task is never touched; a task is never deleted once it has history --
+  only a task this sync created, still pending and never attempted, is removed when its
+  row goes away;
+- ``blocks`` is checked against ``depends_on`` and contradictions are reported.
+
+tasks.json -> table (``--write-back``, :func:`write_back_edits`): the ``status``, ``agent``,
+``started_at`` and ``completed_at`` cells are rewritten from the tasks; every other byte of
+the file stays as it was.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from macp.errors import MacpError
+from macp.gfm_table import Cell, Table, parse_tables
+from macp.lifecycle import status_of
+from protocol.schemas import schema_errors
+from protocol.validator import is_valid_date_time
+
+SOURCE = "TASKS.md"
+STATUS_FROM_TABLE = {
+    "not-started": "pending",
+    "in-progress": "pending",
+    "done": "completed",
+    "failed": "failed",
+    "pending": "pending",
+    "completed": "completed",
+    "escalated": "escalated",
+    "cancelled": "cancelled",
+}
+STATUS_TO_TABLE = {
+    "pending": "not-started",
+    "running": "in-progress",
+    "gated": "in-progress",
+    "completed": "done",
+    "failed": "failed",
+    "escalated": "escalated",
+    "cancelled": "cancelled",
+}
+LIST_COLUMNS = ("depends_on", "blocks")
+TEXT_FIELDS = ("issue", "branch", "type", "dispatch", "runtime", "command")
+INT_FIELDS = ("priority", "max_attempts")
+METADATA_FIELDS = ("repo", "estimate")
+WRITE_BACK_COLUMNS = ("status", "agent", "started_at", "completed_at")
+_EMPTY = {"", "-", "—", "n/a", "none"}
+
+
+@dataclass(frozen=True)
+class Row:
+    """One body row: its task id, cell texts and cells by column name, and its line (1-based)."""
+
+    task_id: str
+    values: dict[str, str]
+    cells: dict[str, Cell]
+    line: int
+
+
+@dataclass
+class SyncPlan:
+    """What a sync does: tasks to add, per-task field changes, tasks to remove, and notes.
+
+    ``problems`` stop the sync (nothing is written); ``notes`` and ``contradictions`` are
+    reported and the sync goes on.
+    """
+
+    added: list[dict] = field(default_factory=list)
+    updated: list[tuple[str, dict]] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    contradictions: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+
+def column_key(header: str) -> str:
+    """``"Depends On"`` -> ``depends_on``."""
+    return re.sub(r"[\s-]+", "_", header.strip().lower())
+
+
+def find_task_table(text: str, label: str) -> tuple[Table, dict[str, int]]:
+    """The first table with an ``id`` column, and its columns by key; MacpError if none."""
+    for table in parse_tables(text):
+        columns = {column_key(cell.text): index for index, cell in enumerate(table.header)}
+        if "id" in columns:
+            return table, columns
+    raise MacpError(f"{label}: no table with an 'id' column")
+
+
+def table_rows(table: Table, columns: dict[str, int]) -> list[Row]:
+    """The body rows that have an id, with their cells by column key."""
+    rows = []
+    for cells in table.rows:
+        values = {key: cells[index].text.strip() for key, index in columns.items()}
+        if values["id"]:
+            rows.append(Row(values["id"], values, {key: cells[index] for key, index in columns.items()}, cells[0].line + 1))
+    return rows
+
+
+def split_list(text: str) -> list[str]:
+    """A comma (or space) separated id list; ``-``, ``—`` and empty mean none."""
+    if text.strip().lower() in _EMPTY:
+        return []
+    return [part for part in re.split(r"[,\s]+", text) if part]
+
+
+def owned_fields(row: Row, config: dict, is_new: bool) -> tuple[dict, list[str]]:
+    """The task fields ``row`` sets, and the problems found reading it."""
+    values = row.values
+    fields: dict = {}
+    problems: list[str] = []
+    if "title" in values and values["title"]:
+        fields["title"] = values["title"]
+    if values.get("description"):
+        fields.setdefault("title", values["description"])
+        if "title" in values:
+            fields["description"] = values["description"]
+    for key in TEXT_FIELDS:
+        if key in values and values[key].lower() not in _EMPTY:
+            fields[key] = values[key]
+    for key in INT_FIELDS:
+        if key in values and values[key].lower() not in _EMPTY:
+            try:
+                fields[key] = int(values[key])
+            except ValueError:
+                problems.append(f"line {row.line}: {row.task_id}: {key} {values[key]!r} is not a whole number")
+    for key in LIST_COLUMNS:
+        if key in values:
+            fields[key] = split_list(values[key])
+    if is_new:
+        fields.setdefault("dispatch", config["macp"]["default_dispatch"])
+        fields.setdefault("title", row.task_id)
+    return fields, problems
+
+
+def plan_sync(rows: list[Row], tasks: list[dict], config: dict, now: str) -> SyncPlan:
+    """Compare the table's ``rows`` with ``tasks``; return the :class:`SyncPlan` (pure)."""
+    plan = SyncPlan()
+    by_id = {task["id"]: task for task in tasks}
+    seen: dict[str, int] = {}
+    for row in rows:
+        if row.task_id in seen:
+            plan.problems.append(f"line {row.line}: duplicate id {row.task_id} (first on line {seen[row.task_id]})")
+            continue
+        seen[row.task_id] = row.line
+        existing = by_id.get(row.task_id)
+        fields, problems = owned_fields(row, config, existing is None)
+        plan.problems += problems
+        if existing is None:
+            plan.added.append(_new_task(row, fields, config, now, plan))
+        elif status_of(existing) in ("running", "gated"):
+            plan.notes.append(f"{row.task_id}: {status_of(existing)}, left untouched")
+        else:
+            changes = _owned_changes(existing, fields, row)
+            if changes:
+                plan.updated.append((row.task_id, changes))
+    known = set(by_id) | set(seen)
+    for task in [*plan.added, *(by_id[i] for i, _ in plan.updated)]:
+        merged = {**task, **dict(plan.updated).get(task["id"], {})}
+        for dependency in merged.get("depends_on", []):
+            if dependency not in known:
+                plan.problems.append(f"line {seen.get(task['id'], 0)}: {task['id']}: unknown dependency {dependency}")
+        errors = schema_errors("task", merged)
+        if errors:
+            plan.problems.append(f"line {seen.get(task['id'], 0)}: {task['id']}: {errors[0]}")
+        elif merged.get("dispatch", "exec") == "exec" and not merged.get("command"):
+            plan.problems.append(f"line {seen.get(task['id'], 0)}: {task['id']}: an exec task needs a command (add a 'command' or 'dispatch' column)")
+    for task in tasks:
+        if task["id"] not in seen and (task.get("metadata") or {}).get("source") == SOURCE:
+            if status_of(task) == "pending" and not task.get("attempts"):
+                plan.removed.append(task["id"])
+            else:
+                plan.notes.append(f"{task['id']}: no longer in the table but has history, kept")
+    plan.contradictions = blocks_contradictions(rows)
+    return plan
+
+
+def _new_task(row: Row, fields: dict, config: dict, now: str, plan: SyncPlan) -> dict:
+    status_text = row.values.get("status", "").strip().lower() or "not-started"
+    status = STATUS_FROM_TABLE.get(status_text)
+    if status is None:
+        plan.problems.append(f"line {row.line}: {row.task_id}: unknown status {status_text!r}")
+        status = "pending"
+    elif status_text == "in-progress":
+        plan.notes.append(f"{row.task_id}: in-progress in the table but nothing runs it here; added as pending")
+    metadata = {"source": SOURCE, **{k: row.values[k] for k in (*METADATA_FIELDS, "agent", "used") if row.values.get(k)}}
+    task = {"id": row.task_id, "status": status, **fields, "attempts": 0, "created_at": now, "metadata": metadata}
+    for column in ("started_at", "completed_at"):
+        if row.values.get(column) and is_valid_date_time(row.values[column]):
+            task[column] = row.values[column]
+    task.setdefault("max_attempts", config["worker"].get("max_attempts", 1))
+    return task
+
+
+def _owned_changes(task: dict, fields: dict, row: Row) -> dict:
+    changes = {key: value for key, value in fields.items() if task.get(key) != value}
+    metadata = {**(task.get("metadata") or {}), **{k: row.values[k] for k in METADATA_FIELDS if row.values.get(k)}}
+    if metadata != (task.get("metadata") or {}):
+        changes["metadata"] = metadata
+    return changes
+
+
+def blocks_contradictions(rows: list[Row]) -> list[str]:
+    """Where ``blocks`` and ``depends_on`` disagree: "A blocks B, but B does not depend on A"."""
+    depends = {row.task_id: set(split_list(row.values.get("depends_on", ""))) for row in rows}
+    found = []
+    for row in rows:
+        for blocked in split_list(row.values.get("blocks", "")):
+            if blocked not in depends:
+                found.append(f"{row.task_id} blocks {blocked}, which is not in the table")
+            elif row.task_id not in depends[blocked]:
+                found.append(f"{row.task_id} blocks {blocked}, but {blocked} does not depend on {row.task_id}")
+            if blocked in depends.get(row.task_id, set()):
+                found.append(f"{row.task_id} blocks {blocked} and also depends on it")
+    return found
+
+
+def table_values(task: dict) -> dict[str, str]:
+    """What write-back puts in the MACP-owned columns for ``task``: its status always; the
+    agent (runtime, or dispatch) once MACP has run it; timestamps once MACP has them. A cell
+    MACP has nothing to say about is left as it is."""
+    values = {"status": STATUS_TO_TABLE[status_of(task)]}
+    if task.get("claim") or task.get("attempts"):
+        values["agent"] = task.get("runtime") or task.get("dispatch") or "legacy"
+    for column in ("started_at", "completed_at"):
+        if task.get(column):
+            values[column] = task[column]
+    return values
+
+
+@dataclass(frozen=True)
+class CellEdit:
+    """A write-back change: the row's task, the column, the cell, its old and new text."""
+
+    task_id: str
+    column: str
+    cell: Cell
+    old: str
+    new: str
+
+
+def write_back_edits(rows: list[Row], tasks: list[dict]) -> list[CellEdit]:
+    """Every MACP-owned cell (status, agent, started_at, completed_at) that differs from the tasks."""
+    by_id = {task["id"]: task for task in tasks}
+    edits = []
+    for row in rows:
+        task = by_id.get(row.task_id)
+        if task is None:
+            continue
+        for column, value in table_values(task).items():
+            cell = row.cells.get(column)
+            if cell is not None and cell.text.strip() != value:
+                edits.append(CellEdit(row.task_id, column, cell, cell.text.strip(), value))
+    return edits
+
+
+def default_table_path(repo_root: Path) -> Path:
+    """``docs/TASKS.md``, or ``docs/tasks.md`` when only that exists."""
+    upper, lower = repo_root / "docs" / "TASKS.md", repo_root / "docs" / "tasks.md"
+    return lower if lower.exists() and not upper.exists() else upper
+

@@ -1,0 +1,99 @@
+"""Check MACP's state files against their schemas (``mosaic macp validate``).
+
+Each check returns one line per problem -- ``<file>: <JSON path>: <reason>``, with the line
+number for ``events.ndjson`` (``<file>:<line>: ...``) and line and column for JSON syntax
+errors -- and never raises for bad file contents.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from macp.errors import MacpError
+from macp.fsio import parse_json_text
+from macp.layout import Layout
+from macp.taskstore import parse_tasks
+from protocol.validator import Validator
+
+Check = Callable[[Any], list[str]]
+
+
+def schema_check(validator: Validator, prefix: str = "") -> Check:
+    """A check of one JSON value: each error as ``<prefix><path>: <message>``."""
+    return lambda value: [f"{error.path.replace('$', '$' + prefix, 1)}: {error.message}" for error in validator.iter_errors(value)]
+
+
+def tasks_check(task_validator: Validator) -> Check:
+    """tasks.json: its shape, then every task against the task schema."""
+
+    def check(value: Any) -> list[str]:
+        try:
+            document = parse_tasks(value, "")
+        except MacpError as exc:
+            return [str(exc).lstrip(": ")]
+        problems = []
+        for index, task in enumerate(document.tasks):
+            where = document.json_path(index)
+            problems += [f"{where}{error.path[1:]}: {error.message}" for error in task_validator.iter_errors(task)]
+        return problems
+
+    return check
+
+
+def _read_text(path: Path) -> tuple[str | None, list[str]]:
+    try:
+        return path.read_bytes().decode("utf-8"), []
+    except OSError as exc:
+        return None, [f"{path}: cannot read: {exc.strerror}"]
+    except UnicodeDecodeError as exc:
+        return None, [f"{path}: not UTF-8 (byte {exc.start})"]
+
+
+def check_json_file(path: Path, check: Check) -> list[str]:
+    """Problems of the JSON file ``path`` under ``check``."""
+    text, problems = _read_text(path)
+    if text is None:
+        return problems
+    try:
+        value = parse_json_text(text, str(path))
+    except MacpError as exc:
+        return [str(exc)]
+    return [f"{path}: {problem}" for problem in check(value)]
+
+
+def check_ndjson_file(path: Path, check: Check) -> list[str]:
+    """Problems of the NDJSON file ``path``: every non-blank line checked on its own."""
+    text, problems = _read_text(path)
+    if text is None:
+        return problems
+    for number, line in enumerate(text.split("\n"), start=1):
+        if not line.strip():
+            continue
+        try:
+            value = json.loads(line)
+        except json.JSONDecodeError as exc:
+            problems.append(f"{path}:{number}:{exc.colno}: invalid JSON: {exc.msg}")
+            continue
+        problems += [f"{path}:{number}: {problem}" for problem in check(value)]
+    return problems
+
+
+def state_files(layout: Layout, result_dirs: list[Path]) -> list[tuple[Path, str]]:
+    """``(file, kind)`` for every state file that exists: kinds ``config``, ``tasks``,
+    ``events``, ``result``, ``runtimes``."""
+    found = [(layout.config_file, "config"), (layout.tasks_file, "tasks"), (layout.events_file, "events"), (layout.runtimes_file, "runtimes")]
+    files = [(path, kind) for path, kind in found if path.exists()]
+    for folder in result_dirs:
+        files += [(path, "result") for path in sorted(folder.glob("*.json"))]
+    return files
+
+
+def kind_of(path: Path) -> str | None:
+    """The state-file kind a file name implies (``tasks.json`` -> ``tasks``), or None."""
+    names = {"tasks.json": "tasks", "events.ndjson": "events", "config.json": "config", "runtimes.json": "runtimes"}
+    if path.name in names:
+        return names[path.name]
+    return "result" if path.parent.name == "results" and path.suffix == ".json" else None
