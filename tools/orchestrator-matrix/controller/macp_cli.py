@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import shutil
 import sys
 from collections import Counter
@@ -179,13 +180,18 @@ def task_view(task: dict, by_id: dict[str, dict], now) -> dict:
         "id": task["id"],
         "status": status,
         "view": view,
-        "note": why,
+        "note": one_line(why),
         "attempts": task.get("attempts", 0),
         "max_attempts": task.get("max_attempts", 1),
         "dispatch": task.get("dispatch") or "legacy",
         "runtime": task.get("runtime") or "",
-        "title": task.get("title") or "",
+        "title": one_line(task.get("title") or ""),
     }
+
+
+def one_line(text: str) -> str:
+    """``text`` with control characters (newlines, escapes) shown as spaces, for tables."""
+    return re.sub(r"[\x00-\x1f\x7f]+", " ", text)
 
 
 def render_table(rows: list[dict], columns: list[tuple[str, Callable[[dict], str]]]) -> list[str]:

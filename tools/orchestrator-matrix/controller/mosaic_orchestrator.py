@@ -651,6 +651,9 @@ def run_controller(repo: str | None, *, until_drained: bool, wait: bool = False,
         say(f"nothing to do: {layout.tasks_file} does not exist (run 'mosaic macp init')")
         return EXIT_OK
     document = load_tasks(layout, validate=True)
+    for task in document.tasks:
+        if status_of(task) not in ("completed", "cancelled"):
+            dispatcher.check_task_paths(task, layout.repo_root, config)
     if dry_run:
         for line in plan_lines(document.tasks, layout.repo_root, config, clock.now()):
             say(line)

@@ -126,7 +126,7 @@ def owned_fields(row: Row, config: dict, is_new: bool) -> tuple[dict, list[str]]
     values = row.values
     fields: dict = {}
     problems: list[str] = []
-    if "title" in values and values["title"]:
+    if values.get("title"):
         fields["title"] = values["title"]
     if values.get("description"):
         fields.setdefault("title", values["description"])

@@ -31,6 +31,7 @@ from macp.fsio import dump_json, write_atomic
 from macp.guidance import compose_brief
 from macp.layout import Layout, confine
 from macp.procs import ProcessResult, run_process
+from macp.redact import redact_value
 from protocol.schemas import schema_errors
 
 MOSAIC_BIN = PROJECT_ROOT / "bin" / "mosaic"
@@ -136,6 +137,16 @@ def read_brief(task: dict, repo_root: Path) -> str | None:
         return path.read_bytes().decode("utf-8", errors="replace")
     except OSError as exc:
         raise MacpError(f"task {task['id']}: cannot read brief {task['brief_path']}: {exc.strerror}") from None
+
+
+def check_task_paths(task: dict, repo_root: Path, config: dict) -> None:
+    """Refuse a task whose paths leave where they must stay: ``brief_path`` and
+    ``result_path`` inside the repository, ``worktree`` inside ``macp.worktree_base``
+    (symlinks resolved). Raises :class:`MacpError` naming the task and the field."""
+    if task.get("brief_path"):
+        confine(task["brief_path"], repo_root, f"task {task['id']}: brief_path")
+    result_file(task, Layout(repo_root).orch_dir)
+    worktree_path(task, repo_root, config)
 
 
 def build_dispatch_argv(task: dict, config: dict, brief_file: Path) -> list[str]:
@@ -290,6 +301,7 @@ def collect_result(task: dict, exit_code: int | None, gate_results: list, orch_d
         "metadata": {},
     }
     result.update({key: value for key, value in details.items() if value is not None})
+    result = redact_value(result)
     errors = schema_errors("result", result)
     if errors:
         raise ValueError(f"refusing to write an invalid result for {task['id']}: {errors[0]}")

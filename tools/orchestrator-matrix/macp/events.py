@@ -16,7 +16,7 @@ from pathlib import Path
 from macp import clock
 from macp.errors import MacpError
 from macp.fsio import append_line
-from macp.redact import redact
+from macp.redact import redact, redact_value
 from protocol.schemas import schema_errors
 
 SOURCES = ("controller", "dispatcher", "worker", "quality-gate", "cli", "sync", "transport")
@@ -42,7 +42,7 @@ def make_event(
         "source": source,
         "attempt": attempt,
         "message": redact(message),
-        "metadata": metadata or {},
+        "metadata": redact_value(metadata or {}),
     }
     return event
 

@@ -66,8 +66,9 @@ def resolve_commit(repo: Path, ref: str) -> str | None:
 
 
 def is_valid_branch_name(repo: Path, name: str) -> bool:
-    """True when git accepts ``name`` as a branch name (``git check-ref-format --branch``)."""
-    if not name or name.startswith("-"):
+    """True when git accepts ``name`` as a branch name (``git check-ref-format --branch``)
+    and it cannot be read as an option or as revision syntax (``-x``, ``@``, ``HEAD``)."""
+    if not name or name.startswith("-") or name in ("@", "HEAD"):
         return False
     return git(["check-ref-format", "--branch", name], repo, check=False).returncode == 0
 

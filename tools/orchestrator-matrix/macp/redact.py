@@ -36,6 +36,17 @@ _LABELLED = [
 ]
 
 
+def redact_value(value: object) -> object:
+    """``value`` with :func:`redact` applied to every string inside it (dicts and lists too)."""
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, dict):
+        return {key: redact_value(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [redact_value(item) for item in value]
+    return value
+
+
 def redact(text: str) -> str:
     """``text`` with every known secret shape replaced by ``[REDACTED]``."""
     for pattern in _WHOLE_MATCH:

@@ -55,7 +55,8 @@ _DATE_TIME = re.compile(
 
 
 class SchemaError(Exception):
-    """The schema itself cannot be used: an unresolvable ``$ref`` or a malformed keyword."""
+    """The schema itself cannot be used: an unresolvable ``$ref``, an unsupported keyword, a
+    keyword with a malformed value, or a ``$ref`` loop. The only error the validator raises."""
 
 
 @dataclass(frozen=True)
@@ -287,7 +288,12 @@ class Validator:
             raise SchemaError(f"unsupported keyword {min(unsupported)!r}")
         for keyword, check in _KEYWORDS:
             if keyword in schema:
-                yield from check(self, schema, instance, path, base)
+                try:
+                    yield from check(self, schema, instance, path, base)
+                except (TypeError, ValueError, AttributeError, KeyError, IndexError, ArithmeticError) as exc:
+                    raise SchemaError(f"invalid value for keyword {keyword!r}: {exc}") from None
+                except RecursionError:
+                    raise SchemaError("the schema nests too deeply or its $ref loops") from None
 
     def _any_valid(self, schemas: list[Any], instance: Any, path: str, base: str) -> list[bool]:
         return [next(self._validate(s, instance, path, base), None) is None for s in schemas]

@@ -1,0 +1,194 @@
+"""Hostile input: nothing a task file, brief, table, worker or argument holds is executed,
+passed as an option, allowed out of its folder, or leaked (secrets)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+METACHARS = [
+    "$(touch {pwn})",
+    "`touch {pwn}`",
+    "; touch {pwn}; #",
+    "' ; touch {pwn} ; '",
+    '" ; touch {pwn} ; "',
+    "a\nb\r\nc && touch {pwn}",
+    "--upload-pack=touch {pwn}",
+    "ünïcødé ✓ 数据 \u202e",
+]
+
+
+@pytest.mark.parametrize("bad_id", ["a;b", "$(x)", "../up", "a/b", "-rf", ".hidden", "тест", "a" * 129, "a b", "a\nb", ""])
+def test_task_ids_outside_the_pattern_are_refused(sandbox, bad_id):
+    proc = sandbox.macp("submit", f"--task-id={bad_id}", "--command", "true")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert not (sandbox.orch / "tasks.json").exists() or sandbox.tasks() == []
+
+
+@pytest.mark.parametrize("branch", ["--upload-pack=x", "-b", "a..b", "a b", "a~1", "a^", "a:b", "a\\b", "@", "HEAD", "a@{1}", "a.lock", "x/.y"])
+def test_branch_names_must_pass_gits_rules(sandbox, branch):
+    proc = sandbox.macp("submit", "--task-id", "B", "--command", "true", f"--branch={branch}")
+    assert proc.returncode == 2 and "not a valid git branch name" in proc.stderr
+
+
+def test_metacharacters_in_titles_and_briefs_are_never_executed(sandbox, tmp_path):
+    pwn = tmp_path / "PWNED"
+    sandbox.fake_cli("codex", 'cat > "$HOME/stdin.txt"; echo ok > work.txt; git add work.txt; git commit -qm work')
+    sandbox.write_config({"macp": {"risk": {"enabled": False}}})
+    brief_text = "\n".join(value.format(pwn=pwn) for value in METACHARS) + "\n"
+    (sandbox.repo / "docs" / "tasks").mkdir(parents=True)
+    for number, value in enumerate(METACHARS):
+        task_id = f"H{number}"
+        (sandbox.repo / "docs" / "tasks" / f"{task_id}.md").write_text(brief_text)
+        title = value.format(pwn=pwn) + " " + "x" * 5000
+        sandbox.macp("submit", "--task-id", task_id, f"--title={title}", "--dispatch", "yolo", "--runtime", "codex",
+                     f"--description={value.format(pwn=pwn)}", check=True)
+    sandbox.macp("drain", check=True)
+    assert not pwn.exists(), "a metacharacter was executed"
+    assert (sandbox.home / "stdin.txt").read_bytes() == brief_text.encode(), "the brief reaches the agent byte for byte"
+    for number in range(len(METACHARS)):
+        task = sandbox.task(f"H{number}")
+        assert task["status"] == "completed"
+        assert task["branch"].startswith(f"feat/H{number}") and len(task["branch"]) < 60
+    acp_like = sandbox.macp("status", check=True).stdout
+    assert all(len(line) < 400 and "\r" not in line for line in acp_like.splitlines())
+
+
+def test_exec_commands_are_the_only_shell_strings(sandbox, tmp_path):
+    pwn = tmp_path / "PWNED"
+    sandbox.macp("submit", "--task-id", "E", f"--title=$(touch {pwn})", "--command", "echo fine", f"--issue=`touch {pwn}`", check=True)
+    sandbox.macp("drain", "--dry-run", check=True)
+    sandbox.macp("drain", check=True)
+    assert not pwn.exists()
+    assert sandbox.task("E")["status"] == "completed"
+
+
+@pytest.mark.parametrize(
+    "field,value,message",
+    [
+        ("brief_path", "../../../etc/passwd", "brief_path"),
+        ("brief_path", "/etc/passwd", "brief_path"),
+        ("result_path", "../../../../tmp/macp-escape.json", "result_path"),
+        ("result_path", "/tmp/macp-escape.json", "result_path"),
+        ("worktree", "/tmp/macp-elsewhere", "worktree"),
+        ("worktree", "~/../../etc", "worktree"),
+    ],
+)
+def test_paths_in_tasks_json_that_escape_are_refused_before_anything_runs(sandbox, field, value, message):
+    sandbox.write_tasks({"tasks": [{"id": "P", "dispatch": "exec", "command": "touch ran", field: value}]})
+    before = (sandbox.orch / "tasks.json").read_text()
+    proc = sandbox.controller("--once")
+    assert proc.returncode == 2 and f"task P: {message}" in proc.stderr and "is outside" in proc.stderr
+    assert (sandbox.orch / "tasks.json").read_text() == before
+    assert not list(sandbox.home.rglob("ran"))
+
+
+def test_symlinked_brief_pointing_out_is_refused_at_run_time_too(sandbox, tmp_path):
+    secret = tmp_path / "secret.md"
+    secret.write_text("secret")
+    (sandbox.repo / "docs").mkdir()
+    (sandbox.repo / "docs" / "link.md").symlink_to(secret)
+    sandbox.write_tasks({"tasks": [{"id": "S", "dispatch": "exec", "command": "true", "brief_path": "docs/link.md"}]})
+    proc = sandbox.controller("--once")
+    assert proc.returncode == 2 and "brief_path" in proc.stderr and "is outside" in proc.stderr
+
+
+def test_a_brief_of_several_megabytes_goes_by_stdin(sandbox):
+    sandbox.fake_cli("codex", 'wc -c < /dev/stdin > "$HOME/bytes.txt"; printf "%s" "$#" > "$HOME/argc.txt"')
+    sandbox.write_config({"macp": {"risk": {"enabled": False}}})
+    (sandbox.repo / "docs" / "tasks").mkdir(parents=True)
+    big = ("lorem ipsum " * 100 + "\n") * 5000
+    (sandbox.repo / "docs" / "tasks" / "BIG.md").write_text(big)
+    sandbox.macp("submit", "--task-id", "BIG", "--dispatch", "yolo", "--runtime", "codex", check=True)
+    sandbox.macp("drain", check=True)
+    assert int((sandbox.home / "bytes.txt").read_text()) == len(big.encode()) > 5_000_000
+    assert (sandbox.home / "argc.txt").read_text() == "6", "the brief was not an argument"
+
+
+SECRETS = [
+    "ghp_" + "A1b2C3d4E5f6G7h8I9j0" * 2,
+    "sk-proj-" + "Zx9" * 12,
+    "sk-ant-api03-" + "Qw8" * 12,
+    "AKIAABCDEFGHIJKLMNOP",
+    "xoxb-123456789012-abcdefghijkl",
+]
+
+
+def test_secrets_in_output_and_commands_are_redacted_everywhere(sandbox):
+    printed = " ".join(SECRETS) + " Authorization: Bearer abc.def.ghi password=hunter2"
+    gate = f"echo checking with TOKEN={SECRETS[1]} && exit 1"
+    sandbox.write_config({"quality_gates": [{"name": "leaky", "command": gate}]})
+    sandbox.write_tasks({"tasks": [{"id": "S", "dispatch": "exec", "command": f"echo '{printed}'"}]})
+    sandbox.controller("--once")
+    written = [sandbox.orch / "events.ndjson", sandbox.orch / "results" / "S.json", *(sandbox.orch / "logs").rglob("*.log")]
+    blob = "\n".join(path.read_text() for path in written)
+    for secret in [*SECRETS, "abc.def.ghi", "hunter2"]:
+        assert secret not in blob, secret
+    assert "[REDACTED]" in (sandbox.orch / "results" / "S.json").read_text()
+    assert "password=[REDACTED]" in (sandbox.orch / "logs" / "S" / "attempt-1" / "worker.log").read_text()
+    assert sandbox.result("S")["gate_results"][0]["command"] == "echo checking with TOKEN=[REDACTED] && exit 1"
+
+
+@pytest.mark.parametrize(
+    "name,content,fragment",
+    [
+        ("tasks.json", '{"tasks": [{"id": "A"}', "tasks.json:1:"),
+        ("tasks.json", "", "file is empty"),
+        ("tasks.json", "42", "expected"),
+        ("tasks.json", b"\xff\xfe{}", "not UTF-8"),
+        ("config.json", '{"macp": ', "config.json:1:10: invalid JSON"),
+        ("config.json", "", "file is empty"),
+        ("config.json", "[1, 2]", "expected a JSON object"),
+    ],
+)
+def test_truncated_empty_or_non_object_state_files(sandbox, name, content, fragment):
+    sandbox.write_tasks({"tasks": []})
+    path = sandbox.orch / name
+    path.write_bytes(content if isinstance(content, bytes) else content.encode())
+    before = path.read_bytes()
+    for proc in (sandbox.controller("--once"), sandbox.macp("submit", "--task-id", "X", "--command", "true")):
+        assert proc.returncode == 2 and fragment in proc.stderr and len(proc.stderr.splitlines()) == 1
+    assert path.read_bytes() == before
+
+
+def test_a_corrupt_event_line_in_the_middle_is_named_by_line(sandbox):
+    sandbox.macp("submit", "--task-id", "A", "--command", "true", check=True)
+    events = sandbox.orch / "events.ndjson"
+    events.write_text(events.read_text() + "{not json\n" + events.read_text())
+    proc = sandbox.macp("history")
+    assert proc.returncode == 2 and "events.ndjson:2: invalid event line" in proc.stderr
+
+
+def test_validate_reports_every_invalid_line_and_exits_1(sandbox):
+    sandbox.macp("submit", "--task-id", "A", "--command", "true", check=True)
+    sandbox.macp("drain", check=True)
+    assert sandbox.macp("validate", check=True).stdout.endswith("file(s) valid\n")
+    with (sandbox.orch / "events.ndjson").open("a") as handle:
+        handle.write(json.dumps({"event_id": "e", "event_type": "task.exploded", "timestamp": "yesterday", "source": "cli"}) + "\n")
+    (sandbox.orch / "results" / "A.json").write_text('{"task_id": "A", "status": "done"}')
+    proc = sandbox.macp("validate")
+    assert proc.returncode == 1
+    lines = proc.stdout.splitlines()
+    bad_line = len((sandbox.orch / "events.ndjson").read_text().splitlines())
+    assert any(f"events.ndjson:{bad_line}: $.event_type: 'task.exploded' is not one of" in line for line in lines)
+    assert any(f"events.ndjson:{bad_line}: $.timestamp: 'yesterday' is not an RFC 3339 date-time" in line for line in lines)
+    assert any("results/A.json: $.status: 'done' is not one of" in line for line in lines)
+    assert any("results/A.json: $.completed_at: is required" in line for line in lines)
+
+
+def test_validate_with_an_explicit_schema(sandbox, tmp_path):
+    schema = tmp_path / "s.json"
+    schema.write_text(json.dumps({"type": "object", "properties": {"n": {"type": "integer"}}}))
+    good, bad = tmp_path / "good.json", tmp_path / "bad.json"
+    good.write_text('{"n": 1}')
+    bad.write_text('{"n": "one"}')
+    assert sandbox.macp("validate", "--schema", str(schema), str(good)).returncode == 0
+    proc = sandbox.macp("validate", "--schema", str(schema), str(good), str(bad))
+    assert proc.returncode == 1 and proc.stdout.strip() == f"{bad}: $.n: expected integer, got string"
+    refs = tmp_path / "refs.json"
+    refs.write_text(json.dumps({"$ref": "https://mosaicstack.dev/schemas/orchestrator/task.schema.json"}))
+    task = tmp_path / "task.json"
+    task.write_text('{"id": "bad id"}')
+    assert sandbox.macp("validate", "--schema", str(refs), str(task)).returncode == 1
+    assert sandbox.macp("validate", str(tmp_path / "random.json")).returncode == 2
