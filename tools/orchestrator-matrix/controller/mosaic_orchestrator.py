@@ -52,6 +52,7 @@ from macp.scheduler import queue_order
 from macp.selection import cooling_down, runtime_order
 from macp.signals import SignalGuard
 from macp.taskstore import edit_tasks, load_tasks, task_errors
+from transport.matrix_transport import MatrixTransport
 
 PROG = "mosaic-orchestrator-run"
 
@@ -95,6 +96,7 @@ class Controller:
         self.say = say
         self.current: str | None = None
         self.summary = RunSummary()
+        self.transport = MatrixTransport(layout, config)
 
     # -- recording -----------------------------------------------------------------------
 
@@ -231,6 +233,7 @@ class Controller:
             outcome = self.run_attempt(task)
         self.summary.outcomes[task["id"]] = outcome
         self.current = None
+        self.transport.deliver_pending()
         return task["id"]
 
     def drain(self) -> RunSummary:
@@ -667,6 +670,7 @@ def run_controller(repo: str | None, *, until_drained: bool, wait: bool = False,
     controller = Controller(layout, config, guard, lock.owner, say)
     try:
         controller.recover(lock.previous)
+        controller.transport.deliver_pending()
         if until_drained:
             controller.drain()
         elif controller.run_once() is None:
