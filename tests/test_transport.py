@@ -18,7 +18,7 @@ class FakeHomeserver:
         owner = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_PUT(self):  # noqa: N802 -- http.server's naming
+            def do_PUT(self):
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 if owner.status == 200:
                     owner.requests.append({"path": self.path, "auth": self.headers["Authorization"], "body": body})
