@@ -31,6 +31,7 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: make the tools folder importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from controller import failover, recovery
 from controller.planning import plan_lines, remaining_lines
 from dispatcher import macp_dispatcher as dispatcher
 from macp import clock, gitops
@@ -38,18 +39,17 @@ from macp.admission import Hold, admit
 from macp.cliutil import OneLineParser, resolve_repo, run_main
 from macp.config import load_config
 from macp.errors import EXIT_OK, EXIT_TASKS_FAILED, Interrupted, MacpError
-from macp.events import append_event, make_event, read_tail
+from macp.events import append_event, make_event
 from macp.fsio import dump_json, read_json, write_atomic
 from macp.gates import GateLimits, gate_specs, run_gates
 from macp.guidance import compose_brief, failure_summary
 from macp.layout import Layout
 from macp.lifecycle import ACTIVE, status_of, transition
 from macp.locks import ControllerLock
-from macp.procs import OWNER_ENV, processes_with_env, terminate
-from macp.providers import ProviderFailure, classify_run
-from macp.runtime_state import load_runtime_state, record_cooldown
+from macp.procs import OWNER_ENV
+from macp.providers import classify_run
+from macp.runtime_state import load_runtime_state
 from macp.scheduler import queue_order
-from macp.selection import cooling_down, runtime_order
 from macp.signals import SignalGuard
 from macp.taskstore import edit_tasks, load_tasks, task_errors
 from transport.matrix_transport import MatrixTransport
@@ -133,75 +133,7 @@ class Controller:
             document.replace(task)
         return task
 
-    # -- recovery ------------------------------------------------------------------------
-
-    def recover(self, previous: dict | None) -> list[str]:
-        """Make the queue whole again before running anything; return the recovered task ids.
-
-        Runs while holding the controller lock, so any claim found belongs to a controller
-        that is gone: its ``running``/``gated`` tasks go back to ``pending`` (the interrupted
-        attempt not counted, the worktree kept for reuse; acp tasks waiting for their report
-        keep waiting). ``previous`` is the lock record of a controller that died without
-        releasing the lock: then its leftover processes are stopped first, state changes it
-        made without logging them are logged, and cleanups it did not finish are done.
-        """
-        if previous:
-            self.stop_orphans(previous)
-        recovered: list[dict] = []
-        with self.guard.critical():
-            with edit_tasks(self.layout) as document:
-                for task in list(document.tasks):
-                    if status_of(task) in ACTIVE and task.get("claim"):
-                        released = self._released(task)
-                        document.replace(released)
-                        recovered.append(released)
-                for stale in self.layout.orch_dir.glob(".tasks.json.*.tmp"):
-                    stale.unlink()
-            if previous:
-                self.log_unlogged_changes(document.tasks, previous, {t["id"] for t in recovered})
-            for task in recovered:
-                self.emit("task.recovered", task, "owner is gone; interrupted attempt not counted")
-                self.say(f"{task['id']}: recovered from a stopped controller, back to {status_of(task)}")
-        if recovered or previous:
-            gitops.prune_worktrees(self.layout.repo_root)
-        if previous and self.config["macp"]["cleanup_worktrees"]:
-            for task in document.tasks:
-                if status_of(task) in ("completed", "failed", "escalated") and task.get("worktree") and Path(task["worktree"]).exists():
-                    self.remove_worktree(task)
-        return [task["id"] for task in recovered]
-
-    def stop_orphans(self, previous: dict) -> None:
-        """Stop what a crashed controller left running (its children carry its token)."""
-        orphans = processes_with_env(OWNER_ENV, previous["token"])
-        if orphans:
-            terminate(orphans, self.config["macp"]["kill_grace_seconds"])
-            self.say(f"stopped {len(orphans)} process(es) left by the controller that died (pid {previous.get('pid')})")
-
-    def log_unlogged_changes(self, tasks: list[dict], previous: dict, recovered: set[str]) -> None:
-        """Append the event a crashed controller did not get to write after its last state change.
-
-        Looks at tasks changed since ``previous`` started; when the log's latest event for one
-        disagrees with its status, the status is logged now (``task.<status>`` for a final
-        status, else ``task.updated``).
-        """
-        latest: dict[str, str | None] = {}
-        for event in read_tail(self.layout.events_file):
-            if event.get("task_id"):
-                latest[event["task_id"]] = event.get("status")
-        since = previous.get("started_at", "")
-        for task in tasks:
-            status = status_of(task)
-            if task["id"] in recovered or (task.get("updated_at") or "") < since or latest.get(task["id"]) == status:
-                continue
-            event_type = f"task.{status}" if status in ("completed", "failed", "escalated", "cancelled") else "task.updated"
-            self.emit(event_type, task, "logged on recovery: the controller stopped before writing this event")
-
-    def _released(self, task: dict) -> dict:
-        """``task`` handed back after its attempt was cut short (recovery or a signal)."""
-        now = clock.timestamp()
-        if dispatcher.dispatch_kind(task) == "acp" and (task.get("acp") or {}).get("reported_at"):
-            return {**task, "status": "running", "claim": None, "updated_at": now}
-        return transition(task, "pending", now, claim=None, attempts=max(0, task.get("attempts", 1) - 1))
+    # -- interruption --------------------------------------------------------------------
 
     def interrupt(self, signum: int) -> None:
         """Leave the task in flight recoverable after SIGINT/SIGTERM (attempt not counted)."""
@@ -211,7 +143,7 @@ class Controller:
             task = document.get(self.current)
             if status_of(task) not in ACTIVE or task.get("claim") != self.owner:
                 return
-            task = self._released(task)
+            task = recovery.released(task)
             document.replace(task)
         self.emit("task.interrupted", task, f"controller stopped by signal {signum}; attempt not counted")
         self.say(f"{task['id']}: interrupted, back to {status_of(task)}")
@@ -410,14 +342,14 @@ class Controller:
         }
         if dispatcher.dispatch_kind(task) == "yolo":
             failure = classify_run(
-                self.signatures(task["runtime"]),
+                failover.signatures(self.config, task["runtime"]),
                 exit_code=outcome.exit_code,
                 timed_out=outcome.timed_out,
                 output=outcome.output_tail,
                 now=clock.now(),
             )
             if failure is not None:
-                return self.provider_failed(task, failure, outcome)
+                return failover.provider_failed(self, task, failure, outcome)
         if outcome.report.get("escalate"):
             reason = outcome.report.get("escalation_reason") or "the worker asked for a person"
             return self.finish(task, "escalated", escalation_reason=reason, **details)
@@ -471,51 +403,6 @@ class Controller:
                     classification=gate["classification"],
                 )
         return results
-
-    def signatures(self, runtime: str) -> dict[str, list[str]]:
-        """Provider-failure signatures of ``runtime``: the shared ones plus its own."""
-        shared = self.config["macp"].get("provider_signatures") or {}
-        own = self.config["runtimes"].get(runtime, {}).get("failures") or {}
-        return {kind: [*shared.get(kind, []), *own.get(kind, [])] for kind in {*shared, *own}}
-
-    def provider_failed(self, task: dict, failure: ProviderFailure, outcome: WorkerOutcome) -> str:
-        """A provider failure: the attempt does not count; fail over to the next runtime, or
-        wait for the earliest reset when every runtime failed, or escalate past the cap."""
-        runtime, now = task["runtime"], clock.now()
-        reset = clock.format_timestamp(failure.reset_at) if failure.reset_at else None
-        if failure.reset_at and failure.reset_at > now:
-            record_cooldown(self.layout, runtime, failure.reset_at, failure.kind, failure.evidence, task["id"])
-        count = task.get("provider_failures", 0) + 1
-        failed = [*(task.get("failed_runtimes") or []), runtime]
-        what = f"{runtime}: {failure.kind}" + (f" until {reset}" if reset else "") + f" ({failure.evidence})"
-        metadata = {"runtime": runtime, "class": failure.kind, "reset_at": reset, "evidence": failure.evidence, "provider_failures": count}
-        base = {"attempts": task["attempts"] - 1, "provider_failures": count, "claim": None}
-        self.say(f"{task['id']}: provider failure on {what}; attempt not counted")
-        if count >= self.config["macp"]["max_provider_failures"]:
-            task = self.update(task["id"], **base, failed_runtimes=failed)
-            with self.guard.critical():
-                self.emit("task.provider.failed", task, what, **metadata)
-            reason = f"runtime unavailable: {count} provider failures, the last {what}"
-            return self.finish(task, "escalated", exit_code=outcome.exit_code, output_tail=outcome.output_tail, escalation_reason=reason)
-        tasks = load_tasks(self.layout).tasks
-        state = load_runtime_state(self.layout)
-        probe = {**task, "failed_runtimes": failed}
-        order, _ = runtime_order(probe, self.config, tasks)
-        remaining = [name for name in order if name not in failed and name not in cooling_down(state, now)]
-        if remaining:
-            message = f"{what}; failing over to {remaining[0]}"
-            self.change(task["id"], "pending", "task.provider.failed", message, {**metadata, "next_runtime": remaining[0]}, **base, runtime=remaining[0], failed_runtimes=failed)
-            return "pending"
-        back = sorted(cooling_down(state, now).items(), key=lambda item: item[1])
-        if back:
-            first, until = back[0]
-        else:
-            first, until = runtime, now + timedelta(seconds=self.config["macp"]["provider_cooldown_seconds"])
-        not_before = clock.format_timestamp(until)
-        message = f"{what}; every runtime failed, waiting until {not_before}"
-        self.change(task["id"], "pending", "task.provider.failed", message, {**metadata, "not_before": not_before}, **base, runtime=first, failed_runtimes=[], not_before=not_before)
-        self.say(f"{task['id']}: every runtime failed; waiting until {not_before}")
-        return "pending"
 
     def retry_delay(self, attempt: int) -> str | None:
         """``not_before`` for the retry after counted attempt ``attempt``: base * 2**(attempt-1)
@@ -669,7 +556,7 @@ def run_controller(repo: str | None, *, until_drained: bool, wait: bool = False,
     guard.install()
     controller = Controller(layout, config, guard, lock.owner, say)
     try:
-        controller.recover(lock.previous)
+        recovery.recover(controller, lock.previous)
         controller.transport.deliver_pending()
         if until_drained:
             controller.drain()

@@ -1,0 +1,94 @@
+"""Crash recovery: make the queue whole before a controller runs anything (docs/durability.md).
+
+Called with the controller lock held, so any claim found belongs to a controller that is
+gone. When the previous controller died without releasing the lock (its record is still in
+the lock file), its leftover processes are stopped, state changes it made without logging
+them are logged, and worktree cleanups it did not finish are done.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from dispatcher import macp_dispatcher as dispatcher
+from macp import clock, gitops
+from macp.events import read_tail
+from macp.lifecycle import ACTIVE, status_of, transition
+from macp.procs import OWNER_ENV, processes_with_env, terminate
+from macp.taskstore import edit_tasks
+
+if TYPE_CHECKING:
+    from controller.mosaic_orchestrator import Controller
+
+
+def recover(ctl: Controller, previous: dict | None) -> list[str]:
+    """Make the queue whole again before running anything; return the recovered task ids.
+
+    Runs while holding the controller lock, so any claim found belongs to a controller
+    that is gone: its ``running``/``gated`` tasks go back to ``pending`` (the interrupted
+    attempt not counted, the worktree kept for reuse; acp tasks waiting for their report
+    keep waiting). ``previous`` is the lock record of a controller that died without
+    releasing the lock: then its leftover processes are stopped first, state changes it
+    made without logging them are logged, and cleanups it did not finish are done.
+    """
+    if previous:
+        stop_orphans(ctl, previous)
+    recovered: list[dict] = []
+    with ctl.guard.critical():
+        with edit_tasks(ctl.layout) as document:
+            for task in list(document.tasks):
+                if status_of(task) in ACTIVE and task.get("claim"):
+                    handed_back = released(task)
+                    document.replace(handed_back)
+                    recovered.append(handed_back)
+            for stale in ctl.layout.orch_dir.glob(".tasks.json.*.tmp"):
+                stale.unlink()
+        if previous:
+            log_unlogged_changes(ctl, document.tasks, previous, {t["id"] for t in recovered})
+        for task in recovered:
+            ctl.emit("task.recovered", task, "owner is gone; interrupted attempt not counted")
+            ctl.say(f"{task['id']}: recovered from a stopped controller, back to {status_of(task)}")
+    if recovered or previous:
+        gitops.prune_worktrees(ctl.layout.repo_root)
+    if previous and ctl.config["macp"]["cleanup_worktrees"]:
+        for task in document.tasks:
+            if status_of(task) in ("completed", "failed", "escalated") and task.get("worktree") and Path(task["worktree"]).exists():
+                ctl.remove_worktree(task)
+    return [task["id"] for task in recovered]
+
+
+def stop_orphans(ctl: Controller, previous: dict) -> None:
+    """Stop what a crashed controller left running (its children carry its token)."""
+    orphans = processes_with_env(OWNER_ENV, previous["token"])
+    if orphans:
+        terminate(orphans, ctl.config["macp"]["kill_grace_seconds"])
+        ctl.say(f"stopped {len(orphans)} process(es) left by the controller that died (pid {previous.get('pid')})")
+
+
+def log_unlogged_changes(ctl: Controller, tasks: list[dict], previous: dict, recovered: set[str]) -> None:
+    """Append the event a crashed controller did not get to write after its last state change.
+
+    Looks at tasks changed since ``previous`` started; when the log's latest event for one
+    disagrees with its status, the status is logged now (``task.<status>`` for a final
+    status, else ``task.updated``).
+    """
+    latest: dict[str, str | None] = {}
+    for event in read_tail(ctl.layout.events_file):
+        if event.get("task_id"):
+            latest[event["task_id"]] = event.get("status")
+    since = previous.get("started_at", "")
+    for task in tasks:
+        status = status_of(task)
+        if task["id"] in recovered or (task.get("updated_at") or "") < since or latest.get(task["id"]) == status:
+            continue
+        event_type = f"task.{status}" if status in ("completed", "failed", "escalated", "cancelled") else "task.updated"
+        ctl.emit(event_type, task, "logged on recovery: the controller stopped before writing this event")
+
+
+def released(task: dict) -> dict:
+    """``task`` handed back after its attempt was cut short (recovery or a signal)."""
+    now = clock.timestamp()
+    if dispatcher.dispatch_kind(task) == "acp" and (task.get("acp") or {}).get("reported_at"):
+        return {**task, "status": "running", "claim": None, "updated_at": now}
+    return transition(task, "pending", now, claim=None, attempts=max(0, task.get("attempts", 1) - 1))
