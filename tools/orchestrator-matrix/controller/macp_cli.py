@@ -15,15 +15,14 @@ import argparse
 import json
 import re
 import shutil
-import sys
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
 from macp import clock
-from macp.cliutil import OneLineParser, resolve_repo, run_main
+from macp.cliutil import OneLineParser, note, out, print_json, resolve_repo, run_main
 from macp.config import TEMPLATE_STATE_DIR, load_config
-from macp.errors import EXIT_OK, EXIT_TASKS_FAILED, MacpError
+from macp.errors import EXIT_OK, MacpError
 from macp.events import append_event, make_event, read_events
 from macp.layout import Layout, confine
 from macp.lifecycle import STATUSES, status_of, transition
@@ -35,21 +34,6 @@ PROG = "mosaic-macp"
 TASK_TYPES = ("coding", "deploy", "research", "review", "documentation", "infrastructure")
 DISPATCHES = ("yolo", "acp", "exec")
 TEMPLATE_FILES = ("config.json", "tasks.json", ".gitignore")
-
-
-def out(line: str = "") -> None:
-    """Write one line of human output to stdout."""
-    sys.stdout.write(line + "\n")
-
-
-def note(line: str) -> None:
-    """Write one diagnostic line to stderr."""
-    sys.stderr.write(f"{PROG}: {line}\n")
-
-
-def print_json(value: object) -> None:
-    """Write ``value`` as indented JSON to stdout."""
-    out(json.dumps(value, indent=2, ensure_ascii=False))
 
 
 # -- init -------------------------------------------------------------------------------
@@ -376,142 +360,19 @@ def cmd_complete(args) -> int:
     return EXIT_OK
 
 
-# -- sync -------------------------------------------------------------------------------
+# -- sync / validate (their own modules) ------------------------------------------------
 
 
 def cmd_sync(args) -> int:
-    from controller import tasks_md_sync as sync
-    from macp.fsio import write_atomic
-    from macp.gfm_table import replace_cells
+    from controller.tasks_md_sync import run_sync
 
-    layout = Layout(resolve_repo(args.repo))
-    config = load_config(layout.config_file)
-    path = confine(Path(args.file) if args.file else sync.default_table_path(layout.repo_root), layout.repo_root, "--file")
-    try:
-        text = path.read_bytes().decode("utf-8")
-    except FileNotFoundError:
-        raise MacpError(f"{path}: no such file") from None
-    except UnicodeDecodeError as exc:
-        raise MacpError(f"{path}: not UTF-8 (byte {exc.start})") from None
-    rows = sync.table_rows(*sync.find_task_table(text, str(path)))
-    with edit_tasks(layout) as document:
-        plan = sync.plan_sync(rows, document.tasks, config, clock.timestamp())
-        for problem in plan.problems:
-            note(f"{path}: {problem}")
-        if plan.problems:
-            raise MacpError(f"{path}: {len(plan.problems)} problem(s); nothing was changed")
-        if not args.dry_run:
-            apply_plan(document, plan)
-        tasks_after = document.tasks if not args.dry_run else simulate_plan(document.tasks, plan)
-    prefix = "would " if args.dry_run else ""
-    for task in plan.added:
-        out(f"{prefix}add {task['id']} ({task.get('dispatch')}, {task['status']})")
-    for task_id, changes in plan.updated:
-        out(f"{prefix}update {task_id}: " + ", ".join(sorted(changes)))
-    for task_id in plan.removed:
-        out(f"{prefix}remove {task_id} (no longer in the table, never run)")
-    for line in plan.notes:
-        out(f"note: {line}")
-    for line in plan.contradictions:
-        note(f"{path}: contradiction: {line}")
-    if not args.dry_run:
-        record_sync(layout, plan, tasks_after)
-    summary = f"{len(plan.added)} added, {len(plan.updated)} updated, {len(plan.removed)} removed"
-    if args.write_back:
-        edits = sync.write_back_edits(rows, tasks_after)
-        for edit in edits:
-            out(f"{prefix}write back {edit.task_id} {edit.column}: {edit.old!r} -> {edit.new!r}")
-        if edits and not args.dry_run:
-            write_atomic(path, replace_cells(text, [(edit.cell, edit.new) for edit in edits]))
-        summary += f", {len(edits)} cell(s) written back"
-    out(("dry run: " if args.dry_run else "sync: ") + summary)
-    return EXIT_OK
-
-
-def apply_plan(document, plan) -> None:
-    """Carry out a sync plan on the locked tasks document."""
-    now = clock.timestamp()
-    document.tasks.extend(plan.added)
-    for task_id, changes in plan.updated:
-        document.replace({**document.get(task_id), **changes, "updated_at": now})
-    document.tasks[:] = [task for task in document.tasks if task["id"] not in plan.removed]
-
-
-def simulate_plan(tasks: list[dict], plan) -> list[dict]:
-    """The tasks as they would be after ``plan`` (for ``--dry-run``)."""
-    updates = dict(plan.updated)
-    kept = [{**task, **updates.get(task["id"], {})} for task in tasks if task["id"] not in plan.removed]
-    return kept + plan.added
-
-
-def record_sync(layout: Layout, plan, tasks: list[dict]) -> None:
-    """One ``sync`` event per task the sync added, changed or removed."""
-    by_id = {task["id"]: task for task in tasks}
-    for task in plan.added:
-        append_event(layout.events_file, make_event("task.submitted", source="sync", task_id=task["id"], status=task["status"], attempt=0, message=f"from TASKS.md: {task.get('title', '')}"))
-    for task_id, changes in plan.updated:
-        task = by_id[task_id]
-        append_event(layout.events_file, make_event("task.updated", source="sync", task_id=task_id, status=status_of(task), attempt=task.get("attempts", 0), message="from TASKS.md: " + ", ".join(sorted(changes))))
-    for task_id in plan.removed:
-        append_event(layout.events_file, make_event("task.updated", source="sync", task_id=task_id, status=None, message="removed: no longer in TASKS.md and never run"))
-
-
-# -- validate ---------------------------------------------------------------------------
+    return run_sync(args)
 
 
 def cmd_validate(args) -> int:
-    from macp import statecheck
-    from protocol.schemas import validator_for
-    from protocol.validator import SchemaError, Validator
+    from macp.statecheck import run_validate
 
-    layout = Layout(resolve_repo(args.repo))
-    if args.schema:
-        if not args.files:
-            raise MacpError("--schema needs the files to check")
-        from macp.fsio import read_json
-
-        schema_file = Path(args.schema)
-        try:
-            validator = Validator(read_json(schema_file), validator_for("task").registry)
-        except SchemaError as exc:
-            raise MacpError(f"{schema_file}: {exc}") from None
-        targets = [(Path(name), "ndjson" if name.endswith(".ndjson") else "json") for name in args.files]
-        checks = {"json": statecheck.schema_check(validator), "ndjson": statecheck.schema_check(validator)}
-    else:
-        checks = {
-            "config": statecheck.schema_check(validator_for("config")),
-            "tasks": statecheck.tasks_check(validator_for("task")),
-            "events": statecheck.schema_check(validator_for("event")),
-            "result": statecheck.schema_check(validator_for("result")),
-            "runtimes": statecheck.schema_check(validator_for("runtimes")),
-        }
-        if args.files:
-            targets = []
-            for name in args.files:
-                kind = statecheck.kind_of(Path(name))
-                if kind is None:
-                    raise MacpError(f"{name}: cannot tell which schema applies; pass --schema")
-                targets.append((Path(name), kind))
-        else:
-            result_dirs = [layout.orch_dir / "results"]
-            try:
-                configured = confine(load_config(layout.config_file)["macp"]["result_dir"], layout.repo_root, "macp.result_dir")
-                result_dirs += [configured] if configured not in result_dirs else []
-            except MacpError:
-                pass
-            targets = statecheck.state_files(layout, result_dirs)
-    problems: list[str] = []
-    for path, kind in targets:
-        if kind in ("events", "ndjson"):
-            problems += statecheck.check_ndjson_file(path, checks[kind])
-        else:
-            problems += statecheck.check_json_file(path, checks[kind])
-    for problem in problems:
-        out(problem)
-    if problems:
-        return EXIT_TASKS_FAILED
-    out(f"{len(targets)} file(s) valid")
-    return EXIT_OK
+    return run_validate(args)
 
 
 # -- parser -----------------------------------------------------------------------------

@@ -30,9 +30,16 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from macp.errors import MacpError
-from macp.gfm_table import Cell, Table, parse_tables
+from macp import clock
+from macp.cliutil import note, out, resolve_repo
+from macp.config import load_config
+from macp.errors import EXIT_OK, MacpError
+from macp.events import append_event, make_event
+from macp.fsio import write_atomic
+from macp.gfm_table import Cell, Table, parse_tables, replace_cells
+from macp.layout import Layout, confine
 from macp.lifecycle import status_of
+from macp.taskstore import edit_tasks
 from protocol.schemas import schema_errors
 from protocol.validator import is_valid_date_time
 
@@ -276,3 +283,76 @@ def default_table_path(repo_root: Path) -> Path:
     upper, lower = repo_root / "docs" / "TASKS.md", repo_root / "docs" / "tasks.md"
     return lower if lower.exists() and not upper.exists() else upper
 
+
+def run_sync(args) -> int:
+    """``mosaic macp sync [--file F] [--write-back] [--dry-run]``; returns the exit code."""
+    layout = Layout(resolve_repo(args.repo))
+    config = load_config(layout.config_file)
+    path = confine(Path(args.file) if args.file else default_table_path(layout.repo_root), layout.repo_root, "--file")
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except FileNotFoundError:
+        raise MacpError(f"{path}: no such file") from None
+    except UnicodeDecodeError as exc:
+        raise MacpError(f"{path}: not UTF-8 (byte {exc.start})") from None
+    rows = table_rows(*find_task_table(text, str(path)))
+    with edit_tasks(layout) as document:
+        plan = plan_sync(rows, document.tasks, config, clock.timestamp())
+        for problem in plan.problems:
+            note(f"{path}: {problem}")
+        if plan.problems:
+            raise MacpError(f"{path}: {len(plan.problems)} problem(s); nothing was changed")
+        if not args.dry_run:
+            apply_plan(document, plan)
+        tasks_after = document.tasks if not args.dry_run else simulate_plan(document.tasks, plan)
+    prefix = "would " if args.dry_run else ""
+    for task in plan.added:
+        out(f"{prefix}add {task['id']} ({task.get('dispatch')}, {task['status']})")
+    for task_id, changes in plan.updated:
+        out(f"{prefix}update {task_id}: " + ", ".join(sorted(changes)))
+    for task_id in plan.removed:
+        out(f"{prefix}remove {task_id} (no longer in the table, never run)")
+    for line in plan.notes:
+        out(f"note: {line}")
+    for line in plan.contradictions:
+        note(f"{path}: contradiction: {line}")
+    if not args.dry_run:
+        record_sync(layout, plan, tasks_after)
+    summary = f"{len(plan.added)} added, {len(plan.updated)} updated, {len(plan.removed)} removed"
+    if args.write_back:
+        edits = write_back_edits(rows, tasks_after)
+        for edit in edits:
+            out(f"{prefix}write back {edit.task_id} {edit.column}: {edit.old!r} -> {edit.new!r}")
+        if edits and not args.dry_run:
+            write_atomic(path, replace_cells(text, [(edit.cell, edit.new) for edit in edits]))
+        summary += f", {len(edits)} cell(s) written back"
+    out(("dry run: " if args.dry_run else "sync: ") + summary)
+    return EXIT_OK
+
+
+def apply_plan(document, plan) -> None:
+    """Carry out a sync plan on the locked tasks document."""
+    now = clock.timestamp()
+    document.tasks.extend(plan.added)
+    for task_id, changes in plan.updated:
+        document.replace({**document.get(task_id), **changes, "updated_at": now})
+    document.tasks[:] = [task for task in document.tasks if task["id"] not in plan.removed]
+
+
+def simulate_plan(tasks: list[dict], plan) -> list[dict]:
+    """The tasks as they would be after ``plan`` (for ``--dry-run``)."""
+    updates = dict(plan.updated)
+    kept = [{**task, **updates.get(task["id"], {})} for task in tasks if task["id"] not in plan.removed]
+    return kept + plan.added
+
+
+def record_sync(layout: Layout, plan, tasks: list[dict]) -> None:
+    """One ``sync`` event per task the sync added, changed or removed."""
+    by_id = {task["id"]: task for task in tasks}
+    for task in plan.added:
+        append_event(layout.events_file, make_event("task.submitted", source="sync", task_id=task["id"], status=task["status"], attempt=0, message=f"from TASKS.md: {task.get('title', '')}"))
+    for task_id, changes in plan.updated:
+        task = by_id[task_id]
+        append_event(layout.events_file, make_event("task.updated", source="sync", task_id=task_id, status=status_of(task), attempt=task.get("attempts", 0), message="from TASKS.md: " + ", ".join(sorted(changes))))
+    for task_id in plan.removed:
+        append_event(layout.events_file, make_event("task.updated", source="sync", task_id=task_id, status=None, message="removed: no longer in TASKS.md and never run"))

@@ -9,6 +9,7 @@ Exit codes (docs/exit-codes.md): 0 ok, 1 a task failed/escalated or a file is in
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import traceback
@@ -25,6 +26,21 @@ class OneLineParser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         self.exit(EXIT_USAGE, f"{self.prog}: {message} (see --help)\n")
+
+
+def out(line: str = "") -> None:
+    """Write one line of human output to stdout."""
+    sys.stdout.write(line + "\n")
+
+
+def note(line: str) -> None:
+    """Write one diagnostic line to stderr."""
+    sys.stderr.write(f"mosaic-macp: {line}\n")
+
+
+def print_json(value: object) -> None:
+    """Write ``value`` as indented JSON to stdout."""
+    out(json.dumps(value, indent=2, ensure_ascii=False))
 
 
 def resolve_repo(repo: str | None) -> Path:

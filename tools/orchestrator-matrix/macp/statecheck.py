@@ -12,11 +12,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from macp.errors import MacpError
-from macp.fsio import parse_json_text
-from macp.layout import Layout
+from macp.cliutil import out, resolve_repo
+from macp.config import load_config
+from macp.errors import EXIT_OK, EXIT_TASKS_FAILED, MacpError
+from macp.fsio import parse_json_text, read_json
+from macp.layout import Layout, confine
 from macp.taskstore import parse_tasks
-from protocol.validator import Validator
+from protocol.schemas import validator_for
+from protocol.validator import SchemaError, Validator
 
 Check = Callable[[Any], list[str]]
 
@@ -97,3 +100,53 @@ def kind_of(path: Path) -> str | None:
     if path.name in names:
         return names[path.name]
     return "result" if path.parent.name == "results" and path.suffix == ".json" else None
+
+
+def run_validate(args) -> int:
+    """``mosaic macp validate [--schema FILE] [FILE...]``; returns 0, 1 (invalid) or raises."""
+    layout = Layout(resolve_repo(args.repo))
+    if args.schema:
+        if not args.files:
+            raise MacpError("--schema needs the files to check")
+        schema_file = Path(args.schema)
+        try:
+            validator = Validator(read_json(schema_file), validator_for("task").registry)
+        except SchemaError as exc:
+            raise MacpError(f"{schema_file}: {exc}") from None
+        targets = [(Path(name), "ndjson" if name.endswith(".ndjson") else "json") for name in args.files]
+        checks = {"json": schema_check(validator), "ndjson": schema_check(validator)}
+    else:
+        checks = {
+            "config": schema_check(validator_for("config")),
+            "tasks": tasks_check(validator_for("task")),
+            "events": schema_check(validator_for("event")),
+            "result": schema_check(validator_for("result")),
+            "runtimes": schema_check(validator_for("runtimes")),
+        }
+        if args.files:
+            targets = []
+            for name in args.files:
+                kind = kind_of(Path(name))
+                if kind is None:
+                    raise MacpError(f"{name}: cannot tell which schema applies; pass --schema")
+                targets.append((Path(name), kind))
+        else:
+            result_dirs = [layout.orch_dir / "results"]
+            try:
+                configured = confine(load_config(layout.config_file)["macp"]["result_dir"], layout.repo_root, "macp.result_dir")
+                result_dirs += [configured] if configured not in result_dirs else []
+            except MacpError:
+                pass
+            targets = state_files(layout, result_dirs)
+    problems: list[str] = []
+    for path, kind in targets:
+        if kind in ("events", "ndjson"):
+            problems += check_ndjson_file(path, checks[kind])
+        else:
+            problems += check_json_file(path, checks[kind])
+    for problem in problems:
+        out(problem)
+    if problems:
+        return EXIT_TASKS_FAILED
+    out(f"{len(targets)} file(s) valid")
+    return EXIT_OK
