@@ -408,7 +408,7 @@ def build_parser() -> OneLineParser:
     p.add_argument("--description")
     p.add_argument("--type", choices=TASK_TYPES)
     p.add_argument("--dispatch", choices=DISPATCHES, help="default: config macp.default_dispatch")
-    p.add_argument("--runtime", help="agent runtime for yolo/acp (default: config worker.runtime)")
+    p.add_argument("--runtime", help="agent runtime for yolo/acp (default: best success rate for the type, else worker.runtime)")
     p.add_argument("--brief", help="markdown brief inside the repository")
     p.add_argument("--command", help="shell command (exec tasks)")
     p.add_argument("--depends-on", action="append", metavar="IDS", help="ids that must complete first (comma list; repeatable)")

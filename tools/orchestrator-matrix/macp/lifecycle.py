@@ -41,5 +41,4 @@ def transition(task: dict, new: str, at: str, **changes: object) -> dict:
     old = status_of(task)
     if not can_transition(old, new):
         raise MacpError(f"task {task.get('id')}: cannot go from {old} to {new}")
-    updated = {**task, **changes, "status": new, "updated_at": at}
-    return updated
+    return {**task, **changes, "status": new, "updated_at": at}
