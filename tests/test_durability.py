@@ -138,7 +138,7 @@ def test_sigterm_mid_task_stops_the_worker_and_leaves_the_task_recoverable(sandb
     command = f'if [ -f "{marker}" ]; then exit 0; fi; touch "{marker}"; echo $$ > "{pidfile}"; sleep 60'
     sandbox.write_tasks({"tasks": [{"id": "T1", "dispatch": "exec", "command": command}]})
     controller = start_controller(sandbox, "--until-drained")
-    wait_for(pidfile.exists, what="the worker to start")
+    wait_for(lambda: pidfile.exists() and pidfile.read_text().strip(), what="the worker to write its pid")
     worker = int(pidfile.read_text())
     controller.send_signal(signal.SIGTERM)
     _, stderr = controller.communicate(timeout=30)
@@ -159,7 +159,7 @@ def test_sigkilled_controller_is_recovered_and_its_orphan_worker_stopped(sandbox
     command = f'if [ -f "{marker}" ]; then exit 0; fi; touch "{marker}"; echo $$ > "{pidfile}"; sleep 60'
     sandbox.write_tasks({"tasks": [{"id": "T1", "dispatch": "exec", "command": command, "max_attempts": 1}]})
     controller = start_controller(sandbox, "--until-drained")
-    wait_for(pidfile.exists, what="the worker to start")
+    wait_for(lambda: pidfile.exists() and pidfile.read_text().strip(), what="the worker to write its pid")
     worker = int(pidfile.read_text())
     os.kill(controller.pid, signal.SIGKILL)
     controller.wait()
@@ -233,3 +233,15 @@ def test_tasks_json_is_always_replaced_whole(sandbox):
     assert controller.returncode == 0 and seen > 5
     leftovers = [p.name for p in sandbox.orch.iterdir() if p.name.endswith(".tmp")]
     assert leftovers == []
+
+
+def test_an_unclaimed_running_task_is_not_left_as_a_ghost(sandbox):
+    sandbox.write_tasks({"tasks": [
+        {"id": "ghost", "status": "running", "command": "true", "attempts": 1},
+        {"id": "acp-wait", "status": "running", "dispatch": "acp", "runtime": "codex",
+         "acp": {"spawn_file": "x", "requested_at": "2026-01-01T00:00:00Z", "reported_exit_code": None, "reported_at": None}},
+    ]})
+    sandbox.controller("--until-drained", check=True)
+    assert sandbox.task("ghost")["status"] == "completed"
+    assert sandbox.task("ghost")["attempts"] == 1, "the attempt that never ran was not counted"
+    assert sandbox.task("acp-wait")["status"] == "running", "an acp task waiting for its report keeps waiting"

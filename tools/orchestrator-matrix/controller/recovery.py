@@ -1,7 +1,8 @@
 """Crash recovery: make the queue whole before a controller runs anything (docs/durability.md).
 
 Called with the controller lock held, so any claim found belongs to a controller that is
-gone. When the previous controller died without releasing the lock (its record is still in
+gone, and a ``running``/``gated`` task without a claim (other than an acp task waiting for its
+report) is running nowhere: both go back to ``pending``. When the previous controller died without releasing the lock (its record is still in
 the lock file), its leftover processes are stopped, state changes it made without logging
 them are logged, and worktree cleanups it did not finish are done.
 """
@@ -38,7 +39,7 @@ def recover(ctl: Controller, previous: dict | None) -> list[str]:
     with ctl.guard.critical():
         with edit_tasks(ctl.layout) as document:
             for task in list(document.tasks):
-                if status_of(task) in ACTIVE and task.get("claim"):
+                if status_of(task) in ACTIVE and (task.get("claim") or not awaiting_acp_report(task)):
                     handed_back = released(task)
                     document.replace(handed_back)
                     recovered.append(handed_back)
@@ -84,6 +85,12 @@ def log_unlogged_changes(ctl: Controller, tasks: list[dict], previous: dict, rec
             continue
         event_type = f"task.{status}" if status in ("completed", "failed", "escalated", "cancelled") else "task.updated"
         ctl.emit(event_type, task, "logged on recovery: the controller stopped before writing this event")
+
+
+def awaiting_acp_report(task: dict) -> bool:
+    """True for an acp task whose sessions_spawn request is out: it waits in ``running``
+    without a claim on purpose (``mosaic macp complete`` ends the wait)."""
+    return dispatcher.dispatch_kind(task) == "acp" and bool((task.get("acp") or {}).get("requested_at"))
 
 
 def released(task: dict) -> dict:
