@@ -172,3 +172,18 @@ def test_repo_defaults_to_the_git_top_level_and_works_through_a_symlink(sandbox)
     proc = subprocess.run(["mosaic", "macp", "submit", "--task-id", "S", "--command", "true"], cwd=sub, env=sandbox.env, capture_output=True, text=True, check=False)
     assert proc.returncode == 0, proc.stderr
     assert sandbox.task("S")["status"] == "pending"
+
+
+def test_a_bad_submit_into_a_fresh_repository_creates_nothing(sandbox):
+    for args in (["--task-id", "X", "--command", "true", "--depends-on", "nope"], ["--task-id", "bad id", "--command", "x"], ["--task-id", "X"]):
+        assert sandbox.macp("submit", *args).returncode == 2
+    assert not (sandbox.repo / ".mosaic").exists()
+
+
+def test_relative_brief_with_repo_from_another_folder(sandbox, tmp_path):
+    (sandbox.repo / "docs" / "tasks").mkdir(parents=True)
+    (sandbox.repo / "docs" / "tasks" / "T.md").write_text("# T\n")
+    sub = sandbox.repo / "docs"
+    sandbox.macp("submit", "--repo", str(sandbox.repo), "--task-id", "T", "--command", "true", "--brief", "docs/tasks/T.md", cwd=tmp_path, check=True)
+    sandbox.macp("submit", "--task-id", "U", "--command", "true", "--brief", "tasks/T.md", cwd=sub, check=True)
+    assert sandbox.task("T")["brief_path"] == sandbox.task("U")["brief_path"] == "docs/tasks/T.md"

@@ -93,6 +93,8 @@ def test_acp_task_writes_sessions_spawn_file_and_waits_for_complete(sandbox):
     sandbox.git("commit", "-qm", "review", cwd=worktree)
     done = sandbox.macp("complete", "A1", "--exit-code", "0", "--summary", "reviewed", check=True)
     assert "completion recorded" in done.stdout
+    reported = json.loads(sandbox.macp("status", "--json", check=True).stdout)["tasks"][0]
+    assert reported["view"] == "running" and reported["note"] == "acp: report in; the next drain runs its quality gates"
     assert sandbox.macp("complete", "A1", "--exit-code", "0").returncode == 2
     sandbox.macp("drain", check=True)
     assert sandbox.task("A1")["status"] == "completed"
@@ -121,3 +123,24 @@ def test_dry_run_prints_order_and_exact_commands_without_running(sandbox):
     assert lines[5].startswith("3. C [yolo]") and "yolo codex --prompt-file" in lines[5]
     assert not sandbox.worktree_base.exists()
     assert all(task["status"] == "pending" for task in sandbox.tasks())
+
+
+def test_dry_run_decides_like_the_controller(sandbox):
+    sandbox.write_tasks({"tasks": [
+        {"id": "old", "type": "coding", "dispatch": "yolo", "runtime": "claude", "status": "completed"},
+        {"id": "risky", "title": "Deploy to production", "dispatch": "yolo", "runtime": "codex"},
+        {"id": "loop-a", "command": "true", "depends_on": ["loop-b"]},
+        {"id": "loop-b", "command": "true", "depends_on": ["loop-a"]},
+        {"id": "pick", "type": "coding", "dispatch": "yolo"},
+    ]})
+    before = (sandbox.orch / "tasks.json").read_text()
+    lines = sandbox.macp("drain", "--dry-run", check=True).stdout.splitlines()
+    assert lines[0] == "dry run: 1 task(s) would run, in this order (nothing was run)"
+    assert "held: loop-a: dependency cycle: loop-a -> loop-b -> loop-a" in lines
+    assert any(line.startswith("held: risky: risk hold: the task mentions 'production'") for line in lines)
+    assert any(line.startswith("1. pick [yolo]") and "yolo claude --prompt-file" in line for line in lines), "runtime by history"
+    assert (sandbox.orch / "tasks.json").read_text() == before
+    sandbox.fake_cli("claude", "cat > /dev/null")
+    sandbox.macp("drain")
+    started = [e for e in sandbox.events() if e["event_type"] == "task.started"]
+    assert [(e["task_id"], e["metadata"]["runtime"]) for e in started] == [("pick", "claude")]

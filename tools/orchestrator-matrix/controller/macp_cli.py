@@ -71,13 +71,16 @@ def split_ids(values: list[str] | None) -> list[str]:
 
 def brief_path_for(args, layout: Layout, config: dict) -> str | None:
     """The brief path to record, relative to the repository: ``--brief`` (must exist inside the
-    repository) or ``<brief_dir>/<task-id>.md`` when that file exists."""
+    repository) or ``<brief_dir>/<task-id>.md`` when that file exists. A relative ``--brief``
+    is read from the current folder when that lies inside the repository, else from the
+    repository root (so ``--repo`` works from anywhere)."""
     if args.brief is None:
         default = layout.repo_root / config["macp"]["brief_dir"] / f"{args.task_id}.md"
         return str(default.relative_to(layout.repo_root)) if default.is_file() else None
     path = Path(args.brief)
     if not path.is_absolute():
-        path = Path.cwd() / path
+        cwd, root = Path.cwd().resolve(), layout.repo_root.resolve()
+        path = (cwd if cwd == root or root in cwd.parents else root) / path
     resolved = confine(path, layout.repo_root, "--brief")
     if not resolved.is_file():
         raise MacpError(f"--brief: {args.brief} does not exist or is not a file")
@@ -121,22 +124,28 @@ def build_task(args, layout: Layout, config: dict) -> dict:
     return task
 
 
+def check_new_task(document, task: dict) -> None:
+    """Refuse a duplicate id or a dependency that is not in the queue (MacpError)."""
+    if document.find(task["id"]):
+        raise MacpError(f"task {task['id']} already exists")
+    for dependency in task["depends_on"]:
+        if dependency == task["id"] or document.find(dependency) is None:
+            raise MacpError(f"--depends-on: unknown task {dependency}")
+
+
 def cmd_submit(args) -> int:
     layout = Layout(resolve_repo(args.repo))
-    created = initialise(layout) if not layout.tasks_file.exists() else []
-    if created:
-        note(f"created {layout.orch_dir} from templates ({', '.join(created)})")
     config = load_config(layout.config_file)
     task = build_task(args, layout, config)
     errors = schema_errors("task", task)
     if errors:
         raise MacpError(f"invalid task: {errors[0]}")
+    check_new_task(load_tasks(layout), task)
+    created = initialise(layout) if not layout.tasks_file.exists() else []
+    if created:
+        note(f"created {layout.orch_dir} from templates ({', '.join(created)})")
     with edit_tasks(layout) as document:
-        if document.find(task["id"]):
-            raise MacpError(f"task {task['id']} already exists")
-        for dependency in task["depends_on"]:
-            if dependency == task["id"] or document.find(dependency) is None:
-                raise MacpError(f"--depends-on: unknown task {dependency}")
+        check_new_task(document, task)
         document.tasks.append(task)
     append_event(
         layout.events_file,
@@ -157,7 +166,10 @@ def task_view(task: dict, by_id: dict[str, dict], now) -> dict:
         why = hold_reason(task, by_id, now) or ""
         view = "ready" if not why else ("waiting" if why.startswith("waiting") else "blocked")
     elif status == "running" and task.get("acp") and not task.get("claim"):
-        view, why = "awaiting-report", "acp: waiting for mosaic macp complete"
+        if task["acp"].get("reported_at"):
+            why = "acp: report in; the next drain runs its quality gates"
+        else:
+            view, why = "awaiting-report", "acp: waiting for mosaic macp complete"
     elif status in ("failed", "escalated"):
         why = task.get("escalation_reason") or task.get("error") or ""
     return {
@@ -409,7 +421,7 @@ def build_parser() -> OneLineParser:
     p.add_argument("--type", choices=TASK_TYPES)
     p.add_argument("--dispatch", choices=DISPATCHES, help="default: config macp.default_dispatch")
     p.add_argument("--runtime", help="agent runtime for yolo/acp (default: best success rate for the type, else worker.runtime)")
-    p.add_argument("--brief", help="markdown brief inside the repository")
+    p.add_argument("--brief", help="markdown brief inside the repository (relative to the current folder when inside it, else to the repository root)")
     p.add_argument("--command", help="shell command (exec tasks)")
     p.add_argument("--depends-on", action="append", metavar="IDS", help="ids that must complete first (comma list; repeatable)")
     p.add_argument("--priority", type=int, help="higher runs first (default 0)")

@@ -20,12 +20,11 @@ from pathlib import Path
 from macp import gitops
 from macp.cliutil import OneLineParser, run_main
 from macp.config import load_config
-from macp.errors import MacpError
+from macp.errors import EXIT_NOT_INSTALLED, MacpError
 from macp.layout import Layout
 from macp.runtimes import build_invocation, runtime_spec
 
 PROG = "mosaic"
-EXIT_NOT_INSTALLED = 127
 
 
 def yolo_config() -> dict:

@@ -187,7 +187,13 @@ class Controller:
                         resumed = {**waiting, "claim": self.owner, "updated_at": clock.timestamp()}
                         document.replace(resumed)
                         return resumed, True
-                admission = admit(document.tasks, self.config, load_runtime_state(self.layout), now, self.brief_for_review)
+                admission = admit(
+                    document.tasks,
+                    self.config,
+                    load_runtime_state(self.layout),
+                    now,
+                    lambda task: dispatcher.brief_for_review(task, self.layout.repo_root),
+                )
                 held = [self.apply_hold(document, hold) for hold in admission.holds]
                 task = None
                 if admission.task is not None:
@@ -208,13 +214,6 @@ class Controller:
             self.emit("task.started", task, f"attempt {task['attempts']}/{task['max_attempts']} ({kind}{runtime})", **metadata)
         self.say(f"{task['id']}: started attempt {task['attempts']}/{task['max_attempts']} ({kind}{runtime})")
         return task, False
-
-    def brief_for_review(self, task: dict) -> str:
-        """The task's brief for the risk check ("" when it has none or it cannot be read)."""
-        try:
-            return dispatcher.read_brief(task, self.layout.repo_root) or ""
-        except MacpError:
-            return ""
 
     def apply_hold(self, document, hold: Hold) -> dict:
         """Apply an admission hold to the task in ``document``; returns the stored task."""
@@ -545,7 +544,7 @@ def run_controller(repo: str | None, *, until_drained: bool, wait: bool = False,
         if status_of(task) not in ("completed", "cancelled"):
             dispatcher.check_task_paths(task, layout.repo_root, config)
     if dry_run:
-        for line in plan_lines(document.tasks, layout.repo_root, config, clock.now()):
+        for line in plan_lines(document.tasks, layout.repo_root, config, load_runtime_state(layout), clock.now()):
             say(line)
         return EXIT_OK
     lock = ControllerLock(layout.controller_lock)

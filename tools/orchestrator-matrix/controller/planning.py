@@ -1,7 +1,10 @@
-"""What a drain would do (``--dry-run``) and what it left behind (pure, given the config).
+"""What a drain would do (``--dry-run``) and what it left behind.
 
-:func:`plan_lines` simulates a drain in which every task succeeds: the same order the
-controller uses, with each task's exact command, working folder and gates.
+:func:`plan_lines` simulates a drain in which every task succeeds, deciding with the
+controller's own :func:`macp.admission.admit`: the same order, the same holds (dependency
+cycles, upstream failures, risk holds, runtimes cooling down), the same runtime, and each
+task's exact command, working folder and gates. It reads briefs (for the risk check) and
+nothing else.
 :func:`remaining_lines` reports, after a drain, the tasks that are still not done and why.
 """
 
@@ -12,23 +15,34 @@ from datetime import datetime
 from pathlib import Path
 
 from dispatcher import macp_dispatcher as dispatcher
+from macp.admission import admit
 from macp.gates import gate_specs
 from macp.layout import Layout
 from macp.lifecycle import STATUSES, status_of
-from macp.scheduler import hold_reason, pick_next
+from macp.scheduler import hold_reason
 
 
-def plan_lines(tasks: list[dict], repo_root: Path, config: dict, now: datetime) -> list[str]:
-    """The dry-run plan: one numbered entry per task that would run, then what cannot."""
+def plan_lines(tasks: list[dict], repo_root: Path, config: dict, runtime_state: dict, now: datetime) -> list[str]:
+    """The dry-run plan: one numbered entry per task that would run, the holds the controller
+    would apply on the way, then what cannot run."""
     simulated = [dict(task) for task in tasks]
+    by_id = {task["id"]: task for task in simulated}
     lines: list[str] = []
     planned = 0
-    while (task := pick_next(simulated, now)) is not None:
+    while True:
+        admission = admit(simulated, config, runtime_state, now, lambda task: dispatcher.brief_for_review(task, repo_root))
+        for hold in admission.holds:
+            by_id[hold.task_id].update(hold.changes, **({"status": hold.status} if hold.status else {}))
+            lines.append(f"held: {hold.task_id}: {hold.message}")
+        if admission.task is None:
+            break
+        task = by_id[admission.task["id"]]
+        if admission.runtime:
+            task["runtime"] = admission.runtime
         planned += 1
         lines.extend(_describe(planned, task, repo_root, config))
         task["status"] = "completed"
     header = [f"dry run: {planned} task(s) would run, in this order (nothing was run)"]
-    by_id = {task["id"]: task for task in simulated}
     held = [
         f"not runnable: {task['id']} ({hold_reason(task, by_id, now)})"
         for task in simulated
@@ -66,7 +80,7 @@ def remaining_lines(tasks: list[dict], now: datetime) -> list[str]:
         status = status_of(task)
         if status == "pending":
             lines.append(f"  {task['id']}: {hold_reason(task, by_id, now) or 'ready'}")
-        elif status == "running" and not task.get("claim"):
+        elif status == "running" and not task.get("claim") and not (task.get("acp") or {}).get("reported_at"):
             lines.append(f"  {task['id']}: waiting for its acp completion report (mosaic macp complete)")
         elif status == "escalated":
             lines.append(f"  {task['id']}: escalated: {task.get('escalation_reason') or 'needs a person'}")

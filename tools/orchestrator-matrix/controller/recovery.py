@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from dispatcher import macp_dispatcher as dispatcher
 from macp import clock, gitops
 from macp.events import read_tail
-from macp.lifecycle import ACTIVE, status_of, transition
+from macp.lifecycle import ACTIVE, FINISHED, status_of, transition
 from macp.procs import OWNER_ENV, processes_with_env, terminate
 from macp.taskstore import edit_tasks
 
@@ -83,7 +83,7 @@ def log_unlogged_changes(ctl: Controller, tasks: list[dict], previous: dict, rec
         status = status_of(task)
         if task["id"] in recovered or (task.get("updated_at") or "") < since or latest.get(task["id"]) == status:
             continue
-        event_type = f"task.{status}" if status in ("completed", "failed", "escalated", "cancelled") else "task.updated"
+        event_type = f"task.{status}" if status in FINISHED else "task.updated"
         ctl.emit(event_type, task, "logged on recovery: the controller stopped before writing this event")
 
 

@@ -67,7 +67,6 @@ LIST_COLUMNS = ("depends_on", "blocks")
 TEXT_FIELDS = ("issue", "branch", "type", "dispatch", "runtime", "command")
 INT_FIELDS = ("priority", "max_attempts")
 METADATA_FIELDS = ("repo", "estimate")
-WRITE_BACK_COLUMNS = ("status", "agent", "started_at", "completed_at")
 _EMPTY = {"", "-", "—", "n/a", "none"}
 
 

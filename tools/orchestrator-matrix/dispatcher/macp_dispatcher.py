@@ -36,7 +36,6 @@ from protocol.schemas import schema_errors
 
 MOSAIC_BIN = PROJECT_ROOT / "bin" / "mosaic"
 USER_BIN = Path("~/.config/mosaic/bin")
-DISPATCH_KINDS = ("exec", "yolo", "acp")
 
 
 class WorktreeError(MacpError):
@@ -147,6 +146,15 @@ def check_task_paths(task: dict, repo_root: Path, config: dict) -> None:
         confine(task["brief_path"], repo_root, f"task {task['id']}: brief_path")
     result_file(task, Layout(repo_root).orch_dir)
     worktree_path(task, repo_root, config)
+
+
+def brief_for_review(task: dict, repo_root: Path) -> str:
+    """The task's brief for the risk check: "" when it has none or it cannot be read (the
+    attempt itself then fails with the reason)."""
+    try:
+        return read_brief(task, repo_root) or ""
+    except MacpError:
+        return ""
 
 
 def build_dispatch_argv(task: dict, config: dict, brief_file: Path) -> list[str]:

@@ -19,8 +19,6 @@ from macp.fsio import append_line
 from macp.redact import redact, redact_value
 from protocol.schemas import schema_errors
 
-SOURCES = ("controller", "dispatcher", "worker", "quality-gate", "cli", "sync", "transport")
-
 
 def make_event(
     event_type: str,

@@ -20,15 +20,12 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone, tzinfo
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-try:
-    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
-except ImportError:  # pragma: no cover - zoneinfo is in the standard library since 3.9
-    ZoneInfo = None  # type: ignore[assignment,misc]
+from macp.errors import EXIT_NOT_INSTALLED
 
 FAILURE_CLASSES = ("rate_limit", "auth", "overloaded", "network", "missing", "hang")
 SIGNATURE_CLASSES = ("rate_limit", "auth", "overloaded", "network")
-EXIT_NOT_INSTALLED = 127
 
 _MONTHS = {name: number for number, name in enumerate(
     ["jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"], start=1)}
@@ -125,7 +122,7 @@ def parse_reset_time(text: str, now: datetime, local_zone: tzinfo | None = None)
 
 
 def _zone(name: str | None, fallback: tzinfo) -> tzinfo:
-    if name and ZoneInfo is not None:
+    if name:
         try:
             return ZoneInfo(name)
         except (ZoneInfoNotFoundError, ValueError):
