@@ -166,3 +166,16 @@ def test_result_dir_outside_the_repository_is_refused(sandbox):
     proc = sandbox.controller("--once")
     assert proc.returncode == 2 and "macp.result_dir" in proc.stderr and "outside" in proc.stderr
     assert sandbox.task("T1").get("status") is None, "nothing was claimed"
+
+
+def test_a_deleted_worktree_folder_does_not_block_re_creation(sandbox):
+    import shutil
+
+    sandbox.write_tasks({"tasks": [exec_task("T1", "test -f ../second-time || { touch ../second-time; exit 1; }", max_attempts=2)]})
+    sandbox.controller("--once")
+    assert sandbox.task("T1")["status"] == "pending"
+    shutil.rmtree(sandbox.worktree_base / "t1")
+    assert "t1" in sandbox.git("worktree", "list"), "git still records the folder that is gone"
+    sandbox.controller("--once", check=True)
+    assert sandbox.task("T1")["status"] == "completed"
+    assert [e for e in sandbox.event_types("T1") if e.startswith("worktree.")][:2] == ["worktree.created", "worktree.created"]
