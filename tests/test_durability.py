@@ -6,7 +6,6 @@ submitters and controllers, hanging grandchildren, torn log lines, output floods
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import signal
@@ -41,6 +40,13 @@ def alive(pid: int) -> bool:
     return state != b"Z"
 
 
+def held_command(release: Path, started: Path | None = None) -> str:
+    """A shell command that (optionally) marks that it started, then blocks until the test
+    creates ``release`` (bounded: 120 s), so the test decides when the task may end."""
+    mark = f'touch "{started}"; ' if started else ""
+    return f'{mark}i=0; while [ ! -e "{release}" ] && [ $i -lt 1200 ]; do sleep 0.1; i=$((i+1)); done'
+
+
 def start_controller(sandbox, *args: str) -> subprocess.Popen:
     return subprocess.Popen(
         [str(BIN / "mosaic-orchestrator-run"), "--repo", str(sandbox.repo), *args],
@@ -51,8 +57,10 @@ def start_controller(sandbox, *args: str) -> subprocess.Popen:
 @pytest.mark.slow
 def test_sigkill_at_random_moments_never_loses_or_duplicates_a_task(tmp_path):
     summary = crash_drain(tasks=12, rounds=25, seed=11, max_delay=0.3, root=tmp_path)
-    assert summary["kills"] >= 5
-    assert summary["recoveries"] >= 1
+    assert summary["kills"] >= 1, "the first kill is forced while a worker runs"
+    assert summary["forced_task_runs"] >= 2 and summary["forced_task_attempts"] == 1, (
+        "the attempt cut short by the forced kill ran again and was not counted"
+    )
     assert summary["executions"] >= 12
 
 
@@ -77,45 +85,53 @@ def test_concurrent_submitters_while_a_controller_drains(sandbox):
 
 
 def test_two_controllers_started_together_run_each_command_once(sandbox, tmp_path):
-    log = tmp_path / "runs.log"
-    sandbox.write_tasks({"tasks": [
-        {"id": f"T{n}", "dispatch": "exec", "command": f'echo T{n} >> "{log}"; sleep 0.1'} for n in range(6)
+    log, release = tmp_path / "runs.log", tmp_path / "release"
+    first_task = f'echo T0 >> "{log}"; ' + held_command(release)
+    sandbox.write_tasks({"tasks": [{"id": "T0", "dispatch": "exec", "command": first_task}] + [
+        {"id": f"T{n}", "dispatch": "exec", "command": f'echo T{n} >> "{log}"'} for n in range(1, 6)
     ]})
-    first, second = start_controller(sandbox, "--until-drained"), start_controller(sandbox, "--until-drained")
-    outputs = [p.communicate(timeout=60) for p in (first, second)]
-    codes = sorted(p.returncode for p in (first, second))
-    assert codes == [0, 75], outputs
-    busy = next(err for (out, err), p in zip(outputs, (first, second), strict=True) if p.returncode == 75)
-    assert "another controller is running on this repository" in busy and f"on {socket.gethostname()} since" in busy
+    controllers = [start_controller(sandbox, "--until-drained"), start_controller(sandbox, "--until-drained")]
+    wait_for(lambda: any(p.poll() is not None for p in controllers), timeout=60, what="one controller to give up")
+    busy = next(p for p in controllers if p.poll() is not None)
+    holder = next(p for p in controllers if p is not busy)
+    _, busy_err = busy.communicate(timeout=30)
+    assert busy.returncode == 75, busy_err
+    assert "another controller is running on this repository" in busy_err and f"on {socket.gethostname()} since" in busy_err
+    release.touch()
+    _, holder_err = holder.communicate(timeout=60)
+    assert holder.returncode == 0, holder_err
     assert sorted(log.read_text().split()) == [f"T{n}" for n in range(6)]
     third = start_controller(sandbox, "--until-drained", "--wait")
     assert third.wait(timeout=30) == 0
     assert sorted(log.read_text().split()) == [f"T{n}" for n in range(6)], "a waiting controller finds nothing to redo"
 
 
-def test_busy_controller_exits_75_at_once_and_wait_waits(sandbox):
-    sandbox.write_tasks({"tasks": [{"id": "slow", "command": "sleep 2"}, {"id": "next", "command": "true"}]})
+def test_busy_controller_exits_75_at_once_and_wait_waits(sandbox, tmp_path):
+    release = tmp_path / "release"
+    sandbox.write_tasks({"tasks": [{"id": "slow", "command": held_command(release)}, {"id": "next", "command": "true"}]})
     holder = start_controller(sandbox, "--until-drained")
     wait_for(lambda: sandbox.task("slow").get("status") == "running", what="slow to start")
-    started = time.monotonic()
     busy = sandbox.controller("--once")
-    assert busy.returncode == 75 and time.monotonic() - started < 1.5
+    assert busy.returncode == 75, busy.stderr
+    assert sandbox.task("slow")["status"] == "running", "it gave up while the holder was still busy"
     assert f"pid {holder.pid} on" in busy.stderr and len(busy.stderr.splitlines()) == 1
-    waiting = sandbox.controller("--until-drained", "--wait")
-    assert waiting.returncode == 0
+    waiting = start_controller(sandbox, "--until-drained", "--wait")
+    release.touch()
+    assert waiting.wait(timeout=60) == 0
     assert holder.wait(timeout=30) == 0
     assert {t["status"] for t in sandbox.tasks()} == {"completed"}
 
 
-def test_status_and_submit_never_wait_for_a_running_task(sandbox):
-    sandbox.write_tasks({"tasks": [{"id": "slow", "command": "sleep 3"}]})
+def test_status_and_submit_never_wait_for_a_running_task(sandbox, tmp_path):
+    release = tmp_path / "release"
+    sandbox.write_tasks({"tasks": [{"id": "slow", "command": held_command(release)}]})
     holder = start_controller(sandbox, "--once")
     wait_for(lambda: sandbox.task("slow").get("status") == "running", what="slow to start")
-    started = time.monotonic()
     assert sandbox.macp("status").returncode == 0
     assert sandbox.macp("submit", "--task-id", "quick", "--command", "true").returncode == 0
-    assert time.monotonic() - started < 2
-    holder.wait(timeout=30)
+    assert sandbox.task("slow")["status"] == "running", "both finished while the task was still running"
+    release.touch()
+    holder.wait(timeout=60)
     assert sandbox.task("quick")["status"] == "pending"
 
 
@@ -127,7 +143,7 @@ def test_timeout_kills_a_hanging_worker_and_its_grandchild(sandbox, tmp_path):
     proc = sandbox.controller("--once", timeout=30)
     assert proc.returncode == 1
     grandchild, worker = int(Path(f"{pids}.grandchild").read_text()), int(Path(f"{pids}.worker").read_text())
-    wait_for(lambda: not alive(grandchild) and not alive(worker), timeout=5, what="the worker's group to die")
+    wait_for(lambda: not alive(grandchild) and not alive(worker), timeout=30, what="the worker's group to die")
     assert sandbox.result("hang")["timed_out"] is True
     failed = sandbox.events("hang")[-2]
     assert failed["event_type"] == "task.failed" and "timed out" in failed["message"]
@@ -144,7 +160,7 @@ def test_sigterm_mid_task_stops_the_worker_and_leaves_the_task_recoverable(sandb
     _, stderr = controller.communicate(timeout=30)
     assert controller.returncode == 143, stderr
     assert "interrupted by signal 15" in stderr
-    wait_for(lambda: not alive(worker), timeout=5, what="the worker to die")
+    wait_for(lambda: not alive(worker), timeout=30, what="the worker to die")
     task = sandbox.task("T1")
     assert task["status"] == "pending" and task["attempts"] == 0 and task["claim"] is None
     assert sandbox.events("T1")[-1]["event_type"] == "task.interrupted"
@@ -206,13 +222,9 @@ def test_a_worker_flooding_a_gigabyte_leaves_bounded_logs_memory_and_valid_json(
     flood = "head -c 1073741824 /dev/zero | tr '\\0' 'x'; printf '\\0\\377\\033[31mred\\033[0m end\\n'"
     sandbox.write_tasks({"tasks": [{"id": "F", "command": flood}]})
     controller = start_controller(sandbox, "--once")
-    peak_kib = 0
-    while controller.poll() is None:
-        with contextlib.suppress(OSError):
-            status = Path(f"/proc/{controller.pid}/status").read_text()
-            peak_kib = max(peak_kib, int(status.split("VmHWM:")[1].split()[0]))
-        time.sleep(0.05)
-    assert controller.returncode == 0, controller.stderr.read()
+    _, wait_status, usage = os.wait4(controller.pid, 0)
+    assert os.waitstatus_to_exitcode(wait_status) == 0, controller.stderr.read()
+    peak_kib = usage.ru_maxrss
     assert 0 < peak_kib < 100 * 1024, f"the controller's memory stays bounded ({peak_kib} KiB)"
     log = sandbox.orch / "logs" / "F" / "attempt-1" / "worker.log"
     assert log.stat().st_size <= 65536 + 100
@@ -222,15 +234,20 @@ def test_a_worker_flooding_a_gigabyte_leaves_bounded_logs_memory_and_valid_json(
     assert result["output_tail"].endswith("\ufffdred end\n"), "NUL and ANSI removed, bad UTF-8 replaced"
 
 
-def test_tasks_json_is_always_replaced_whole(sandbox):
-    sandbox.write_tasks({"tasks": [{"id": f"T{n}", "command": "true"} for n in range(20)]})
+def test_tasks_json_is_always_replaced_whole(sandbox, tmp_path):
+    release = tmp_path / "release"
+    tasks = [{"id": f"T{n}", "command": "true"} for n in range(19)] + [{"id": "T19", "command": held_command(release)}]
+    sandbox.write_tasks({"tasks": tasks})
     controller = start_controller(sandbox, "--until-drained")
     seen = 0
     while controller.poll() is None:
         text = (sandbox.orch / "tasks.json").read_text()
         assert len(json.loads(text)["tasks"]) == 20
         seen += 1
-    assert controller.returncode == 0 and seen > 5
+        if seen == 50:
+            release.touch()
+    release.touch()
+    assert controller.wait(timeout=60) == 0 and seen >= 50
     leftovers = [p.name for p in sandbox.orch.iterdir() if p.name.endswith(".tmp")]
     assert leftovers == []
 
@@ -245,3 +262,22 @@ def test_an_unclaimed_running_task_is_not_left_as_a_ghost(sandbox):
     assert sandbox.task("ghost")["status"] == "completed"
     assert sandbox.task("ghost")["attempts"] == 1, "the attempt that never ran was not counted"
     assert sandbox.task("acp-wait")["status"] == "running", "an acp task waiting for its report keeps waiting"
+
+
+def test_a_controller_that_dies_mid_recovery_passes_the_recovery_on(sandbox):
+    sandbox.write_tasks({"tasks": [{"id": "T1", "command": "true"}]})
+    orphan = subprocess.Popen(["sleep", "120"], env={**sandbox.env, "MACP_OWNER_TOKEN": "first-dead"})
+    try:
+        died_recovering = {
+            "pid": 999998, "host": "elsewhere", "started_at": "2026-01-02T00:00:00.000Z", "token": "second-dead",
+            "recovering": {"tokens": ["first-dead"], "since": "2026-01-01T00:00:00.000Z"},
+        }
+        (sandbox.orch / ".controller.lock").write_text(json.dumps(died_recovering))
+        proc = sandbox.controller("--until-drained", check=True)
+        assert orphan.wait(timeout=30) == -signal.SIGTERM, "the first dead controller's worker was stopped"
+        assert "stopped 1 process(es) left by the controller that died" in proc.stdout
+    finally:
+        if orphan.poll() is None:
+            orphan.kill()
+            orphan.wait()
+    assert not (sandbox.orch / ".controller.lock").read_text(), "released cleanly, no debt left"

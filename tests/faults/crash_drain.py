@@ -5,9 +5,11 @@ and check after every kill that nothing was lost.
     python3 tests/faults/crash_drain.py --tasks 40 --rounds 60 --seed 7
 
 Builds a throwaway git repository, queues ``--tasks`` exec tasks through ``mosaic macp
-submit`` (each appends its id to a log outside the repository and sleeps briefly), then
-repeatedly starts ``mosaic-orchestrator-run --until-drained`` and kills it with SIGKILL after
-a random delay. After every round: tasks.json parses and every task validates against
+submit`` (each appends its id to a log outside the repository and sleeps briefly). The first
+kill is forced: the first task's worker marks that it runs and waits, and the controller is
+killed then, so a recovery of an interrupted attempt always happens. Then the controller is
+started again and again (``mosaic-orchestrator-run --until-drained``) and killed with
+SIGKILL after a random delay. After every round: tasks.json parses and every task validates against
 task.schema.json, the set of task ids is exactly the queued one (nothing lost, nothing
 duplicated). At the end, one uninterrupted drain must finish the queue: every task
 ``completed``, none ``running``, each task's last logged status ``completed``, and no process
@@ -54,20 +56,45 @@ def make_world(root: Path) -> tuple[Path, dict[str, str]]:
         "GIT_COMMITTER_NAME": "fault",
         "GIT_COMMITTER_EMAIL": "fault@macp.invalid",
         "RUNS_LOG": str(root / "runs.log"),
+        "STARTED": str(root / "first-task-started"),
+        "RELEASE": str(root / "first-task-released"),
     }
     for argv in (["init", "-q", "-b", "main"], ["commit", "-q", "--allow-empty", "-m", "start"]):
         subprocess.run(["git", *argv], cwd=repo, env=env, check=True)
     return repo, env
 
 
+# Every worker logs its run; the first task's first run marks that it started and then waits
+# (bounded) until the forced kill has happened.
+WORKER = (
+    'echo "$MACP_TASK_ID" >> "$RUNS_LOG"; '
+    'if [ "$MACP_TASK_ID" = T000 ] && [ ! -e "$RELEASE" ]; then touch "$STARTED"; sleep 60; fi; sleep 0.05'
+)
+FORCED_TASK = "T000"
+
+
 def queue(repo: Path, env: dict[str, str], count: int) -> list[str]:
     ids = [f"T{number:03d}" for number in range(count)]
     for task_id in ids:
         subprocess.run(
-            [str(MOSAIC), "macp", "submit", "--task-id", task_id, "--command", 'echo "$MACP_TASK_ID" >> "$RUNS_LOG"; sleep 0.05'],
+            [str(MOSAIC), "macp", "submit", "--task-id", task_id, "--command", WORKER],
             cwd=repo, env=env, check=True, capture_output=True,
         )
     return ids
+
+
+def forced_kill(repo: Path, env: dict[str, str]) -> None:
+    """Kill the controller while the first task's worker is known to run (bounded wait)."""
+    proc = run_controller(repo, env)
+    started = Path(env["STARTED"])
+    deadline = time.monotonic() + 120
+    while not started.exists():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise Violation(f"the first task never started (controller exit {proc.poll()})")
+        time.sleep(0.02)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.communicate()
+    Path(env["RELEASE"]).touch()
 
 
 def tasks_of(repo: Path) -> list[dict]:
@@ -119,7 +146,8 @@ def crash_drain(tasks: int, rounds: int, seed: int, max_delay: float, root: Path
     rng = random.Random(seed)
     repo, env = make_world(root)
     ids = queue(repo, env, tasks)
-    kills = 0
+    forced_kill(repo, env)
+    kills = 1
     for _ in range(rounds):
         proc = run_controller(repo, env)
         time.sleep(rng.uniform(0, max_delay))
@@ -144,8 +172,9 @@ def crash_drain(tasks: int, rounds: int, seed: int, max_delay: float, root: Path
     wrong = {task_id: status for task_id, status in last_status.items() if status != "completed"}
     if wrong or sorted(last_status) != sorted(ids):
         raise Violation(f"the event log does not end with every task completed: {wrong}")
-    time.sleep(0.2)
-    alive = leftovers(env)
+    deadline = time.monotonic() + 30
+    while (alive := leftovers(env)) and time.monotonic() < deadline:
+        time.sleep(0.1)
     if alive:
         raise Violation(f"processes of the run are still alive: {alive}")
     runs = Counter(Path(env["RUNS_LOG"]).read_text().split()) if Path(env["RUNS_LOG"]).exists() else Counter()
@@ -155,6 +184,8 @@ def crash_drain(tasks: int, rounds: int, seed: int, max_delay: float, root: Path
         "recoveries": sum(1 for e in events if e["event_type"] == "task.recovered"),
         "interrupted_logged_on_recovery": sum(1 for e in events if "logged on recovery" in e.get("message", "")),
         "executions": sum(runs.values()),
+        "forced_task_runs": runs[FORCED_TASK],
+        "forced_task_attempts": next(t["attempts"] for t in tasks_after if t["id"] == FORCED_TASK),
         "tasks_run_more_than_once": sum(1 for count in runs.values() if count > 1),
         "events": len(events),
     }

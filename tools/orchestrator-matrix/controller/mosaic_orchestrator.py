@@ -556,6 +556,7 @@ def run_controller(repo: str | None, *, until_drained: bool, wait: bool = False,
     controller = Controller(layout, config, guard, lock.owner, say)
     try:
         recovery.recover(controller, lock.previous)
+        lock.recovered()
         controller.transport.deliver_pending()
         if until_drained:
             controller.drain()

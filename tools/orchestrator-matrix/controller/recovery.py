@@ -60,8 +60,9 @@ def recover(ctl: Controller, previous: dict | None) -> list[str]:
 
 
 def stop_orphans(ctl: Controller, previous: dict) -> None:
-    """Stop what a crashed controller left running (its children carry its token)."""
-    orphans = processes_with_env(OWNER_ENV, previous["token"])
+    """Stop what crashed controllers left running (their children carry their tokens;
+    ``previous["tokens"]`` names every controller not yet recovered from)."""
+    orphans = sorted({pid for token in previous.get("tokens") or [previous["token"]] for pid in processes_with_env(OWNER_ENV, token)})
     if orphans:
         terminate(orphans, ctl.config["macp"]["kill_grace_seconds"])
         ctl.say(f"stopped {len(orphans)} process(es) left by the controller that died (pid {previous.get('pid')})")

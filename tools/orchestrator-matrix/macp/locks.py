@@ -54,6 +54,12 @@ class ControllerLock:
     The holder's :func:`owner_record` is written into the lock file for the next contender
     and erased by :meth:`release`, so a record found on acquiring (``previous``) means the
     last controller died without releasing: its children may still be running.
+
+    Recovery debts are inherited: until the new holder calls :meth:`recovered`, its record
+    also names every dead controller not yet recovered from (``recovering``: their tokens
+    and the earliest start), so a holder that dies in the middle of a recovery passes the
+    whole debt on. ``previous`` then carries ``tokens`` (every dead controller's token) and
+    ``started_at`` (the earliest of their starts).
     """
 
     def __init__(self, lock_path: Path) -> None:
@@ -77,12 +83,22 @@ class ControllerLock:
                     raise BusyError(f"another controller is running on this repository ({holder})") from None
                 time.sleep(poll_seconds)
         self._fd = fd
-        self.previous = _parse_owner(os.pread(fd, 4096, 0))
+        self.previous = _inherited(_parse_owner(os.pread(fd, 65536, 0)))
         self.owner = owner_record()
-        record = (json.dumps(self.owner) + "\n").encode()
-        os.pwrite(fd, record, 0)
-        os.ftruncate(fd, len(record))
-        os.fsync(fd)
+        debt = {"tokens": self.previous["tokens"], "since": self.previous["started_at"]} if self.previous else None
+        self._write_record({**self.owner, "recovering": debt} if debt else self.owner)
+
+    def recovered(self) -> None:
+        """Record that the dead controllers named in ``previous`` have been recovered from."""
+        if self._fd is not None and self.owner is not None:
+            self._write_record(self.owner)
+
+    def _write_record(self, record: dict) -> None:
+        assert self._fd is not None
+        data = (json.dumps(record) + "\n").encode()
+        os.pwrite(self._fd, data, 0)
+        os.ftruncate(self._fd, len(data))
+        os.fsync(self._fd)
 
     def release(self) -> None:
         """Erase the holder record and drop the lock (idempotent): a clean exit."""
@@ -98,6 +114,17 @@ def _parse_owner(raw: bytes) -> dict | None:
     except (UnicodeDecodeError, ValueError):
         return None
     return owner if isinstance(owner, dict) and isinstance(owner.get("token"), str) else None
+
+
+def _inherited(previous: dict | None) -> dict | None:
+    """``previous`` with ``tokens`` (its own and those it had not recovered from yet) and
+    ``started_at`` (the earliest start among them); None when there is nothing to recover."""
+    if previous is None:
+        return None
+    debt = previous.get("recovering") if isinstance(previous.get("recovering"), dict) else {}
+    tokens = [token for token in debt.get("tokens", []) if isinstance(token, str)] + [previous["token"]]
+    starts = [stamp for stamp in (debt.get("since"), previous.get("started_at")) if isinstance(stamp, str)]
+    return {**previous, "tokens": tokens, "started_at": min(starts) if starts else ""}
 
 
 def describe_holder(lock_path: Path, attempts: int = 25) -> str:
