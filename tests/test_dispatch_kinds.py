@@ -23,11 +23,11 @@ def test_yolo_task_runs_the_real_headless_invocation_in_its_worktree(sandbox):
     sandbox.macp("drain", check=True)
     worktree = sandbox.worktree_base / "y1"
     args = (sandbox.home / "codex-args.txt").read_text().split("\n")
-    assert args[:6] == ["exec", "--dangerously-bypass-approvals-and-sandbox", "--skip-git-repo-check", "-C", str(worktree), "-"]
+    assert args[:7] == ["exec", "--json", "--dangerously-bypass-approvals-and-sandbox", "--skip-git-repo-check", "-C", str(worktree), "-"]
     assert (sandbox.home / "codex-stdin.txt").read_text() == "# Y1\nWrite agent.txt.\n", "the brief arrives on stdin"
     assert (sandbox.home / "codex-cwd.txt").read_text().strip() == str(worktree)
     task = sandbox.task("Y1")
-    assert task["status"] == "completed" and task["runtime"] == "codex"
+    assert task["status"] == "completed" and task["runtime"] == "codex" and task["attempt_runtime"] == "codex"
     assert sandbox.result("Y1")["files_changed"] == ["agent.txt"]
     assert sandbox.events("Y1")[1]["metadata"]["runtime"] == "codex"
 
@@ -37,7 +37,9 @@ def test_yolo_runtime_defaults_to_worker_runtime(sandbox):
     sandbox.fake_cli("claude", 'printf "%s " "$@" > "$HOME/claude-args.txt"; cat >/dev/null')
     sandbox.macp("submit", "--task-id", "Y2", "--dispatch", "yolo", check=True)
     sandbox.macp("drain", check=True)
-    assert sandbox.task("Y2")["runtime"] == "claude"
+    task = sandbox.task("Y2")
+    assert task["attempt_runtime"] == "claude" and "runtime" not in task, "the default is used, not written as a choice"
+    assert sandbox.result("Y2")["runtime"] == "claude"
     assert (sandbox.home / "claude-args.txt").read_text().startswith("-p --dangerously-skip-permissions")
 
 
@@ -46,8 +48,13 @@ def test_missing_runtime_binary_is_a_provider_failure_and_fails_over(sandbox):
     sandbox.macp("submit", "--task-id", "Y3", "--dispatch", "yolo", "--runtime", "opencode", check=True)
     proc = sandbox.macp("drain", check=True)
     task = sandbox.task("Y3")
-    assert task["status"] == "completed" and task["runtime"] == "goose"
+    assert task["status"] == "completed" and task["runtime"] == "opencode", "the user's choice is kept"
+    assert task["attempt_runtime"] == "goose"
     assert task["attempts"] == 1 and task["provider_failures"] == 4
+    runs = sandbox.result("Y3")["runs"]
+    assert [(run["runtime"], run["exit_code"]) for run in runs] == [
+        ("opencode", 127), ("codex", 127), ("claude", 127), ("gemini", 127), ("goose", 0)]
+    assert sandbox.result("Y3")["runtime"] == "goose"
     failures = [e for e in sandbox.events("Y3") if e["event_type"] == "task.provider.failed"]
     assert [(e["metadata"]["runtime"], e["metadata"]["class"]) for e in failures] == [
         ("opencode", "missing"), ("codex", "missing"), ("claude", "missing"), ("gemini", "missing")]
@@ -62,7 +69,7 @@ def test_mosaic_yolo_passes_long_prompts_through_stdin_not_argv(sandbox, tmp_pat
     proc = sandbox.run("mosaic", "yolo", "codex", "--prompt-file", str(prompt))
     assert proc.returncode == 0, proc.stderr
     assert int((sandbox.home / "stdin-bytes.txt").read_text()) == 3 * 1024 * 1024
-    assert (sandbox.home / "argc.txt").read_text() == "6"
+    assert (sandbox.home / "argc.txt").read_text() == "7"
 
 
 def test_acp_task_writes_sessions_spawn_file_and_waits_for_complete(sandbox):
@@ -120,7 +127,12 @@ def test_dry_run_prints_order_and_exact_commands_without_running(sandbox):
     assert lines[1] == f"1. A [exec] in {sandbox.worktree_base / 'a'} (branch feat/A): touch a"
     assert lines[2] == "   gate: make test"
     assert lines[3].startswith("2. B [exec]")
-    assert lines[5].startswith("3. C [yolo]") and "yolo codex --prompt-file" in lines[5]
+    brief = sandbox.orch / "logs" / "C" / "attempt-1" / "brief.md"
+    worktree = sandbox.worktree_base / "c"
+    assert lines[5] == (
+        f"3. C [yolo] in {worktree} (branch feat/C): codex exec --json --dangerously-bypass-approvals-and-sandbox"
+        f" --skip-git-repo-check -C {worktree} - < {brief}"
+    ), "the agent CLI's real command line, not the mosaic yolo wrapper"
     assert not sandbox.worktree_base.exists()
     assert all(task["status"] == "pending" for task in sandbox.tasks())
 
@@ -138,7 +150,7 @@ def test_dry_run_decides_like_the_controller(sandbox):
     assert lines[0] == "dry run: 1 task(s) would run, in this order (nothing was run)"
     assert "held: loop-a: dependency cycle: loop-a -> loop-b -> loop-a" in lines
     assert any(line.startswith("held: risky: risk hold: the task mentions 'production'") for line in lines)
-    assert any(line.startswith("1. pick [yolo]") and "yolo claude --prompt-file" in line for line in lines), "runtime by history"
+    assert any(line.startswith("1. pick [yolo]") and "claude -p --dangerously-skip-permissions" in line for line in lines), "runtime by history"
     assert (sandbox.orch / "tasks.json").read_text() == before
     sandbox.fake_cli("claude", "cat > /dev/null")
     sandbox.macp("drain")

@@ -103,7 +103,7 @@ def test_a_brief_of_several_megabytes_goes_by_stdin(sandbox):
     sandbox.macp("submit", "--task-id", "BIG", "--dispatch", "yolo", "--runtime", "codex", check=True)
     sandbox.macp("drain", check=True)
     assert int((sandbox.home / "bytes.txt").read_text()) == len(big.encode()) > 5_000_000
-    assert (sandbox.home / "argc.txt").read_text() == "6", "the brief was not an argument"
+    assert (sandbox.home / "argc.txt").read_text() == "7", "the brief was not an argument"
 
 
 SECRETS = [

@@ -46,16 +46,17 @@ def test_codex_rate_limited_then_claude_completes_with_attempts_still_1(agents):
     agents.macp("submit", "--task-id", "Y1", "--dispatch", "yolo", "--runtime", "codex", check=True)
     agents.macp("drain", check=True)
     task = agents.task("Y1")
-    assert task["status"] == "completed" and task["attempts"] == 1 and task["runtime"] == "claude"
+    assert task["status"] == "completed" and task["attempts"] == 1 and task["attempt_runtime"] == "claude"
+    assert task["runtime"] == "codex", "the user's choice is not overwritten by failover"
     [failure] = provider_events(agents, "Y1")
-    assert failure["metadata"]["runtime"] == "codex" and failure["metadata"]["class"] == "rate_limit"
-    assert failure["metadata"]["reset_at"] == "2026-11-21T15:28:00.000Z"
+    assert failure["metadata"]["runtime"] == "codex" and failure["metadata"]["class"] == "quota"
+    assert failure["metadata"]["reset_at"] == "2026-11-21T15:29:00.000Z", "3:28 PM without seconds: the end of that minute"
     assert failure["metadata"]["next_runtime"] == "claude"
     started = [e for e in agents.events("Y1") if e["event_type"] == "task.started"]
     assert [e["metadata"]["runtime"] for e in started] == ["codex", "claude"]
     assert agents.result("Y1")["files_changed"] == ["claude.txt"]
     state = json.loads((agents.orch / "runtimes.json").read_text())
-    assert state["runtimes"]["codex"]["unavailable_until"] == "2026-11-21T15:28:00.000Z"
+    assert state["runtimes"]["codex"]["unavailable_until"] == "2026-11-21T15:29:00.000Z"
     # the reset time holds for other tasks too: the next codex task goes straight to claude
     agents.macp("submit", "--task-id", "Y2", "--dispatch", "yolo", "--runtime", "codex", check=True)
     agents.macp("drain", check=True)
@@ -65,14 +66,27 @@ def test_codex_rate_limited_then_claude_completes_with_attempts_still_1(agents):
     assert provider_events(agents, "Y2") == []
 
 
-def test_rate_limit_with_exit_0_is_still_a_provider_failure(agents):
-    limited(agents, "claude", "API Error: Rate limit reached", exit_code=0)
+def test_a_run_that_exits_0_is_a_success_whatever_its_text_says(agents):
+    agents.fake_cli("claude", 'cat > /dev/null; echo "handled HTTP 429 rate limit errors" > fix.txt; git add fix.txt; git commit -qm fix\n'
+                    'echo "Added a retry for status 429 (Too Many Requests, rate limit exceeded)"')
+    agents.macp("submit", "--task-id", "Z", "--dispatch", "yolo", "--runtime", "claude", check=True)
+    agents.macp("drain", check=True)
+    task = agents.task("Z")
+    assert task["status"] == "completed" and task["attempts"] == 1 and task["attempt_runtime"] == "claude"
+    assert provider_events(agents, "Z") == [], "the work is kept and claude is not cooled down"
+    assert not (agents.orch / "runtimes.json").exists()
+
+
+def test_exit_0_with_an_error_in_the_structured_output_is_a_provider_failure(agents):
+    result = {"type": "result", "subtype": "success", "is_error": True, "api_error_status": 429,
+              "result": "API Error: Rate limit reached", "duration_api_ms": 0}
+    limited(agents, "claude", json.dumps(result), exit_code=0)
     working(agents, "codex")
     agents.write_config({"runtimes": {"opencode": None, "gemini": None, "goose": None}, "quality_gates": ["true"]})
     agents.macp("submit", "--task-id", "Z", "--dispatch", "yolo", "--runtime", "claude", check=True)
     agents.macp("drain", check=True)
     task = agents.task("Z")
-    assert task["status"] == "completed" and task["runtime"] == "codex" and task["attempts"] == 1
+    assert task["status"] == "completed" and task["attempt_runtime"] == "codex" and task["attempts"] == 1
     assert provider_events(agents, "Z")[0]["metadata"]["class"] == "rate_limit"
     assert agents.event_types("Z").count("task.gated") == 1, "the limited run never reached the gates"
 
@@ -84,9 +98,9 @@ def test_every_runtime_limited_waits_until_the_parsed_reset_then_runs(agents):
     drain = agents.macp("drain", check=True)
     task = agents.task("W")
     assert task["status"] == "pending" and task["attempts"] == 0
-    assert task["not_before"] == "2026-11-21T15:28:00.000Z", "the earliest reset named (codex 15:28, claude 16:00)"
+    assert task["not_before"] == "2026-11-21T15:29:00.000Z", "the earliest reset named (codex 15:28, claude 16:00)"
     assert task["runtime"] == "codex" and task["failed_runtimes"] == []
-    assert "W: waiting until 2026-11-21T15:28:00.000Z" in drain.stdout
+    assert "W: waiting until 2026-11-21T15:29:00.000Z" in drain.stdout
     status = json.loads(agents.macp("status", "--json", check=True).stdout)["tasks"][0]
     assert status["view"] == "waiting" and status["runtime"] == "codex"
     # a drain before the reset does nothing
@@ -98,18 +112,30 @@ def test_every_runtime_limited_waits_until_the_parsed_reset_then_runs(agents):
     agents.env["MACP_NOW"] = "2026-11-21T15:30:00Z"
     agents.macp("drain", check=True)
     task = agents.task("W")
-    assert task["status"] == "completed" and task["runtime"] == "codex" and task["attempts"] == 1
+    assert task["status"] == "completed" and task["attempt_runtime"] == "codex" and task["attempts"] == 1
 
 
-def test_a_hanging_runtime_is_a_provider_failure(agents):
+def test_a_silent_runtime_is_a_hang_and_fails_over(agents):
     agents.fake_cli("codex", "sleep 30")
     working(agents, "claude")
-    agents.write_config({"runtimes": {"opencode": None, "gemini": None, "goose": None}, "macp": {"kill_grace_seconds": 1}})
-    agents.macp("submit", "--task-id", "H", "--dispatch", "yolo", "--runtime", "codex", "--timeout", "1", check=True)
+    agents.write_config({"runtimes": {"opencode": None, "gemini": None, "goose": None, "codex": {"idle_timeout_seconds": 1}},
+                         "macp": {"kill_grace_seconds": 1}})
+    agents.macp("submit", "--task-id", "H", "--dispatch", "yolo", "--runtime", "codex", "--timeout", "120", check=True)
     agents.macp("drain", check=True, timeout=60)
     task = agents.task("H")
-    assert task["status"] == "completed" and task["runtime"] == "claude" and task["attempts"] == 1
+    assert task["status"] == "completed" and task["attempt_runtime"] == "claude" and task["attempts"] == 1
     assert provider_events(agents, "H")[0]["metadata"]["class"] == "hang"
+
+
+def test_a_runtime_busy_until_the_task_timeout_is_an_execution_timeout(agents):
+    agents.fake_cli("codex", "cat > /dev/null; while true; do echo still working; sleep 0.2; done")
+    working(agents, "claude")
+    agents.write_config({"runtimes": {"opencode": None, "gemini": None, "goose": None}, "macp": {"kill_grace_seconds": 1}})
+    agents.macp("submit", "--task-id", "T", "--dispatch", "yolo", "--runtime", "codex", "--timeout", "2", check=True)
+    assert agents.macp("drain", timeout=60).returncode == 1
+    task = agents.task("T")
+    assert task["status"] == "failed" and task["attempts"] == 1 and task["last_failure"]["kind"] == "timeout"
+    assert provider_events(agents, "T") == [], "busy work is no provider failure: no failover, the attempt counts"
 
 
 def test_provider_failure_cap_escalates_as_runtime_unavailable(agents):

@@ -1,11 +1,14 @@
 """Provider failures: the attempt does not count, the task moves to another runtime
 (docs/failures.md; seed 000 "Two Failure Layers").
 
-On a provider failure the task goes back to ``pending`` on the next runtime that has not
-failed it this round and is not cooling down; when every runtime has failed it waits until
-the earliest reset time a provider named (else ``macp.provider_cooldown_seconds``); past
-``macp.max_provider_failures`` it is escalated as "runtime unavailable". A reset time puts
-the runtime in cooldown for every task (runtimes.json).
+On a provider failure the task goes back to ``pending``; its next attempt runs on the next
+runtime that has not failed it this round and is not cooling down (:mod:`macp.selection`
+picks it; the task's own ``runtime``, the user's choice, is never overwritten). When every
+runtime has failed it waits until the earliest reset time a provider named, else
+``macp.provider_cooldown_seconds`` -- except for failures that waiting does not fix (a
+missing binary, a misconfigured command line, bad credentials), after which a new round
+starts at once. Past ``macp.max_provider_failures`` it is escalated as "runtime
+unavailable". A reset time puts the runtime in cooldown for every task (runtimes.json).
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING
 
 from macp import clock
-from macp.providers import ProviderFailure
+from macp.providers import WAITING_DOES_NOT_FIX, ProviderFailure
 from macp.runtime_state import load_runtime_state, record_cooldown
 from macp.selection import cooling_down, runtime_order
 from macp.taskstore import load_tasks
@@ -23,18 +26,13 @@ if TYPE_CHECKING:
     from controller.mosaic_orchestrator import Controller, WorkerOutcome
 
 
-def signatures(config: dict, runtime: str) -> dict[str, list[str]]:
-    """Provider-failure signatures of ``runtime``: the shared ones plus its own."""
-    shared = config["macp"].get("provider_signatures") or {}
-    own = config["runtimes"].get(runtime, {}).get("failures") or {}
-    return {kind: [*shared.get(kind, []), *own.get(kind, [])] for kind in {*shared, *own}}
-
-
 def provider_failed(ctl: Controller, task: dict, failure: ProviderFailure, outcome: WorkerOutcome) -> str:
     """A provider failure: the attempt does not count; fail over to the next runtime, or
     wait for the earliest reset when every runtime failed, or escalate past the cap."""
-    runtime, now = task["runtime"], clock.now()
+    runtime, now = task["attempt_runtime"], clock.now()
     reset = clock.format_timestamp(failure.reset_at) if failure.reset_at else None
+    if failure.reset_capped:
+        reset = f"{reset} (capped at 24 h)"
     if failure.reset_at and failure.reset_at > now:
         record_cooldown(ctl.layout, runtime, failure.reset_at, failure.kind, failure.evidence, task["id"])
     count = task.get("provider_failures", 0) + 1
@@ -56,15 +54,19 @@ def provider_failed(ctl: Controller, task: dict, failure: ProviderFailure, outco
     remaining = [name for name in order if name not in failed and name not in cooling_down(state, now)]
     if remaining:
         message = f"{what}; failing over to {remaining[0]}"
-        ctl.change(task["id"], "pending", "task.provider.failed", message, {**metadata, "next_runtime": remaining[0]}, **base, runtime=remaining[0], failed_runtimes=failed)
+        ctl.change(task["id"], "pending", "task.provider.failed", message, {**metadata, "next_runtime": remaining[0]}, **base, failed_runtimes=failed)
         return "pending"
     back = sorted(cooling_down(state, now).items(), key=lambda item: item[1])
     if back:
-        first, until = back[0]
+        until = back[0][1]
+    elif failure.kind in WAITING_DOES_NOT_FIX:
+        message = f"{what}; every runtime failed, starting a new round (waiting does not fix {failure.kind})"
+        ctl.change(task["id"], "pending", "task.provider.failed", message, metadata, **base, failed_runtimes=[])
+        return "pending"
     else:
-        first, until = runtime, now + timedelta(seconds=ctl.config["macp"]["provider_cooldown_seconds"])
+        until = now + timedelta(seconds=ctl.config["macp"]["provider_cooldown_seconds"])
     not_before = clock.format_timestamp(until)
     message = f"{what}; every runtime failed, waiting until {not_before}"
-    ctl.change(task["id"], "pending", "task.provider.failed", message, {**metadata, "not_before": not_before}, **base, runtime=first, failed_runtimes=[], not_before=not_before)
+    ctl.change(task["id"], "pending", "task.provider.failed", message, {**metadata, "not_before": not_before}, **base, failed_runtimes=[], not_before=not_before)
     ctl.say(f"{task['id']}: every runtime failed; waiting until {not_before}")
     return "pending"

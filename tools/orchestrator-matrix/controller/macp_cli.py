@@ -180,7 +180,7 @@ def task_view(task: dict, by_id: dict[str, dict], now) -> dict:
         "attempts": task.get("attempts", 0),
         "max_attempts": task.get("max_attempts", 1),
         "dispatch": task.get("dispatch") or "legacy",
-        "runtime": task.get("runtime") or "",
+        "runtime": task.get("runtime") or task.get("attempt_runtime") or "",
         "title": one_line(task.get("title") or ""),
     }
 

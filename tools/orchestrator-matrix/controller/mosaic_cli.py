@@ -4,15 +4,19 @@
 ``mosaic yolo`` builds the runtime's real invocation from the config template
 (``runtimes.<name>`` in config.json; see docs/runtimes.md and
 ``../shared/reference/agent-runtimes.md``): approval-skip flag, prompt through stdin or a
-file (never a shell), stdin otherwise ``/dev/null``. The config is ``$MACP_CONFIG`` (set by
-the dispatcher for workers), else the current repository's, else MACP's defaults. The
-runtime replaces this process (``exec``); a runtime binary that is not installed exits 127.
+file (never a shell), stdin otherwise ``/dev/null``, ``env_as_root`` added when running as
+root. The config is ``$MACP_CONFIG`` (set by the dispatcher for workers), else the current
+repository's, else MACP's defaults: it works in any folder, git or not. The runtime
+replaces this process (``exec``); a runtime binary that is not installed exits 127.
+
+Prompt words are written to a temporary file that is opened and unlinked before the
+runtime starts: the runtime reads it through an open descriptor (stdin, or
+``/dev/fd/N`` for ``"prompt": "file"``), so nothing is left behind.
 """
 
 from __future__ import annotations
 
 import os
-import shlex
 import sys
 import tempfile
 from pathlib import Path
@@ -22,7 +26,7 @@ from macp.cliutil import OneLineParser, run_main
 from macp.config import load_config
 from macp.errors import EXIT_NOT_INSTALLED, MacpError
 from macp.layout import Layout
-from macp.runtimes import build_invocation, runtime_spec
+from macp.runtimes import build_invocation, describe_invocation, running_as_root, runtime_spec
 
 PROG = "mosaic"
 
@@ -34,44 +38,51 @@ def yolo_config() -> dict:
     try:
         return load_config(Layout(gitops.toplevel(Path.cwd())).config_file)
     except MacpError:
-        return load_config(Path(os.devnull))
+        return load_config(None)
 
 
-def prompt_source(args) -> tuple[Path, str]:
-    """``(file holding the prompt, prompt text)`` from ``--prompt-file`` or the prompt words.
+def prompt_source(args) -> tuple[Path, str, int | None]:
+    """``(path to read the prompt from, prompt text, open descriptor or None)``.
 
-    Words are written to a new temporary file (kept: the runtime may read it after this
-    process has been replaced); a dry run only names it.
+    ``--prompt-file`` is used as it is. Prompt words go to a new temporary file that is
+    opened and at once unlinked; the returned descriptor keeps it readable through
+    ``/dev/fd/N`` until the runtime exits. A dry run only names it.
     """
     if args.prompt_file:
         path = Path(args.prompt_file)
         try:
-            return path, path.read_bytes().decode("utf-8", errors="replace")
+            return path, path.read_bytes().decode("utf-8", errors="replace"), None
         except OSError as exc:
             raise MacpError(f"--prompt-file: cannot read {path}: {exc.strerror}") from None
     if not args.prompt:
         raise MacpError("give the prompt as words or with --prompt-file")
     text = " ".join(args.prompt)
     if args.dry_run:
-        return Path("<prompt file>"), text
-    fd, name = tempfile.mkstemp(prefix="mosaic-yolo-", suffix=".md")
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write(text)
-    return Path(name), text
+        return Path("<prompt file>"), text, None
+    handle = tempfile.TemporaryFile(prefix="mosaic-yolo-")  # noqa: SIM115 -- its descriptor outlives this function on purpose
+    handle.write(text.encode("utf-8"))
+    handle.flush()
+    fd = os.dup(handle.fileno())
+    handle.close()
+    os.lseek(fd, 0, os.SEEK_SET)
+    os.set_inheritable(fd, True)
+    return Path(f"/dev/fd/{fd}"), text, fd
 
 
 def cmd_yolo(args) -> int:
     spec = runtime_spec(yolo_config(), args.runtime)
-    prompt_file, prompt_text = prompt_source(args)
-    invocation = build_invocation(spec, worktree=os.getcwd(), prompt_file=prompt_file, prompt_text=prompt_text)
+    prompt_file, prompt_text, prompt_fd = prompt_source(args)
+    invocation = build_invocation(spec, worktree=os.getcwd(), prompt_file=prompt_file, prompt_text=prompt_text, as_root=running_as_root())
     if args.dry_run:
-        stdin = shlex.quote(str(invocation.stdin_path)) if invocation.stdin_path else "/dev/null"
-        print(f"{shlex.join(invocation.argv)} < {stdin}")
+        print(describe_invocation(invocation))
         return 0
     env = {**os.environ, **invocation.env}
-    stdin_fd = os.open(invocation.stdin_path or os.devnull, os.O_RDONLY)
-    os.dup2(stdin_fd, 0)
-    os.close(stdin_fd)
+    if invocation.stdin_path is not None and prompt_fd is not None:
+        os.dup2(prompt_fd, 0)
+    else:
+        stdin_fd = os.open(invocation.stdin_path or os.devnull, os.O_RDONLY)
+        os.dup2(stdin_fd, 0)
+        os.close(stdin_fd)
     try:
         os.execvpe(invocation.argv[0], invocation.argv, env)
     except OSError as exc:

@@ -34,7 +34,7 @@ if __package__ in (None, ""):  # run as a script: make the tools folder importab
 from controller import failover, recovery
 from controller.planning import plan_lines, remaining_lines
 from dispatcher import macp_dispatcher as dispatcher
-from macp import clock, gitops
+from macp import clock, gitops, verdicts
 from macp.admission import Hold, admit
 from macp.cliutil import OneLineParser, resolve_repo, run_main
 from macp.config import load_config
@@ -46,8 +46,7 @@ from macp.guidance import compose_brief, failure_summary
 from macp.layout import Layout
 from macp.lifecycle import ACTIVE, status_of, transition
 from macp.locks import ControllerLock
-from macp.procs import OWNER_ENV
-from macp.providers import classify_run
+from macp.procs import OWNER_ENV, read_log_tail
 from macp.runtime_state import load_runtime_state
 from macp.scheduler import queue_order
 from macp.signals import SignalGuard
@@ -59,14 +58,17 @@ PROG = "mosaic-orchestrator-run"
 
 @dataclass(frozen=True)
 class WorkerOutcome:
-    """How a worker ended: exit code (None if it never started), whether it timed out, its
-    output tail, its JSON report (docs/workers.md) and a spawn error."""
+    """How a worker ended: exit code (None if it never started), whether it timed out (at the
+    task's deadline, or for silence: ``idle_timed_out``), its output tail, its JSON report
+    (docs/workers.md), a spawn error, and its log (None for an acp report)."""
 
     exit_code: int | None
     timed_out: bool = False
     output_tail: str = ""
     report: dict = field(default_factory=dict)
     error: str | None = None
+    idle_timed_out: bool = False
+    log_path: Path | None = None
 
 
 @dataclass
@@ -207,8 +209,8 @@ class Controller:
             if task is None:
                 return None
             kind = dispatcher.dispatch_kind(task)
-            runtime = f", runtime {task['runtime']}" if admission.runtime else ""
-            metadata = {"dispatch": kind, "runtime": task.get("runtime")}
+            runtime = f", runtime {task['attempt_runtime']}" if admission.runtime else ""
+            metadata = {"dispatch": kind, "runtime": task.get("attempt_runtime")}
             if admission.why:
                 metadata["runtime_selection"] = admission.why
             self.emit("task.started", task, f"attempt {task['attempts']}/{task['max_attempts']} ({kind}{runtime})", **metadata)
@@ -245,7 +247,7 @@ class Controller:
             or dispatcher.default_result_path(task, self.layout.repo_root, self.config),
         }
         if runtime:
-            changes["runtime"] = runtime
+            changes["attempt_runtime"] = runtime
         return transition(task, "running", now, **changes)
 
     def workdir(self, task: dict) -> Path:
@@ -285,18 +287,24 @@ class Controller:
         except MacpError as exc:
             return self.finish(task, "failed", exit_code=None, error=str(exc))
         timeout = task.get("timeout_seconds") or self.config["worker"]["timeout_seconds"]
+        idle = verdicts.idle_timeout(self.config, dispatcher.resolve_runtime(task, self.config)) if kind == "yolo" else None
+        log_path = attempt_dir / "worker.log"
         proc = dispatcher.run_worker(
             argv,
             cwd=self.workdir(task),
             env=self.environment(task),
-            log_path=attempt_dir / "worker.log",
+            log_path=log_path,
             timeout_seconds=timeout,
+            idle_timeout_seconds=idle,
             config=self.config,
         )
         if proc.timed_out:
             self.say(f"{task['id']}: worker timed out after {timeout}s; its process group was stopped")
+        if proc.idle_timed_out:
+            self.say(f"{task['id']}: worker printed nothing for {idle}s; its process group was stopped")
         report = dispatcher.read_worker_report(attempt_dir / "report.json")
-        return self.after_worker(task, WorkerOutcome(proc.exit_code, proc.timed_out, proc.output_tail, report, proc.spawn_error))
+        outcome = WorkerOutcome(proc.exit_code, proc.timed_out, proc.output_tail, report, proc.spawn_error, proc.idle_timed_out, log_path)
+        return self.after_worker(task, outcome)
 
     def fresh_attempt_dir(self, task: dict) -> Path:
         """The log folder of this attempt; logs of an earlier run of the same attempt number
@@ -339,27 +347,36 @@ class Controller:
             "report": outcome.report,
             "error": outcome.error,
         }
+        if task.get("attempt_runtime"):
+            task = self.record_run(task, outcome)
+        reported_error = None
         if dispatcher.dispatch_kind(task) == "yolo":
-            failure = classify_run(
-                failover.signatures(self.config, task["runtime"]),
+            verdict = verdicts.judge_agent_run(
+                self.config,
+                dispatcher.resolve_runtime(task, self.config),
                 exit_code=outcome.exit_code,
-                timed_out=outcome.timed_out,
-                output=outcome.output_tail,
+                idle_timed_out=outcome.idle_timed_out,
+                output=read_log_tail(outcome.log_path) if outcome.log_path else outcome.output_tail,
                 now=clock.now(),
             )
-            if failure is not None:
-                return failover.provider_failed(self, task, failure, outcome)
+            if verdict.provider_failure is not None:
+                return failover.provider_failed(self, task, verdict.provider_failure, outcome)
+            reported_error = verdict.reported_error
+            if verdict.summary and not outcome.report.get("summary"):
+                details["report"] = {**outcome.report, "summary": verdict.summary}
         if outcome.report.get("escalate"):
             reason = outcome.report.get("escalation_reason") or "the worker asked for a person"
             return self.finish(task, "escalated", escalation_reason=reason, **details)
-        if outcome.exit_code != 0 or outcome.timed_out:
+        if outcome.exit_code != 0 or outcome.timed_out or outcome.idle_timed_out or reported_error:
             failure = {
-                "kind": "timeout" if outcome.timed_out else "worker",
+                "kind": "timeout" if outcome.timed_out or outcome.idle_timed_out else "worker",
                 "attempt": task["attempts"],
                 "exit_code": outcome.exit_code,
                 "classification": "unknown",
                 "output_tail": outcome.output_tail,
             }
+            if reported_error:
+                failure["reported_error"] = reported_error
             return self.failed_attempt(task, failure, "failed", [], details)
         specs = gate_specs(task, self.config)
         task = self.change(task["id"], "gated", "task.gated", f"worker exited 0; running {len(specs)} quality gate(s)")
@@ -377,6 +394,18 @@ class Controller:
             "output_tail": failing["output_tail"],
         }
         return self.failed_attempt(task, failure, "escalated", gate_results, details)
+
+    def record_run(self, task: dict, outcome: WorkerOutcome) -> dict:
+        """Append where this attempt ran and how it ended to the task's ``runs``."""
+        run = {
+            "attempt": task["attempts"],
+            "runtime": task["attempt_runtime"],
+            "exit_code": outcome.exit_code,
+            "timed_out": outcome.timed_out,
+            "idle_timed_out": outcome.idle_timed_out,
+            "at": clock.timestamp(),
+        }
+        return self.update(task["id"], runs=[*(task.get("runs") or []), run])
 
     def run_quality_gates(self, task: dict, specs: list[dict]) -> list[dict]:
         """Run ``specs`` in the task's working folder and record one event per gate."""

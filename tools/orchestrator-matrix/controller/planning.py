@@ -3,7 +3,8 @@
 :func:`plan_lines` simulates a drain in which every task succeeds, deciding with the
 controller's own :func:`macp.admission.admit`: the same order, the same holds (dependency
 cycles, upstream failures, risk holds, runtimes cooling down), the same runtime, and each
-task's exact command, working folder and gates. It reads briefs (for the risk check) and
+task's exact command, working folder and gates -- for a yolo task the agent CLI's real
+command line after template expansion, not the ``mosaic yolo`` wrapper. It reads briefs (for the risk check) and
 nothing else.
 :func:`remaining_lines` reports, after a drain, the tasks that are still not done and why.
 """
@@ -19,6 +20,7 @@ from macp.admission import admit
 from macp.gates import gate_specs
 from macp.layout import Layout
 from macp.lifecycle import STATUSES, status_of
+from macp.runtimes import build_invocation, describe_invocation, running_as_root, runtime_spec
 from macp.scheduler import hold_reason
 
 
@@ -38,7 +40,7 @@ def plan_lines(tasks: list[dict], repo_root: Path, config: dict, runtime_state: 
             break
         task = by_id[admission.task["id"]]
         if admission.runtime:
-            task["runtime"] = admission.runtime
+            task["attempt_runtime"] = admission.runtime
         planned += 1
         lines.extend(_describe(planned, task, repo_root, config))
         task["status"] = "completed"
@@ -55,12 +57,17 @@ def _describe(number: int, task: dict, repo_root: Path, config: dict) -> list[st
     kind = dispatcher.dispatch_kind(task)
     attempt = task.get("attempts", 0) + 1
     brief_file = Layout(repo_root).attempt_dir(task["id"], attempt) / "brief.md"
+    worktree = dispatcher.worktree_path(task, repo_root, config)
     if kind == "legacy":
         where = f"in {repo_root}"
     else:
-        where = f"in {dispatcher.worktree_path(task, repo_root, config)} (branch {dispatcher.branch_name(task)})"
+        where = f"in {worktree} (branch {dispatcher.branch_name(task)})"
     if kind == "acp":
         command = f"write {Layout(repo_root).acp_file(task['id'])} for sessions_spawn"
+    elif kind == "yolo":
+        spec = runtime_spec(config, dispatcher.resolve_runtime(task, config))
+        invocation = build_invocation(spec, worktree=str(worktree), prompt_file=brief_file, prompt_text="<the brief>", as_root=running_as_root())
+        command = describe_invocation(invocation)
     else:
         command = dispatcher.build_dispatch_command(task, repo_root, config, brief_file)
     lines = [f"{number}. {task['id']} [{kind}] {where}: {command}"]

@@ -244,7 +244,7 @@ def table_values(task: dict) -> dict[str, str]:
     MACP has nothing to say about is left as it is."""
     values = {"status": STATUS_TO_TABLE[status_of(task)]}
     if task.get("claim") or task.get("attempts"):
-        values["agent"] = task.get("runtime") or task.get("dispatch") or "legacy"
+        values["agent"] = task.get("attempt_runtime") or task.get("runtime") or task.get("dispatch") or "legacy"
     for column in ("started_at", "completed_at"):
         if task.get(column):
             values[column] = task[column]

@@ -54,8 +54,10 @@ def dispatch_kind(task: dict) -> str:
 
 
 def resolve_runtime(task: dict, config: dict) -> str:
-    """The task's runtime, else ``worker.runtime``, else ``macp.default_runtime``."""
-    return task.get("runtime") or config["worker"].get("runtime") or config["macp"]["default_runtime"]
+    """The runtime the task's attempt runs on: ``attempt_runtime`` (what the controller chose
+    for the current attempt, after failover too), else the task's ``runtime`` (the user's
+    choice), else ``worker.runtime``, else ``macp.default_runtime``."""
+    return task.get("attempt_runtime") or task.get("runtime") or config["worker"].get("runtime") or config["macp"]["default_runtime"]
 
 
 def branch_name(task: dict) -> str:
@@ -228,7 +230,9 @@ def worker_env(task: dict, *, attempt: int, cwd: Path, brief_file: Path, report_
     return env
 
 
-def run_worker(argv: list[str], *, cwd: Path, env: dict[str, str], log_path: Path, timeout_seconds: int, config: dict) -> ProcessResult:
+def run_worker(
+    argv: list[str], *, cwd: Path, env: dict[str, str], log_path: Path, timeout_seconds: int, config: dict, idle_timeout_seconds: int | None = None
+) -> ProcessResult:
     """Run the worker with the config's output limits; see :func:`macp.procs.run_process`."""
     macp = config["macp"]
     return run_process(
@@ -237,6 +241,7 @@ def run_worker(argv: list[str], *, cwd: Path, env: dict[str, str], log_path: Pat
         env=env,
         log_path=log_path,
         timeout_seconds=timeout_seconds,
+        idle_timeout_seconds=idle_timeout_seconds,
         tail_bytes=macp["output_tail_bytes"],
         max_log_bytes=macp["max_log_bytes"],
         grace_seconds=macp["kill_grace_seconds"],
@@ -293,7 +298,8 @@ def collect_result(task: dict, exit_code: int | None, gate_results: list, orch_d
         "exit_code": exit_code,
         "attempt": task.get("attempts", 0),
         "max_attempts": task.get("max_attempts", 1),
-        "runtime": task.get("runtime") or "",
+        "runtime": task.get("attempt_runtime") or task.get("runtime") or "",
+        "runs": task.get("runs") or [],
         "dispatch": dispatch_kind(task),
         "worktree": task.get("worktree"),
         "branch": task.get("branch"),

@@ -36,14 +36,14 @@ def default_config() -> dict:
     return read_json(TEMPLATE_STATE_DIR / "config.json")
 
 
-def load_config(config_file: Path) -> dict:
-    """The effective config: defaults merged with ``config_file`` when it exists.
+def load_config(config_file: Path | None) -> dict:
+    """The effective config: defaults merged with ``config_file`` when it is given and exists.
 
     Raises :class:`MacpError` (exit 2) for bad JSON (file, line, column), a non-object
     document, or a schema violation (file, JSON path, reason).
     """
     config = default_config()
-    if config_file.exists():
+    if config_file is not None and config_file.exists():
         user = read_json(config_file)
         if not isinstance(user, dict):
             raise MacpError(f"{config_file}: expected a JSON object at the top level")

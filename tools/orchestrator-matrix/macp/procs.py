@@ -5,8 +5,8 @@ One synchronous loop (``select`` on the child's merged stdout/stderr pipe, no th
 - the child starts in a new session, so it and everything it spawns share one process group;
 - output is streamed to a per-run log file, redacted line by line and cut at ``max_log_bytes``,
   while only the last ``tail_bytes`` are kept in memory for results and events;
-- at the deadline the group gets SIGTERM, then SIGKILL after ``grace_seconds``
-  (grandchildren included); after a normal exit the group is cleaned up the same way, so
+- at the deadline, or after ``idle_timeout_seconds`` without any output, the group gets
+  SIGTERM, then SIGKILL after ``grace_seconds`` (grandchildren included); after a normal exit the group is cleaned up the same way, so
   nothing the command started outlives it;
 - if the controller itself is interrupted (:class:`~macp.errors.Interrupted`), the group is
   stopped the same way before the interruption propagates.
@@ -42,8 +42,9 @@ class ProcessResult:
 
     ``exit_code``: the exit status, or 128+N when killed by signal N (shell convention);
     None when the command could not be started (``spawn_error`` says why).
-    ``timed_out``: the deadline passed and the group was killed. ``duration_seconds``: wall
-    time. ``output_tail``: the last bytes of output as clean text (ANSI and control
+    ``timed_out``: the deadline passed and the group was killed. ``idle_timed_out``: the
+    command printed nothing for its idle timeout and the group was killed (``timed_out`` is
+    then False). ``duration_seconds``: wall time. ``output_tail``: the last bytes of output as clean text (ANSI and control
     characters removed, invalid UTF-8 replaced, secrets redacted). ``log_bytes``: bytes
     written to the log; ``log_truncated``: output beyond ``max_log_bytes`` was dropped.
     """
@@ -56,12 +57,33 @@ class ProcessResult:
     log_bytes: int
     log_truncated: bool
     spawn_error: str | None = None
+    idle_timed_out: bool = False
+
+
+def strip_terminal_codes(text: str) -> str:
+    """``text`` without ANSI escape sequences and control characters (tab, newline and
+    carriage return stay)."""
+    return _CONTROL.sub("", _ANSI.sub("", text))
 
 
 def clean_text(raw: bytes) -> str:
     """Decode ``raw`` for humans and JSON: UTF-8 with replacement, no ANSI/control chars, redacted."""
-    text = raw.decode("utf-8", errors="replace")
-    return redact(_CONTROL.sub("", _ANSI.sub("", text)))
+    return redact(strip_terminal_codes(raw.decode("utf-8", errors="replace")))
+
+
+def read_log_tail(log_path: Path, max_bytes: int = 1 << 20) -> str:
+    """The last ``max_bytes`` (default 1 MiB) of a run's log as clean text (see
+    :func:`clean_text`); "" when the log cannot be read. A partial first line is dropped."""
+    try:
+        with open(log_path, "rb") as handle:
+            size = handle.seek(0, os.SEEK_END)
+            handle.seek(max(0, size - max_bytes))
+            raw = handle.read()
+    except OSError:
+        return ""
+    if size > max_bytes and b"\n" in raw:
+        raw = raw[raw.index(b"\n") + 1 :]
+    return clean_text(raw)
 
 
 class _Capture:
@@ -115,6 +137,7 @@ def run_process(
     log_path: Path,
     timeout_seconds: float | None,
     stdin_path: Path | None = None,
+    idle_timeout_seconds: float | None = None,
     tail_bytes: int = 4096,
     max_log_bytes: int = 8 * 1024 * 1024,
     grace_seconds: float = 5.0,
@@ -122,7 +145,8 @@ def run_process(
     """Run ``argv`` in ``cwd`` with exactly ``env``; return a :class:`ProcessResult`.
 
     ``stdin_path`` feeds the child's stdin from a file (else stdin is ``/dev/null``, never an
-    open pipe: agent CLIs block on one). ``timeout_seconds`` None means no deadline. Raises
+    open pipe: agent CLIs block on one). ``timeout_seconds`` None means no deadline;
+    ``idle_timeout_seconds`` None means silence is never cut short. Raises
     :class:`~macp.errors.Interrupted` after stopping the group if the controller is signalled.
     """
     log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -148,11 +172,11 @@ def run_process(
             if stdin is not subprocess.DEVNULL:
                 stdin.close()
         assert proc.stdout is not None
-        pipe = _Pipe(proc.stdout.fileno(), capture)
+        pipe = _Pipe(proc.stdout.fileno(), capture, started)
         deadline = None if timeout_seconds is None else started + timeout_seconds
         try:
-            timed_out = _wait_for_exit(proc, pipe, deadline)
-            if timed_out:
+            stopped = _wait_for_exit(proc, pipe, deadline, idle_timeout_seconds)
+            if stopped:
                 _signal_group(proc, signal.SIGTERM)
                 _wait_for_exit(proc, pipe, time.monotonic() + grace_seconds)
         except BaseException:
@@ -169,22 +193,24 @@ def run_process(
     exit_code = returncode if returncode >= 0 else 128 - returncode
     return ProcessResult(
         exit_code,
-        timed_out,
+        stopped == "deadline",
         round(time.monotonic() - started, 3),
         clean_text(bytes(capture.tail)),
         log_path,
         capture.written,
         capture.truncated,
+        idle_timed_out=stopped == "idle",
     )
 
 
 class _Pipe:
     """The read end of the child's output pipe, fed into a :class:`_Capture`."""
 
-    def __init__(self, fd: int, capture: _Capture) -> None:
+    def __init__(self, fd: int, capture: _Capture, started: float) -> None:
         self.fd = fd
         self.capture = capture
         self.open = True
+        self.last_output = started
 
     def read_for(self, seconds: float) -> None:
         """Wait up to ``seconds`` for output and take one chunk; notes EOF."""
@@ -193,6 +219,7 @@ class _Pipe:
             chunk = os.read(self.fd, _READ_SIZE)
             if chunk:
                 self.capture.feed(chunk)
+                self.last_output = time.monotonic()
             else:
                 self.open = False
 
@@ -202,12 +229,15 @@ class _Pipe:
             self.read_for(until - time.monotonic())
 
 
-def _wait_for_exit(proc: subprocess.Popen, pipe: _Pipe, deadline: float | None) -> bool:
-    """Copy output until the group leader exits; True if the monotonic ``deadline`` came first."""
+def _wait_for_exit(proc: subprocess.Popen, pipe: _Pipe, deadline: float | None, idle_seconds: float | None = None) -> str | None:
+    """Copy output until the group leader exits. Returns ``"deadline"`` if the monotonic
+    ``deadline`` came first, ``"idle"`` if no output came for ``idle_seconds``, else None."""
     while proc.poll() is None:
         remaining = _POLL_SECONDS if deadline is None else deadline - time.monotonic()
         if remaining <= 0:
-            return True
+            return "deadline"
+        if idle_seconds is not None and time.monotonic() - pipe.last_output >= idle_seconds:
+            return "idle"
         if pipe.open:
             pipe.read_for(min(remaining, _POLL_SECONDS))
         else:

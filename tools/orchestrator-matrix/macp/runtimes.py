@@ -1,15 +1,20 @@
 """Turn a runtime's config template into a concrete invocation (pure).
 
 A runtime entry in config (``runtimes.<name>``) is ``{"command": [argv template],
-"prompt": "stdin"|"arg"|"file", "env": {...}}``. Placeholders ``{worktree}``,
-``{prompt_file}`` and ``{prompt}`` are substituted inside argv elements; nothing is ever
-passed through a shell. The brief goes by stdin (default) or file; ``arg`` is refused for
-prompts over Linux's 128 KiB single-argument limit (MAX_ARG_STRLEN).
+"prompt": "stdin"|"arg"|"file", "env": {...}, "env_as_root": {...}, "output": format}``.
+Placeholders ``{worktree}``, ``{prompt_file}`` and ``{prompt}`` are substituted inside argv
+elements; nothing is ever passed through a shell. The brief goes by stdin (default) or file;
+``arg`` is refused for prompts over Linux's 128 KiB single-argument limit (MAX_ARG_STRLEN).
+``env_as_root`` is added only when MACP runs as root: Claude Code refuses
+``--dangerously-skip-permissions`` as root unless ``IS_SANDBOX=1``
+(``../shared/reference/agent-runtimes.md`` §2).
 """
 
 from __future__ import annotations
 
+import os
 import re
+import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -42,8 +47,8 @@ def runtime_spec(config: dict, name: str) -> dict:
     return runtimes[name]
 
 
-def build_invocation(spec: dict, *, worktree: str, prompt_file: Path, prompt_text: str) -> Invocation:
-    """Fill ``spec``'s template for one run.
+def build_invocation(spec: dict, *, worktree: str, prompt_file: Path, prompt_text: str, as_root: bool = False) -> Invocation:
+    """Fill ``spec``'s template for one run; ``as_root`` adds ``env_as_root``.
 
     ``prompt_file`` holds ``prompt_text``. Raises :class:`MacpError` when the prompt must go
     as an argument but is too long for one.
@@ -58,7 +63,20 @@ def build_invocation(spec: dict, *, worktree: str, prompt_file: Path, prompt_tex
     if mode == "file" and not any("{prompt_file}" in part for part in spec["command"]):
         argv.append(str(prompt_file))
     stdin_path = prompt_file if mode == "stdin" else None
-    return Invocation(argv, stdin_path, dict(spec.get("env", {})))
+    env = {**spec.get("env", {}), **(spec.get("env_as_root", {}) if as_root else {})}
+    return Invocation(argv, stdin_path, env)
+
+
+def running_as_root() -> bool:
+    """True when this process runs as root (uid 0), when ``env_as_root`` applies."""
+    return hasattr(os, "geteuid") and os.geteuid() == 0
+
+
+def describe_invocation(invocation: Invocation) -> str:
+    """The invocation as one shell-quoted line: ``VAR=value argv... < stdin``."""
+    env = " ".join(f"{name}={shlex.quote(value)}" for name, value in sorted(invocation.env.items()))
+    stdin = shlex.quote(str(invocation.stdin_path)) if invocation.stdin_path else "/dev/null"
+    return " ".join(part for part in (env, shlex.join(invocation.argv)) if part) + f" < {stdin}"
 
 
 def _fill(part: str, values: dict[str, str]) -> str:

@@ -21,15 +21,17 @@ FAILURES = ("failed", "escalated")
 
 
 def success_rates(tasks: list[dict], task_type: str | None) -> dict[str, tuple[int, int]]:
-    """``{runtime: (successes, finished)}`` over finished yolo/acp tasks of ``task_type``."""
+    """``{runtime: (successes, finished)}`` over finished yolo/acp tasks of ``task_type``,
+    each counted for the runtime its last attempt ran on."""
     rates: dict[str, tuple[int, int]] = {}
     for task in tasks:
         status = status_of(task)
-        if task.get("type") != task_type or not task.get("runtime") or task.get("dispatch") not in ("yolo", "acp"):
+        ran_on = task.get("attempt_runtime") or task.get("runtime")
+        if task.get("type") != task_type or not ran_on or task.get("dispatch") not in ("yolo", "acp"):
             continue
         if status == SUCCESS or status in FAILURES:
-            wins, total = rates.get(task["runtime"], (0, 0))
-            rates[task["runtime"]] = (wins + (status == SUCCESS), total + 1)
+            wins, total = rates.get(ran_on, (0, 0))
+            rates[ran_on] = (wins + (status == SUCCESS), total + 1)
     return rates
 
 
