@@ -5,7 +5,10 @@ VPY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 RUNTIME_CODE := bin tools
 
-.PHONY: demo test pytest lint conformance clean
+AGENT_CLIS := .cache/agent-clis
+AGENT_CLI_PACKAGES := @openai/codex@0.169.0 @anthropic-ai/claude-code@2.1.330 @google/gemini-cli@0.61.0 opencode-ai@1.18.33
+
+.PHONY: demo test pytest lint conformance agent-clis live capture-runtimes clean
 
 $(STAMP): tests/requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -16,10 +19,29 @@ $(STAMP): tests/requirements.txt
 demo:
 	$(PYTHON) tools/orchestrator-matrix/demo/run_demo.py
 
-test: lint pytest
+test: lint agent-clis pytest
 
 pytest: $(STAMP)
 	$(VPY) -m pytest tests
+
+# The real agent CLIs for the live tests (tests/test_live_agent_clis.py), from the npm
+# registry into an ignored folder, once. Without npm the live tests skip.
+agent-clis: $(AGENT_CLIS)/.installed
+
+$(AGENT_CLIS)/.installed:
+	@if command -v npm >/dev/null 2>&1; then \
+		mkdir -p $(AGENT_CLIS) && \
+		npm install --prefix $(AGENT_CLIS) --no-audit --no-fund --no-save --ignore-scripts --loglevel=error $(AGENT_CLI_PACKAGES) && \
+		touch $@; \
+	else echo "npm not found: the live agent-CLI tests will be skipped"; fi
+
+# Only the live tests against the real CLIs.
+live: $(STAMP) agent-clis
+	$(VPY) -m pytest tests/test_live_agent_clis.py -v
+
+# Regenerate tests/data/runtimes/ from the real CLIs (a few minutes).
+capture-runtimes: agent-clis
+	$(PYTHON) tests/live/capture_runtimes.py
 
 # ruff for style and bugs; vermin proves the run-time code still runs on Python 3.10.
 lint: $(STAMP)
@@ -32,5 +54,5 @@ conformance: $(STAMP)
 	$(VPY) -m pytest tests/test_conformance_json_schema.py -q -rs
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache
+	rm -rf $(VENV) .cache .pytest_cache .ruff_cache
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -24,7 +24,10 @@ def test_yolo_task_runs_the_real_headless_invocation_in_its_worktree(sandbox):
     worktree = sandbox.worktree_base / "y1"
     args = (sandbox.home / "codex-args.txt").read_text().split("\n")
     assert args[:7] == ["exec", "--json", "--dangerously-bypass-approvals-and-sandbox", "--skip-git-repo-check", "-C", str(worktree), "-"]
-    assert (sandbox.home / "codex-stdin.txt").read_text() == "# Y1\nWrite agent.txt.\n", "the brief arrives on stdin"
+    brief = (sandbox.home / "codex-stdin.txt").read_text()
+    assert brief.startswith("# Y1\nWrite agent.txt.\n\n## Report\n"), "the brief arrives on stdin, then how to report"
+    report = sandbox.orch / "logs" / "Y1" / "attempt-1" / "report.json"
+    assert f"write a JSON report to the file named by `$MACP_REPORT` ({report})" in brief
     assert (sandbox.home / "codex-cwd.txt").read_text().strip() == str(worktree)
     task = sandbox.task("Y1")
     assert task["status"] == "completed" and task["runtime"] == "codex" and task["attempt_runtime"] == "codex"

@@ -159,7 +159,7 @@ class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     log_file: Path | None = None
 
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 -- the base class's name
+    def log_message(self, format: str, *args: object) -> None:
         return
 
     def _record(self, case: str) -> None:
@@ -180,7 +180,7 @@ class Handler(BaseHTTPRequestHandler):
     def _json(self, status: int, document: dict, headers: dict | None = None) -> None:
         self._send(status, json.dumps(document).encode(), headers=headers)
 
-    def do_GET(self) -> None:  # noqa: N802 -- http.server's naming
+    def do_GET(self) -> None:
         case = self.path.strip("/").split("/", 1)[0]
         self._record(case)
         if "models" in self.path:
@@ -189,10 +189,10 @@ class Handler(BaseHTTPRequestHandler):
         else:
             self._json(200, {})
 
-    def do_HEAD(self) -> None:  # noqa: N802
+    def do_HEAD(self) -> None:
         self._send(200, b"")
 
-    def do_POST(self) -> None:  # noqa: N802
+    def do_POST(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)
         raw = self.rfile.read(length) if length else b""
         try:

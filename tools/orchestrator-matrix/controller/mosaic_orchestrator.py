@@ -278,7 +278,8 @@ class Controller:
                 return self.finish(task, "failed", exit_code=None, error=f"worktree creation failed: {exc}")
         attempt_dir = self.fresh_attempt_dir(task)
         try:
-            prompt = compose_brief(task, dispatcher.read_brief(task, self.layout.repo_root))
+            report_file = str(attempt_dir / "report.json") if kind == "yolo" else None
+            prompt = compose_brief(task, dispatcher.read_brief(task, self.layout.repo_root), report_file)
             brief_file = attempt_dir / "brief.md"
             write_atomic(brief_file, prompt)
             if kind == "acp":

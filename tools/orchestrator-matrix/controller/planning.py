@@ -58,10 +58,7 @@ def _describe(number: int, task: dict, repo_root: Path, config: dict) -> list[st
     attempt = task.get("attempts", 0) + 1
     brief_file = Layout(repo_root).attempt_dir(task["id"], attempt) / "brief.md"
     worktree = dispatcher.worktree_path(task, repo_root, config)
-    if kind == "legacy":
-        where = f"in {repo_root}"
-    else:
-        where = f"in {worktree} (branch {dispatcher.branch_name(task)})"
+    where = f"in {repo_root}" if kind == "legacy" else f"in {worktree} (branch {dispatcher.branch_name(task)})"
     if kind == "acp":
         command = f"write {Layout(repo_root).acp_file(task['id'])} for sessions_spawn"
     elif kind == "yolo":

@@ -373,7 +373,8 @@ def dispatch_task(task: dict, repo_root: Path, orch_dir: Path, config: dict) -> 
         task.update(worktree=str(cwd), branch=branch_name(task), base_commit=base_commit)
         task.update(runtime=resolve_runtime(task, config))
     brief_file = attempt_dir / "brief.md"
-    write_atomic(brief_file, compose_brief(task, read_brief(task, repo_root)))
+    report_file = str(attempt_dir / "report.json") if dispatch_kind(task) == "yolo" else None
+    write_atomic(brief_file, compose_brief(task, read_brief(task, repo_root), report_file))
     argv = build_dispatch_argv(task, config, brief_file)
     env = worker_env(
         task,

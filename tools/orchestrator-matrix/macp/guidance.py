@@ -3,7 +3,8 @@
 Attempt 1 gets the task's brief (or, without one, its title and description). A retry gets
 the same text plus a "Previous attempt" section built from ``task["last_failure"]``: which
 gate or exit code failed, its classification, and the output tail (DESIGN.md, "Guided
-retries").
+retries"). An agent's brief ends with :func:`report_section`: how to leave the JSON report
+MACP reads into the result (docs/workers.md), since an agent never writes one unless told.
 """
 
 from __future__ import annotations
@@ -54,10 +55,25 @@ def previous_attempt_section(failure: dict) -> str:
     )
 
 
-def compose_brief(task: dict, brief_text: str | None) -> str:
-    """The full text for the next attempt of ``task``."""
+def report_section(report_file: str) -> str:
+    """Markdown "Report" section telling an agent how to report (docs/workers.md)."""
+    return (
+        "\n## Report\n\n"
+        f"When you are done, write a JSON report to the file named by `$MACP_REPORT` ({report_file}):\n\n"
+        '```json\n{"summary": "what you did, in a few sentences", "files_changed": ["path/one.py"], '
+        '"escalate": false, "escalation_reason": null}\n```\n\n'
+        'Set "escalate" to true, with the reason, if a person must decide something before this task can be finished. '
+        "Commit your work on the current branch.\n"
+    )
+
+
+def compose_brief(task: dict, brief_text: str | None, report_file: str | None = None) -> str:
+    """The full text for the next attempt of ``task``; ``report_file`` (for agents) adds the
+    report instruction at the end."""
     text = base_brief(task, brief_text)
     failure = task.get("last_failure")
     if failure:
         text = text.rstrip("\n") + "\n" + previous_attempt_section(failure)
+    if report_file:
+        text = text.rstrip("\n") + "\n" + report_section(report_file)
     return text

@@ -123,36 +123,28 @@ def classify_run(
     ``signatures`` maps classes (:data:`SIGNATURE_CLASSES`) to regular expressions
     (case-insensitive, matched after :func:`normalise`). ``report`` is the run's output as
     :func:`macp.runtime_output.read_run` read it. Rules, in order: exit 127 or a failed start
-    is ``missing``; silence for the idle timeout is ``hang``; an error in the structured
-    output is classed by its HTTP status and vendor type, else by signatures over its message
-    and the CLI's diagnostics (no class: an execution failure); a run that exits 0 with no
-    structured error is a success; any other run is classed by signatures over the CLI's
-    diagnostics (all output for text runtimes). ``now`` anchors relative reset times;
+    is ``missing``; an error in the structured output is classed by its HTTP status and
+    vendor type, else by signatures over its message, then over the CLI's diagnostics;
+    silence for the idle timeout is then ``hang``; a structured error with no class, and a
+    run that exits 0 with no structured error, are no provider failure; any other run is
+    classed by signatures over the CLI's diagnostics (all output for text runtimes). ``now`` anchors relative reset times;
     ``local_zone`` (default: the machine's) reads clock times without a zone.
     """
     if exit_code is None or exit_code == EXIT_NOT_INSTALLED:
         return ProviderFailure("missing", None, "runtime not installed or could not start")
-    if idle_timed_out:
-        return ProviderFailure("hang", None, "the runtime printed nothing for its idle timeout")
+    found: tuple[str, str] | None = None
+    texts = [normalise(report.text)]
     if report.error is not None:
-        texts = [normalise(report.error), normalise(report.text)]
+        texts.insert(0, normalise(report.error))
         kind = _class_of(report.status, report.error_type, texts[0], signatures)
         evidence = report.error.strip().splitlines()[0][:300] if report.error.strip() else report.error_type or "error"
-    elif exit_code == 0:
-        return None
-    else:
-        texts = [normalise(report.text)]
-        kind, evidence = None, ""
-    if kind is None:
-        for text in texts:
-            found = _signature(text, signatures)
-            if found:
-                kind, evidence = found[0], evidence or found[1]
-                break
-    if kind is None:
-        return None
+        found = (kind, evidence) if kind else _signature(texts[1], signatures)
+    elif not idle_timed_out and exit_code != 0:
+        found = _signature(texts[0], signatures)
+    if found is None:
+        return ProviderFailure("hang", None, "the runtime printed nothing for its idle timeout") if idle_timed_out else None
     reset_at, capped = parse_reset_time("\n".join([*texts, *report.hints]), now, local_zone)
-    return ProviderFailure(kind, reset_at, evidence, capped)
+    return ProviderFailure(found[0], reset_at, found[1], capped)
 
 
 def _class_of(status: int | None, error_type: str | None, message: str, signatures: dict[str, list[str]]) -> str | None:
@@ -186,8 +178,8 @@ def parse_reset_time(text: str, now: datetime, local_zone: tzinfo | None = None)
     """``(the latest reset time text names, capped)``: an aware UTC datetime or None, and
     whether it lay more than :data:`MAX_RESET_SECONDS` after ``now`` and was capped there.
 
-    Relative forms count from ``now``. A clock time without a date is the next such time
-    whose minute has not ended (``try again at 9:32 PM`` read at 21:32:30 is now, not
+    Relative forms count from ``now``. A clock time (no seconds) means the end of that
+    minute; without a date it is the next such time whose minute has not ended (``try again at 9:32 PM`` read at 21:32:30 is now, not
     tomorrow). A named IANA zone (``(Europe/Lisbon)``) is honoured when the machine has zone
     data, else ``local_zone`` is used. Huge numbers never overflow: they are capped.
     """
@@ -254,6 +246,6 @@ def _clock_time(match: re.Match, now: datetime, local_zone: tzinfo | None) -> da
             return None
         if not match.group("year") and moment < local_now - timedelta(days=1):
             moment = moment.replace(year=year + 1)
-        return moment
+        return moment + timedelta(minutes=1)
     minute_end = local_now.replace(hour=hour, minute=minute, second=0, microsecond=0) + timedelta(minutes=1)
     return minute_end if minute_end > local_now else minute_end + timedelta(days=1)

@@ -5,7 +5,8 @@ fields read come from the CLIs themselves (``../shared/reference/agent-runtimes.
 captures of the real CLIs in ``tests/data/runtimes/``):
 
 - ``codex-json`` (``codex exec --json``): JSON lines; ``turn.failed.error.message`` and
-  ``error.message`` report a failure; the last ``item.completed`` whose item is an
+  ``error.message`` report a failure (``error`` also reports reconnects: a later
+  ``turn.completed`` clears it); the last ``item.completed`` whose item is an
   ``agent_message`` is the final message.
 - ``claude-stream-json`` (``claude -p --output-format stream-json --verbose``): the ``result``
   line's ``is_error``, ``api_error_status``, ``api_error_type`` and ``result``; an
@@ -97,6 +98,10 @@ class _Reading:
         if isinstance(error_type, str) and error_type:
             self.error_type = error_type
 
+    def succeed(self) -> None:
+        """A terminal success event: earlier errors were transient (a reconnect, a retry)."""
+        self.error = self.status = self.error_type = None
+
     def hint(self, name: str, value: object) -> None:
         if value not in (None, ""):
             self.hints.append(f"{name}: {value}")
@@ -123,6 +128,8 @@ def _codex(state: _Reading, event: dict) -> None:
         error = event.get("error") if kind == "turn.failed" else event
         message = error.get("message") if isinstance(error, dict) else None
         state.fail(message or state.error)
+    elif kind == "turn.completed":
+        state.succeed()
     elif kind == "item.completed":
         item = event.get("item") if isinstance(event.get("item"), dict) else {}
         if item.get("type") == "agent_message" and isinstance(item.get("text"), str):
@@ -138,6 +145,8 @@ def _claude(state: _Reading, event: dict) -> None:
             errors = event.get("errors")
             detail = event.get("result") or (errors[0] if isinstance(errors, list) and errors else None) or event.get("subtype")
             state.fail(detail, event.get("api_error_status") or state.status, event.get("api_error_type") or state.error_type)
+        else:
+            state.succeed()
     elif kind == "assistant" and isinstance(event.get("error"), str):
         message = event.get("message") if isinstance(event.get("message"), dict) else {}
         texts = [part.get("text") for part in message.get("content") or [] if isinstance(part, dict) and isinstance(part.get("text"), str)]
@@ -162,6 +171,8 @@ def _gemini(state: _Reading, event: dict) -> None:
     elif kind == "error" or (kind == "result" and event.get("status") == "error"):
         error = event.get("error") if isinstance(event.get("error"), dict) else event
         state.fail(error.get("message"), error.get("code") or error.get("status"), error.get("type"))
+    elif kind == "result":
+        state.succeed()
 
 
 def _opencode(state: _Reading, event: dict) -> None:
