@@ -159,3 +159,21 @@ def test_dry_run_decides_like_the_controller(sandbox):
     sandbox.macp("drain")
     started = [e for e in sandbox.events() if e["event_type"] == "task.started"]
     assert [(e["task_id"], e["metadata"]["runtime"]) for e in started] == [("pick", "claude")]
+
+
+def test_mosaic_yolo_works_outside_git_and_leaves_no_temp_files(sandbox, tmp_path):
+    outside, tmp = tmp_path / "plain-folder", tmp_path / "tmp"
+    outside.mkdir()
+    tmp.mkdir()
+    sandbox.env["TMPDIR"] = str(tmp)
+    sandbox.fake_cli("codex", 'cat > "$HOME/stdin.txt"; pwd > "$HOME/cwd.txt"')
+    proc = sandbox.run("mosaic", "yolo", "codex", "fix", "the", "bug", cwd=outside)
+    assert proc.returncode == 0, proc.stderr
+    assert (sandbox.home / "stdin.txt").read_text() == "fix the bug"
+    assert (sandbox.home / "cwd.txt").read_text().strip() == str(outside)
+    config = outside / "config.json"
+    config.write_text(json.dumps({"runtimes": {"reader": {"command": ["sh", "-c", 'cat "$0" > "$HOME/file.txt"', "{prompt_file}"], "prompt": "file"}}}))
+    sandbox.env["MACP_CONFIG"] = str(config)
+    assert sandbox.run("mosaic", "yolo", "reader", "from", "a", "file", cwd=outside).returncode == 0
+    assert (sandbox.home / "file.txt").read_text() == "from a file"
+    assert list(tmp.iterdir()) == [], "the prompt's temporary file is gone"

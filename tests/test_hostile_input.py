@@ -46,7 +46,7 @@ def test_metacharacters_in_titles_and_briefs_are_never_executed(sandbox, tmp_pat
                      f"--description={value.format(pwn=pwn)}", check=True)
     sandbox.macp("drain", check=True)
     assert not pwn.exists(), "a metacharacter was executed"
-    assert (sandbox.home / "stdin.txt").read_bytes() == brief_text.encode(), "the brief reaches the agent byte for byte"
+    assert (sandbox.home / "stdin.txt").read_bytes().startswith(brief_text.encode() + b"\n## Report\n"), "the brief reaches the agent byte for byte"
     for number in range(len(METACHARS)):
         task = sandbox.task(f"H{number}")
         assert task["status"] == "completed"
@@ -102,7 +102,8 @@ def test_a_brief_of_several_megabytes_goes_by_stdin(sandbox):
     (sandbox.repo / "docs" / "tasks" / "BIG.md").write_text(big)
     sandbox.macp("submit", "--task-id", "BIG", "--dispatch", "yolo", "--runtime", "codex", check=True)
     sandbox.macp("drain", check=True)
-    assert int((sandbox.home / "bytes.txt").read_text()) == len(big.encode()) > 5_000_000
+    brief = (sandbox.orch / "logs" / "BIG" / "attempt-1" / "brief.md").read_bytes()
+    assert brief.startswith(big.encode()) and int((sandbox.home / "bytes.txt").read_text()) == len(brief) > 5_000_000
     assert (sandbox.home / "argc.txt").read_text() == "7", "the brief was not an argument"
 
 

@@ -15,12 +15,12 @@ import pytest
 from conftest import ROOT
 
 sys.path.insert(0, str(ROOT / "tests" / "live"))
-from agent_clis import BIN_DIR, PACKAGES, FakeApi, installed, point_at  # noqa: E402
-from fake_model_api import ANSWER, QUOTA_RESET_SECONDS  # noqa: E402
+from agent_clis import BIN_DIR, PACKAGES, FakeApi, installed, point_at
+from fake_model_api import ANSWER, QUOTA_RESET_SECONDS
 
-from macp.clock import parse_timestamp  # noqa: E402
-from macp.config import default_config  # noqa: E402
-from macp.runtimes import running_as_root  # noqa: E402
+from macp.clock import parse_timestamp
+from macp.config import default_config
+from macp.runtimes import running_as_root
 
 pytestmark = [pytest.mark.live, pytest.mark.skipif(not all(installed(cli) for cli in PACKAGES), reason="run 'make agent-clis' first")]
 DRAIN_SECONDS = 240

@@ -58,7 +58,7 @@ class FakeApi:
         self.proc: subprocess.Popen | None = None
         self.port = 0
 
-    def __enter__(self) -> FakeApi:
+    def __enter__(self) -> FakeApi:  # noqa: PYI034 -- typing.Self needs Python 3.11
         self.proc = subprocess.Popen(
             [sys.executable, str(FAKE_API), "--port-file", str(self.port_file), "--log", str(self.log), "--lifetime", "3600"],
             stdout=subprocess.DEVNULL,
