@@ -272,3 +272,17 @@ def test_risk_policy_can_be_turned_off(agents):
     agents.macp("submit", "--task-id", "R2", "--title", "rm -rf the build folder", "--dispatch", "yolo", check=True)
     agents.macp("drain", check=True)
     assert agents.task("R2")["status"] == "completed"
+
+
+def test_missing_runtimes_escalate_after_the_cap_without_waiting_a_cooldown(agents):
+    agents.write_config({"runtimes": {"opencode": None, "gemini": None, "goose": None,
+                                      "codex": {"command": ["codex-not-installed"]}, "claude": {"command": ["claude-not-installed"]}},
+                         "macp": {"max_provider_failures": 4}})
+    agents.macp("submit", "--task-id", "M", "--dispatch", "yolo", "--runtime", "codex", check=True)
+    assert agents.macp("drain").returncode == 1
+    task = agents.task("M")
+    assert task["status"] == "escalated" and task["attempts"] == 0 and not task.get("not_before")
+    assert task["escalation_reason"].startswith("runtime unavailable: 4 provider failures")
+    assert [(e["metadata"]["runtime"], e["metadata"]["class"]) for e in provider_events(agents, "M")] == [
+        ("codex", "missing"), ("claude", "missing"), ("codex", "missing"), ("claude", "missing")]
+    assert not (agents.orch / "runtimes.json").exists(), "a missing binary is no rate limit: no cooldown"
