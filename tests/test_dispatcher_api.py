@@ -83,3 +83,11 @@ def test_dispatch_task_runs_one_whole_attempt(sandbox, config):
     failing = {"id": "D2", "command": "echo nope; exit 4"}
     assert dispatcher.dispatch_task(failing, sandbox.repo, sandbox.orch, config) == (4, "nope\n")
     assert sandbox.result("D2")["status"] == "failed" and sandbox.result("D2")["dispatch"] == "legacy"
+
+
+def test_dispatch_task_takes_an_agents_summary_from_its_structured_output(sandbox, config):
+    line = json.dumps({"type": "item.completed", "item": {"type": "agent_message", "text": "Renamed the helper."}})
+    sandbox.fake_cli("codex", f"cat > /dev/null; echo '{line}'; echo '{{\"type\": \"turn.completed\"}}'")
+    task = {"id": "Y1", "dispatch": "yolo", "runtime": "codex"}
+    assert dispatcher.dispatch_task(task, sandbox.repo, sandbox.orch, config)[0] == 0
+    assert sandbox.result("Y1")["summary"] == "Renamed the helper."

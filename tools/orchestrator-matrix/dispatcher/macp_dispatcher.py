@@ -30,8 +30,9 @@ from macp.errors import MacpError
 from macp.fsio import dump_json, write_atomic
 from macp.guidance import compose_brief
 from macp.layout import Layout, confine
-from macp.procs import ProcessResult, run_process
+from macp.procs import ProcessResult, read_log_tail, run_process
 from macp.redact import redact_value
+from macp.verdicts import idle_timeout, judge_agent_run
 from protocol.schemas import schema_errors
 
 MOSAIC_BIN = PROJECT_ROOT / "bin" / "mosaic"
@@ -360,8 +361,9 @@ def cleanup_worktree(task: dict, repo_root: Path | None = None) -> str | None:
 def dispatch_task(task: dict, repo_root: Path, orch_dir: Path, config: dict) -> tuple[int, str]:
     """One attempt without the controller: setup, execute, collect, clean up.
 
-    Runs the worker of an exec/yolo/legacy task (no quality gates, no retry), writes its
-    result and removes its clean worktree when ``macp.cleanup_worktrees`` is set. Returns
+    Runs the worker of an exec/yolo/legacy task (no quality gates, no retry, no failover),
+    writes its result (for an agent without a report, its final message is the summary) and
+    removes its clean worktree when ``macp.cleanup_worktrees`` is set. Returns
     ``(exit_code, output tail)``; exit code 127 means the worker could not be started.
     """
     layout = Layout(repo_root)
@@ -385,9 +387,16 @@ def dispatch_task(task: dict, repo_root: Path, orch_dir: Path, config: dict) -> 
         config_file=layout.config_file,
     )
     timeout = task.get("timeout_seconds") or config["worker"]["timeout_seconds"]
-    proc = run_worker(argv, cwd=cwd, env=env, log_path=attempt_dir / "worker.log", timeout_seconds=timeout, config=config)
+    yolo = dispatch_kind(task) == "yolo"
+    idle = idle_timeout(config, resolve_runtime(task, config)) if yolo else None
+    log_path = attempt_dir / "worker.log"
+    proc = run_worker(argv, cwd=cwd, env=env, log_path=log_path, timeout_seconds=timeout, config=config, idle_timeout_seconds=idle)
     exit_code = 127 if proc.exit_code is None else proc.exit_code
     report = read_worker_report(attempt_dir / "report.json")
+    if yolo and not report.get("summary"):
+        verdict = judge_agent_run(config, resolve_runtime(task, config), exit_code=proc.exit_code,
+                                  idle_timed_out=proc.idle_timed_out, output=read_log_tail(log_path), now=clock.now())
+        report["summary"] = verdict.summary
     files = gitops.changed_files(cwd, task["base_commit"]) if task.get("base_commit") else report.get("files_changed")
     kept = cleanup_worktree(task, repo_root) if config["macp"]["cleanup_worktrees"] else None
     collect_result(
