@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from macp.clock import parse_timestamp
 from macp.config import default_config
 from macp.providers import MAX_RESET_SECONDS, classify_run, normalise, parse_reset_time
 from macp.runtime_output import RunReport, read_run
@@ -43,7 +44,8 @@ EXPECTED_RESET = {"codex-quota": 5400, "gemini-429": 37, "gemini-quota": 5400, "
 def judge(name: str, now: datetime = NOW):
     record = CAPTURES[name]
     output = (DATA / f"{name}.txt").read_text()
-    return judge_agent_run(CONFIG, record["cli"], exit_code=record["exit_code"], idle_timed_out=record["idle_timed_out"], output=output, now=now)
+    return judge_agent_run(CONFIG, record["cli"], exit_code=record["exit_code"], idle_timed_out=record["idle_timed_out"],
+                           output=output, now=now, local_zone=timezone.utc)
 
 
 def test_every_capture_has_an_expectation():
@@ -62,10 +64,10 @@ def test_real_cli_output_is_classified(name):
 @pytest.mark.parametrize("name", sorted(EXPECTED_RESET))
 def test_real_reset_times_are_read(name):
     record = CAPTURES[name]
-    mtime = datetime.fromtimestamp((DATA / f"{name}.txt").stat().st_mtime, timezone.utc)
-    failure = judge(name, now=mtime).provider_failure
+    captured = parse_timestamp(record["captured_at"])
+    failure = judge(name, now=captured).provider_failure
     assert failure is not None and failure.reset_at is not None
-    seconds = (failure.reset_at - mtime).total_seconds()
+    seconds = (failure.reset_at - captured).total_seconds()
     assert abs(seconds - EXPECTED_RESET[name]) <= 120, (record, failure)
 
 

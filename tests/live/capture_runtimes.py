@@ -7,7 +7,9 @@ Runs each installed CLI exactly as MACP would (the command line, prompt on stdin
 environment of MACP's default runtime template, merged stdout/stderr through MACP's own
 process runner) against the fake model API on 127.0.0.1, once per case, and writes the
 output to ``tests/data/runtimes/<cli>-<case>.txt`` and how each run ended (exit code,
-whether it was cut for silence, CLI version) to ``tests/data/runtimes/captures.json``. The
+whether it was cut for silence, CLI version, when it started) to
+``tests/data/runtimes/captures.json``. The CLIs run with ``TZ=UTC``, so the clock times they
+print are UTC. The
 fast test suite classifies these files (``tests/test_runtime_captures.py``).
 
 Cases: the fake API's (ok, 401, 429, quota, 500, 503, 529, never), ``refused`` (nothing
@@ -24,6 +26,7 @@ import os
 import subprocess
 import sys
 import tempfile
+from datetime import datetime, timezone
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -63,7 +66,7 @@ def capture(cli: str, case: str, api: FakeApi, scratch: Path) -> dict:
     prompt.write_text(PROMPT)
     spec = default_config()["runtimes"][cli]
     invocation = build_invocation(spec, worktree=str(work), prompt_file=prompt, prompt_text=PROMPT, as_root=running_as_root())
-    env = {"HOME": str(home), "PATH": cli_path(), "LANG": "C.UTF-8", "TERM": "dumb"}
+    env = {"HOME": str(home), "PATH": cli_path(), "LANG": "C.UTF-8", "TERM": "dumb", "TZ": "UTC"}
     if case != "no-auth":
         env.update(point_at(cli, home, api.url("ok" if case in ("root-guard", "untrusted", "unknown-flag") else case)))
     env.update(invocation.env)
@@ -76,10 +79,11 @@ def capture(cli: str, case: str, api: FakeApi, scratch: Path) -> dict:
         argv.insert(2, "--no-such-flag")
     argv[0] = str(BIN_DIR / argv[0])
     out = DATA / f"{cli}-{case}.txt"
+    captured_at = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
     result = run_process(argv, cwd=work, env=env, log_path=out, timeout_seconds=TIMEOUT_SECONDS,
                          stdin_path=prompt, idle_timeout_seconds=IDLE_SECONDS.get(case, DEFAULT_IDLE_SECONDS))
     return {"cli": cli, "version": PACKAGES[cli][1], "case": case, "exit_code": result.exit_code,
-            "idle_timed_out": result.idle_timed_out, "timed_out": result.timed_out}
+            "idle_timed_out": result.idle_timed_out, "timed_out": result.timed_out, "captured_at": captured_at}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -9,7 +9,7 @@ each CLI's structured output in :mod:`macp.runtime_output`.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, tzinfo
 
 from macp.providers import ProviderFailure, classify_run
 from macp.runtime_output import read_run
@@ -43,11 +43,14 @@ def idle_timeout(config: dict, runtime: str) -> int:
     return own or config["worker"]["idle_timeout_seconds"]
 
 
-def judge_agent_run(config: dict, runtime: str, *, exit_code: int | None, idle_timed_out: bool, output: str, now: datetime) -> AgentVerdict:
-    """Judge one run of ``runtime`` from its ``output`` (the end of its log)."""
+def judge_agent_run(
+    config: dict, runtime: str, *, exit_code: int | None, idle_timed_out: bool, output: str, now: datetime, local_zone: tzinfo | None = None
+) -> AgentVerdict:
+    """Judge one run of ``runtime`` from its ``output`` (the end of its log); ``now`` and
+    ``local_zone`` (default: the machine's) anchor the reset times it names."""
     spec = config["runtimes"].get(runtime, {})
     report = read_run(output, spec.get("output", "text"))
-    failure = classify_run(signatures(config, runtime), exit_code=exit_code, idle_timed_out=idle_timed_out, report=report, now=now)
+    failure = classify_run(signatures(config, runtime), exit_code=exit_code, idle_timed_out=idle_timed_out, report=report, now=now, local_zone=local_zone)
     reported = report.error if failure is None and report.error is not None else None
     summary = bounded(report.final_message.strip(), SUMMARY_MAX_CHARS) if report.final_message and report.final_message.strip() else None
     return AgentVerdict(failure, reported, summary if reported is None and failure is None else None)
