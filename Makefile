@@ -31,7 +31,7 @@ agent-clis: $(AGENT_CLIS)/.installed
 $(AGENT_CLIS)/.installed:
 	@if command -v npm >/dev/null 2>&1; then \
 		mkdir -p $(AGENT_CLIS) && \
-		npm install --prefix $(AGENT_CLIS) --no-audit --no-fund --no-save --ignore-scripts --loglevel=error $(AGENT_CLI_PACKAGES) && \
+		npm install --prefix $(AGENT_CLIS) --no-audit --no-fund --no-save --loglevel=error $(AGENT_CLI_PACKAGES) && \
 		touch $@; \
 	else echo "npm not found: the live agent-CLI tests will be skipped"; fi
 
