@@ -340,7 +340,9 @@ class Controller:
         return "running"
 
     def after_worker(self, task: dict, outcome: WorkerOutcome) -> str:
-        """Decide what the worker's exit means: escalation, a failed attempt, or the gates."""
+        """Decide what the worker's exit means: a provider failure (agents only, judged by
+        :mod:`macp.verdicts`; a run cut for silence always is one), escalation, a failed
+        attempt, or the gates."""
         details = {
             "exit_code": outcome.exit_code,
             "output_tail": outcome.output_tail,
@@ -368,9 +370,9 @@ class Controller:
         if outcome.report.get("escalate"):
             reason = outcome.report.get("escalation_reason") or "the worker asked for a person"
             return self.finish(task, "escalated", escalation_reason=reason, **details)
-        if outcome.exit_code != 0 or outcome.timed_out or outcome.idle_timed_out or reported_error:
+        if outcome.exit_code != 0 or outcome.timed_out or reported_error:
             failure = {
-                "kind": "timeout" if outcome.timed_out or outcome.idle_timed_out else "worker",
+                "kind": "timeout" if outcome.timed_out else "worker",
                 "attempt": task["attempts"],
                 "exit_code": outcome.exit_code,
                 "classification": "unknown",

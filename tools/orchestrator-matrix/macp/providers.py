@@ -127,8 +127,9 @@ def classify_run(
     vendor type, else by signatures over its message, then over the CLI's diagnostics;
     silence for the idle timeout is then ``hang``; a structured error with no class, and a
     run that exits 0 with no structured error, are no provider failure; any other run is
-    classed by signatures over the CLI's diagnostics (all output for text runtimes). ``now`` anchors relative reset times;
-    ``local_zone`` (default: the machine's) reads clock times without a zone.
+    classed by signatures over the CLI's diagnostics (all output for text runtimes).
+    ``now`` anchors relative reset times; ``local_zone`` (default: the machine's) reads
+    clock times without a zone.
     """
     if exit_code is None or exit_code == EXIT_NOT_INSTALLED:
         return ProviderFailure("missing", None, "runtime not installed or could not start")
