@@ -16,6 +16,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
+from dispatcher import macp_dispatcher as dispatcher
 from macp import clock
 from macp.providers import WAITING_DOES_NOT_FIX, ProviderFailure
 from macp.runtime_state import load_runtime_state, record_cooldown
@@ -29,7 +30,7 @@ if TYPE_CHECKING:
 def provider_failed(ctl: Controller, task: dict, failure: ProviderFailure, outcome: WorkerOutcome) -> str:
     """A provider failure: the attempt does not count; fail over to the next runtime, or
     wait for the earliest reset when every runtime failed, or escalate past the cap."""
-    runtime, now = task["attempt_runtime"], clock.now()
+    runtime, now = dispatcher.resolve_runtime(task, ctl.config), clock.now()
     reset = clock.format_timestamp(failure.reset_at) if failure.reset_at else None
     if failure.reset_capped:
         reset = f"{reset} (capped at 24 h)"
