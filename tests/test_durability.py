@@ -281,3 +281,32 @@ def test_a_controller_that_dies_mid_recovery_passes_the_recovery_on(sandbox):
             orphan.kill()
             orphan.wait()
     assert not (sandbox.orch / ".controller.lock").read_text(), "released cleanly, no debt left"
+
+
+def test_a_torn_event_line_is_set_aside_before_the_next_append(sandbox):
+    sandbox.macp("submit", "--task-id", "A", "--command", "true", check=True)
+    fragment = '{"event_id": "torn", "event_type": "task.sta'
+    with (sandbox.orch / "events.ndjson").open("a") as handle:
+        handle.write(fragment)
+    sandbox.macp("submit", "--task-id", "B", "--command", "true", check=True)
+    proc = sandbox.macp("history", check=True)
+    assert "skipping torn" not in proc.stderr and "B" in proc.stdout
+    assert [e["task_id"] for e in sandbox.events()] == ["A", "B"], "no event fused with the fragment"
+    assert (sandbox.orch / "events.ndjson.torn").read_text() == fragment + "\n"
+
+
+def test_an_append_that_fails_part_way_is_undone(tmp_path):
+    log = tmp_path / "events.ndjson"
+    log.write_text('{"n": 1}\n')
+    code = (
+        "import resource, signal, sys; from pathlib import Path\n"
+        f"sys.path.insert(0, {str(ROOT / 'tools' / 'orchestrator-matrix')!r})\n"
+        "from macp.fsio import append_line\n"
+        "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
+        "resource.setrlimit(resource.RLIMIT_FSIZE, (20, 20))\n"
+        f"try:\n    append_line(Path({str(log)!r}), '{{\"n\": 2, \"padding\": \"' + 'x' * 100 + '\"}}')\n"
+        "except OSError as exc:\n    print('refused:', exc.errno)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.stdout.startswith("refused:"), proc.stderr
+    assert log.read_text() == '{"n": 1}\n', "the partial line was taken back"

@@ -1,8 +1,9 @@
 """The append-only event log ``events.ndjson``: build, validate, append, read.
 
 Each event is one JSON object on one line, valid against ``protocol/event.schema.json``.
-Appends are single ``write(2)`` calls (:func:`macp.fsio.append_line`). Readers skip a torn
-final line (a crash mid-append) and report it on stderr; a bad line elsewhere is an error.
+Appends go through :func:`macp.fsio.append_line`: locked, and a torn last line (a crash
+mid-append) is moved to ``events.ndjson.torn`` before the next append. Until then readers
+skip a torn final line and report it on stderr; a bad line elsewhere is an error.
 """
 
 from __future__ import annotations

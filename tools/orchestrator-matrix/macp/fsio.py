@@ -2,8 +2,10 @@
 
 - :func:`write_atomic`: temp file in the same folder, ``fsync``, ``os.replace``, then
   ``fsync`` of the folder. A crash at any instant leaves the old file or the new one.
-- :func:`append_line`: one ``write(2)`` on an ``O_APPEND`` descriptor per line, so
-  concurrent appenders never interleave inside a line.
+- :func:`append_line`: one line appended under an exclusive ``flock`` of the file, so
+  concurrent appenders never interleave inside a line; a torn last line left by a crash is
+  moved aside first (to ``<file>.torn``), so no later line fuses with it; a write that fails
+  part-way is undone, so it never leaves a torn line itself.
 - :func:`read_json`: parse a state file or raise :class:`~macp.errors.MacpError` naming the
   file, line and column; nothing is ever rewritten on a read error.
 """
@@ -11,6 +13,7 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import tempfile
@@ -56,17 +59,48 @@ def fsync_dir(folder: Path) -> None:
 
 
 def append_line(path: Path, line: str) -> None:
-    """Append ``line`` plus ``\\n`` to ``path`` with a single ``write(2)`` and ``fsync``."""
+    """Append ``line`` plus ``\\n`` to ``path`` and ``fsync`` it.
+
+    Under an exclusive ``flock`` of ``path``: when the file does not end with a newline (a
+    crash cut an earlier append short), that fragment is appended to ``<path>.torn`` and cut
+    off first. Short writes are continued; when a write fails (``ENOSPC``, ``EIO``) the file
+    is truncated back to where it was and the ``OSError`` propagates.
+    """
     data = (line.rstrip("\n") + "\n").encode("utf-8")
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
     try:
-        written = os.write(fd, data)
-        if written != len(data):
-            raise OSError(f"short write to {path}: {written} of {len(data)} bytes")
-        os.fsync(fd)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        size = os.fstat(fd).st_size
+        if size and os.pread(fd, 1, size - 1) != b"\n":
+            size = _set_torn_tail_aside(path, fd, size)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            os.fsync(fd)
+        except OSError:
+            os.ftruncate(fd, size)
+            raise
     finally:
         os.close(fd)
+
+
+def _set_torn_tail_aside(path: Path, fd: int, size: int, window: int = 1 << 20) -> int:
+    """Move the bytes after the last newline of ``fd`` to ``<path>.torn``; return the new
+    size. Only the last ``window`` bytes are searched: a longer fragment is moved whole."""
+    start = max(0, size - window)
+    tail = os.pread(fd, size - start, start)
+    cut = start + tail.rfind(b"\n") + 1 if b"\n" in tail else start
+    fragment = os.pread(fd, size - cut, cut)
+    side = os.open(path.with_name(path.name + ".torn"), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(side, fragment + b"\n")
+        os.fsync(side)
+    finally:
+        os.close(side)
+    os.ftruncate(fd, cut)
+    return cut
 
 
 def dump_json(value: Any) -> str:
