@@ -193,3 +193,18 @@ def test_validate_with_an_explicit_schema(sandbox, tmp_path):
     task.write_text('{"id": "bad id"}')
     assert sandbox.macp("validate", "--schema", str(refs), str(task)).returncode == 1
     assert sandbox.macp("validate", str(tmp_path / "random.json")).returncode == 2
+
+
+def test_macps_own_token_never_reaches_workers_gates_or_runtimes(sandbox):
+    sandbox.env["MACP_MATRIX_TOKEN"] = "syt_bWFjcA_" + "Q" * 20 + "_1a2b3c"
+    sandbox.env["MY_TOKEN_VAR"] = "mct_" + "Z" * 30
+    sandbox.write_config({"matrix": {"token_env": "MY_TOKEN_VAR"}, "quality_gates": ['env > "$HOME/gate-env.txt"']})
+    sandbox.fake_cli("codex", 'cat > /dev/null; env > "$HOME/runtime-env.txt"; echo "token $MACP_MATRIX_TOKEN"')
+    sandbox.macp("submit", "--task-id", "S", "--dispatch", "yolo", "--runtime", "codex", check=True)
+    sandbox.macp("submit", "--task-id", "W", "--command", 'env > "$HOME/worker-env.txt"', check=True)
+    sandbox.macp("drain", check=True)
+    for name in ("gate-env.txt", "runtime-env.txt", "worker-env.txt"):
+        assert "MY_TOKEN_VAR" not in (sandbox.home / name).read_text(), name
+    assert "MACP_MATRIX_TOKEN=syt_" in (sandbox.home / "worker-env.txt").read_text(), "only the configured variable is MACP's"
+    log = (sandbox.orch / "logs" / "S" / "attempt-1" / "worker.log").read_text()
+    assert "token [REDACTED]" in log and "syt_" not in log, "Matrix token shapes are redacted"

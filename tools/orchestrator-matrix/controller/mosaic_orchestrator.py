@@ -264,6 +264,7 @@ class Controller:
             brief_file=attempt_dir / "brief.md",
             report_file=attempt_dir / "report.json",
             config_file=self.layout.config_file,
+            hidden=dispatcher.own_secret_names(self.config),
         )
 
     # -- one attempt ---------------------------------------------------------------------

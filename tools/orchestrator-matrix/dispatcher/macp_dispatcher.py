@@ -211,11 +211,21 @@ def build_dispatch_command(task: dict, repo_root: Path, config: dict | None = No
     return argv[2] if argv[:2] == ["/bin/sh", "-c"] else shlex.join(argv)
 
 
-def worker_env(task: dict, *, attempt: int, cwd: Path, brief_file: Path, report_file: Path, config_file: Path) -> dict[str, str]:
-    """The worker's environment: ours, ``~/.config/mosaic/bin`` first on PATH, and the
+def own_secret_names(config: dict) -> list[str]:
+    """Environment variables that hold MACP's own secrets (the Matrix transport's
+    ``matrix.token_env``): workers, gates and runtimes never see them (docs/security.md)."""
+    name = (config.get("matrix") or {}).get("token_env")
+    return [name] if name else []
+
+
+def worker_env(
+    task: dict, *, attempt: int, cwd: Path, brief_file: Path, report_file: Path, config_file: Path, hidden: list[str] | None = None
+) -> dict[str, str]:
+    """The worker's environment: ours without the ``hidden`` variables (MACP's own secrets,
+    :func:`own_secret_names`), ``~/.config/mosaic/bin`` first on PATH, and the
     ``MACP_TASK_ID``, ``MACP_ATTEMPT``, ``MACP_WORKTREE``, ``MACP_BRANCH``, ``MACP_BRIEF``,
     ``MACP_REPORT`` and ``MACP_CONFIG`` variables (docs/workers.md)."""
-    env = dict(os.environ)
+    env = {name: value for name, value in os.environ.items() if name not in (hidden or [])}
     env["PATH"] = os.pathsep.join([str(USER_BIN.expanduser()), env.get("PATH", os.defpath)])
     env.update(
         {
@@ -385,6 +395,7 @@ def dispatch_task(task: dict, repo_root: Path, orch_dir: Path, config: dict) -> 
         brief_file=brief_file,
         report_file=attempt_dir / "report.json",
         config_file=layout.config_file,
+        hidden=own_secret_names(config),
     )
     timeout = task.get("timeout_seconds") or config["worker"]["timeout_seconds"]
     yolo = dispatch_kind(task) == "yolo"

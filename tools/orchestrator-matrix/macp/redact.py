@@ -3,7 +3,8 @@
 Shapes (documented in docs/security.md): GitHub tokens (``ghp_``/``gho_``/``ghu_``/``ghs_``/
 ``ghr_``, ``github_pat_``), OpenAI and Anthropic keys (``sk-``, ``sk-proj-``, ``sk-ant-``),
 AWS access key ids (``AKIA``/``ASIA``) and ``aws_secret_access_key`` values, Slack tokens
-(``xox?-``) and webhook URLs, Google API keys (``AIza``), PEM private-key blocks,
+(``xox?-``) and webhook URLs, Google API keys (``AIza``), Matrix access tokens (Synapse
+``syt_``, MAS ``mct_``), PEM private-key blocks,
 ``Authorization:`` header values, and ``password=``/``secret:``/``token=``/``api_key=``
 style assignments. The secret is replaced by ``[REDACTED]``; the label before it is kept so
 the output still reads.
@@ -24,6 +25,7 @@ _WHOLE_MATCH = [
     re.compile(r"\bxox[abposr]-[A-Za-z0-9-]{10,}"),
     re.compile(r"https://hooks\.slack\.com/services/[A-Za-z0-9/_-]+"),
     re.compile(r"\bAIza[0-9A-Za-z_-]{35}"),
+    re.compile(r"\b(?:syt|mct)_[A-Za-z0-9_-]{10,}"),
 ]
 _LABELLED = [
     re.compile(r"(?i)(\bauthorization\s*:\s*(?:bearer|basic|token)?\s*)[^\s\"',;]+"),
