@@ -208,3 +208,16 @@ def test_macps_own_token_never_reaches_workers_gates_or_runtimes(sandbox):
     assert "MACP_MATRIX_TOKEN=syt_" in (sandbox.home / "worker-env.txt").read_text(), "only the configured variable is MACP's"
     log = (sandbox.orch / "logs" / "S" / "attempt-1" / "worker.log").read_text()
     assert "token [REDACTED]" in log and "syt_" not in log, "Matrix token shapes are redacted"
+
+
+@pytest.mark.parametrize(("make_report", "note"), [
+    ('head -c 200000 /dev/zero | tr "\\0" " " > "$MACP_REPORT"', "larger than 65536 bytes"),
+    ('ln -s /etc/passwd "$MACP_REPORT"', "Too many levels of symbolic links"),
+    ('mkfifo "$MACP_REPORT"', "not a regular file"),
+])
+def test_a_hostile_report_is_ignored_without_blocking_or_following(sandbox, make_report, note):
+    sandbox.macp("submit", "--task-id", "R", "--command", make_report, check=True)
+    sandbox.controller("--once", check=True, timeout=60)
+    result = sandbox.result("R")
+    assert result["status"] == "completed" and result["summary"] == ""
+    assert note in result["metadata"]["report_note"]

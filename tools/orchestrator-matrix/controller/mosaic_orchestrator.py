@@ -508,7 +508,10 @@ class Controller:
             timed_out=timed_out,
             worktree_kept=kept,
             output_tail=output_tail,
-            metadata={"log_dir": str(self.layout.attempt_dir(task["id"], task.get("attempts", 0)))},
+            metadata={
+                "log_dir": str(self.layout.attempt_dir(task["id"], task.get("attempts", 0))),
+                **({"report_note": report["note"]} if report.get("note") else {}),
+            },
         )
         message = {"completed": "all quality gates passed", "failed": error or "failed", "escalated": escalation_reason or "escalated"}[status]
         changes = {

@@ -22,6 +22,7 @@ import json
 import os
 import re
 import shlex
+import stat
 from pathlib import Path
 
 from macp import clock, gitops
@@ -32,7 +33,7 @@ from macp.guidance import compose_brief
 from macp.layout import Layout, confine
 from macp.procs import ProcessResult, read_log_tail, run_process
 from macp.redact import redact_value
-from macp.verdicts import idle_timeout, judge_agent_run
+from macp.verdicts import SUMMARY_MAX_CHARS, bounded, idle_timeout, judge_agent_run
 from protocol.schemas import schema_errors
 
 MOSAIC_BIN = PROJECT_ROOT / "bin" / "mosaic"
@@ -259,18 +260,36 @@ def run_worker(
     )
 
 
+MAX_REPORT_BYTES = 65536
+
+
 def read_worker_report(report_file: Path) -> dict:
     """The worker's optional JSON report (docs/workers.md), keeping only well-typed fields:
-    ``summary`` (str), ``files_changed`` (list of str), ``escalate`` (bool),
-    ``escalation_reason`` (str), ``pr`` (str). Missing or malformed reports give ``{}``."""
+    ``summary`` (str, cut at 2,000 characters), ``files_changed`` (list of str), ``escalate``
+    (bool), ``escalation_reason`` (str), ``pr`` (str). Missing or malformed reports give
+    ``{}``. A report that is not a regular file (a link, a FIFO) or is larger than
+    :data:`MAX_REPORT_BYTES` is ignored: ``{"note": why}``; it is never followed or read
+    whole, so a worker cannot make the controller block or read another file."""
     try:
-        report = json.loads(report_file.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        fd = os.open(report_file, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError as exc:
+        return {} if isinstance(exc, FileNotFoundError) else {"note": f"report.json ignored: {exc.strerror}"}
+    with os.fdopen(fd, "rb") as handle:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return {"note": "report.json ignored: not a regular file"}
+        raw = handle.read(MAX_REPORT_BYTES + 1)
+    if len(raw) > MAX_REPORT_BYTES:
+        return {"note": f"report.json ignored: larger than {MAX_REPORT_BYTES} bytes"}
+    try:
+        report = json.loads(raw.decode("utf-8"))
+    except ValueError:
         return {}
     if not isinstance(report, dict):
         return {}
     types = {"summary": str, "escalate": bool, "escalation_reason": str, "pr": str}
     kept = {key: value for key, value in report.items() if key in types and isinstance(value, types[key])}
+    if "summary" in kept:
+        kept["summary"] = bounded(kept["summary"], SUMMARY_MAX_CHARS)
     files = report.get("files_changed")
     if isinstance(files, list) and all(isinstance(name, str) for name in files):
         kept["files_changed"] = files
