@@ -187,3 +187,26 @@ def test_relative_brief_with_repo_from_another_folder(sandbox, tmp_path):
     sandbox.macp("submit", "--repo", str(sandbox.repo), "--task-id", "T", "--command", "true", "--brief", "docs/tasks/T.md", cwd=tmp_path, check=True)
     sandbox.macp("submit", "--task-id", "U", "--command", "true", "--brief", "tasks/T.md", cwd=sub, check=True)
     assert sandbox.task("T")["brief_path"] == sandbox.task("U")["brief_path"] == "docs/tasks/T.md"
+
+
+def test_cancel_works_when_the_claiming_controller_is_dead_and_a_drain_skips_it(sandbox, tmp_path):
+    ran = tmp_path / "ran"
+    dead = {"pid": 999999, "host": "elsewhere", "started_at": "2026-01-01T00:00:00.000Z", "token": "dead-token"}
+    sandbox.write_tasks({"tasks": [{"id": "T1", "status": "running", "command": f'touch "{ran}"', "attempts": 1, "claim": dead}]})
+    (sandbox.orch / ".controller.lock").write_text(json.dumps(dead))
+    proc = sandbox.macp("cancel", "T1")
+    assert proc.returncode == 0, proc.stderr
+    assert sandbox.task("T1")["status"] == "cancelled" and sandbox.task("T1")["claim"] is None
+    sandbox.controller("--until-drained", check=True)
+    assert sandbox.task("T1")["status"] == "cancelled" and not ran.exists()
+
+
+def test_retry_resets_the_provider_budget_and_a_previous_acp_report(sandbox):
+    acp = {"spawn_file": "x", "requested_at": "2026-01-01T00:00:00Z", "reported_exit_code": 0, "reported_summary": "old", "reported_at": "2026-01-01T00:01:00Z"}
+    sandbox.write_tasks({"tasks": [{"id": "A1", "status": "escalated", "dispatch": "acp", "runtime": "claude", "attempts": 1,
+                                    "provider_failures": 6, "failed_runtimes": ["claude", "codex"], "acp": acp}]})
+    sandbox.macp("retry", "A1", check=True)
+    task = sandbox.task("A1")
+    assert task["status"] == "pending" and task["provider_failures"] == 0 and task["failed_runtimes"] == [] and task["acp"] is None
+    sandbox.macp("drain", check=True)
+    assert sandbox.task("A1")["status"] == "running" and sandbox.task("A1")["acp"]["reported_at"] is None, "it waits for a new report"

@@ -310,3 +310,14 @@ def test_an_append_that_fails_part_way_is_undone(tmp_path):
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert proc.stdout.startswith("refused:"), proc.stderr
     assert log.read_text() == '{"n": 1}\n', "the partial line was taken back"
+
+
+def test_cancel_is_refused_while_the_claiming_controller_runs(sandbox, tmp_path):
+    release = tmp_path / "release"
+    sandbox.write_tasks({"tasks": [{"id": "slow", "command": held_command(release)}]})
+    holder = start_controller(sandbox, "--once")
+    wait_for(lambda: sandbox.task("slow").get("status") == "running", what="slow to start")
+    proc = sandbox.macp("cancel", "slow")
+    release.touch()
+    assert proc.returncode == 2 and "under a running controller" in proc.stderr
+    assert holder.wait(timeout=60) == 0 and sandbox.task("slow")["status"] == "completed"

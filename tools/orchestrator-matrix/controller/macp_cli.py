@@ -26,6 +26,7 @@ from macp.errors import EXIT_OK, MacpError
 from macp.events import append_event, make_event, read_events
 from macp.layout import Layout, confine
 from macp.lifecycle import STATUSES, status_of, transition
+from macp.locks import live_holder
 from macp.scheduler import hold_reason
 from macp.taskstore import edit_tasks, load_tasks
 from protocol.schemas import schema_errors
@@ -310,7 +311,16 @@ def cmd_retry(args) -> int:
         if status_of(task) not in ("failed", "escalated", "cancelled"):
             raise MacpError(f"task {task['id']} is {status_of(task)}; only failed, escalated or cancelled tasks can be retried")
         budget = task.get("attempts", 0) + args.attempts
-        return {"max_attempts": budget, "claim": None, "error": None, "escalation_reason": None, "not_before": None}
+        return {
+            "max_attempts": budget,
+            "claim": None,
+            "error": None,
+            "escalation_reason": None,
+            "not_before": None,
+            "provider_failures": 0,
+            "failed_runtimes": [],
+            "acp": None,
+        }
 
     before, task = change_task(layout, args.task_id, decide, "pending")
     record(
@@ -329,11 +339,13 @@ def cmd_cancel(args) -> int:
     layout = Layout(resolve_repo(args.repo))
 
     def decide(task: dict) -> dict:
-        if task.get("claim"):
-            raise MacpError(f"task {task['id']} is {status_of(task)} under a controller; stop the controller first")
+        claim = task.get("claim")
+        holder = live_holder(layout.controller_lock) if claim else None
+        if claim and holder is not None and holder.get("token") in (None, claim.get("token")):
+            raise MacpError(f"task {task['id']} is {status_of(task)} under a running controller; stop the controller first")
         if status_of(task) in ("completed", "cancelled"):
             raise MacpError(f"task {task['id']} is already {status_of(task)}")
-        return {}
+        return {"claim": None}
 
     _, task = change_task(layout, args.task_id, decide, "cancelled")
     record(layout, "task.cancelled", task, args.reason or "cancelled by hand")

@@ -108,6 +108,25 @@ class ControllerLock:
             self._fd = None
 
 
+def live_holder(lock_path: Path) -> dict | None:
+    """The record of the controller holding ``lock_path`` right now, or None when no process
+    holds it (a record left by a dead controller does not count). Takes nothing: it only
+    tries a shared lock, which fails while a controller holds the exclusive one."""
+    try:
+        fd = os.open(lock_path, os.O_RDONLY)
+    except FileNotFoundError:
+        return None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return _parse_owner(os.pread(fd, 65536, 0)) or {"token": None}
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    finally:
+        os.close(fd)
+
+
 def _parse_owner(raw: bytes) -> dict | None:
     try:
         owner = json.loads(raw.decode("utf-8"))
