@@ -179,3 +179,28 @@ def test_a_deleted_worktree_folder_does_not_block_re_creation(sandbox):
     sandbox.controller("--once", check=True)
     assert sandbox.task("T1")["status"] == "completed"
     assert [e for e in sandbox.event_types("T1") if e.startswith("worktree.")][:2] == ["worktree.created", "worktree.created"]
+
+
+def test_a_commit_made_on_a_detached_head_is_kept_under_a_ref(sandbox):
+    command = "git checkout -q --detach && echo lost > lost.txt && git add lost.txt && git commit -qm 'detached work'"
+    sandbox.write_tasks({"tasks": [exec_task("D1", command)]})
+    sandbox.controller("--once", check=True)
+    result = sandbox.result("D1")
+    assert result["status"] == "completed" and result["worktree_kept"] is None
+    [kept] = result["kept_commits"]
+    assert kept["ref"] == "refs/macp/d1/1"
+    assert sandbox.git("rev-parse", "refs/macp/d1/1").strip() == kept["commit"]
+    assert sandbox.git("show", "-s", "--format=%s", kept["commit"]).strip() == "detached work"
+    assert not (sandbox.worktree_base / "d1").exists()
+
+
+def test_ignored_files_keep_the_worktree_unless_config_lets_them_go(sandbox):
+    command = "printf '.env\\n' > .gitignore && git add .gitignore && git commit -qm ignore && echo SECRET=1 > .env"
+    sandbox.write_tasks({"tasks": [exec_task("I1", command), exec_task("I2", command)]})
+    sandbox.controller("--once", check=True)
+    assert sandbox.result("I1")["worktree_kept"] == "1 ignored path: .env"
+    assert (sandbox.worktree_base / "i1" / ".env").exists()
+    assert "worktree.kept" in sandbox.event_types("I1")
+    sandbox.write_config({"macp": {"remove_ignored_files": True}})
+    sandbox.controller("--once", check=True)
+    assert sandbox.result("I2")["worktree_kept"] is None and not (sandbox.worktree_base / "i2").exists()

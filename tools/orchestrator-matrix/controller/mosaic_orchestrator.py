@@ -486,13 +486,14 @@ class Controller:
         worktree. In that order, so a crash can leak a worktree but never lose an outcome."""
         report = report or {}
         files = report.get("files_changed")
-        kept = None
+        kept, kept_commits = None, []
         worktree = Path(task["worktree"]) if task.get("worktree") else None
         if worktree and worktree.exists():
             try:
                 if task.get("base_commit"):
                     files = gitops.changed_files(worktree, task["base_commit"])
-                kept = dispatcher.uncommitted_work(worktree)
+                kept = dispatcher.uncommitted_work(worktree, self.config["macp"]["remove_ignored_files"])
+                kept_commits = dispatcher.preserve_commits(task, worktree)
             except gitops.GitError as exc:
                 kept = f"could not inspect it: {exc}"
         result = dispatcher.collect_result(
@@ -507,6 +508,7 @@ class Controller:
             escalation_reason=escalation_reason,
             timed_out=timed_out,
             worktree_kept=kept,
+            kept_commits=kept_commits,
             output_tail=output_tail,
             metadata={
                 "log_dir": str(self.layout.attempt_dir(task["id"], task.get("attempts", 0))),
@@ -540,7 +542,7 @@ class Controller:
         When it is kept for a reason the result does not know yet, the result is updated.
         """
         try:
-            kept = dispatcher.cleanup_worktree(task, self.layout.repo_root)
+            kept = dispatcher.cleanup_worktree(task, self.layout.repo_root, self.config["macp"]["remove_ignored_files"])
         except gitops.GitError as exc:
             kept = f"could not inspect it: {exc}"
         with self.guard.critical():

@@ -314,7 +314,8 @@ def collect_result(task: dict, exit_code: int | None, gate_results: list, orch_d
 
     ``details`` may set ``status`` (default: completed when the worker exited 0 and every gate
     passed, else failed), ``summary``, ``files_changed``, ``error``, ``escalation_reason``,
-    ``timed_out``, ``worktree_kept``, ``output_tail``, ``runtime``, ``metadata``. Nothing is
+    ``timed_out``, ``worktree_kept``, ``kept_commits``, ``output_tail``, ``runtime``,
+    ``metadata``. Nothing is
     written unless the result validates (ValueError otherwise). Returns the result.
     """
     now = clock.timestamp()
@@ -341,6 +342,7 @@ def collect_result(task: dict, exit_code: int | None, gate_results: list, orch_d
         "escalation_reason": None,
         "timed_out": False,
         "worktree_kept": None,
+        "kept_commits": [],
         "output_tail": "",
         "metadata": {},
     }
@@ -353,21 +355,40 @@ def collect_result(task: dict, exit_code: int | None, gate_results: list, orch_d
     return result
 
 
-def uncommitted_work(worktree: Path) -> str | None:
-    """Why removing ``worktree`` would lose work (``"2 uncommitted paths: a.py, b.py"``), or None."""
+def uncommitted_work(worktree: Path, remove_ignored: bool = False) -> str | None:
+    """Why removing ``worktree`` would lose work (``"2 uncommitted paths: a.py, b.py"``), or
+    None. Ignored files (build output, ``.env``) count too unless ``remove_ignored``
+    (``macp.remove_ignored_files``)."""
     dirty = gitops.dirty_paths(worktree)
+    label = "uncommitted"
+    if not dirty and not remove_ignored:
+        dirty, label = gitops.ignored_paths(worktree), "ignored"
     if not dirty:
         return None
     shown = ", ".join(dirty[:5]) + (", ..." if len(dirty) > 5 else "")
-    return f"{len(dirty)} uncommitted path{'s' if len(dirty) != 1 else ''}: {shown}"
+    return f"{len(dirty)} {label} path{'s' if len(dirty) != 1 else ''}: {shown}"
 
 
-def cleanup_worktree(task: dict, repo_root: Path | None = None) -> str | None:
+def preserve_commits(task: dict, worktree: Path) -> list[dict]:
+    """Keep every commit the worktree's HEAD reached that no ref reaches any more (a worker
+    that committed on a detached HEAD) under ``refs/macp/<task>/<attempt>[-n]``; returns
+    ``[{"ref", "commit"}]`` for the result. Idempotent."""
+    kept = []
+    base = f"refs/macp/{slugify(task['id'], max_length=128) or 'task'}/{task.get('attempts', 0)}"
+    for number, commit in enumerate(gitops.unreachable_commits(worktree)):
+        ref = base if number == 0 else f"{base}-{number + 1}"
+        gitops.keep_commit(worktree, ref, commit)
+        kept.append({"ref": ref, "commit": commit})
+    return kept
+
+
+def cleanup_worktree(task: dict, repo_root: Path | None = None, remove_ignored: bool = False) -> str | None:
     """Remove the task's worktree unless that would lose work; the branch always stays.
 
-    Returns None when the worktree was removed (or was already gone), else why it was kept,
-    e.g. ``"2 uncommitted paths: a.py, b.py"``. ``repo_root`` defaults to the repository the
-    worktree belongs to.
+    Commits no ref reaches are kept under refs first (:func:`preserve_commits`). Returns
+    None when the worktree was removed (or was already gone), else why it was kept, e.g.
+    ``"2 uncommitted paths: a.py, b.py"`` or ``"1 ignored path: .env"`` (unless
+    ``remove_ignored``). ``repo_root`` defaults to the repository the worktree belongs to.
     """
     if not task.get("worktree"):
         return None
@@ -377,9 +398,10 @@ def cleanup_worktree(task: dict, repo_root: Path | None = None) -> str | None:
     if repo_root is None:
         common = gitops.git(["rev-parse", "--path-format=absolute", "--git-common-dir"], path).stdout.strip()
         repo_root = Path(common).parent
-    kept = uncommitted_work(path)
+    kept = uncommitted_work(path, remove_ignored)
     if kept:
         return kept
+    preserve_commits(task, path)
     try:
         gitops.remove_worktree(repo_root, path)
     except gitops.GitError as exc:
@@ -428,7 +450,8 @@ def dispatch_task(task: dict, repo_root: Path, orch_dir: Path, config: dict) -> 
                                   idle_timed_out=proc.idle_timed_out, output=read_log_tail(log_path), now=clock.now())
         report["summary"] = verdict.summary
     files = gitops.changed_files(cwd, task["base_commit"]) if task.get("base_commit") else report.get("files_changed")
-    kept = cleanup_worktree(task, repo_root) if config["macp"]["cleanup_worktrees"] else None
+    kept_commits = preserve_commits(task, cwd) if task.get("worktree") else []
+    kept = cleanup_worktree(task, repo_root, config["macp"]["remove_ignored_files"]) if config["macp"]["cleanup_worktrees"] else None
     collect_result(
         task,
         exit_code,
@@ -438,6 +461,7 @@ def dispatch_task(task: dict, repo_root: Path, orch_dir: Path, config: dict) -> 
         files_changed=files,
         timed_out=proc.timed_out,
         worktree_kept=kept,
+        kept_commits=kept_commits,
         output_tail=proc.output_tail,
         error=proc.spawn_error,
     )

@@ -123,6 +123,32 @@ def dirty_paths(worktree: Path) -> list[str]:
     return paths
 
 
+def ignored_paths(worktree: Path) -> list[str]:
+    """Paths in ``worktree`` that ``.gitignore`` hides (build output, ``.env`` files)."""
+    proc = git(["status", "--porcelain=v1", "-z", "--ignored=matching", "--untracked-files=all"], worktree)
+    return [entry[3:] for entry in proc.stdout.split("\0") if entry.startswith("!! ")]
+
+
+def unreachable_commits(worktree: Path) -> list[str]:
+    """Commits the worktree's HEAD has pointed at (its reflog) that no ref reaches any more:
+    the tips only, newest first. A worker that committed on a detached HEAD leaves them."""
+    logged = git(["reflog", "show", "--format=%H", "HEAD", "--"], worktree, check=False).stdout.split()
+    if not logged:
+        return []
+    # Not "--all": it counts every worktree's HEAD, and this HEAD goes with the worktree.
+    tips = git(["for-each-ref", "--format=%(objectname)"], worktree).stdout.split()
+    proc = git(["rev-list", "--parents", *dict.fromkeys(logged), "--not", *dict.fromkeys(tips)], worktree)
+    lines = [line.split() for line in proc.stdout.splitlines() if line.strip()]
+    lost = [line[0] for line in lines]
+    parents = {parent for line in lines for parent in line[1:]}
+    return [commit for commit in lost if commit not in parents]
+
+
+def keep_commit(repo: Path, ref: str, commit: str) -> None:
+    """Point ``ref`` (under ``refs/``) at ``commit`` so git never collects it."""
+    git(["update-ref", "--no-deref", ref, commit], repo)
+
+
 def changed_files(worktree: Path, base_commit: str) -> list[str]:
     """Paths that differ from ``base_commit``: committed, uncommitted and untracked, sorted."""
     names = set(git(["diff", "--name-only", "-z", base_commit, "--"], worktree).stdout.split("\0"))
