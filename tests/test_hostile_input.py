@@ -221,3 +221,29 @@ def test_a_hostile_report_is_ignored_without_blocking_or_following(sandbox, make
     result = sandbox.result("R")
     assert result["status"] == "completed" and result["summary"] == ""
     assert note in result["metadata"]["report_note"]
+
+
+@pytest.mark.parametrize("task_id", ["a..b", "x.lock"])
+def test_an_id_whose_default_branch_git_refuses_is_refused_at_submit(sandbox, task_id):
+    sandbox.macp("init", check=True)
+    before = (sandbox.orch / "tasks.json").read_text()
+    proc = sandbox.macp("submit", "--task-id", task_id, "--dispatch", "exec", "--command", "true")
+    assert proc.returncode == 2 and "is not a valid git branch name" in proc.stderr and len(proc.stderr.splitlines()) == 1
+    assert (sandbox.orch / "tasks.json").read_text() == before
+    ok = sandbox.macp("submit", "--task-id", task_id, "--dispatch", "exec", "--command", "true", "--branch", "feat/fine")
+    assert ok.returncode == 0, ok.stderr
+
+
+def test_a_stored_base_commit_never_reaches_git_as_an_option(sandbox, tmp_path):
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious\n")
+    command = f'test -f "{tmp_path}/second" || {{ touch "{tmp_path}/second"; exit 1; }}'
+    sandbox.write_tasks({"tasks": [{"id": "B1", "dispatch": "exec", "command": command, "max_attempts": 2}]})
+    sandbox.controller("--once")
+    tasks = json.loads((sandbox.orch / "tasks.json").read_text())
+    tasks["tasks"][0]["base_commit"] = f"--output={victim}"
+    sandbox.write_tasks(tasks)
+    sandbox.controller("--once")
+    assert sandbox.task("B1")["status"] == "completed", "the reused worktree keeps the stored base_commit"
+    assert victim.read_text() == "precious\n"
+    assert "not a commit id" in sandbox.result("B1")["worktree_kept"]

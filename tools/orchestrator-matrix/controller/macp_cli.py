@@ -90,7 +90,7 @@ def brief_path_for(args, layout: Layout, config: dict) -> str | None:
 
 def build_task(args, layout: Layout, config: dict) -> dict:
     """The new task from ``submit``'s arguments; raises :class:`MacpError` for bad input."""
-    from dispatcher.macp_dispatcher import resolve_runtime
+    from dispatcher.macp_dispatcher import branch_name, resolve_runtime
     from macp import gitops
 
     dispatch = args.dispatch or config["macp"]["default_dispatch"]
@@ -122,6 +122,9 @@ def build_task(args, layout: Layout, config: dict) -> dict:
             raise MacpError(f"unknown runtime {runtime!r} (configured: {known})")
     if args.branch is not None and not gitops.is_valid_branch_name(layout.repo_root, args.branch):
         raise MacpError(f"--branch: {args.branch!r} is not a valid git branch name")
+    branch = branch_name(task)
+    if dispatch != "legacy" and not gitops.is_valid_branch_name(layout.repo_root, branch):
+        raise MacpError(f"task {task['id']}: its branch {branch!r} is not a valid git branch name; give one with --branch")
     return task
 
 

@@ -9,11 +9,15 @@ carrying git's own message.
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import tempfile
 from pathlib import Path
 
 from macp.errors import MacpError
+
+
+COMMIT_ID = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
 
 
 class GitError(MacpError):
@@ -150,7 +154,12 @@ def keep_commit(repo: Path, ref: str, commit: str) -> None:
 
 
 def changed_files(worktree: Path, base_commit: str) -> list[str]:
-    """Paths that differ from ``base_commit``: committed, uncommitted and untracked, sorted."""
+    """Paths that differ from ``base_commit``: committed, uncommitted and untracked, sorted.
+
+    ``base_commit`` comes from tasks.json, so it must be a full commit id: anything else
+    (``--output=FILE`` would make git write a file) raises :class:`GitError`."""
+    if not COMMIT_ID.fullmatch(base_commit):
+        raise GitError(f"base_commit {base_commit[:80]!r} is not a commit id")
     names = set(git(["diff", "--name-only", "-z", base_commit, "--"], worktree).stdout.split("\0"))
     names.update(git(["ls-files", "--others", "--exclude-standard", "-z"], worktree).stdout.split("\0"))
     names.discard("")
