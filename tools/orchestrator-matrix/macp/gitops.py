@@ -16,7 +16,6 @@ from pathlib import Path
 
 from macp.errors import MacpError
 
-
 COMMIT_ID = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
 
 
