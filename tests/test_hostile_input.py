@@ -247,3 +247,35 @@ def test_a_stored_base_commit_never_reaches_git_as_an_option(sandbox, tmp_path):
     assert sandbox.task("B1")["status"] == "completed", "the reused worktree keeps the stored base_commit"
     assert victim.read_text() == "precious\n"
     assert "not a commit id" in sandbox.result("B1")["worktree_kept"]
+
+
+def test_a_task_whose_handling_breaks_ends_failed_and_never_reruns(sandbox, tmp_path):
+    runs = tmp_path / "runs"
+    sandbox.write_tasks({"tasks": [{"id": "W", "command": f'echo run >> "{runs}"'}, {"id": "OK", "command": "true"}]})
+    (sandbox.orch / "results" / "W.json").mkdir(parents=True)  # the result cannot be written: handling raises
+    first = sandbox.controller("--until-drained")
+    assert first.returncode == 1 and "Traceback" in first.stderr
+    task = sandbox.task("W")
+    assert task["status"] == "failed" and task["attempts"] == 1 and task["error"].startswith("internal error while handling the task")
+    assert sandbox.task("OK")["status"] == "completed", "one broken task does not block the others"
+    assert sandbox.events("W")[-1]["event_type"] == "task.failed"
+    sandbox.controller("--until-drained")
+    assert runs.read_text() == "run\n", "it was not recovered and run again"
+
+
+def test_a_bad_signature_regex_is_refused_when_the_config_loads(sandbox):
+    sandbox.write_config({"macp": {"provider_signatures": {"auth": ["fine", "(unclosed"]}}})
+    proc = sandbox.macp("validate")
+    assert proc.returncode == 1 and "$.macp.provider_signatures.auth[1]: not a valid regular expression" in proc.stdout
+    sandbox.write_tasks({"tasks": [{"id": "T", "command": "true"}]})
+    run = sandbox.controller("--once")
+    assert run.returncode == 2 and "not a valid regular expression" in run.stderr and len(run.stderr.splitlines()) == 1
+    assert sandbox.task("T").get("status") is None, "nothing ran"
+
+
+def test_absurd_numbers_in_config_are_refused_up_front(sandbox):
+    sandbox.write_config({"macp": {"retry_backoff_seconds": 1e12}})
+    sandbox.write_tasks({"tasks": [{"id": "T", "command": "exit 1", "max_attempts": 3}]})
+    run = sandbox.controller("--once")
+    assert run.returncode == 2 and "retry_backoff_seconds" in run.stderr and len(run.stderr.splitlines()) == 1
+    assert sandbox.task("T").get("status") is None

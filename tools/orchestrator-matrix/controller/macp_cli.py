@@ -90,7 +90,7 @@ def brief_path_for(args, layout: Layout, config: dict) -> str | None:
 
 def build_task(args, layout: Layout, config: dict) -> dict:
     """The new task from ``submit``'s arguments; raises :class:`MacpError` for bad input."""
-    from dispatcher.macp_dispatcher import branch_name, resolve_runtime
+    from dispatcher.macp_dispatcher import resolve_runtime
     from macp import gitops
 
     dispatch = args.dispatch or config["macp"]["default_dispatch"]
@@ -122,10 +122,17 @@ def build_task(args, layout: Layout, config: dict) -> dict:
             raise MacpError(f"unknown runtime {runtime!r} (configured: {known})")
     if args.branch is not None and not gitops.is_valid_branch_name(layout.repo_root, args.branch):
         raise MacpError(f"--branch: {args.branch!r} is not a valid git branch name")
-    branch = branch_name(task)
-    if dispatch != "legacy" and not gitops.is_valid_branch_name(layout.repo_root, branch):
-        raise MacpError(f"task {task['id']}: its branch {branch!r} is not a valid git branch name; give one with --branch")
     return task
+
+
+def check_default_branch(task: dict, layout: Layout) -> None:
+    """Refuse a task whose branch (the default one included) git would refuse at run time."""
+    from dispatcher.macp_dispatcher import branch_name
+    from macp import gitops
+
+    branch = branch_name(task)
+    if task["dispatch"] != "legacy" and not gitops.is_valid_branch_name(layout.repo_root, branch):
+        raise MacpError(f"task {task['id']}: its branch {branch!r} is not a valid git branch name; give one with --branch")
 
 
 def check_new_task(document, task: dict) -> None:
@@ -144,6 +151,7 @@ def cmd_submit(args) -> int:
     errors = schema_errors("task", task)
     if errors:
         raise MacpError(f"invalid task: {errors[0]}")
+    check_default_branch(task, layout)
     check_new_task(load_tasks(layout), task)
     created = initialise(layout) if not layout.tasks_file.exists() else []
     if created:

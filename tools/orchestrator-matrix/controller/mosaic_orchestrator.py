@@ -24,6 +24,7 @@ from __future__ import annotations
 import os
 import signal
 import sys
+import traceback
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -159,16 +160,40 @@ class Controller:
             return None
         task, resumed = claimed
         self.current = task["id"]
-        if resumed:
-            acp = task["acp"]
-            report = {"summary": acp["reported_summary"]} if acp.get("reported_summary") else {}
-            outcome = self.after_worker(task, WorkerOutcome(acp["reported_exit_code"], report=report))
-        else:
-            outcome = self.run_attempt(task)
+        try:
+            if resumed:
+                acp = task["acp"]
+                report = {"summary": acp["reported_summary"]} if acp.get("reported_summary") else {}
+                outcome = self.after_worker(task, WorkerOutcome(acp["reported_exit_code"], report=report))
+            else:
+                outcome = self.run_attempt(task)
+        except Exception as exc:  # noqa: BLE001 -- a bug while handling one task must not wedge the queue
+            outcome = self.internal_failure(task["id"], exc)
         self.summary.outcomes[task["id"]] = outcome
         self.current = None
         self.transport.deliver_pending()
         return task["id"]
+
+    def internal_failure(self, task_id: str, exc: Exception) -> str:
+        """End a task whose handling raised: ``failed`` with the internal error in its result
+        and event (its attempt stays counted), so it is never recovered and re-run silently.
+        The traceback goes to stderr. Returns the task's status afterwards."""
+        traceback.print_exception(type(exc), exc, exc.__traceback__, file=sys.stderr)
+        message = f"internal error while handling the task: {type(exc).__name__}: {exc}"
+        with self.guard.critical():
+            with edit_tasks(self.layout) as document:
+                task = document.get(task_id)
+                if status_of(task) not in ACTIVE or task.get("claim") != self.owner:
+                    return status_of(task)
+                task = transition(task, "failed", clock.timestamp(), claim=None, error=message, completed_at=clock.timestamp())
+                document.replace(task)
+            try:
+                dispatcher.collect_result(task, None, [], self.layout.orch_dir, status="failed", error=message)
+            except Exception as result_exc:  # noqa: BLE001 -- the status and the event must still be written
+                message += f" (no result file: {type(result_exc).__name__}: {result_exc})"
+            self.emit("task.failed", task, message, internal_error=True)
+        self.say(f"{task_id}: failed ({message})")
+        return "failed"
 
     def drain(self) -> RunSummary:
         """Run tasks until none is runnable."""
@@ -442,7 +467,7 @@ class Controller:
         base = self.config["macp"]["retry_backoff_seconds"]
         if not base:
             return None
-        delay = min(self.config["macp"]["retry_backoff_max_seconds"], base * 2 ** (attempt - 1))
+        delay = min(self.config["macp"]["retry_backoff_max_seconds"], base * 2 ** min(attempt - 1, 64))
         return clock.format_timestamp(clock.now() + timedelta(seconds=delay))
 
     def failed_attempt(self, task: dict, failure: dict, final_status: str, gate_results: list, details: dict) -> str:

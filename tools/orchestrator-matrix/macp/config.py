@@ -10,6 +10,7 @@ registry. The result is validated against ``protocol/config.schema.json``.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -49,10 +50,27 @@ def load_config(config_file: Path | None) -> dict:
             raise MacpError(f"{config_file}: expected a JSON object at the top level")
         config = merge(config, user)
     config["runtimes"] = {name: spec for name, spec in config.get("runtimes", {}).items() if spec is not None}
-    errors = schema_errors("config", config)
+    errors = schema_errors("config", config) or signature_errors(config)
     if errors:
         raise MacpError(f"{config_file}: {errors[0]}")
     return config
+
+
+def signature_errors(config: dict) -> list[str]:
+    """``$.path: not a valid regular expression (...)`` for every provider signature
+    (``macp.provider_signatures``, ``runtimes.<name>.failures``) that Python's ``re`` cannot
+    compile, so a bad pattern is refused when the config loads, not after a worker ran."""
+    places = [("$.macp.provider_signatures", config["macp"].get("provider_signatures") or {})]
+    places += [(f"$.runtimes.{name}.failures", spec.get("failures") or {}) for name, spec in config.get("runtimes", {}).items()]
+    errors = []
+    for where, signatures in places:
+        for kind, patterns in signatures.items():
+            for index, pattern in enumerate(patterns):
+                try:
+                    re.compile(pattern)
+                except re.error as exc:
+                    errors.append(f"{where}.{kind}[{index}]: not a valid regular expression ({exc})")
+    return errors
 
 
 def worktree_base(config: dict, repo_root: Path) -> Path:

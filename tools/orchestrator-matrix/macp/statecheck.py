@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from macp.cliutil import out, resolve_repo
-from macp.config import load_config
+from macp.config import default_config, load_config, merge, signature_errors
 from macp.errors import EXIT_OK, EXIT_TASKS_FAILED, MacpError
 from macp.fsio import parse_json_text, read_json
 from macp.layout import Layout, confine
@@ -27,6 +27,19 @@ Check = Callable[[Any], list[str]]
 def schema_check(validator: Validator, prefix: str = "") -> Check:
     """A check of one JSON value: each error as ``<prefix><path>: <message>``."""
     return lambda value: [f"{error.path.replace('$', '$' + prefix, 1)}: {error.message}" for error in validator.iter_errors(value)]
+
+
+def config_check(config_validator: Validator) -> Check:
+    """config.json: the schema, then every provider signature compiled (on the config as it
+    takes effect, merged with the defaults)."""
+
+    def check(value: Any) -> list[str]:
+        problems = schema_check(config_validator)(value)
+        if not problems and isinstance(value, dict):
+            problems = signature_errors(merge(default_config(), value))
+        return problems
+
+    return check
 
 
 def tasks_check(task_validator: Validator) -> Check:
@@ -117,7 +130,7 @@ def run_validate(args) -> int:
         checks = {"json": schema_check(validator), "ndjson": schema_check(validator)}
     else:
         checks = {
-            "config": schema_check(validator_for("config")),
+            "config": config_check(validator_for("config")),
             "tasks": tasks_check(validator_for("task")),
             "events": schema_check(validator_for("event")),
             "result": schema_check(validator_for("result")),
