@@ -279,3 +279,29 @@ def test_absurd_numbers_in_config_are_refused_up_front(sandbox):
     run = sandbox.controller("--once")
     assert run.returncode == 2 and "retry_backoff_seconds" in run.stderr and len(run.stderr.splitlines()) == 1
     assert sandbox.task("T").get("status") is None
+
+
+def test_a_result_never_replaces_a_state_file_or_git_config(sandbox):
+    sandbox.write_config({"macp": {"result_dir": ".mosaic/orchestrator"}})
+    sandbox.write_tasks({"tasks": [{"id": "tasks", "command": "true"}]})
+    before = (sandbox.orch / "tasks.json").read_text()
+    proc = sandbox.controller("--once")
+    assert proc.returncode == 2 and "would land among MACP's state files" in proc.stderr
+    assert (sandbox.orch / "tasks.json").read_text() == before
+    git_config = (sandbox.repo / ".git" / "config").read_text()
+    sandbox.write_config({})
+    sandbox.write_tasks({"tasks": [{"id": "G", "command": "true", "result_path": "../../.git/config"}]})
+    proc = sandbox.controller("--once")
+    assert proc.returncode == 2 and "is inside .git" in proc.stderr
+    assert (sandbox.repo / ".git" / "config").read_text() == git_config
+
+
+def test_logs_replaced_by_a_link_to_elsewhere_are_refused_and_nothing_is_written_there(sandbox, tmp_path):
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    sandbox.write_tasks({"tasks": [{"id": "T", "command": "echo hi"}]})
+    (sandbox.orch / "logs").symlink_to(elsewhere)
+    proc = sandbox.controller("--once")
+    assert proc.returncode == 2 and "logs is a symbolic link" in proc.stderr
+    assert list(elsewhere.iterdir()) == []
+    assert sandbox.task("T").get("status") is None

@@ -44,7 +44,7 @@ from macp.events import append_event, make_event
 from macp.fsio import dump_json, read_json, write_atomic
 from macp.gates import GateLimits, gate_specs, run_gates
 from macp.guidance import compose_brief, failure_summary
-from macp.layout import Layout
+from macp.layout import Layout, check_output_folders
 from macp.lifecycle import ACTIVE, status_of, transition
 from macp.locks import ControllerLock
 from macp.procs import OWNER_ENV, read_log_tail
@@ -602,6 +602,7 @@ def run_controller(repo: str | None, *, until_drained: bool, wait: bool = False,
     if not layout.tasks_file.exists():
         say(f"nothing to do: {layout.tasks_file} does not exist (run 'mosaic macp init')")
         return EXIT_OK
+    check_output_folders(layout)
     document = load_tasks(layout, validate=True)
     for task in document.tasks:
         if status_of(task) not in ("completed", "cancelled"):

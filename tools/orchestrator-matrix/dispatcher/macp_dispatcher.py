@@ -30,7 +30,7 @@ from macp.config import PROJECT_ROOT, load_config, worktree_base
 from macp.errors import MacpError
 from macp.fsio import dump_json, write_atomic
 from macp.guidance import compose_brief
-from macp.layout import Layout, confine
+from macp.layout import Layout, confine, confine_output
 from macp.procs import ProcessResult, read_log_tail, run_process
 from macp.redact import redact_value
 from macp.verdicts import SUMMARY_MAX_CHARS, bounded, idle_timeout, judge_agent_run
@@ -298,15 +298,16 @@ def read_worker_report(report_file: Path) -> dict:
 
 def default_result_path(task: dict, repo_root: Path, config: dict) -> str:
     """``<macp.result_dir>/<task-id>.json`` as a ``result_path`` (relative to the state folder)."""
-    target = confine(Path(config["macp"]["result_dir"]) / f"{task['id']}.json", repo_root, "macp.result_dir")
+    target = confine_output(Path(config["macp"]["result_dir"]) / f"{task['id']}.json", Layout(repo_root), "macp.result_dir")
     return os.path.relpath(target, Layout(repo_root.resolve()).orch_dir)
 
 
 def result_file(task: dict, orch_dir: Path) -> Path:
-    """Where the task's result goes: ``result_path`` (relative to the state folder, confined to
-    the repository) or ``results/<task-id>.json``."""
+    """Where the task's result goes: ``result_path`` (relative to the state folder) or
+    ``results/<task-id>.json``, confined to an output folder (:func:`macp.layout.confine_output`:
+    never under ``.git``, never on a state file)."""
     relative = task.get("result_path") or f"results/{task['id']}.json"
-    return confine(orch_dir / relative, orch_dir.parents[1], f"task {task['id']}: result_path")
+    return confine_output(orch_dir / relative, Layout(orch_dir.parents[1]), f"task {task['id']}: result_path")
 
 
 def collect_result(task: dict, exit_code: int | None, gate_results: list, orch_dir: Path, **details: object) -> dict:

@@ -85,3 +85,26 @@ def confine(candidate: str | Path, root: Path, what: str) -> Path:
     if resolved != root_resolved and root_resolved not in resolved.parents:
         raise MacpError(f"{what}: {text!r} is outside {root_resolved}")
     return resolved
+
+
+def confine_output(candidate: str | Path, layout: Layout, what: str) -> Path:
+    """Resolve a file MACP will write (a result) and require it in an output folder: inside
+    the repository (:func:`confine`, symlinks followed), not under ``.git``, and not in the
+    state folder itself, where tasks.json, config.json and events.ndjson live. Returns the
+    resolved path; raises :class:`MacpError` (exit 2) naming ``what`` otherwise."""
+    resolved = confine(candidate, layout.repo_root, what)
+    if ".git" in resolved.relative_to(layout.repo_root.resolve()).parts:
+        raise MacpError(f"{what}: {str(candidate)!r} is inside .git")
+    state = layout.orch_dir.resolve()
+    if resolved == state or resolved.parent == state:
+        raise MacpError(f"{what}: {str(candidate)!r} would land among MACP's state files in {state}; use a folder such as results/")
+    return resolved
+
+
+def check_output_folders(layout: Layout) -> None:
+    """Refuse to run when ``logs/``, ``acp/`` or ``results/`` of the state folder is a
+    symbolic link: MACP writes only into real folders, never through a link to somewhere
+    else. Raises :class:`MacpError` (exit 2) naming the link."""
+    for folder in (layout.logs_dir, layout.acp_dir, layout.orch_dir / "results"):
+        if folder.is_symlink():
+            raise MacpError(f"{folder} is a symbolic link; MACP writes only into real folders: replace it with a folder")

@@ -151,7 +151,8 @@ def run_process(
     """
     log_path.parent.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
-    with open(log_path, "wb") as log_handle:
+    log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644)
+    with os.fdopen(log_fd, "wb") as log_handle:
         capture = _Capture(log_handle, max_log_bytes, tail_bytes)
         stdin = open(stdin_path, "rb") if stdin_path else subprocess.DEVNULL  # noqa: SIM115 -- closed below once the child has it
         try:
