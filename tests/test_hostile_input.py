@@ -305,3 +305,32 @@ def test_logs_replaced_by_a_link_to_elsewhere_are_refused_and_nothing_is_written
     assert proc.returncode == 2 and "logs is a symbolic link" in proc.stderr
     assert list(elsewhere.iterdir()) == []
     assert sandbox.task("T").get("status") is None
+
+
+TOKEN = "ghp_" + "Q7w8E9r0T1y2U3i4O5p6" * 2
+
+
+@pytest.mark.parametrize(("name", "script"), [
+    ("label just outside the tail", "print('password=' + 'hunter2hunter2' + 'z' * 241)"),
+    ("token cut at the tail's edge", f"print('{TOKEN}' + ' ' * 230)"),
+    ("token across a 64 KiB read", f"import sys; sys.stdout.write('a' * 131070 + ' {TOKEN} ' + 'b' * 100)"),
+    ("token behind a colour escape", f"print('\\033[31m{TOKEN}\\033[0m')"),
+])
+def test_secrets_are_redacted_before_any_cut(sandbox, tmp_path, name, script):
+    program = tmp_path / "emit.py"
+    program.write_text(script)
+    sandbox.write_config({"macp": {"output_tail_bytes": 256}})
+    sandbox.write_tasks({"tasks": [{"id": "S", "command": f'python3 "{program}"'}]})
+    sandbox.controller("--once", check=True)
+    tail = sandbox.result("S")["output_tail"]
+    log = (sandbox.orch / "logs" / "S" / "attempt-1" / "worker.log").read_text()
+    for secret in ("hunter2", TOKEN[:12], TOKEN[-12:], TOKEN[14:30]):
+        assert secret not in tail and secret not in log, (name, secret)
+
+
+def test_terminal_escapes_in_titles_never_reach_the_terminal(sandbox):
+    title = "evil \x1b[2J\x1b]0;pwned\x07 title"
+    sandbox.macp("submit", "--task-id", "E", f"--title={title}", "--command", "true", check=True)
+    for command in (["status"], ["show", "E"], ["history", "--task-id", "E"]):
+        proc = sandbox.macp(*command, check=True)
+        assert "\x1b" not in proc.stdout and "\x07" not in proc.stdout, command

@@ -251,7 +251,7 @@ def cmd_show(args) -> int:
         return EXIT_OK
     for key, value in task.items():
         shown = json.dumps(value, ensure_ascii=False) if isinstance(value, (dict, list)) else value
-        out(f"{key}: {shown}")
+        out(one_line(f"{key}: {shown}"))
     out(f"result: {path if result else '(none yet)'}")
     return EXIT_OK
 
@@ -272,7 +272,7 @@ def cmd_history(args) -> int:
     for event in events:
         task_id = event.get("task_id") or "-"
         status = event.get("status") or ""
-        out(f"{event.get('timestamp', '')}  {task_id}  {event.get('event_type', '')}  {status}  {event.get('message', '')}".rstrip())
+        out(one_line(f"{event.get('timestamp', '')}  {task_id}  {event.get('event_type', '')}  {status}  {event.get('message', '')}").rstrip())
     return EXIT_OK
 
 

@@ -31,7 +31,7 @@ _ANSI = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)|\
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 OWNER_ENV = "MACP_OWNER_TOKEN"
 _READ_SIZE = 65536
-_MAX_PENDING_LINE = 65536
+_TAIL_CONTEXT = 1024
 _POLL_SECONDS = 0.2
 _DRAIN_SECONDS = 2.0
 
@@ -87,40 +87,68 @@ def read_log_tail(log_path: Path, max_bytes: int = 1 << 20) -> str:
 
 
 class _Capture:
-    """Collect a child's output: a redacted log file cut at ``max_bytes``, and an in-memory tail."""
+    """Collect a child's output: a log file cut at ``max_bytes`` and an in-memory tail, both
+    redacted before anything is cut (docs/security.md).
+
+    The log gets whole lines, terminal escapes removed and secrets redacted. A line is held
+    until its newline comes, up to the room left in the log: a longer line is redacted whole
+    and then cut with the log, so no secret is split by a chunk boundary. The tail keeps
+    :data:`_TAIL_CONTEXT` bytes more than it shows, so a label or token that starts before
+    the shown part is redacted as a whole (:meth:`tail_text`).
+    """
 
     def __init__(self, handle: BinaryIO, max_bytes: int, tail_bytes: int) -> None:
         self.handle = handle
         self.max_bytes = max_bytes
         self.tail_bytes = tail_bytes
         self.tail = bytearray()
+        self.tail_trimmed = False
         self.written = 0
         self.truncated = False
-        self._pending = b""
+        self._pending = bytearray()
 
     def feed(self, chunk: bytes) -> None:
         """Take the next chunk of output: whole lines go to the log, everything to the tail."""
         self.tail.extend(chunk)
-        if len(self.tail) > self.tail_bytes:
-            del self.tail[: len(self.tail) - self.tail_bytes]
-        data = self._pending + chunk
-        cut = data.rfind(b"\n") + 1
-        if cut == 0 and len(data) > _MAX_PENDING_LINE:
-            cut = len(data)
-        self._pending = data[cut:]
-        if cut:
-            self._write(data[:cut])
+        keep = self.tail_bytes + _TAIL_CONTEXT
+        if len(self.tail) > keep:
+            del self.tail[: len(self.tail) - keep]
+            self.tail_trimmed = True
+        if self.truncated:
+            return
+        newline = chunk.rfind(b"\n")
+        if newline == -1:
+            self._pending.extend(chunk)
+            if len(self._pending) > self.max_bytes - self.written + _TAIL_CONTEXT:
+                self._write(bytes(self._pending))
+                self._pending.clear()
+            return
+        self._pending.extend(chunk[: newline + 1])
+        self._write(bytes(self._pending))
+        self._pending = bytearray(chunk[newline + 1 :])
 
     def close(self) -> None:
         """Flush a final line that had no newline."""
         if self._pending:
-            self._write(self._pending)
-            self._pending = b""
+            self._write(bytes(self._pending))
+            self._pending.clear()
+
+    def tail_text(self) -> str:
+        """The last ``tail_bytes`` of output as clean, redacted text (see :func:`clean_text`).
+
+        Redaction runs on the tail plus its context first, and the context's first word is
+        dropped when output was cut before it, so a token cut at the edge is never shown.
+        """
+        raw = bytes(self.tail)
+        if self.tail_trimmed:
+            raw = raw[next((i + 1 for i, byte in enumerate(raw[:_TAIL_CONTEXT]) if byte in b" \t\n"), 0) :]
+        text = clean_text(raw).encode("utf-8")
+        return text[-self.tail_bytes :].decode("utf-8", errors="ignore") if len(text) > self.tail_bytes else text.decode("utf-8")
 
     def _write(self, data: bytes) -> None:
         if self.truncated:
             return
-        text = redact(data.decode("utf-8", errors="replace")).encode("utf-8")
+        text = redact(strip_terminal_codes(data.decode("utf-8", errors="replace"))).encode("utf-8")
         room = self.max_bytes - self.written
         if len(text) > room:
             text = text[:room] + f"\n[macp: log cut at {self.max_bytes} bytes]\n".encode()
@@ -196,7 +224,7 @@ def run_process(
         exit_code,
         stopped == "deadline",
         round(time.monotonic() - started, 3),
-        clean_text(bytes(capture.tail)),
+        capture.tail_text(),
         log_path,
         capture.written,
         capture.truncated,
