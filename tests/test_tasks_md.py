@@ -211,3 +211,28 @@ def test_replace_cells_round_trips_every_cell():
     tables = parse_tables(TABLE)
     cells = [cell for row in tables[0].rows for cell in row if cell.present]
     assert replace_cells(TABLE, [(cell, cell.text) for cell in cells]) == TABLE
+
+
+def test_sync_never_removes_a_task_with_history_even_without_attempts(sandbox, tasks_md):
+    sandbox.macp("sync", check=True)
+    with (sandbox.orch / "events.ndjson").open("a") as handle:
+        handle.write(json.dumps({"event_id": "x1", "event_type": "task.provider.failed", "task_id": "T-2", "status": "pending",
+                                 "timestamp": "2026-01-01T00:00:00.000Z", "source": "controller", "attempt": 0, "message": "codex: rate_limit",
+                                 "metadata": {}}) + "\n")
+    tasks_md.write_text("\n".join(line for line in TABLE.splitlines() if not line.startswith("| T-2")) + "\n")
+    proc = sandbox.macp("sync", check=True)
+    assert "note: T-2: no longer in the table but has history, kept" in proc.stdout
+    assert "T-2" in [t["id"] for t in sandbox.tasks()]
+
+
+def test_sync_of_another_file_only_touches_its_own_tasks(sandbox, tasks_md):
+    sandbox.macp("sync", check=True)
+    other = sandbox.repo / "other.md"
+    other.write_text("| id | description | command |\n|---|---|---|\n| O-1 | other work | true |\n")
+    proc = sandbox.macp("sync", "--file", "other.md", check=True)
+    assert "remove T-" not in proc.stdout and proc.stdout.splitlines()[-1] == "sync: 1 added, 0 updated, 0 removed"
+    assert sorted(t["id"] for t in sandbox.tasks()) == ["O-1", "T-1", "T-2", "T-3"]
+    assert sandbox.task("O-1")["metadata"]["source"] == "other.md"
+    other.write_text("| id | description | command |\n|---|---|---|\n")
+    proc = sandbox.macp("sync", "--file", "other.md", check=True)
+    assert "remove O-1" in proc.stdout and sorted(t["id"] for t in sandbox.tasks()) == ["T-1", "T-2", "T-3"]

@@ -34,7 +34,7 @@ from macp import clock
 from macp.cliutil import note, out, resolve_repo
 from macp.config import load_config
 from macp.errors import EXIT_OK, MacpError
-from macp.events import append_event, make_event
+from macp.events import append_event, make_event, read_events
 from macp.fsio import write_atomic
 from macp.gfm_table import Cell, Table, parse_tables, replace_cells
 from macp.layout import Layout, confine
@@ -156,8 +156,15 @@ def owned_fields(row: Row, config: dict, is_new: bool) -> tuple[dict, list[str]]
     return fields, problems
 
 
-def plan_sync(rows: list[Row], tasks: list[dict], config: dict, now: str) -> SyncPlan:
-    """Compare the table's ``rows`` with ``tasks``; return the :class:`SyncPlan` (pure)."""
+def plan_sync(
+    rows: list[Row], tasks: list[dict], config: dict, now: str, source: str = SOURCE, with_history: frozenset[str] = frozenset()
+) -> SyncPlan:
+    """Compare the table's ``rows`` with ``tasks``; return the :class:`SyncPlan` (pure).
+
+    ``source`` names the table file (new tasks record it in ``metadata.source``); only tasks
+    from that file may be removed, and only while pending, never attempted, and not in
+    ``with_history`` (ids with any event beyond ``task.submitted`` that a sync did not write:
+    an interrupted or provider-failed task has 0 attempts but a history)."""
     plan = SyncPlan()
     by_id = {task["id"]: task for task in tasks}
     seen: dict[str, int] = {}
@@ -170,7 +177,7 @@ def plan_sync(rows: list[Row], tasks: list[dict], config: dict, now: str) -> Syn
         fields, problems = owned_fields(row, config, existing is None)
         plan.problems += problems
         if existing is None:
-            plan.added.append(_new_task(row, fields, config, now, plan))
+            plan.added.append(_new_task(row, fields, config, now, plan, source))
         elif status_of(existing) in ("running", "gated"):
             plan.notes.append(f"{row.task_id}: {status_of(existing)}, left untouched")
         else:
@@ -189,8 +196,8 @@ def plan_sync(rows: list[Row], tasks: list[dict], config: dict, now: str) -> Syn
         elif merged.get("dispatch", "exec") == "exec" and not merged.get("command"):
             plan.problems.append(f"line {seen.get(task['id'], 0)}: {task['id']}: an exec task needs a command (add a 'command' or 'dispatch' column)")
     for task in tasks:
-        if task["id"] not in seen and (task.get("metadata") or {}).get("source") == SOURCE:
-            if status_of(task) == "pending" and not task.get("attempts"):
+        if task["id"] not in seen and (task.get("metadata") or {}).get("source") == source:
+            if status_of(task) == "pending" and not task.get("attempts") and task["id"] not in with_history:
                 plan.removed.append(task["id"])
             else:
                 plan.notes.append(f"{task['id']}: no longer in the table but has history, kept")
@@ -198,7 +205,7 @@ def plan_sync(rows: list[Row], tasks: list[dict], config: dict, now: str) -> Syn
     return plan
 
 
-def _new_task(row: Row, fields: dict, config: dict, now: str, plan: SyncPlan) -> dict:
+def _new_task(row: Row, fields: dict, config: dict, now: str, plan: SyncPlan, source: str) -> dict:
     status_text = row.values.get("status", "").strip().lower() or "not-started"
     status = STATUS_FROM_TABLE.get(status_text)
     if status is None:
@@ -206,7 +213,7 @@ def _new_task(row: Row, fields: dict, config: dict, now: str, plan: SyncPlan) ->
         status = "pending"
     elif status_text == "in-progress":
         plan.notes.append(f"{row.task_id}: in-progress in the table but nothing runs it here; added as pending")
-    metadata = {"source": SOURCE, **{k: row.values[k] for k in (*METADATA_FIELDS, "agent", "used") if row.values.get(k)}}
+    metadata = {"source": source, **{k: row.values[k] for k in (*METADATA_FIELDS, "agent", "used") if row.values.get(k)}}
     task = {"id": row.task_id, "status": status, **fields, "attempts": 0, "created_at": now, "metadata": metadata}
     for column in ("started_at", "completed_at"):
         if row.values.get(column) and is_valid_date_time(row.values[column]):
@@ -295,8 +302,15 @@ def run_sync(args) -> int:
     except UnicodeDecodeError as exc:
         raise MacpError(f"{path}: not UTF-8 (byte {exc.start})") from None
     rows = table_rows(*find_task_table(text, str(path)))
+    default = path == confine(default_table_path(layout.repo_root), layout.repo_root, "--file")
+    source = SOURCE if default else str(path.relative_to(layout.repo_root.resolve()))
+    with_history = frozenset(
+        event["task_id"]
+        for event in read_events(layout.events_file)
+        if event.get("task_id") and event.get("event_type") != "task.submitted" and event.get("source") != "sync"
+    )
     with edit_tasks(layout) as document:
-        plan = plan_sync(rows, document.tasks, config, clock.timestamp())
+        plan = plan_sync(rows, document.tasks, config, clock.timestamp(), source, with_history)
         for problem in plan.problems:
             note(f"{path}: {problem}")
         if plan.problems:
