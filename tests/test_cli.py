@@ -210,3 +210,42 @@ def test_retry_resets_the_provider_budget_and_a_previous_acp_report(sandbox):
     assert task["status"] == "pending" and task["provider_failures"] == 0 and task["failed_runtimes"] == [] and task["acp"] is None
     sandbox.macp("drain", check=True)
     assert sandbox.task("A1")["status"] == "running" and sandbox.task("A1")["acp"]["reported_at"] is None, "it waits for a new report"
+
+
+@pytest.mark.parametrize(("tasks", "config", "problem"), [
+    ([{"id": "A", "command": "true", "not_before": "soon"}], {}, "not_before"),
+    ([{"id": "A", "command": "true", "title": 5}], {}, "title"),
+    ([{"id": "A", "command": "true", "result_path": 5}], {}, "result_path"),
+    ([{"id": "A", "command": "true", "attempts": -1}], {}, "attempts"),
+    ([{"id": "A", "command": "true"}], {"runtimes": None}, "$.runtimes"),
+])
+def test_bad_state_is_a_user_error_for_every_command(sandbox, tasks, config, problem):
+    sandbox.write_tasks({"tasks": tasks})
+    sandbox.write_config(config)
+    before = (sandbox.orch / "tasks.json").read_text()
+    for run in (lambda: sandbox.macp("status"), lambda: sandbox.macp("show", "A"), lambda: sandbox.controller("--once")):
+        proc = run()
+        if proc.returncode == 0:
+            continue  # a read that does not need the broken part
+        assert proc.returncode == 2 and problem in proc.stderr and len(proc.stderr.splitlines()) == 1, proc.stderr
+    assert sandbox.controller("--once").returncode == 2
+    assert (sandbox.orch / "tasks.json").read_text() == before
+
+
+def test_a_full_disk_is_one_line_exit_74_and_changes_nothing(sandbox):
+    import resource
+    import signal
+
+    sandbox.macp("submit", "--task-id", "A", "--command", "true", check=True)
+    before = (sandbox.orch / "tasks.json").read_bytes()
+
+    room = len(before) + 16  # enough for git's small outputs, not for the rewritten queue
+
+    def small_disk():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (room, room))
+
+    proc = sandbox.run("mosaic", "macp", "submit", "--task-id", "B", "--command", "true", preexec_fn=small_disk)
+    assert proc.returncode == 74 and "cannot write" in proc.stderr and len(proc.stderr.splitlines()) == 1, proc.stderr
+    assert (sandbox.orch / "tasks.json").read_bytes() == before
+    assert not [p for p in sandbox.orch.iterdir() if p.name.endswith(".tmp")]

@@ -211,7 +211,7 @@ def render_table(rows: list[dict], columns: list[tuple[str, Callable[[dict], str
 
 def cmd_status(args) -> int:
     layout = Layout(resolve_repo(args.repo))
-    document = load_tasks(layout)
+    document = load_tasks(layout, validate=True)
     now = clock.now()
     by_id = {task["id"]: task for task in document.tasks}
     tasks = [document.get(args.task_id)] if args.task_id else document.tasks
@@ -240,7 +240,7 @@ def cmd_status(args) -> int:
 
 def cmd_show(args) -> int:
     layout = Layout(resolve_repo(args.repo))
-    task = load_tasks(layout).get(args.task_id)
+    task = load_tasks(layout, validate=True).get(args.task_id)
     from dispatcher.macp_dispatcher import result_file
     from macp.fsio import read_json
 

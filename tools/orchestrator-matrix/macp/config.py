@@ -17,9 +17,13 @@ from typing import Any
 from macp.errors import MacpError
 from macp.fsio import read_json
 from protocol.schemas import schema_errors
+from protocol.validator import json_type_name
 
 PROJECT_ROOT = Path(__file__).resolve().parents[3]
 TEMPLATE_STATE_DIR = PROJECT_ROOT / "templates" / "repo" / ".mosaic" / "orchestrator"
+# Sections merged key by key: in a user's config each must be an object too (``null`` would
+# otherwise replace the defaults whole).
+SECTIONS = ("matrix", "macp", "worker", "runtimes")
 
 
 def merge(defaults: Any, override: Any) -> Any:
@@ -48,6 +52,9 @@ def load_config(config_file: Path | None) -> dict:
         user = read_json(config_file)
         if not isinstance(user, dict):
             raise MacpError(f"{config_file}: expected a JSON object at the top level")
+        for section in SECTIONS:
+            if section in user and not isinstance(user[section], dict):
+                raise MacpError(f"{config_file}: $.{section}: expected an object, got {json_type_name(user[section])}")
         config = merge(config, user)
     config["runtimes"] = {name: spec for name, spec in config.get("runtimes", {}).items() if spec is not None}
     errors = schema_errors("config", config) or signature_errors(config)

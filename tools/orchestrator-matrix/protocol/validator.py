@@ -155,7 +155,8 @@ def _is_type(value: Any, name: str) -> bool:
     raise SchemaError(f"unknown type {name!r}")
 
 
-def _type_name(value: Any) -> str:
+def json_type_name(value: Any) -> str:
+    """The JSON Schema type name of ``value`` (``null``, ``boolean``, ``integer``, ...)."""
     for name in ("null", "boolean", "integer", "number", "string", "array", "object"):
         if _is_type(value, name):
             return name
@@ -281,7 +282,7 @@ class Validator:
             yield ValidationError(path, "false", "no value is allowed here")
             return
         if not isinstance(schema, dict):
-            raise SchemaError(f"a schema must be an object or a boolean, not {_type_name(schema)}")
+            raise SchemaError(f"a schema must be an object or a boolean, not {json_type_name(schema)}")
         base = self.registry.base_of(schema, base)
         unsupported = UNSUPPORTED_KEYWORDS.intersection(schema)
         if unsupported:
@@ -311,7 +312,7 @@ def _check_type(v: Validator, schema: dict, instance: Any, path: str, base: str)
     names = schema["type"] if isinstance(schema["type"], list) else [schema["type"]]
     if not any(_is_type(instance, name) for name in names):
         expected = " or ".join(names)
-        yield ValidationError(path, "type", f"expected {expected}, got {_type_name(instance)}")
+        yield ValidationError(path, "type", f"expected {expected}, got {json_type_name(instance)}")
 
 
 def _check_enum(v: Validator, schema: dict, instance: Any, path: str, base: str) -> Iterator[ValidationError]:
