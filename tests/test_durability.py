@@ -321,3 +321,13 @@ def test_cancel_is_refused_while_the_claiming_controller_runs(sandbox, tmp_path)
     release.touch()
     assert proc.returncode == 2 and "under a running controller" in proc.stderr
     assert holder.wait(timeout=60) == 0 and sandbox.task("slow")["status"] == "completed"
+
+
+def test_what_a_worker_leaves_running_gets_term_before_kill(sandbox, tmp_path):
+    ready, marker, script = tmp_path / "ready", tmp_path / "got-term", tmp_path / "grandchild.sh"
+    script.write_text(f"trap 'echo term > \"{marker}\"; exit 0' TERM\ntouch \"{ready}\"\nsleep 60 &\nwait\n")
+    leader = f'sh "{script}" & i=0; while [ ! -e "{ready}" ] && [ $i -lt 600 ]; do sleep 0.05; i=$((i+1)); done; exit 0'
+    sandbox.write_config({"macp": {"kill_grace_seconds": 10}})
+    sandbox.write_tasks({"tasks": [{"id": "G", "command": leader}]})
+    sandbox.controller("--once", check=True, timeout=60)
+    assert ready.exists() and marker.read_text() == "term\n", "the grandchild was asked to stop before it was killed"

@@ -6,7 +6,8 @@ One synchronous loop (``select`` on the child's merged stdout/stderr pipe, no th
 - output is streamed to a per-run log file, redacted line by line and cut at ``max_log_bytes``,
   while only the last ``tail_bytes`` are kept in memory for results and events;
 - at the deadline, or after ``idle_timeout_seconds`` without any output, the group gets
-  SIGTERM, then SIGKILL after ``grace_seconds`` (grandchildren included); after a normal exit the group is cleaned up the same way, so
+  SIGTERM, then SIGKILL after ``grace_seconds`` (grandchildren included); after a normal
+  exit what the leader left in its group gets the same SIGTERM, grace, SIGKILL, so
   nothing the command started outlives it;
 - if the controller itself is interrupted (:class:`~macp.errors.Interrupted`), the group is
   stopped the same way before the interruption propagates.
@@ -208,6 +209,8 @@ def run_process(
             if stopped:
                 _signal_group(proc, signal.SIGTERM)
                 _wait_for_exit(proc, pipe, time.monotonic() + grace_seconds)
+            else:
+                _stop_leftovers(proc.pid, pipe, grace_seconds)
         except BaseException:
             _signal_group(proc, signal.SIGTERM)
             _wait_for_exit(proc, pipe, time.monotonic() + grace_seconds)
@@ -272,6 +275,45 @@ def _wait_for_exit(proc: subprocess.Popen, pipe: _Pipe, deadline: float | None, 
         else:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(timeout=min(remaining, _POLL_SECONDS))
+    return False
+
+
+def _stop_leftovers(pgid: int, pipe: _Pipe, grace_seconds: float) -> None:
+    """After the leader exited: SIGTERM what it left running in its group, and wait up to
+    ``grace_seconds`` for it to go (SIGKILL follows), reading its output meanwhile."""
+    if not _group_alive(pgid):
+        return
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signal.SIGTERM)
+    end = time.monotonic() + grace_seconds
+    while time.monotonic() < end and _group_alive(pgid):
+        if pipe.open:
+            pipe.read_for(0.05)
+        else:
+            time.sleep(0.05)
+
+
+def _group_alive(pgid: int) -> bool:
+    """True while a process that is not a zombie is in process group ``pgid`` (Linux
+    ``/proc``; elsewhere any member counts)."""
+    try:
+        os.killpg(pgid, 0)
+    except (ProcessLookupError, PermissionError):
+        return False
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return True
+    for entry in entries:
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as handle:
+                fields = handle.read().rsplit(b") ", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if len(fields) > 2 and fields[0] != b"Z" and fields[2] == str(pgid).encode():
+            return True
     return False
 
 
