@@ -109,3 +109,18 @@ def test_runtime_templates_fill_placeholders_without_a_shell(tmp_path):
     assert invocation.stdin_path is None
     with pytest.raises(MacpError, match="128 KiB"):
         build_invocation({"command": ["agent"], "prompt": "arg"}, worktree="/w", prompt_file=tmp_path / "p", prompt_text="x" * 200_000)
+
+
+def test_dependency_checks_handle_chains_of_thousands_without_recursion():
+    from macp.dependencies import doomed_tasks, find_cycles
+
+    size = 20000
+    chain = [{"id": f"T{n}", "depends_on": [f"T{n + 1}"] if n + 1 < size else []} for n in range(size)]
+    assert find_cycles(chain) == []
+    looped = [*chain[:-1], {"id": f"T{size - 1}", "depends_on": ["T0"]}]
+    [cycle] = find_cycles(looped)
+    assert len(cycle) == size + 1 and cycle[0] == cycle[-1] == "T0"
+    failed = [*chain[:-1], {"id": f"T{size - 1}", "status": "failed"}]
+    doomed = dict(doomed_tasks(failed))
+    assert len(doomed) == size - 1 and doomed["T0"] == "upstream failed: dependency T1 can never run"
+    assert doomed[f"T{size - 2}"] == f"upstream failed: dependency T{size - 1} ended failed"

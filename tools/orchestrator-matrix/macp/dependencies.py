@@ -8,35 +8,49 @@
 
 from __future__ import annotations
 
+from collections import deque
+from collections.abc import Iterator
+
 from macp.lifecycle import status_of
 
 DEAD_ENDS = frozenset({"failed", "escalated", "cancelled"})
 
 
 def find_cycles(tasks: list[dict]) -> list[list[str]]:
-    """Every distinct dependency cycle among tasks that are not completed, in file order."""
+    """Every distinct dependency cycle among tasks that are not completed, in file order.
+
+    Iterative depth-first search, O(tasks + dependencies): chains of any length, no
+    recursion limit."""
     by_id = {task["id"]: task for task in tasks}
     live = {task["id"] for task in tasks if status_of(task) != "completed"}
     cycles: list[list[str]] = []
     seen_members: set[str] = set()
     done: set[str] = set()
 
-    def visit(node: str, path: list[str], on_path: set[str]) -> None:
-        for dependency in by_id[node].get("depends_on") or []:
-            if dependency not in live:
-                continue
-            if dependency in on_path:
-                cycle = [*path[path.index(dependency):], dependency]
+    def live_dependencies(node: str) -> Iterator[str]:
+        return (dependency for dependency in by_id[node].get("depends_on") or [] if dependency in live)
+
+    for task in tasks:
+        if task["id"] not in live or task["id"] in done:
+            continue
+        path, position = [task["id"]], {task["id"]: 0}
+        stack = [live_dependencies(task["id"])]
+        while stack:
+            dependency = next(stack[-1], None)
+            if dependency is None:
+                node = path.pop()
+                del position[node]
+                done.add(node)
+                stack.pop()
+            elif dependency in position:
+                cycle = [*path[position[dependency] :], dependency]
                 if not seen_members.issuperset(cycle):
                     cycles.append(cycle)
                     seen_members.update(cycle)
             elif dependency not in done:
-                visit(dependency, [*path, dependency], on_path | {dependency})
-        done.add(node)
-
-    for task in tasks:
-        if task["id"] in live and task["id"] not in done:
-            visit(task["id"], [task["id"]], {task["id"]})
+                position[dependency] = len(path)
+                path.append(dependency)
+                stack.append(live_dependencies(dependency))
     return cycles
 
 
@@ -44,26 +58,34 @@ def doomed_tasks(tasks: list[dict]) -> list[tuple[str, str]]:
     """``[(task id, reason)]`` for pending tasks whose dependencies can never complete.
 
     A dependency that is failed, escalated, cancelled, unknown, or itself doomed dooms its
-    dependents (reported in dependency order).
+    dependents (reported in dependency order, each with its first such dependency).
+    Worklist propagation, O(tasks + dependencies).
     """
     by_id = {task["id"]: task for task in tasks}
-    doomed: dict[str, str] = {}
-    changed = True
-    while changed:
-        changed = False
-        for task in tasks:
-            if status_of(task) != "pending" or task["id"] in doomed:
-                continue
+    dependents: dict[str, list[dict]] = {}
+    for task in tasks:
+        if status_of(task) == "pending":
             for dependency in task.get("depends_on") or []:
-                other = by_id.get(dependency)
-                if other is None:
-                    reason = f"dependency {dependency} does not exist"
-                elif dependency in doomed or status_of(other) in DEAD_ENDS:
-                    state = "can never run" if dependency in doomed else f"ended {status_of(other)}"
-                    reason = f"upstream failed: dependency {dependency} {state}"
-                else:
-                    continue
-                doomed[task["id"]] = reason
-                changed = True
-                break
+                dependents.setdefault(dependency, []).append(task)
+    doomed: dict[str, str] = {}
+    queue = deque(task for task in tasks if status_of(task) == "pending")
+    while queue:
+        task = queue.popleft()
+        if task["id"] in doomed:
+            continue
+        reason = _doom_reason(task, by_id, doomed)
+        if reason is not None:
+            doomed[task["id"]] = reason
+            queue.extend(dependents.get(task["id"], []))
     return list(doomed.items())
+
+
+def _doom_reason(task: dict, by_id: dict[str, dict], doomed: dict[str, str]) -> str | None:
+    for dependency in task.get("depends_on") or []:
+        other = by_id.get(dependency)
+        if other is None:
+            return f"dependency {dependency} does not exist"
+        if dependency in doomed or status_of(other) in DEAD_ENDS:
+            state = "can never run" if dependency in doomed else f"ended {status_of(other)}"
+            return f"upstream failed: dependency {dependency} {state}"
+    return None
