@@ -334,3 +334,4 @@ def test_terminal_escapes_in_titles_never_reach_the_terminal(sandbox):
     for command in (["status"], ["show", "E"], ["history", "--task-id", "E"]):
         proc = sandbox.macp(*command, check=True)
         assert "\x1b" not in proc.stdout and "\x07" not in proc.stdout, command
+

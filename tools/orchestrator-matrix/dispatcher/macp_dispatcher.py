@@ -26,7 +26,7 @@ import stat
 from pathlib import Path
 
 from macp import clock, gitops
-from macp.config import PROJECT_ROOT, load_config, worktree_base
+from macp.config import PROJECT_ROOT, load_config, matrix_token_env, worktree_base
 from macp.errors import MacpError
 from macp.fsio import dump_json, write_atomic
 from macp.guidance import compose_brief
@@ -215,8 +215,7 @@ def build_dispatch_command(task: dict, repo_root: Path, config: dict | None = No
 def own_secret_names(config: dict) -> list[str]:
     """Environment variables that hold MACP's own secrets (the Matrix transport's
     ``matrix.token_env``): workers, gates and runtimes never see them (docs/security.md)."""
-    name = (config.get("matrix") or {}).get("token_env")
-    return [name] if name else []
+    return [matrix_token_env(config)]
 
 
 def worker_env(

@@ -80,6 +80,12 @@ def signature_errors(config: dict) -> list[str]:
     return errors
 
 
+def matrix_token_env(config: dict) -> str:
+    """The environment variable holding the Matrix access token: ``matrix.token_env``, or
+    ``MACP_MATRIX_TOKEN`` when that is empty. The transport reads it; workers never see it."""
+    return (config.get("matrix") or {}).get("token_env") or "MACP_MATRIX_TOKEN"
+
+
 def worktree_base(config: dict, repo_root: Path) -> Path:
     """``macp.worktree_base`` with ``{repo}`` and ``~`` expanded, as an absolute path."""
     template = config["macp"]["worktree_base"].replace("{repo}", repo_root.name)

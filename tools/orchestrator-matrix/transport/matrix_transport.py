@@ -22,6 +22,7 @@ import urllib.request
 from pathlib import Path
 from urllib.parse import quote
 
+from macp.config import matrix_token_env
 from macp.fsio import write_atomic
 from macp.layout import Layout
 
@@ -47,6 +48,7 @@ class MatrixTransport:
     def __init__(self, layout: Layout, config: dict, opener=urllib.request.urlopen) -> None:
         self.layout = layout
         self.matrix = config.get("matrix") or {}
+        self.token_env = matrix_token_env(config)
         self.active = bool(config.get("enabled")) and config.get("transport") == "matrix"
         self.opener = opener
         self.cursor_file = layout.orch_dir / ".transport-cursor"
@@ -62,7 +64,7 @@ class MatrixTransport:
         network or server problem: it says so on stderr and stops."""
         if not self.active:
             return 0
-        token = os.environ.get(self.matrix.get("token_env") or "MACP_MATRIX_TOKEN")
+        token = os.environ.get(self.token_env)
         if not token or not self.matrix.get("homeserver") or not self.matrix.get("room_id"):
             print("mosaic-macp: matrix transport is enabled but homeserver, room_id or the token is missing; events stay queued", file=sys.stderr)
             return 0
