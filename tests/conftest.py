@@ -61,6 +61,12 @@ class Sandbox:
     def worktree_base(self) -> Path:
         return self.home / "src" / "project-worktrees"
 
+    def worktree(self, task_id: str) -> Path:
+        """Where the controller puts ``task_id``'s worktree (the dispatcher's own rule)."""
+        from dispatcher.macp_dispatcher import task_folder_name
+
+        return self.worktree_base / task_folder_name(task_id)
+
     def git(self, *args: str, cwd: Path | None = None) -> str:
         proc = subprocess.run(
             ["git", *args], cwd=cwd or self.repo, env=self.env, capture_output=True, text=True, check=True

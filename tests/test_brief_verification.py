@@ -80,7 +80,7 @@ def test_macp_exec_task_creates_worktree_runs_writes_valid_result_and_cleans_up(
         }
     )
     proc = sandbox.controller("--once", check=True)
-    worktree = sandbox.worktree_base / "task-042"
+    worktree = sandbox.worktree("TASK-042")
     assert (sandbox.worktree_base / "where.txt").read_text().strip() == str(worktree)
     assert not worktree.exists(), "a clean worktree is removed after the task completes"
     assert "feat/TASK-042-add-greeting" in sandbox.git("branch", "--list", "feat/*")

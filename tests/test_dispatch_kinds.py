@@ -21,7 +21,7 @@ def test_yolo_task_runs_the_real_headless_invocation_in_its_worktree(sandbox):
     sandbox.git("commit", "-qm", "brief")
     sandbox.macp("submit", "--task-id", "Y1", "--title", "agent task", "--dispatch", "yolo", "--runtime", "codex", check=True)
     sandbox.macp("drain", check=True)
-    worktree = sandbox.worktree_base / "y1"
+    worktree = sandbox.worktree("Y1")
     args = (sandbox.home / "codex-args.txt").read_text().split("\n")
     assert args[:7] == ["exec", "--json", "--dangerously-bypass-approvals-and-sandbox", "--skip-git-repo-check", "-C", str(worktree), "-"]
     brief = (sandbox.home / "codex-stdin.txt").read_text()
@@ -81,7 +81,7 @@ def test_acp_task_writes_sessions_spawn_file_and_waits_for_complete(sandbox):
     drain = sandbox.macp("drain", check=True)
     assert "A1: waiting for its acp completion report" in drain.stdout
     spawn = json.loads((sandbox.orch / "acp" / "A1.json").read_text())
-    worktree = sandbox.worktree_base / "a1"
+    worktree = sandbox.worktree("A1")
     assert spawn == {
         "task": "# A1: Review the API\n",
         "runtime": "acp",
@@ -127,11 +127,11 @@ def test_dry_run_prints_order_and_exact_commands_without_running(sandbox):
     proc = sandbox.macp("drain", "--dry-run", check=True)
     lines = proc.stdout.splitlines()
     assert lines[0] == "dry run: 3 task(s) would run, in this order (nothing was run)"
-    assert lines[1] == f"1. A [exec] in {sandbox.worktree_base / 'a'} (branch feat/A): touch a"
+    assert lines[1] == f"1. A [exec] in {sandbox.worktree('A')} (branch feat/A): touch a"
     assert lines[2] == "   gate: make test"
     assert lines[3].startswith("2. B [exec]")
     brief = sandbox.orch / "logs" / "C" / "attempt-1" / "brief.md"
-    worktree = sandbox.worktree_base / "c"
+    worktree = sandbox.worktree("C")
     assert lines[5] == (
         f"3. C [yolo] in {worktree} (branch feat/C): codex exec --json --dangerously-bypass-approvals-and-sandbox"
         f" --skip-git-repo-check -C {worktree} - < {brief}"

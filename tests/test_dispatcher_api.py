@@ -23,7 +23,7 @@ def config(sandbox, monkeypatch):
 def test_setup_worktree_follows_the_convention_and_is_idempotent(sandbox, config):
     task = {"id": "TASK-042-Auth", "title": "Auth: add login!"}
     path = dispatcher.setup_worktree(task, sandbox.repo, config)
-    assert path == sandbox.worktree_base / "task-042-auth"
+    assert path == sandbox.worktree_base / "task-042-auth--85ac3495", "slug plus a hash of the id: the id is not its own slug"
     assert "feat/TASK-042-Auth-auth-add-login" in sandbox.git("worktree", "list")
     assert dispatcher.setup_worktree(task, sandbox.repo, config) == path, "a retry reuses it"
 
@@ -79,7 +79,7 @@ def test_dispatch_task_runs_one_whole_attempt(sandbox, config):
     exit_code, output = dispatcher.dispatch_task(task, sandbox.repo, sandbox.orch, config)
     assert (exit_code, output) == (0, "out\n")
     assert sandbox.result("D1")["status"] == "completed"
-    assert not (sandbox.worktree_base / "d1").exists()
+    assert not (sandbox.worktree("D1")).exists()
     failing = {"id": "D2", "command": "echo nope; exit 4"}
     assert dispatcher.dispatch_task(failing, sandbox.repo, sandbox.orch, config) == (4, "nope\n")
     assert sandbox.result("D2")["status"] == "failed" and sandbox.result("D2")["dispatch"] == "legacy"

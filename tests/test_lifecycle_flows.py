@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 
 def exec_task(task_id: str, command: str, **extra) -> dict:
@@ -77,7 +78,7 @@ def test_retry_reuses_the_worktree_and_its_partial_work(sandbox):
 def test_dirty_worktree_is_kept_on_cleanup_and_the_result_says_so(sandbox):
     sandbox.write_tasks({"tasks": [exec_task("T1", "echo unsaved > notes.txt")]})
     sandbox.controller("--once", check=True)
-    worktree = sandbox.worktree_base / "t1"
+    worktree = sandbox.worktree("T1")
     assert (worktree / "notes.txt").read_text() == "unsaved\n", "uncommitted work must never be deleted"
     result = sandbox.result("T1")
     assert result["status"] == "completed"
@@ -90,12 +91,12 @@ def test_cleanup_can_be_turned_off(sandbox):
     sandbox.write_config({"macp": {"cleanup_worktrees": False}})
     sandbox.write_tasks({"tasks": [exec_task("T1", "true")]})
     sandbox.controller("--once", check=True)
-    assert (sandbox.worktree_base / "t1").is_dir()
+    assert (sandbox.worktree("T1")).is_dir()
     assert sandbox.result("T1")["worktree_kept"] is None
 
 
 def test_worktree_creation_failure_fails_the_task_at_once_with_the_git_error(sandbox):
-    occupied = sandbox.worktree_base / "t1"
+    occupied = sandbox.worktree("T1")
     occupied.mkdir(parents=True)
     (occupied / "precious.txt").write_text("not ours")
     sandbox.write_tasks({"tasks": [exec_task("T1", "true", max_attempts=3)]})
@@ -174,7 +175,7 @@ def test_a_deleted_worktree_folder_does_not_block_re_creation(sandbox):
     sandbox.write_tasks({"tasks": [exec_task("T1", "test -f ../second-time || { touch ../second-time; exit 1; }", max_attempts=2)]})
     sandbox.controller("--once")
     assert sandbox.task("T1")["status"] == "pending"
-    shutil.rmtree(sandbox.worktree_base / "t1")
+    shutil.rmtree(sandbox.worktree("T1"))
     assert "t1" in sandbox.git("worktree", "list"), "git still records the folder that is gone"
     sandbox.controller("--once", check=True)
     assert sandbox.task("T1")["status"] == "completed"
@@ -188,10 +189,10 @@ def test_a_commit_made_on_a_detached_head_is_kept_under_a_ref(sandbox):
     result = sandbox.result("D1")
     assert result["status"] == "completed" and result["worktree_kept"] is None
     [kept] = result["kept_commits"]
-    assert kept["ref"] == "refs/macp/d1/1"
-    assert sandbox.git("rev-parse", "refs/macp/d1/1").strip() == kept["commit"]
+    assert kept["ref"] == "refs/macp/d1--33a123e5/1"
+    assert sandbox.git("rev-parse", kept["ref"]).strip() == kept["commit"]
     assert sandbox.git("show", "-s", "--format=%s", kept["commit"]).strip() == "detached work"
-    assert not (sandbox.worktree_base / "d1").exists()
+    assert not (sandbox.worktree("D1")).exists()
 
 
 def test_ignored_files_keep_the_worktree_unless_config_lets_them_go(sandbox):
@@ -199,8 +200,21 @@ def test_ignored_files_keep_the_worktree_unless_config_lets_them_go(sandbox):
     sandbox.write_tasks({"tasks": [exec_task("I1", command), exec_task("I2", command)]})
     sandbox.controller("--once", check=True)
     assert sandbox.result("I1")["worktree_kept"] == "1 ignored path: .env"
-    assert (sandbox.worktree_base / "i1" / ".env").exists()
+    assert (sandbox.worktree("I1") / ".env").exists()
     assert "worktree.kept" in sandbox.event_types("I1")
     sandbox.write_config({"macp": {"remove_ignored_files": True}})
     sandbox.controller("--once", check=True)
-    assert sandbox.result("I2")["worktree_kept"] is None and not (sandbox.worktree_base / "i2").exists()
+    assert sandbox.result("I2")["worktree_kept"] is None and not (sandbox.worktree("I2")).exists()
+
+
+def test_ids_differing_only_in_case_or_punctuation_get_distinct_worktrees(sandbox):
+    ids = ["t-1", "T-1", "T.1", "t_1"]
+    sandbox.write_config({"macp": {"cleanup_worktrees": False}})
+    sandbox.write_tasks({"tasks": [exec_task(task_id, 'echo "$MACP_TASK_ID" > who.txt') for task_id in ids]})
+    sandbox.controller("--until-drained", check=True)
+    worktrees = {task_id: Path(sandbox.task(task_id)["worktree"]) for task_id in ids}
+    assert len({path.name.lower() for path in worktrees.values()}) == len(ids), worktrees
+    assert worktrees["t-1"].name == "t-1", "an id that is its own slug keeps its plain name"
+    for task_id, path in worktrees.items():
+        assert sandbox.result(task_id)["status"] == "completed"
+        assert (path / "who.txt").read_text().strip() == task_id, "each task ran in its own worktree"

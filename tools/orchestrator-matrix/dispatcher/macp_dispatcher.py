@@ -18,6 +18,7 @@ path, repository root); a task without ``runtime`` uses ``worker.runtime`` from 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -73,13 +74,25 @@ def branch_name(task: dict) -> str:
     return f"feat/{task['id']}-{slug}"
 
 
+def task_folder_name(task_id: str) -> str:
+    """The file-system name of a task's worktree folder and ``refs/macp/`` ref: the slug of
+    the id (``[a-z0-9-]``), plus ``--`` and 8 hex digits of the id's SHA-256 when the slug
+    differs from the id. So ``t-1`` stays ``t-1`` while ``T.1``, ``t_1`` and ``T-1`` get
+    distinct names, also on case-insensitive file systems; a slug never holds ``--``, so a
+    suffixed name can never equal another id's plain one."""
+    slug = slugify(task_id, max_length=128) or "task"
+    if slug == task_id:
+        return slug
+    return f"{slug}--{hashlib.sha256(task_id.encode()).hexdigest()[:8]}"
+
+
 def worktree_path(task: dict, repo_root: Path, config: dict) -> Path:
-    """``<worktree_base>/<slug of task id>``, or the task's ``worktree`` if it lies inside the base."""
+    """``<worktree_base>/<task folder name>`` (:func:`task_folder_name`), or the task's
+    ``worktree`` if it lies inside the base."""
     base = worktree_base(config, repo_root)
     if task.get("worktree"):
         return confine(os.path.expanduser(task["worktree"]), base, f"task {task['id']}: worktree")
-    name = slugify(task["id"], max_length=128) or "task"
-    return base.resolve() / name
+    return base.resolve() / task_folder_name(task["id"])
 
 
 def base_ref(repo_root: Path, config: dict) -> str:
@@ -374,7 +387,7 @@ def preserve_commits(task: dict, worktree: Path) -> list[dict]:
     that committed on a detached HEAD) under ``refs/macp/<task>/<attempt>[-n]``; returns
     ``[{"ref", "commit"}]`` for the result. Idempotent."""
     kept = []
-    base = f"refs/macp/{slugify(task['id'], max_length=128) or 'task'}/{task.get('attempts', 0)}"
+    base = f"refs/macp/{task_folder_name(task['id'])}/{task.get('attempts', 0)}"
     for number, commit in enumerate(gitops.unreachable_commits(worktree)):
         ref = base if number == 0 else f"{base}-{number + 1}"
         gitops.keep_commit(worktree, ref, commit)
