@@ -12,10 +12,11 @@ from conftest import BIN
 
 
 def snapshot(orch) -> dict[str, str]:
-    """Digest of every file under the state folder, to prove a failed command changed nothing."""
+    """Digest of every file under the state folder, to prove a failed command changed nothing
+    (lock files aside: taking a lock changes no state)."""
     if not orch.exists():
         return {}
-    return {str(p.relative_to(orch)): hashlib.sha256(p.read_bytes()).hexdigest() for p in orch.rglob("*") if p.is_file()}
+    return {str(p.relative_to(orch)): hashlib.sha256(p.read_bytes()).hexdigest() for p in orch.rglob("*") if p.is_file() and p.suffix != ".lock"}
 
 
 def assert_one_line_error(proc, *fragments: str, code: int = 2) -> None:

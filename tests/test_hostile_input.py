@@ -335,3 +335,60 @@ def test_terminal_escapes_in_titles_never_reach_the_terminal(sandbox):
         proc = sandbox.macp(*command, check=True)
         assert "\x1b" not in proc.stdout and "\x07" not in proc.stdout, command
 
+
+
+def test_one_bad_task_never_blocks_unrelated_tasks(sandbox):
+    bad_path = {"id": "P", "dispatch": "exec", "command": "touch ran-p", "result_path": "../../../../tmp/macp-escape.json"}
+    bad_field = {"id": "Q", "dispatch": "exec", "command": "touch ran-q", "not_before": "soon"}
+    dependent = {"id": "S", "dispatch": "exec", "command": "true", "depends_on": ["P"]}
+    sandbox.write_tasks({"tasks": [bad_path, bad_field, {"id": "R", "command": "true"}, dependent]})
+    proc = sandbox.controller("--until-drained")
+    assert proc.returncode == 2, "a refused task is a user error to fix"
+    assert "Traceback" not in proc.stderr
+    lines = proc.stderr.splitlines()
+    assert len(lines) == 2 and "task P not run" in lines[0] and "result_path" in lines[0] and "task Q not run" in lines[1] and "not_before" in lines[1]
+    assert sandbox.task("R")["status"] == "completed", "the unrelated task ran"
+    assert sandbox.task("S") == dependent, "a task behind a refused one waits, untouched"
+    assert sandbox.task("P") == bad_path and sandbox.task("Q") == bad_field, "refused tasks are left untouched"
+    assert not list(sandbox.home.rglob("ran-*")) and not (sandbox.repo / "ran-p").exists()
+    assert "  P: refused: task P: result_path" in proc.stdout
+
+
+def test_a_brief_dir_outside_the_repository_is_refused_by_submit_and_validate(sandbox, tmp_path):
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    (outside / "B1.md").write_text("read me\n")
+    sandbox.write_config({"macp": {"brief_dir": str(outside)}})
+    proc = sandbox.macp("submit", "--task-id", "B1", "--command", "true")
+    assert proc.returncode == 2 and "macp.brief_dir" in proc.stderr and "is outside" in proc.stderr
+    assert not (sandbox.orch / "tasks.json").exists() or sandbox.tasks() == []
+    proc = sandbox.macp("validate")
+    assert proc.returncode == 1 and "$.macp.brief_dir" not in proc.stdout and "macp.brief_dir" in proc.stdout and "is outside" in proc.stdout
+    sandbox.write_config({})
+    sandbox.write_tasks({"tasks": [{"id": "B2", "command": "true", "brief_path": "../../etc/passwd"}]})
+    proc = sandbox.macp("validate")
+    assert proc.returncode == 1 and "$.tasks[0]: task B2: brief_path" in proc.stdout
+
+
+def test_finding_a_task_by_id_compares_no_tasks():
+    from macp.taskstore import TaskDocument, validate_tasks
+
+    comparisons = 0
+
+    class Counted(dict):
+        def __eq__(self, other):
+            nonlocal comparisons
+            comparisons += 1
+            return dict.__eq__(self, other)
+
+        __hash__ = None
+
+    tasks = [Counted(id=f"T{n}", command="true") for n in range(500)]
+    document = TaskDocument(tasks, {})
+    validate_tasks(document)
+    assert document.get("T499")["id"] == "T499" and document.find("nope") is None
+    document.replace(Counted(id="T3", command="false"))
+    assert comparisons == 0, "lookups go through the id map, never list.index or =="
+    document.tasks.append({"id": "NEW"})
+    document.tasks[:] = [task for task in document.tasks if task["id"] != "T0"]
+    assert document.position("NEW") == 499 and document.find("T0") is None and document.get("T3")["command"] == "false"

@@ -76,8 +76,11 @@ def brief_path_for(args, layout: Layout, config: dict) -> str | None:
     is read from the current folder when that lies inside the repository, else from the
     repository root (so ``--repo`` works from anywhere)."""
     if args.brief is None:
-        default = layout.repo_root / config["macp"]["brief_dir"] / f"{args.task_id}.md"
-        return str(default.relative_to(layout.repo_root)) if default.is_file() else None
+        folder = confine(config["macp"]["brief_dir"], layout.repo_root, "macp.brief_dir")
+        default = folder / f"{args.task_id}.md"
+        if not default.is_file():
+            return None
+        return str(confine(default, layout.repo_root, f"macp.brief_dir: {args.task_id}.md").relative_to(layout.repo_root.resolve()))
     path = Path(args.brief)
     if not path.is_absolute():
         cwd, root = Path.cwd().resolve(), layout.repo_root.resolve()
@@ -405,9 +408,10 @@ def cmd_sync(args) -> int:
 
 
 def cmd_validate(args) -> int:
+    from dispatcher.macp_dispatcher import check_task_paths
     from macp.statecheck import run_validate
 
-    return run_validate(args)
+    return run_validate(args, check_task_paths)
 
 
 # -- parser -----------------------------------------------------------------------------

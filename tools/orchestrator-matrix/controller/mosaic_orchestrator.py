@@ -39,7 +39,7 @@ from macp import clock, gitops, verdicts
 from macp.admission import Hold, admit
 from macp.cliutil import OneLineParser, resolve_repo, run_main
 from macp.config import load_config
-from macp.errors import EXIT_OK, EXIT_TASKS_FAILED, Interrupted, MacpError
+from macp.errors import EXIT_OK, EXIT_TASKS_FAILED, EXIT_USAGE, Interrupted, MacpError
 from macp.events import append_event, make_event
 from macp.fsio import dump_json, read_json, write_atomic
 from macp.gates import GateLimits, gate_specs, run_gates
@@ -74,15 +74,50 @@ class WorkerOutcome:
 
 @dataclass
 class RunSummary:
-    """What one controller run did: the status each task it touched ended in."""
+    """What one controller run did: the status each task it touched ended in, and the
+    tasks it refused to run (id -> why)."""
 
     outcomes: dict[str, str] = field(default_factory=dict)
+    refused: dict[str, str] = field(default_factory=dict)
 
     @property
     def exit_code(self) -> int:
-        """1 when any task ended failed or escalated in this run, else 0."""
+        """2 when a task was refused (a user error to fix), else 1 when any task ended
+        failed or escalated in this run, else 0 (docs/exit-codes.md)."""
+        if self.refused:
+            return EXIT_USAGE
         failed = any(status in ("failed", "escalated") for status in self.outcomes.values())
         return EXIT_TASKS_FAILED if failed else EXIT_OK
+
+
+def task_problem(document, task: dict, repo_root: Path, config: dict) -> str | None:
+    """Why the controller must not run ``task`` -- its first schema error (with its JSON
+    path in tasks.json) or a path that leaves where it must stay -- or None."""
+    errors = task_errors(document, task)
+    if errors:
+        return f"{document.label}: {errors[0]}"
+    try:
+        dispatcher.check_task_paths(task, repo_root, config)
+    except MacpError as exc:
+        return str(exc)
+    return None
+
+
+def refused_tasks(document, repo_root: Path, config: dict) -> dict[str, str]:
+    """``{task id: why}`` for every task not completed or cancelled that the controller must
+    not run (:func:`task_problem`). One bad task is set aside; the others run."""
+    refused = {}
+    for task in document.tasks:
+        if status_of(task) not in ("completed", "cancelled"):
+            problem = task_problem(document, task, repo_root, config)
+            if problem is not None:
+                refused[task["id"]] = problem
+    return refused
+
+
+def warn(line: str) -> None:
+    """One diagnostic line on stderr, prefixed with the controller's name."""
+    print(f"{PROG}: {line}", file=sys.stderr)
 
 
 class Controller:
@@ -91,15 +126,20 @@ class Controller:
     ``say`` receives one human-readable line per step (stdout by default).
     """
 
-    def __init__(self, layout: Layout, config: dict, guard: SignalGuard, owner: dict, say=print) -> None:
+    def __init__(self, layout: Layout, config: dict, guard: SignalGuard, owner: dict, say=print, refused: dict | None = None) -> None:
         self.layout = layout
         self.config = config
         self.guard = guard
         self.owner = owner
         self.say = say
         self.current: str | None = None
-        self.summary = RunSummary()
+        self.summary = RunSummary(refused=dict(refused or {}))
         self.transport = MatrixTransport(layout, config)
+
+    def refuse(self, task_id: str, problem: str) -> None:
+        """Set ``task_id`` aside for this run, untouched, and say why on stderr."""
+        self.summary.refused[task_id] = problem
+        warn(f"task {task_id} not run: {problem}")
 
     # -- recording -----------------------------------------------------------------------
 
@@ -209,24 +249,31 @@ class Controller:
         with self.guard.critical():
             with edit_tasks(self.layout) as document:
                 for waiting in queue_order(document.tasks):
+                    if waiting["id"] in self.summary.refused:
+                        continue
                     acp = waiting.get("acp") or {}
                     if status_of(waiting) == "running" and not waiting.get("claim") and acp.get("reported_at"):
                         resumed = {**waiting, "claim": self.owner, "updated_at": clock.timestamp()}
                         document.replace(resumed)
                         return resumed, True
-                admission = admit(
-                    document.tasks,
-                    self.config,
-                    load_runtime_state(self.layout),
-                    now,
-                    lambda task: dispatcher.brief_for_review(task, self.layout.repo_root),
-                )
+                runtime_state = load_runtime_state(self.layout)
+                while True:
+                    admission = admit(
+                        document.tasks,
+                        self.config,
+                        runtime_state,
+                        now,
+                        lambda task: dispatcher.brief_for_review(task, self.layout.repo_root),
+                        refused=self.summary.refused,
+                    )
+                    # Checked again at the claim: the task may have been edited since start-up.
+                    problem = admission.task and task_problem(document, admission.task, self.layout.repo_root, self.config)
+                    if not problem:
+                        break
+                    self.refuse(admission.task["id"], problem)
                 held = [self.apply_hold(document, hold) for hold in admission.holds]
                 task = None
                 if admission.task is not None:
-                    errors = task_errors(document, admission.task)
-                    if errors:
-                        raise MacpError(f"{document.label}: {errors[0]}")
                     task = self._claimed(admission.task, admission.runtime)
                     document.replace(task)
             for hold, stored in zip(admission.holds, held, strict=True):
@@ -603,14 +650,12 @@ def run_controller(repo: str | None, *, until_drained: bool, wait: bool = False,
         say(f"nothing to do: {layout.tasks_file} does not exist (run 'mosaic macp init')")
         return EXIT_OK
     check_output_folders(layout)
-    document = load_tasks(layout, validate=True)
-    for task in document.tasks:
-        if status_of(task) not in ("completed", "cancelled"):
-            dispatcher.check_task_paths(task, layout.repo_root, config)
+    document = load_tasks(layout)
+    refused = refused_tasks(document, layout.repo_root, config)
     if dry_run:
-        for line in plan_lines(document.tasks, layout.repo_root, config, load_runtime_state(layout), clock.now()):
+        for line in plan_lines(document.tasks, layout.repo_root, config, load_runtime_state(layout), clock.now(), refused):
             say(line)
-        return EXIT_OK
+        return EXIT_USAGE if refused else EXIT_OK
     lock = ControllerLock(layout.controller_lock)
     lock.acquire(wait=wait)
     assert lock.owner is not None
@@ -618,6 +663,8 @@ def run_controller(repo: str | None, *, until_drained: bool, wait: bool = False,
     guard = SignalGuard()
     guard.install()
     controller = Controller(layout, config, guard, lock.owner, say)
+    for task_id, problem in refused.items():
+        controller.refuse(task_id, problem)
     try:
         recovery.recover(controller, lock.previous)
         lock.recovered()
@@ -627,7 +674,7 @@ def run_controller(repo: str | None, *, until_drained: bool, wait: bool = False,
         elif controller.run_once() is None:
             say("no runnable task")
         if until_drained:
-            for line in remaining_lines(load_tasks(layout).tasks, clock.now()):
+            for line in remaining_lines(load_tasks(layout).tasks, clock.now(), controller.summary.refused):
                 say(line)
         return controller.summary.exit_code
     except Interrupted as exc:

@@ -24,15 +24,19 @@ from macp.runtimes import build_invocation, describe_invocation, running_as_root
 from macp.scheduler import hold_reason
 
 
-def plan_lines(tasks: list[dict], repo_root: Path, config: dict, runtime_state: dict, now: datetime) -> list[str]:
-    """The dry-run plan: one numbered entry per task that would run, the holds the controller
-    would apply on the way, then what cannot run."""
+def plan_lines(
+    tasks: list[dict], repo_root: Path, config: dict, runtime_state: dict, now: datetime, refused: dict[str, str] | None = None
+) -> list[str]:
+    """The dry-run plan: the tasks the controller refuses (``refused``: id -> why), one
+    numbered entry per task that would run, the holds the controller would apply on the
+    way, then what cannot run."""
+    refused = refused or {}
     simulated = [dict(task) for task in tasks]
     by_id = {task["id"]: task for task in simulated}
-    lines: list[str] = []
+    lines = [f"refused: {task_id}: {problem}" for task_id, problem in refused.items()]
     planned = 0
     while True:
-        admission = admit(simulated, config, runtime_state, now, lambda task: dispatcher.brief_for_review(task, repo_root))
+        admission = admit(simulated, config, runtime_state, now, lambda task: dispatcher.brief_for_review(task, repo_root), refused)
         for hold in admission.holds:
             by_id[hold.task_id].update(hold.changes, **({"status": hold.status} if hold.status else {}))
             lines.append(f"held: {hold.task_id}: {hold.message}")
@@ -48,7 +52,7 @@ def plan_lines(tasks: list[dict], repo_root: Path, config: dict, runtime_state: 
     held = [
         f"not runnable: {task['id']} ({hold_reason(task, by_id, now)})"
         for task in simulated
-        if status_of(task) == "pending"
+        if status_of(task) == "pending" and task["id"] not in refused
     ]
     return header + lines + held
 
@@ -74,15 +78,19 @@ def _describe(number: int, task: dict, repo_root: Path, config: dict) -> list[st
     return lines
 
 
-def remaining_lines(tasks: list[dict], now: datetime) -> list[str]:
-    """After a drain: status counts, then each unfinished task with the reason it waits."""
+def remaining_lines(tasks: list[dict], now: datetime, refused: dict[str, str] | None = None) -> list[str]:
+    """After a drain: status counts, then each unfinished task with the reason it waits
+    (``refused``: the tasks the controller set aside, id -> why)."""
+    refused = refused or {}
     counts = Counter(status_of(task) for task in tasks)
     summary = ", ".join(f"{counts[status]} {status}" for status in STATUSES if counts[status])
     lines = [f"queue: {summary or 'empty'}"]
     by_id = {task["id"]: task for task in tasks}
     for task in tasks:
         status = status_of(task)
-        if status == "pending":
+        if task["id"] in refused:
+            lines.append(f"  {task['id']}: refused: {refused[task['id']]}")
+        elif status == "pending":
             lines.append(f"  {task['id']}: {hold_reason(task, by_id, now) or 'ready'}")
         elif status == "running" and not task.get("claim") and not (task.get("acp") or {}).get("reported_at"):
             lines.append(f"  {task['id']}: waiting for its acp completion report (mosaic macp complete)")

@@ -112,11 +112,11 @@ def submit_tasks(repo: Path) -> None:
         "--dispatch", "acp", "--runtime", "codex", "--brief", "docs/tasks/DEMO-4.md", "--gate", "test -s REVIEW.md", cwd=repo)
 
 
-def report_acp(repo: Path, root: Path) -> None:
+def report_acp(repo: Path) -> None:
     spawn = repo / ".mosaic" / "orchestrator" / "acp" / "DEMO-4.json"
     print(f"$ cat {spawn}")
     print(spawn.read_text(), end="")
-    worktree = root / "worktrees" / "demo-4"
+    worktree = Path(json.loads(spawn.read_text())["cwd"])
     print(f"(an external agent works in {worktree} and reports back)")
     (worktree / "REVIEW.md").write_text("# Review\n\n- mean() and median() raise ZeroDivisionError/IndexError on [].\n")
     run("git", "add", "REVIEW.md", cwd=worktree)
@@ -144,7 +144,7 @@ def main() -> int:
     banner("Drain the queue (DEMO-3 is expected to end escalated: exit 1)")
     run("mosaic", "macp", "drain", cwd=repo, expect=1)
     banner("The acp task: its sessions_spawn parameters, then an external completion report")
-    report_acp(repo, root)
+    report_acp(repo)
     run("mosaic", "macp", "drain", cwd=repo)
     banner("Where things stand")
     run("mosaic", "macp", "status", cwd=repo)

@@ -12,17 +12,20 @@ Before a task is claimed (DESIGN.md "The task lifecycle", issue 4):
   the first one is back.
 
 The first ready task that passes is claimed, with the runtime :mod:`macp.selection` picks.
+Tasks the controller *refused* (a schema error or a path that leaves where it must stay,
+issue 9) are never claimed and never changed: their dependents wait for them, and every
+other task runs as if they were not there.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 
 from macp import clock
 from macp.dependencies import doomed_tasks, find_cycles
-from macp.lifecycle import status_of
+from macp.lifecycle import STATUSES, status_of
 from macp.risk import risk_term
 from macp.scheduler import pick_next
 from macp.selection import choose_runtime
@@ -84,10 +87,27 @@ def risk_hold(task: dict, config: dict, brief_text: str) -> Hold | None:
     return Hold(task["id"], "escalated", {"risk_hold": term, "escalation_reason": reason}, "task.escalated", reason, {"risk_term": term})
 
 
+def stand_in(task: dict) -> dict:
+    """What the queue logic sees of a refused task: its id and, when valid, its status --
+    none of the fields that made it refused (a ``not_before`` that is no timestamp, a
+    ``depends_on`` that is no list)."""
+    status = task.get("status")
+    return {"id": task["id"], "status": status if status in STATUSES else "pending"}
+
+
 def admit(
-    tasks: list[dict], config: dict, runtime_state: dict, now: datetime, brief_text: Callable[[dict], str]
+    tasks: list[dict],
+    config: dict,
+    runtime_state: dict,
+    now: datetime,
+    brief_text: Callable[[dict], str],
+    refused: Mapping[str, str] | None = None,
 ) -> Admission:
-    """What to claim next from ``tasks`` at ``now``; ``brief_text(task)`` reads a brief."""
+    """What to claim next from ``tasks`` at ``now``; ``brief_text(task)`` reads a brief;
+    ``refused`` maps the ids of tasks never to claim to why (see the module docstring)."""
+    refused = refused or {}
+    stored = {task["id"]: task for task in tasks}
+    tasks = [stand_in(task) if task["id"] in refused else task for task in tasks]
     holds = dependency_holds(tasks)
     view = {task["id"]: dict(task) for task in tasks}
 
@@ -96,12 +116,12 @@ def admit(
 
     for hold in holds:
         apply(hold)
-    while (task := pick_next(list(view.values()), now)) is not None:
+    while (task := pick_next([task for task in view.values() if task["id"] not in refused], now)) is not None:
         hold = risk_hold(task, config, brief_text(task))
         if hold is None and task.get("dispatch") in ("yolo", "acp"):
             runtime, why, back_at = choose_runtime(task, config, tasks, runtime_state, now)
             if runtime is not None:
-                return Admission(tasks[_index(tasks, task["id"])], runtime, why, holds)
+                return Admission(stored[task["id"]], runtime, why, holds)
             if back_at is None:
                 reason = "no runtime is configured for this task"
                 hold = Hold(task["id"], "escalated", {"escalation_reason": reason}, "task.escalated", reason)
@@ -109,11 +129,7 @@ def admit(
                 until = clock.format_timestamp(back_at)
                 hold = Hold(task["id"], None, {"not_before": until}, "task.updated", f"every runtime is cooling down; waiting until {until}")
         if hold is None:
-            return Admission(tasks[_index(tasks, task["id"])], None, "", holds)
+            return Admission(stored[task["id"]], None, "", holds)
         holds.append(hold)
         apply(hold)
     return Admission(None, None, "", holds)
-
-
-def _index(tasks: list[dict], task_id: str) -> int:
-    return next(index for index, task in enumerate(tasks) if task["id"] == task_id)

@@ -16,7 +16,7 @@ from macp.cliutil import out, resolve_repo
 from macp.config import default_config, load_config, merge, signature_errors
 from macp.errors import EXIT_OK, EXIT_TASKS_FAILED, MacpError
 from macp.fsio import parse_json_text, read_json
-from macp.layout import Layout, confine
+from macp.layout import Layout, confine, confine_output
 from macp.taskstore import parse_tasks
 from protocol.schemas import validator_for
 from protocol.validator import SchemaError, Validator
@@ -115,8 +115,35 @@ def kind_of(path: Path) -> str | None:
     return "result" if path.parent.name == "results" and path.suffix == ".json" else None
 
 
-def run_validate(args) -> int:
-    """``mosaic macp validate [--schema FILE] [FILE...]``; returns 0, 1 (invalid) or raises."""
+def placement_problems(layout: Layout, check_task: Callable[[dict, Path, dict], None]) -> list[str]:
+    """Paths that would leave where they must stay (docs/security.md "Paths"): the config's
+    ``macp.brief_dir`` (inside the repository) and ``macp.result_dir`` (an output folder),
+    and every task's paths, which ``check_task(task, repo_root, config)`` checks by raising
+    :class:`MacpError`. Files that do not parse are left to the schema checks."""
+    try:
+        config = load_config(layout.config_file)
+        document = parse_tasks(read_json(layout.tasks_file), str(layout.tasks_file)) if layout.tasks_file.exists() else None
+    except MacpError:
+        return []
+    problems = []
+    placements = [
+        (lambda: confine(config["macp"]["brief_dir"], layout.repo_root, "macp.brief_dir"), f"{layout.config_file}: "),
+        (lambda: confine_output(Path(config["macp"]["result_dir"]) / "TASK.json", layout, "macp.result_dir"), f"{layout.config_file}: "),
+    ]
+    for index, task in enumerate(document.tasks if document else []):
+        placements.append((lambda task=task: check_task(task, layout.repo_root, config), f"{document.label}: {document.json_path(index)}: "))
+    for check, prefix in placements:
+        try:
+            check()
+        except MacpError as exc:
+            problems.append(f"{prefix}{exc}")
+    return problems
+
+
+def run_validate(args, check_task: Callable[[dict, Path, dict], None]) -> int:
+    """``mosaic macp validate [--schema FILE] [FILE...]``; returns 0, 1 (invalid) or raises.
+    Without files it also checks where the state's paths lead (:func:`placement_problems`,
+    with ``check_task`` checking one task's paths)."""
     layout = Layout(resolve_repo(args.repo))
     if args.schema:
         if not args.files:
@@ -157,6 +184,8 @@ def run_validate(args) -> int:
             problems += check_ndjson_file(path, checks[kind])
         else:
             problems += check_json_file(path, checks[kind])
+    if not args.schema and not args.files and not problems:
+        problems += placement_problems(layout, check_task)
     for problem in problems:
         out(problem)
     if problems:

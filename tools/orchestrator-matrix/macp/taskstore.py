@@ -21,18 +21,29 @@ from protocol.schemas import schema_errors
 @dataclass
 class TaskDocument:
     """The parsed tasks.json: ``tasks`` in file order, plus the top-level object it came in
-    (``container``; ``None`` when the file is a bare list)."""
+    (``container``; ``None`` when the file is a bare list).
+
+    Finding a task by id is O(1): a map id -> position is kept, a hit is checked against the
+    list, and the map is rebuilt (one pass) when a hit is stale or an id is missing, so the
+    list may be changed freely (append, filter) and a lookup is never wrong."""
 
     tasks: list[dict] = field(default_factory=list)
     container: dict | None = None
     label: str = "tasks.json"
+    _positions: dict[str, int] = field(default_factory=dict, init=False, repr=False, compare=False)
+
+    def position(self, task_id: str) -> int | None:
+        """Index of the task with ``task_id`` in ``tasks``, or None."""
+        index = self._positions.get(task_id)
+        if index is not None and index < len(self.tasks) and self.tasks[index].get("id") == task_id:
+            return index
+        self._positions = {task.get("id"): number for number, task in enumerate(self.tasks) if isinstance(task, dict)}
+        return self._positions.get(task_id)
 
     def find(self, task_id: str) -> dict | None:
         """The task with ``task_id``, or None."""
-        for task in self.tasks:
-            if task.get("id") == task_id:
-                return task
-        return None
+        index = self.position(task_id)
+        return None if index is None else self.tasks[index]
 
     def get(self, task_id: str) -> dict:
         """The task with ``task_id``; raises :class:`MacpError` "unknown task" otherwise."""
@@ -42,12 +53,12 @@ class TaskDocument:
         return task
 
     def replace(self, task: dict) -> None:
-        """Put ``task`` in place of the stored task with the same id."""
-        for index, stored in enumerate(self.tasks):
-            if stored.get("id") == task["id"]:
-                self.tasks[index] = task
-                return
-        raise MacpError(f"unknown task: {task['id']}")
+        """Put ``task`` in place of the stored task with the same id; raises
+        :class:`MacpError` "unknown task" when there is none."""
+        index = self.position(task["id"])
+        if index is None:
+            raise MacpError(f"unknown task: {task['id']}")
+        self.tasks[index] = task
 
     def json_path(self, index: int) -> str:
         """JSON path of task number ``index`` in the file."""
@@ -90,16 +101,21 @@ def parse_tasks(value: object, label: str) -> TaskDocument:
 
 
 def task_errors(document: TaskDocument, task: dict) -> list[str]:
-    """Schema errors of one task, each as ``<json path in the file>: <reason>``."""
-    index = document.tasks.index(task) if task in document.tasks else len(document.tasks)
+    """Schema errors of one task, each as ``<json path in the file>: <reason>`` (a task not
+    yet in ``document`` is given the position it would be appended at)."""
+    index = document.position(task.get("id"))
+    return _errors_at(document, len(document.tasks) if index is None else index, task)
+
+
+def _errors_at(document: TaskDocument, index: int, task: dict) -> list[str]:
     prefix = document.json_path(index)
     return [f"{prefix}{error.path[1:]}: {error.message}" for error in schema_errors("task", task)]
 
 
 def validate_tasks(document: TaskDocument) -> None:
     """Raise :class:`MacpError` with the first schema error of any task in ``document``."""
-    for task in document.tasks:
-        errors = task_errors(document, task)
+    for index, task in enumerate(document.tasks):
+        errors = _errors_at(document, index, task)
         if errors:
             raise MacpError(f"{document.label}: {errors[0]}")
 
