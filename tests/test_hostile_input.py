@@ -131,6 +131,20 @@ def test_secrets_in_output_and_commands_are_redacted_everywhere(sandbox):
     assert sandbox.result("S")["gate_results"][0]["command"] == "echo checking with TOKEN=[REDACTED] && exit 1"
 
 
+def test_a_secret_pasted_into_a_brief_reaches_neither_the_logs_nor_the_worker(sandbox):
+    (sandbox.repo / "docs").mkdir()
+    (sandbox.repo / "docs" / "leak.md").write_text(f"Deploy with {SECRETS[0]} and password=hunter2.\n")
+    sandbox.write_config({"macp": {"cleanup_worktrees": False}})
+    sandbox.macp("submit", "--task-id", "B", "--dispatch", "exec", "--brief", "docs/leak.md", "--command", 'cp "$MACP_BRIEF" seen.md', check=True)
+    sandbox.macp("submit", "--task-id", "A", "--dispatch", "acp", "--runtime", "claude", "--brief", "docs/leak.md", check=True)
+    sandbox.controller("--until-drained", check=True)
+    copies = [sandbox.orch / "logs" / "B" / "attempt-1" / "brief.md", sandbox.worktree("B") / "seen.md",
+              sandbox.orch / "logs" / "A" / "attempt-1" / "brief.md", sandbox.orch / "acp" / "A.json"]
+    for copy in copies:
+        text = copy.read_text()
+        assert SECRETS[0] not in text and "hunter2" not in text and "[REDACTED]" in text, copy
+
+
 @pytest.mark.parametrize(
     "name,content,fragment",
     [

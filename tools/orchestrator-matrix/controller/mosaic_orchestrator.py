@@ -43,7 +43,7 @@ from macp.errors import EXIT_OK, EXIT_TASKS_FAILED, EXIT_USAGE, Interrupted, Mac
 from macp.events import append_event, make_event
 from macp.fsio import dump_json, read_json, write_atomic
 from macp.gates import GateLimits, gate_specs, run_gates
-from macp.guidance import compose_brief, failure_summary
+from macp.guidance import failure_summary
 from macp.layout import Layout, check_output_folders
 from macp.lifecycle import ACTIVE, status_of, transition
 from macp.locks import ControllerLock
@@ -351,10 +351,7 @@ class Controller:
                 return self.finish(task, "failed", exit_code=None, error=f"worktree creation failed: {exc}")
         attempt_dir = self.fresh_attempt_dir(task)
         try:
-            report_file = str(attempt_dir / "report.json") if kind == "yolo" else None
-            prompt = compose_brief(task, dispatcher.read_brief(task, self.layout.repo_root), report_file)
-            brief_file = attempt_dir / "brief.md"
-            write_atomic(brief_file, prompt)
+            brief_file, prompt = dispatcher.write_attempt_brief(task, self.layout.repo_root, attempt_dir)
             if kind == "acp":
                 return self.request_acp(task, prompt)
             argv = dispatcher.build_dispatch_argv(task, self.config, brief_file)

@@ -33,7 +33,7 @@ from macp.fsio import dump_json, write_atomic
 from macp.guidance import compose_brief
 from macp.layout import Layout, confine, confine_output
 from macp.procs import ProcessResult, read_log_tail, run_process
-from macp.redact import redact_value
+from macp.redact import redact, redact_value
 from macp.verdicts import SUMMARY_MAX_CHARS, bounded, idle_timeout, judge_agent_run
 from protocol.schemas import schema_errors
 
@@ -217,7 +217,7 @@ def build_dispatch_command(task: dict, repo_root: Path, config: dict | None = No
     config = config if config is not None else load_config(Layout(repo_root).config_file)
     if dispatch_kind(task) == "acp":
         worktree = worktree_path(task, repo_root, config)
-        prompt = read_brief(task, repo_root) or task.get("title") or task["id"]
+        prompt = redact(read_brief(task, repo_root) or task.get("title") or task["id"])
         return json.dumps(acp_spawn_params(task, config, worktree, prompt), ensure_ascii=False)
     if brief_file is None:
         brief_file = repo_root / (task.get("brief_path") or f"{task['id']}.md")
@@ -422,6 +422,20 @@ def cleanup_worktree(task: dict, repo_root: Path | None = None, remove_ignored: 
     return None
 
 
+def write_attempt_brief(task: dict, repo_root: Path, attempt_dir: Path) -> tuple[Path, str]:
+    """Compose the attempt's brief (:func:`macp.guidance.compose_brief`: the task, its brief
+    file, the guidance of earlier attempts, and for yolo where to leave a report), redact it
+    (:mod:`macp.redact`) and write it to ``<attempt_dir>/brief.md``. Returns ``(brief.md
+    path, the text)``. The worker reads this same redacted copy: a secret pasted into a
+    brief reaches neither the logs nor the agent -- secrets belong in the environment.
+    Raises :class:`MacpError` when the brief cannot be read."""
+    report_file = str(attempt_dir / "report.json") if dispatch_kind(task) == "yolo" else None
+    prompt = redact(compose_brief(task, read_brief(task, repo_root), report_file))
+    brief_file = attempt_dir / "brief.md"
+    write_atomic(brief_file, prompt)
+    return brief_file, prompt
+
+
 def dispatch_task(task: dict, repo_root: Path, orch_dir: Path, config: dict) -> tuple[int, str]:
     """One attempt without the controller: setup, execute, collect, clean up.
 
@@ -438,9 +452,7 @@ def dispatch_task(task: dict, repo_root: Path, orch_dir: Path, config: dict) -> 
         cwd, _created, base_commit = prepare_worktree(task, repo_root, config)
         task.update(worktree=str(cwd), branch=branch_name(task), base_commit=base_commit)
         task.update(runtime=resolve_runtime(task, config))
-    brief_file = attempt_dir / "brief.md"
-    report_file = str(attempt_dir / "report.json") if dispatch_kind(task) == "yolo" else None
-    write_atomic(brief_file, compose_brief(task, read_brief(task, repo_root), report_file))
+    brief_file, _prompt = write_attempt_brief(task, repo_root, attempt_dir)
     argv = build_dispatch_argv(task, config, brief_file)
     env = worker_env(
         task,
