@@ -34,7 +34,7 @@ def test_base_is_origin_main_when_it_exists(sandbox, config, tmp_path):
     sandbox.git("remote", "add", "origin", str(remote))
     sandbox.git("push", "-q", "origin", "main")
     sandbox.git("commit", "-q", "--allow-empty", "-m", "local only")
-    path, created, base = dispatcher.prepare_worktree({"id": "R1"}, sandbox.repo, config)
+    path, created, base, _repaired = dispatcher.prepare_worktree({"id": "R1"}, sandbox.repo, config)
     assert created and base == sandbox.git("rev-parse", "origin/main").strip()
     assert sandbox.git("rev-parse", "HEAD", cwd=path).strip() == base
 

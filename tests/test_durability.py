@@ -331,3 +331,103 @@ def test_what_a_worker_leaves_running_gets_term_before_kill(sandbox, tmp_path):
     sandbox.write_tasks({"tasks": [{"id": "G", "command": leader}]})
     sandbox.controller("--once", check=True, timeout=60)
     assert ready.exists() and marker.read_text() == "term\n", "the grandchild was asked to stop before it was killed"
+
+
+def held_git(sandbox, tmp_path: Path, step: str) -> tuple[Path, Path, Path]:
+    """Put a ``git`` on PATH that, for the git step ``step`` (e.g. ``worktree add``), marks
+    that it started, waits for the test's release file, runs the real git and marks that it
+    finished. Returns ``(started, release, finished)``."""
+    import shutil
+
+    started, release, finished = tmp_path / "git-started", tmp_path / "git-release", tmp_path / "git-finished"
+    real = shutil.which("git")
+    sandbox.fake_cli("git", f'''#!/bin/sh
+case "$*" in
+  "{step}"*) touch "{started}"; {held_command(release)}; "{real}" "$@"; code=$?; touch "{finished}"; exit $code ;;
+esac
+exec "{real}" "$@"
+''')
+    return started, release, finished
+
+
+def test_sigterm_never_kills_a_running_git_step_and_the_next_run_reuses_its_worktree(sandbox, tmp_path):
+    started, release, finished = held_git(sandbox, tmp_path, "worktree add")
+    sandbox.write_tasks({"tasks": [{"id": "G1", "dispatch": "exec", "command": "true"}]})
+    controller = start_controller(sandbox, "--once")
+    wait_for(started.exists, what="git worktree add to start")
+    controller.send_signal(signal.SIGTERM)
+    release.touch()
+    _out, err = controller.communicate(timeout=60)
+    assert controller.returncode == 143 and "Traceback" not in err
+    assert finished.exists(), "git ran to its end"
+    worktree = sandbox.worktree("G1")
+    listing = sandbox.git("worktree", "list", "--porcelain")
+    assert f"worktree {worktree}" in listing and "locked" not in listing, "git finished its step"
+    assert (worktree / "README.md").exists()
+    task = sandbox.task("G1")
+    assert task["status"] == "pending" and task["attempts"] == 0, "the task was released, attempt not counted"
+    assert "task.interrupted" in sandbox.event_types("G1")
+    sandbox.controller("--once", check=True)
+    assert sandbox.task("G1")["status"] == "completed"
+
+
+def test_sigint_during_start_up_exits_130_with_one_line(sandbox, tmp_path):
+    shim = tmp_path / "shim"
+    shim.mkdir()
+    started = tmp_path / "import-started"
+    # A module our program imports, first on the path: it marks that the import is under way
+    # and then waits (bounded) -- the SIGINT lands while the program is still being imported.
+    (shim / "shlex.py").write_text(f"import time\nopen({str(started)!r}, 'w').close()\nfor _ in range(1200):\n    time.sleep(0.1)\n")
+    sandbox.write_tasks({"tasks": [{"id": "S1", "command": "touch ran"}]})
+    before = (sandbox.orch / "tasks.json").read_text()
+    proc = subprocess.Popen(
+        [str(BIN / "mosaic-orchestrator-run"), "--repo", str(sandbox.repo), "--once"],
+        env={**sandbox.env, "PYTHONPATH": str(shim)}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+    )
+    wait_for(started.exists, what="the import to start")
+    proc.send_signal(signal.SIGINT)
+    _out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and err == "mosaic-orchestrator-run: interrupted\n", err
+    assert (sandbox.orch / "tasks.json").read_text() == before and not (sandbox.repo / "ran").exists()
+
+
+def test_sigint_while_start_up_runs_git_waits_for_git_then_exits_130(sandbox, tmp_path):
+    started, release, finished = held_git(sandbox, tmp_path, "rev-parse --show-toplevel")
+    sandbox.write_tasks({"tasks": [{"id": "S2", "command": "touch ran"}]})
+    controller = start_controller(sandbox, "--once")
+    wait_for(started.exists, what="git rev-parse to start")
+    controller.send_signal(signal.SIGINT)
+    release.touch()
+    _out, err = controller.communicate(timeout=60)
+    assert controller.returncode == 130 and err.splitlines() == ["mosaic-orchestrator-run: interrupted"], err
+    assert finished.exists(), "the controller waited for git to finish before it stopped"
+    assert not (sandbox.repo / "ran").exists()
+
+
+def test_a_stale_index_lock_left_by_a_crash_is_removed_before_the_worktree_is_reused(sandbox):
+    command = 'test -f ../second || { touch ../second; exit 1; }; echo new > new.txt && git add new.txt && git commit -qm new'
+    sandbox.write_tasks({"tasks": [{"id": "L1", "dispatch": "exec", "command": command, "max_attempts": 2}]})
+    sandbox.controller("--once")
+    assert sandbox.task("L1")["status"] == "pending"
+    gitdir = Path(sandbox.git("rev-parse", "--absolute-git-dir", cwd=sandbox.worktree("L1")).strip())
+    (gitdir / "index.lock").touch()  # what a git killed halfway leaves
+    sandbox.controller("--once", check=True)
+    assert sandbox.task("L1")["status"] == "completed", "git add worked: the stale lock was gone"
+    [reused] = [e for e in sandbox.events("L1") if e["event_type"] == "worktree.reused"]
+    assert "stale index.lock" in reused["metadata"]["repaired"][0]
+
+
+def test_a_worktree_whose_creation_was_cut_short_is_created_again(sandbox):
+    sandbox.write_tasks({"tasks": [{"id": "C1", "dispatch": "exec", "command": "test -f README.md", "max_attempts": 2}]})
+    sandbox.write_config({"macp": {"cleanup_worktrees": False}})
+    gitdir = sandbox.repo / ".git" / "worktrees" / sandbox.worktree("C1").name
+    # What a crash during `git worktree add` leaves: the lock git holds while it checks files
+    # out, and a checkout that never finished.
+    sandbox.git("worktree", "add", "-q", "-b", "feat/C1", str(sandbox.worktree("C1")), "HEAD")
+    (gitdir / "locked").write_text("initializing")
+    (sandbox.worktree("C1") / "README.md").unlink()
+    sandbox.controller("--once", check=True)
+    assert sandbox.task("C1")["status"] == "completed", "the worker found a whole checkout"
+    [created] = [e for e in sandbox.events("C1") if e["event_type"] == "worktree.created"]
+    assert "creation was cut short" in created["metadata"]["repaired"][0]
+    assert "locked" not in sandbox.git("worktree", "list", "--porcelain")

@@ -390,11 +390,14 @@ class Controller:
 
     def enter_worktree(self, task: dict) -> dict:
         """Create or reuse the task's worktree and record it on the task."""
-        path, created, base_commit = dispatcher.prepare_worktree(task, self.layout.repo_root, self.config)
+        path, created, base_commit, repaired = dispatcher.prepare_worktree(task, self.layout.repo_root, self.config)
         task = self.update(task["id"], worktree=str(path), branch=dispatcher.branch_name(task), base_commit=base_commit)
         event = "worktree.created" if created else "worktree.reused"
+        metadata = {"worktree": str(path), "branch": task["branch"], **({"repaired": repaired} if repaired else {})}
         with self.guard.critical():
-            self.emit(event, task, f"{path} on branch {task['branch']}", source="dispatcher", worktree=str(path), branch=task["branch"])
+            self.emit(event, task, f"{path} on branch {task['branch']}", source="dispatcher", **metadata)
+        for line in repaired:
+            self.say(f"{task['id']}: {line}")
         return task
 
     def request_acp(self, task: dict, prompt: str) -> str:

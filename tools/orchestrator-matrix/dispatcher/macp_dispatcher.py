@@ -25,6 +25,7 @@ import re
 import shlex
 import stat
 from pathlib import Path
+from typing import NamedTuple
 
 from macp import clock, gitops
 from macp.config import PROJECT_ROOT, load_config, matrix_token_env, worktree_base
@@ -103,34 +104,52 @@ def base_ref(repo_root: Path, config: dict) -> str:
     return "HEAD"
 
 
-def prepare_worktree(task: dict, repo_root: Path, config: dict) -> tuple[Path, bool, str | None]:
-    """Create or reuse the task's worktree: ``(path, created, base commit)``.
+class PreparedWorktree(NamedTuple):
+    """The task's worktree, whether it was just ``created``, the ``base_commit`` the task
+    started from, and what was ``repaired`` on the way (left by a crash; for the event)."""
+
+    path: Path
+    created: bool
+    base_commit: str | None
+    repaired: list[str]
+
+
+def prepare_worktree(task: dict, repo_root: Path, config: dict) -> PreparedWorktree:
+    """Create or reuse the task's worktree.
 
     A retry finds the worktree registered on the task's branch and reuses it, so the worker
-    continues from its partial work. An existing branch without a worktree is checked out
-    again (branches are never deleted). Raises :class:`WorktreeError` when the branch name
-    breaks git's rules, the path is occupied by something else, or git refuses.
+    continues from its partial work; a stale ``index.lock`` a crash left in it is removed
+    first. A worktree whose creation was cut short (still locked ``initializing``) holds no
+    work: it is removed and created again. An existing branch without a worktree is checked
+    out again (branches are never deleted). Raises :class:`WorktreeError` when the branch
+    name breaks git's rules, the path is occupied by something else, or git refuses.
     """
     branch = branch_name(task)
     if not gitops.is_valid_branch_name(repo_root, branch):
         raise WorktreeError(f"task {task['id']}: {branch!r} is not a valid git branch name")
     path = worktree_path(task, repo_root, config)
+    repaired: list[str] = []
     try:
         gitops.prune_worktrees(repo_root)
         registered = gitops.registered_worktrees(repo_root)
-        if path in registered:
-            if registered[path] != branch:
-                raise WorktreeError(f"{path} is a worktree of branch {registered[path]!r}, not {branch!r}")
-            return path, False, task.get("base_commit")
+        if path in registered and registered[path].locked == gitops.CREATION_CUT_SHORT:
+            gitops.discard_worktree(repo_root, path)
+            repaired.append(f"removed {path}: its creation was cut short (locked: {gitops.CREATION_CUT_SHORT})")
+        elif path in registered:
+            if registered[path].branch != branch:
+                raise WorktreeError(f"{path} is a worktree of branch {registered[path].branch!r}, not {branch!r}")
+            if gitops.clear_stale_index_lock(path):
+                repaired.append(f"removed a stale index.lock of {path} left by a git that was stopped halfway")
+            return PreparedWorktree(path, False, task.get("base_commit"), repaired)
         if path.exists():
             raise WorktreeError(f"{path} exists and is not a worktree of this repository; move it away")
         path.parent.mkdir(parents=True, exist_ok=True)
         if gitops.branch_exists(repo_root, branch):
             gitops.add_worktree(repo_root, path, branch, None)
-            return path, True, task.get("base_commit") or gitops.resolve_commit(repo_root, branch)
+            return PreparedWorktree(path, True, task.get("base_commit") or gitops.resolve_commit(repo_root, branch), repaired)
         base = base_ref(repo_root, config)
         gitops.add_worktree(repo_root, path, branch, base)
-        return path, True, gitops.resolve_commit(repo_root, base)
+        return PreparedWorktree(path, True, gitops.resolve_commit(repo_root, base), repaired)
     except gitops.GitError as exc:
         raise WorktreeError(str(exc)) from None
 
@@ -141,7 +160,7 @@ def setup_worktree(task: dict, repo_root: Path, config: dict | None = None) -> P
     ``config`` defaults to the repository's effective config. Raises :class:`WorktreeError`.
     """
     config = config if config is not None else load_config(Layout(repo_root).config_file)
-    return prepare_worktree(task, repo_root, config)[0]
+    return prepare_worktree(task, repo_root, config).path
 
 
 def read_brief(task: dict, repo_root: Path) -> str | None:
@@ -449,7 +468,7 @@ def dispatch_task(task: dict, repo_root: Path, orch_dir: Path, config: dict) -> 
     attempt_dir = layout.attempt_dir(task["id"], task["attempts"])
     cwd = repo_root
     if dispatch_kind(task) != "legacy":
-        cwd, _created, base_commit = prepare_worktree(task, repo_root, config)
+        cwd, _created, base_commit, _repaired = prepare_worktree(task, repo_root, config)
         task.update(worktree=str(cwd), branch=branch_name(task), base_commit=base_commit)
         task.update(runtime=resolve_runtime(task, config))
     brief_file, _prompt = write_attempt_brief(task, repo_root, attempt_dir)

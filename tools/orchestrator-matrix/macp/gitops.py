@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 import tempfile
 from pathlib import Path
+from typing import NamedTuple
 
-from macp.errors import MacpError
+from macp.errors import Interrupted, MacpError
 
 COMMIT_ID = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
 
@@ -26,19 +28,23 @@ class GitError(MacpError):
 def git(args: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
     """Run ``git <args>`` in ``cwd``; return the CompletedProcess (text mode).
 
-    git's output goes to temporary files, not pipes: if the controller is killed, git still
-    finishes its operation instead of dying of SIGPIPE halfway (and leaving lock files).
-    Raises :class:`GitError` when ``check`` is true and git exits non-zero, or when git is
-    not installed.
+    A git step always finishes (issue 9): git runs in its own session, so a Ctrl-C to the
+    terminal's process group never reaches it, and a SIGINT/SIGTERM that interrupts the
+    caller meanwhile (:class:`~macp.errors.Interrupted`, ``KeyboardInterrupt``) is held
+    until git has exited, then raised. git's output goes to temporary files, not pipes: if
+    the controller is killed, git still finishes instead of dying of SIGPIPE halfway (and
+    leaving lock files). Raises :class:`GitError` when ``check`` is true and git exits
+    non-zero, or when git is not installed.
     """
     env = {**os.environ, "GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C"}
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         try:
-            returncode = subprocess.run(
-                ["git", *args], cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=err, check=False
-            ).returncode
+            child = subprocess.Popen(
+                ["git", *args], cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=err, start_new_session=True
+            )
         except FileNotFoundError:
             raise GitError("git is not installed (or not on PATH)") from None
+        returncode = _wait_uninterrupted(child)
         out.seek(0)
         err.seek(0)
         proc = subprocess.CompletedProcess(
@@ -48,6 +54,21 @@ def git(args: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedP
         detail = (proc.stderr.strip() or proc.stdout.strip() or f"exit {proc.returncode}").splitlines()[0]
         raise GitError(f"git {args[0]}: {detail}")
     return proc
+
+
+def _wait_uninterrupted(child: subprocess.Popen) -> int:
+    """Wait for ``child`` to exit, holding back an interruption until it has; returns its
+    exit code. Unbounded on purpose: git steps are local and short, and SIGKILL still works."""
+    held: BaseException | None = None
+    while True:
+        try:
+            returncode = child.wait()
+            break
+        except (Interrupted, KeyboardInterrupt) as exc:
+            held = held or exc
+    if held is not None:
+        raise held
+    return returncode
 
 
 def toplevel(path: Path) -> Path:
@@ -81,18 +102,60 @@ def branch_exists(repo: Path, branch: str) -> bool:
     return git(["show-ref", "--verify", "--quiet", f"refs/heads/{branch}"], repo, check=False).returncode == 0
 
 
-def registered_worktrees(repo: Path) -> dict[Path, str | None]:
-    """Worktrees git knows for ``repo``: resolved path -> checked-out branch (None if detached)."""
+class Worktree(NamedTuple):
+    """One registered worktree: its checked-out branch (None if detached) and the reason
+    it is locked (None if it is not)."""
+
+    branch: str | None
+    locked: str | None
+
+
+# git writes this lock reason while ``git worktree add`` is still checking files out and
+# removes it when done (builtin/worktree.c): a worktree still locked so was cut short.
+CREATION_CUT_SHORT = "initializing"
+
+
+def registered_worktrees(repo: Path) -> dict[Path, Worktree]:
+    """Worktrees git knows for ``repo`` (``git worktree list --porcelain``): resolved path
+    -> :class:`Worktree`."""
     proc = git(["worktree", "list", "--porcelain"], repo)
-    found: dict[Path, str | None] = {}
+    found: dict[Path, Worktree] = {}
     current: Path | None = None
     for line in proc.stdout.splitlines():
         if line.startswith("worktree "):
             current = Path(line[len("worktree ") :]).resolve()
-            found[current] = None
-        elif line.startswith("branch ") and current is not None:
-            found[current] = line[len("branch ") :].removeprefix("refs/heads/")
+            found[current] = Worktree(None, None)
+        elif current is not None and line.startswith("branch "):
+            found[current] = found[current]._replace(branch=line[len("branch ") :].removeprefix("refs/heads/"))
+        elif current is not None and (line == "locked" or line.startswith("locked ")):
+            found[current] = found[current]._replace(locked=line[len("locked ") :] or "locked")
     return found
+
+
+def discard_worktree(repo: Path, path: Path) -> None:
+    """Remove the worktree at ``path`` whatever its state -- for one whose creation was cut
+    short (:data:`CREATION_CUT_SHORT`), which holds no work: unlock, ``remove --force``, and
+    when git cannot (a half-written folder) delete the folder and prune."""
+    git(["worktree", "unlock", "--end-of-options", str(path)], repo, check=False)
+    if git(["worktree", "remove", "--force", "--end-of-options", str(path)], repo, check=False).returncode != 0:
+        shutil.rmtree(path, ignore_errors=True)
+        prune_worktrees(repo)
+
+
+def clear_stale_index_lock(worktree: Path) -> bool:
+    """Delete the worktree's ``index.lock`` (in its git folder), which a git killed halfway
+    leaves behind and which makes every later ``git add`` fail. Call it only when no git can
+    be running there (the task's claim is held and its workers are stopped). Returns True
+    when a lock file was removed."""
+    proc = git(["rev-parse", "--absolute-git-dir"], worktree, check=False)
+    if proc.returncode != 0:
+        return False
+    lock = Path(proc.stdout.strip()) / "index.lock"
+    try:
+        lock.unlink()
+    except FileNotFoundError:
+        return False
+    return True
 
 
 def prune_worktrees(repo: Path) -> None:
