@@ -431,3 +431,54 @@ def test_a_worktree_whose_creation_was_cut_short_is_created_again(sandbox):
     [created] = [e for e in sandbox.events("C1") if e["event_type"] == "worktree.created"]
     assert "creation was cut short" in created["metadata"]["repaired"][0]
     assert "locked" not in sandbox.git("worktree", "list", "--porcelain")
+
+
+def daemon_script(tmp_path: Path) -> tuple[Path, Path, Path]:
+    """A script that daemonises the way a worker's tool might: it writes its pid, notes a
+    SIGTERM, and keeps a child of its own. Returns ``(script, pid file, TERM marker)``; the
+    pid file holds the daemon's pid and its child's."""
+    script, pid_file, marker = tmp_path / "daemon.sh", tmp_path / "daemon.pid", tmp_path / "daemon-got-term"
+    script.write_text(f"trap 'echo term > \"{marker}\"; exit 0' TERM\nsleep 600 &\necho $$ $! > \"{pid_file}.tmp\" && mv \"{pid_file}.tmp\" \"{pid_file}\"\nwait\n")
+    return script, pid_file, marker
+
+
+def daemon_pids(pid_file: Path) -> list[int]:
+    return [int(pid) for pid in pid_file.read_text().split()] if pid_file.exists() else []
+
+
+def stop_if_alive(pids: list[int]) -> None:
+    for pid in pids:
+        if alive(pid):
+            os.kill(pid, signal.SIGKILL)
+
+
+def test_a_daemon_that_left_the_group_and_its_environment_is_stopped(sandbox, tmp_path):
+    script, pid_file, marker = daemon_script(tmp_path)
+    wait_pid = f'i=0; while [ ! -e "{pid_file}" ] && [ $i -lt 2400 ]; do sleep 0.05; i=$((i+1)); done'
+    # setsid: a session and group of its own; env -i: no MACP_* variables to be found by.
+    leader = f'env -i setsid /bin/sh "{script}" </dev/null >/dev/null 2>&1 & {wait_pid}; exit 0'
+    sandbox.write_tasks({"tasks": [{"id": "D", "command": leader}]})
+    try:
+        sandbox.controller("--once", check=True, timeout=120)
+        assert not any(alive(pid) for pid in daemon_pids(pid_file)), "the orphan (and its child) was adopted by the controller and stopped"
+        assert marker.read_text() == "term\n", "it got SIGTERM before SIGKILL"
+    finally:
+        stop_if_alive(daemon_pids(pid_file))
+
+
+def test_a_daemon_of_an_interrupted_task_is_stopped_with_it(sandbox, tmp_path):
+    script, pid_file, _marker = daemon_script(tmp_path)
+    release = tmp_path / "release"
+    leader = f'setsid /bin/sh "{script}" </dev/null >/dev/null 2>&1 & {held_command(release)}'
+    sandbox.write_tasks({"tasks": [{"id": "I", "command": leader}]})
+    controller = start_controller(sandbox, "--once")
+    try:
+        wait_for(pid_file.exists, timeout=120, what="the daemon to start")
+        controller.send_signal(signal.SIGTERM)
+        controller.communicate(timeout=60)
+        assert controller.returncode == 143
+        assert not any(alive(pid) for pid in daemon_pids(pid_file)), "the daemon went with the interrupted task"
+        assert sandbox.task("I")["status"] == "pending"
+    finally:
+        release.touch()
+        stop_if_alive(daemon_pids(pid_file))

@@ -35,7 +35,7 @@ if __package__ in (None, ""):  # run as a script: make the tools folder importab
 from controller import failover, recovery
 from controller.planning import plan_lines, remaining_lines
 from dispatcher import macp_dispatcher as dispatcher
-from macp import clock, gitops, verdicts
+from macp import clock, gitops, proctree, verdicts
 from macp.admission import Hold, admit
 from macp.cliutil import OneLineParser, resolve_repo, run_main
 from macp.config import load_config
@@ -660,6 +660,9 @@ def run_controller(repo: str | None, *, until_drained: bool, wait: bool = False,
     lock.acquire(wait=wait)
     assert lock.owner is not None
     os.environ[OWNER_ENV] = lock.owner["token"]
+    # Orphans a worker leaves (double fork, setsid) are adopted by the controller, not init,
+    # so they can be found, stopped and reaped (macp.proctree).
+    proctree.become_subreaper()
     guard = SignalGuard()
     guard.install()
     controller = Controller(layout, config, guard, lock.owner, say)

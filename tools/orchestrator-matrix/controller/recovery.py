@@ -16,7 +16,8 @@ from dispatcher import macp_dispatcher as dispatcher
 from macp import clock, gitops
 from macp.events import read_tail
 from macp.lifecycle import ACTIVE, FINISHED, status_of, transition
-from macp.procs import OWNER_ENV, processes_with_env, terminate
+from macp.procs import OWNER_ENV
+from macp.proctree import processes_with_env, terminate
 from macp.taskstore import edit_tasks
 
 if TYPE_CHECKING:

@@ -5,12 +5,13 @@ One synchronous loop (``select`` on the child's merged stdout/stderr pipe, no th
 - the child starts in a new session, so it and everything it spawns share one process group;
 - output is streamed to a per-run log file, redacted line by line and cut at ``max_log_bytes``,
   while only the last ``tail_bytes`` are kept in memory for results and events;
-- at the deadline, or after ``idle_timeout_seconds`` without any output, the group gets
-  SIGTERM, then SIGKILL after ``grace_seconds`` (grandchildren included); after a normal
-  exit what the leader left in its group gets the same SIGTERM, grace, SIGKILL, so
-  nothing the command started outlives it;
-- if the controller itself is interrupted (:class:`~macp.errors.Interrupted`), the group is
-  stopped the same way before the interruption propagates.
+- at the deadline, or after ``idle_timeout_seconds`` without any output, the command's
+  processes get SIGTERM, then SIGKILL after ``grace_seconds``: its process group, and every
+  process that left the group (``setsid``, a double fork) that :mod:`macp.proctree` finds;
+  after a normal exit what the leader left running gets the same SIGTERM, grace, SIGKILL,
+  so nothing the command started outlives it;
+- if the controller itself is interrupted (:class:`~macp.errors.Interrupted`), the
+  command's processes are stopped the same way before the interruption propagates.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import secrets
 import select
 import signal
 import subprocess
@@ -26,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+from macp.proctree import RUN_ENV, group_alive, reap_adopted, run_members, signal_all
 from macp.redact import redact
 
 _ANSI = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)|\x1b[@-Z\\-_]")
@@ -179,6 +182,7 @@ def run_process(
     :class:`~macp.errors.Interrupted` after stopping the group if the controller is signalled.
     """
     log_path.parent.mkdir(parents=True, exist_ok=True)
+    run_id = secrets.token_hex(8)
     started = time.monotonic()
     log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644)
     with os.fdopen(log_fd, "wb") as log_handle:
@@ -188,7 +192,7 @@ def run_process(
             proc = subprocess.Popen(
                 argv,
                 cwd=cwd,
-                env=env,
+                env={**env, RUN_ENV: run_id},
                 stdin=stdin,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
@@ -206,18 +210,14 @@ def run_process(
         deadline = None if timeout_seconds is None else started + timeout_seconds
         try:
             stopped = _wait_for_exit(proc, pipe, deadline, idle_timeout_seconds)
-            if stopped:
-                _signal_group(proc, signal.SIGTERM)
-                _wait_for_exit(proc, pipe, time.monotonic() + grace_seconds)
-            else:
-                _stop_leftovers(proc.pid, pipe, grace_seconds)
+            _stop_run(proc, run_id, pipe, grace_seconds)
         except BaseException:
-            _signal_group(proc, signal.SIGTERM)
-            _wait_for_exit(proc, pipe, time.monotonic() + grace_seconds)
+            _stop_run(proc, run_id, pipe, grace_seconds)
             raise
         finally:
-            _signal_group(proc, signal.SIGKILL)
+            _signal_run(proc.pid, run_id, signal.SIGKILL)
             proc.wait()
+            reap_adopted()
             pipe.drain(time.monotonic() + _DRAIN_SECONDS)
             capture.close()
             proc.stdout.close()
@@ -278,93 +278,29 @@ def _wait_for_exit(proc: subprocess.Popen, pipe: _Pipe, deadline: float | None, 
     return False
 
 
-def _stop_leftovers(pgid: int, pipe: _Pipe, grace_seconds: float) -> None:
-    """After the leader exited: SIGTERM what it left running in its group, and wait up to
-    ``grace_seconds`` for it to go (SIGKILL follows), reading its output meanwhile."""
-    if not _group_alive(pgid):
+def _stop_run(proc: subprocess.Popen, run_id: str, pipe: _Pipe, grace_seconds: float) -> None:
+    """SIGTERM whatever of the command still runs -- the leader (at a timeout or an
+    interruption) or what it left behind (after a normal exit) -- and wait up to
+    ``grace_seconds`` for all of it to go, reading its output meanwhile. SIGKILL follows in
+    :func:`run_process`."""
+    if proc.poll() is not None and not _run_alive(proc.pid, run_id):
         return
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, signal.SIGTERM)
+    _signal_run(proc.pid, run_id, signal.SIGTERM)
     end = time.monotonic() + grace_seconds
-    while time.monotonic() < end and _group_alive(pgid):
+    while time.monotonic() < end and (proc.poll() is None or _run_alive(proc.pid, run_id)):
         if pipe.open:
             pipe.read_for(0.05)
         else:
             time.sleep(0.05)
 
 
-def _group_alive(pgid: int) -> bool:
-    """True while a process that is not a zombie is in process group ``pgid`` (Linux
-    ``/proc``; elsewhere any member counts)."""
-    try:
-        os.killpg(pgid, 0)
-    except (ProcessLookupError, PermissionError):
-        return False
-    try:
-        entries = os.listdir("/proc")
-    except OSError:
-        return True
-    for entry in entries:
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", "rb") as handle:
-                fields = handle.read().rsplit(b") ", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        if len(fields) > 2 and fields[0] != b"Z" and fields[2] == str(pgid).encode():
-            return True
-    return False
+def _run_alive(leader: int, run_id: str) -> bool:
+    """True while any process of the command is alive: in its group, or found outside it."""
+    return group_alive(leader) or bool(run_members(leader, run_id))
 
 
-def _signal_group(proc: subprocess.Popen, signum: int) -> None:
+def _signal_run(leader: int, run_id: str, signum: int) -> None:
+    """Send ``signum`` to the command's process group and to its processes outside it."""
     with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(proc.pid, signum)
-
-
-def processes_with_env(name: str, value: str) -> list[int]:
-    """PIDs of processes whose environment holds ``name=value`` (read from ``/proc``).
-
-    Returns ``[]`` where ``/proc`` is missing (not Linux) or unreadable. This process is
-    never included.
-    """
-    needle = f"{name}={value}".encode()
-    found = []
-    try:
-        entries = os.listdir("/proc")
-    except OSError:
-        return []
-    for entry in entries:
-        if not entry.isdigit() or int(entry) == os.getpid():
-            continue
-        try:
-            with open(f"/proc/{entry}/environ", "rb") as handle:
-                if needle in handle.read().split(b"\0"):
-                    found.append(int(entry))
-        except OSError:
-            continue
-    return found
-
-
-def terminate(pids: list[int], grace_seconds: float) -> None:
-    """SIGTERM ``pids``, wait up to ``grace_seconds`` for them to go, then SIGKILL the rest."""
-    for pid in pids:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.kill(pid, signal.SIGTERM)
-    end = time.monotonic() + grace_seconds
-    alive = list(pids)
-    while alive and time.monotonic() < end:
-        time.sleep(0.05)
-        alive = [pid for pid in alive if _alive(pid)]
-    for pid in alive:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.kill(pid, signal.SIGKILL)
-
-
-def _alive(pid: int) -> bool:
-    """True while ``pid`` exists and is not a zombie (Linux ``/proc``)."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as handle:
-            return handle.read().rsplit(b") ", 1)[1][:1] != b"Z"
-    except (OSError, IndexError):
-        return False
+        os.killpg(leader, signum)
+    signal_all(run_members(leader, run_id), signum)
