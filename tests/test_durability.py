@@ -482,3 +482,30 @@ def test_a_daemon_of_an_interrupted_task_is_stopped_with_it(sandbox, tmp_path):
     finally:
         release.touch()
         stop_if_alive(daemon_pids(pid_file))
+
+
+def test_a_change_whose_event_could_not_be_written_is_logged_by_the_next_run(sandbox, tmp_path):
+    import resource
+
+    limit = 256 * 1024
+    events = sandbox.orch / "events.ndjson"
+    # The gate "fill" pads the log so that 369 bytes stay below the file-size limit: room for
+    # its own gate.passed event (269 bytes), none for the task.completed that follows the
+    # state change -- that append fails (EFBIG) after tasks.json says completed.
+    fill = tmp_path / "fill.py"
+    fill.write_text(f"import os\np = {str(events)!r}\nn = {limit - 369} - os.path.getsize(p)\nopen(p, 'a').write(' ' * (n - 1) + chr(10))\n")
+    sandbox.write_config({"quality_gates": [{"name": "fill", "command": f"python3 {fill}"}]})
+    sandbox.write_tasks({"tasks": [{"id": "E", "dispatch": "exec", "command": "true"}]})
+
+    def small_disk():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    first = sandbox.run("mosaic-orchestrator-run", "--repo", str(sandbox.repo), "--once", preexec_fn=small_disk)
+    assert first.returncode == 74 and first.stderr.splitlines()[-1].startswith("mosaic-orchestrator-run: cannot write"), first.stderr
+    assert sandbox.task("E")["status"] == "completed", "a full disk never turns a task into a failure"
+    assert sandbox.events("E")[-1]["event_type"] == "gate.passed", "the case is forced: the log is one change behind"
+    sandbox.controller("--once", check=True)
+    logged = [e for e in sandbox.events("E") if e["event_type"] == "task.completed"]
+    assert len(logged) == 1 and "logged on recovery" in logged[0]["message"]
+    assert sandbox.events("E")[-1]["status"] == sandbox.task("E")["status"] == "completed"

@@ -39,7 +39,7 @@ from macp import clock, gitops, proctree, verdicts
 from macp.admission import Hold, admit
 from macp.cliutil import OneLineParser, resolve_repo, run_main
 from macp.config import load_config
-from macp.errors import EXIT_OK, EXIT_TASKS_FAILED, EXIT_USAGE, Interrupted, MacpError
+from macp.errors import EXIT_OK, EXIT_TASKS_FAILED, EXIT_USAGE, Interrupted, MacpError, is_storage_error
 from macp.events import append_event, make_event
 from macp.fsio import dump_json, read_json, write_atomic
 from macp.gates import GateLimits, gate_specs, run_gates
@@ -135,6 +135,9 @@ class Controller:
         self.current: str | None = None
         self.summary = RunSummary(refused=dict(refused or {}))
         self.transport = MatrixTransport(layout, config)
+        # An event could not be appended after a state change: the next controller must
+        # log it on recovery, as after a crash (see run_controller).
+        self.unlogged = False
 
     def refuse(self, task_id: str, problem: str) -> None:
         """Set ``task_id`` aside for this run, untouched, and say why on stderr."""
@@ -154,7 +157,11 @@ class Controller:
             message=message,
             metadata=metadata,
         )
-        append_event(self.layout.events_file, event)
+        try:
+            append_event(self.layout.events_file, event)
+        except BaseException:
+            self.unlogged = True
+            raise
 
     def change(self, task_id: str, new_status: str, event_type: str, message: str, metadata: dict | None = None, **changes: object) -> dict:
         """Move ``task_id`` to ``new_status`` with ``changes``, then record ``event_type``.
@@ -207,7 +214,9 @@ class Controller:
                 outcome = self.after_worker(task, WorkerOutcome(acp["reported_exit_code"], report=report))
             else:
                 outcome = self.run_attempt(task)
-        except Exception as exc:  # noqa: BLE001 -- a bug while handling one task must not wedge the queue
+        except Exception as exc:  # a bug while handling one task must not wedge the queue
+            if is_storage_error(exc):
+                raise  # the machine's disk, not the task: stop (exit 74); the next run recovers it
             outcome = self.internal_failure(task["id"], exc)
         self.summary.outcomes[task["id"]] = outcome
         self.current = None
@@ -668,6 +677,7 @@ def run_controller(repo: str | None, *, until_drained: bool, wait: bool = False,
     controller = Controller(layout, config, guard, lock.owner, say)
     for task_id, problem in refused.items():
         controller.refuse(task_id, problem)
+    ended_cleanly = False
     try:
         recovery.recover(controller, lock.previous)
         lock.recovered()
@@ -679,15 +689,20 @@ def run_controller(repo: str | None, *, until_drained: bool, wait: bool = False,
         if until_drained:
             for line in remaining_lines(load_tasks(layout).tasks, clock.now(), controller.summary.refused):
                 say(line)
+        ended_cleanly = True
         return controller.summary.exit_code
     except Interrupted as exc:
         for signum in (signal.SIGINT, signal.SIGTERM):
             signal.signal(signum, signal.SIG_IGN)
         controller.interrupt(exc.signum)
+        ended_cleanly = True
         raise
     finally:
         guard.restore()
-        lock.release()
+        # A run that ended on an error, or could not log a change, leaves its record in the
+        # lock file: the next controller recovers from it as from a crash and logs the
+        # changes the log is missing, so tasks.json and the log never stay apart.
+        lock.release(clean=ended_cleanly and not controller.unlogged)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -9,7 +9,6 @@ Exit codes (docs/exit-codes.md): 0 ok, 1 a task failed/escalated or a file is in
 from __future__ import annotations
 
 import argparse
-import errno
 import json
 import os
 import sys
@@ -19,7 +18,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from macp import gitops
-from macp.errors import EXIT_INTERNAL, EXIT_IO, EXIT_USAGE, Interrupted, MacpError
+from macp.errors import EXIT_INTERNAL, EXIT_IO, EXIT_USAGE, Interrupted, MacpError, is_storage_error
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -53,11 +52,6 @@ def resolve_repo(repo: str | None) -> Path:
     return gitops.toplevel(start.resolve())
 
 
-# A full disk, a quota, a file too large, a read-only or forbidden state folder: the user's
-# machine, not a bug (docs/exit-codes.md, exit 74).
-_STORAGE_ERRORS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EPERM})
-
-
 def run_main(prog: str, body: Callable[[], int]) -> int:
     """Run ``body`` and map what it raises to an exit code, printing one line on stderr.
 
@@ -78,7 +72,7 @@ def run_main(prog: str, body: Callable[[], int]) -> int:
         sys.stderr.close()
         return 0
     except OSError as exc:
-        if exc.errno not in _STORAGE_ERRORS:
+        if not is_storage_error(exc):
             raise
         where = f" {exc.filename}" if exc.filename else ""
         print(f"{prog}: cannot write{where}: {exc.strerror or exc} (nothing was half-written)", file=sys.stderr)

@@ -6,6 +6,8 @@ ends the process with its ``exit_code``; see docs/exit-codes.md.
 
 from __future__ import annotations
 
+import errno
+
 EXIT_OK = 0
 EXIT_TASKS_FAILED = 1
 EXIT_USAGE = 2
@@ -45,3 +47,15 @@ class Interrupted(BaseException):
     def exit_code(self) -> int:
         """128 + the signal number: 130 for SIGINT, 143 for SIGTERM."""
         return 128 + self.signum
+
+
+# A full disk, a quota, a file too large, a read-only or forbidden state folder: the user's
+# machine, not a bug (docs/exit-codes.md, exit 74).
+_STORAGE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EPERM})
+
+
+def is_storage_error(exc: BaseException) -> bool:
+    """True for an :class:`OSError` that says the state cannot be written on this machine
+    (full disk or quota, file too large, read-only or forbidden folder): exit 74, never a
+    task's failure."""
+    return isinstance(exc, OSError) and exc.errno in _STORAGE_ERRNOS

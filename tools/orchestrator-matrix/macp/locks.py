@@ -100,10 +100,13 @@ class ControllerLock:
         os.ftruncate(self._fd, len(data))
         os.fsync(self._fd)
 
-    def release(self) -> None:
-        """Erase the holder record and drop the lock (idempotent): a clean exit."""
+    def release(self, clean: bool = True) -> None:
+        """Drop the lock (idempotent). A ``clean`` exit erases the holder record; otherwise
+        the record stays, so the next holder finds it in ``previous`` and recovers as after
+        a crash."""
         if self._fd is not None:
-            os.ftruncate(self._fd, 0)
+            if clean:
+                os.ftruncate(self._fd, 0)
             os.close(self._fd)
             self._fd = None
 
