@@ -85,6 +85,17 @@ def test_submit_records_every_field_and_an_event(seeded):
     assert seeded.events("B")[0]["source"] == "cli"
 
 
+def test_the_briefs_own_submit_example_makes_an_agent_task(seeded):
+    (seeded.repo / "docs" / "tasks" / "TASK-001.md").write_text("# TASK-001\nAdd login.\n")
+    seeded.macp("submit", "--task-id", "TASK-001", "--title", "Add login", "--type", "coding", "--runtime", "codex",
+                "--brief", "docs/tasks/TASK-001.md", check=True)
+    assert seeded.task("TASK-001")["dispatch"] == "yolo", "--runtime/--brief without --command imply yolo"
+    seeded.macp("submit", "--task-id", "T2", "--brief", "docs/tasks/B.md", check=True)
+    assert seeded.task("T2")["dispatch"] == "yolo"
+    seeded.macp("submit", "--task-id", "T3", "--runtime", "codex", "--command", "make", check=True)
+    assert seeded.task("T3")["dispatch"] == "exec", "a --command keeps the configured default"
+
+
 def test_unknown_task_id_errors(seeded):
     for args in (["status", "--task-id", "nope"], ["history", "--task-id", "nope"], ["show", "nope"], ["retry", "nope"], ["cancel", "nope"]):
         assert_one_line_error(seeded.macp(*args), "unknown task: nope")

@@ -91,12 +91,23 @@ def brief_path_for(args, layout: Layout, config: dict) -> str | None:
     return str(resolved.relative_to(layout.repo_root.resolve()))
 
 
+def implied_dispatch(args, default: str) -> str:
+    """``--dispatch`` when given; else ``yolo`` when ``--runtime`` or ``--brief`` names an
+    agent's work and no ``--command`` does (the brief's own ``submit`` example); else
+    ``default`` (``macp.default_dispatch``)."""
+    if args.dispatch:
+        return args.dispatch
+    if args.command is None and (args.runtime or args.brief):
+        return "yolo"
+    return default
+
+
 def build_task(args, layout: Layout, config: dict) -> dict:
     """The new task from ``submit``'s arguments; raises :class:`MacpError` for bad input."""
     from dispatcher.macp_dispatcher import resolve_runtime
     from macp import gitops
 
-    dispatch = args.dispatch or config["macp"]["default_dispatch"]
+    dispatch = implied_dispatch(args, config["macp"]["default_dispatch"])
     task: dict = {"id": args.task_id, "title": args.title or args.task_id, "status": "pending", "dispatch": dispatch}
     optional = {
         "type": args.type,
@@ -446,7 +457,7 @@ def build_parser() -> OneLineParser:
     p.add_argument("--title")
     p.add_argument("--description")
     p.add_argument("--type", choices=TASK_TYPES)
-    p.add_argument("--dispatch", choices=DISPATCHES, help="default: config macp.default_dispatch")
+    p.add_argument("--dispatch", choices=DISPATCHES, help="how the task runs (default: yolo when --runtime or --brief is given without --command, else config macp.default_dispatch)")
     p.add_argument("--runtime", help="agent runtime for yolo/acp (default: best success rate for the type, else worker.runtime)")
     p.add_argument("--brief", help="markdown brief inside the repository (relative to the current folder when inside it, else to the repository root)")
     p.add_argument("--command", help="shell command (exec tasks)")
