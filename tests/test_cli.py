@@ -8,7 +8,7 @@ import subprocess
 
 import pytest
 
-from conftest import BIN
+from conftest import BIN, ROOT
 
 
 def snapshot(orch) -> dict[str, str]:
@@ -261,3 +261,40 @@ def test_a_full_disk_is_one_line_exit_74_and_changes_nothing(sandbox):
     assert proc.returncode == 74 and "cannot write" in proc.stderr and len(proc.stderr.splitlines()) == 1, proc.stderr
     assert (sandbox.orch / "tasks.json").read_bytes() == before
     assert not [p for p in sandbox.orch.iterdir() if p.name.endswith(".tmp")]
+
+
+def _parsers():
+    from controller import macp_cli, mosaic_cli, mosaic_orchestrator
+
+    top = macp_cli.build_parser()
+    sub = next(action for action in top._actions if action.dest == "subcommand")
+    return [top, *sub.choices.values(), mosaic_orchestrator.build_parser(), mosaic_cli.build_yolo_parser()]
+
+
+def test_every_option_has_help_with_its_default():
+    for parser in _parsers():
+        for action in parser._actions:
+            if action.dest in ("help", "version", "subcommand"):
+                continue
+            assert action.help, f"{parser.prog} {action.option_strings or action.dest}: no help"
+            takes_value = action.option_strings and action.nargs != 0 and not action.required
+            if takes_value:
+                assert "default" in action.help, f"{parser.prog} {action.option_strings}: help does not say the default"
+
+
+def test_help_ends_with_exit_codes_and_docs_and_version_works(sandbox):
+    for argv in (["mosaic", "macp", "--help"], ["mosaic", "macp", "drain", "--help"], ["mosaic-orchestrator-run", "--help"],
+                 ["mosaic", "yolo", "--help"], ["mosaic", "--help"]):
+        proc = sandbox.run(*argv, check=True)
+        lines = proc.stdout.rstrip().splitlines()
+        assert lines[-1] == f"docs: {ROOT / 'docs'}" and any(line.startswith("exit codes: 0 ok") for line in lines[-5:]), argv
+    for argv in (["mosaic", "--version"], ["mosaic", "macp", "--version"], ["mosaic-orchestrator-run", "--version"]):
+        proc = sandbox.run(*argv, check=True)
+        assert proc.stdout.strip().endswith(" 0.9.0"), proc.stdout
+
+
+def test_errors_carry_the_command_they_came_from(seeded):
+    proc = seeded.macp("show", "nope")
+    assert proc.stderr == "mosaic macp show: unknown task: nope\n"
+    proc = seeded.macp("submit", "--task-id", "A", "--command", "true")
+    assert proc.stderr.startswith("mosaic macp submit: task A already exists")

@@ -218,3 +218,15 @@ def test_ids_differing_only_in_case_or_punctuation_get_distinct_worktrees(sandbo
     for task_id, path in worktrees.items():
         assert sandbox.result(task_id)["status"] == "completed"
         assert (path / "who.txt").read_text().strip() == task_id, "each task ran in its own worktree"
+
+
+def test_a_gate_whose_command_is_not_found_is_config_and_not_retried(sandbox):
+    sandbox.write_config({"quality_gates": [{"name": "tests", "command": "no-such-test-runner --all"}]})
+    sandbox.write_tasks({"tasks": [exec_task("N1", "true", max_attempts=3)]})
+    proc = sandbox.controller("--until-drained")
+    assert proc.returncode == 1
+    task = sandbox.task("N1")
+    assert task["status"] == "escalated" and task["attempts"] == 1, "no retry: a change to the work cannot fix it"
+    assert task["last_failure"]["classification"] == "config"
+    assert "fix it in config" in task["escalation_reason"]
+    assert sandbox.result("N1")["gate_results"][0]["classification"] == "config"

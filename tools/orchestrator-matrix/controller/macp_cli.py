@@ -19,7 +19,7 @@ from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
-from macp import clock
+from macp import __version__, clock
 from macp.cliutil import OneLineParser, note, out, print_json, resolve_repo, run_main
 from macp.config import TEMPLATE_STATE_DIR, load_config
 from macp.errors import EXIT_OK, MacpError
@@ -31,7 +31,7 @@ from macp.scheduler import hold_reason
 from macp.taskstore import edit_tasks, load_tasks
 from protocol.schemas import schema_errors
 
-PROG = "mosaic-macp"
+PROG = "mosaic macp"
 TASK_TYPES = ("coding", "deploy", "research", "review", "documentation", "infrastructure")
 DISPATCHES = ("yolo", "acp", "exec")
 TEMPLATE_FILES = ("config.json", "tasks.json", ".gitignore")
@@ -442,7 +442,8 @@ def positive_int(text: str) -> int:
 def build_parser() -> OneLineParser:
     """The ``mosaic macp`` argument parser."""
     parser = OneLineParser(prog="mosaic macp", description="Submit, inspect and run MACP tasks.")
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser, metavar="COMMAND")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="subcommand", required=True, parser_class=OneLineParser, metavar="COMMAND")
 
     def command(name: str, handler, help_text: str) -> OneLineParser:
         p = sub.add_parser(name, help=help_text, description=help_text)
@@ -454,65 +455,65 @@ def build_parser() -> OneLineParser:
 
     p = command("submit", cmd_submit, "add a task to the queue")
     p.add_argument("--task-id", required=True, help="task id: letters, digits, '.', '_', '-' (max 128)")
-    p.add_argument("--title")
-    p.add_argument("--description")
-    p.add_argument("--type", choices=TASK_TYPES)
+    p.add_argument("--title", help="one line for humans (default: the task id)")
+    p.add_argument("--description", help="longer text; becomes the agent's prompt when there is no brief (default: none)")
+    p.add_argument("--type", choices=TASK_TYPES, help="kind of work; picks the runtime with the best success rate (default: none)")
     p.add_argument("--dispatch", choices=DISPATCHES, help="how the task runs (default: yolo when --runtime or --brief is given without --command, else config macp.default_dispatch)")
     p.add_argument("--runtime", help="agent runtime for yolo/acp (default: best success rate for the type, else worker.runtime)")
-    p.add_argument("--brief", help="markdown brief inside the repository (relative to the current folder when inside it, else to the repository root)")
-    p.add_argument("--command", help="shell command (exec tasks)")
-    p.add_argument("--depends-on", action="append", metavar="IDS", help="ids that must complete first (comma list; repeatable)")
-    p.add_argument("--priority", type=int, help="higher runs first (default 0)")
-    p.add_argument("--max-attempts", type=positive_int)
-    p.add_argument("--timeout", type=positive_int, metavar="SECONDS")
-    p.add_argument("--branch")
-    p.add_argument("--issue")
-    p.add_argument("--gate", action="append", metavar="COMMAND", help="quality gate for this task, replacing config's (repeatable)")
+    p.add_argument("--brief", help="markdown brief inside the repository, relative to the current folder when inside it, else to the repository root (default: <macp.brief_dir>/<id>.md when it exists)")
+    p.add_argument("--command", help="shell command of an exec task, run by /bin/sh in the worktree (default: none)")
+    p.add_argument("--depends-on", action="append", metavar="IDS", help="ids that must complete first (comma list; repeatable; default: none)")
+    p.add_argument("--priority", type=int, help="higher runs first (default: 0)")
+    p.add_argument("--max-attempts", type=positive_int, help="attempts before the task ends failed/escalated (default: config worker.max_attempts)")
+    p.add_argument("--timeout", type=positive_int, metavar="SECONDS", help="limit of each worker run (default: config worker.timeout_seconds)")
+    p.add_argument("--branch", help="git branch of the task (default: feat/<id>-<slug of title>)")
+    p.add_argument("--issue", help="issue reference kept with the task, e.g. #42 (default: none)")
+    p.add_argument("--gate", action="append", metavar="COMMAND", help="quality gate for this task, replacing config's (repeatable; default: config quality_gates)")
 
     p = command("status", cmd_status, "show the queue")
-    p.add_argument("--task-id")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--task-id", help="show only this task (default: every task)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
     p = command("show", cmd_show, "show one task and its result")
-    p.add_argument("task_id")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("task_id", help="the task to show")
+    p.add_argument("--json", action="store_true", help="print the task and its result as JSON")
 
     p = command("drain", cmd_drain, "run the controller until nothing is runnable")
     p.add_argument("--dry-run", action="store_true", help="print the order and commands, run nothing")
     p.add_argument("--wait", action="store_true", help="wait for a running controller instead of exiting 75")
 
     p = command("history", cmd_history, "show the event log")
-    p.add_argument("--task-id")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--task-id", help="only this task's events (default: every event)")
+    p.add_argument("--json", action="store_true", help="print the events as JSON lines")
 
     p = command("retry", cmd_retry, "put a failed, escalated or cancelled task back to pending")
-    p.add_argument("task_id")
-    p.add_argument("--attempts", type=positive_int, default=1, help="attempts to grant (default 1)")
+    p.add_argument("task_id", help="the task to retry")
+    p.add_argument("--attempts", type=positive_int, default=1, help="attempts to grant (default: 1)")
 
     p = command("cancel", cmd_cancel, "cancel a task that is not running")
-    p.add_argument("task_id")
-    p.add_argument("--reason")
+    p.add_argument("task_id", help="the task to cancel")
+    p.add_argument("--reason", help="why, kept in the task and its event (default: none)")
 
     p = command("approve", cmd_approve, "let a task held by the risk policy run")
-    p.add_argument("task_id")
+    p.add_argument("task_id", help="the held task")
 
     p = command("validate", cmd_validate, "check state files against their schemas (exit 1 when invalid)")
-    p.add_argument("--schema", help="a JSON Schema file to check FILES against")
+    p.add_argument("--schema", help="a JSON Schema file to check FILES against (default: the schema each file's name implies)")
     p.add_argument("files", nargs="*", metavar="FILE", help="default: every state file of the repository")
 
     p = command("sync", cmd_sync, "sync the docs/TASKS.md table into tasks.json")
-    p.add_argument("--file", help="the markdown file (default docs/TASKS.md)")
-    p.add_argument("--write-back", action="store_true", help="write statuses, agents and timestamps back into the table")
+    p.add_argument("--file", help="the markdown file (default: docs/TASKS.md)")
+    p.add_argument("--write-back", action="store_true", help="write statuses, agents and timestamps back into the table (default: read only)")
     p.add_argument("--dry-run", action="store_true", help="show the changes, write nothing")
 
     p = command("complete", cmd_complete, "report the end of an acp task's external run")
-    p.add_argument("task_id")
-    p.add_argument("--exit-code", type=int, required=True)
-    p.add_argument("--summary")
+    p.add_argument("task_id", help="the acp task waiting for its report")
+    p.add_argument("--exit-code", type=int, required=True, help="the external run's exit code (0: success)")
+    p.add_argument("--summary", help="what the run did, kept in the result (default: none)")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``mosaic-macp`` / ``mosaic macp``; returns the exit code."""
     args = build_parser().parse_args(argv)
-    return run_main(PROG, lambda: args.handler(args))
+    return run_main(f"{PROG} {args.subcommand}", lambda: args.handler(args))

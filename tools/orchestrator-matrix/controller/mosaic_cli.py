@@ -21,8 +21,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from macp import gitops
-from macp.cliutil import OneLineParser, run_main
+from macp import __version__, gitops
+from macp.cliutil import EPILOG, OneLineParser, run_main
 from macp.config import load_config
 from macp.errors import EXIT_NOT_INSTALLED, MacpError
 from macp.layout import Layout
@@ -97,7 +97,7 @@ def build_yolo_parser() -> OneLineParser:
     parser = OneLineParser(prog="mosaic yolo", description="Run an agent CLI headless with approvals skipped.")
     parser.add_argument("runtime", help="a runtime configured in config.json (codex, claude, opencode, ...)")
     parser.add_argument("prompt", nargs="*", help="the prompt (or use --prompt-file)")
-    parser.add_argument("--prompt-file", help="read the prompt from this file")
+    parser.add_argument("--prompt-file", help="read the prompt from this file (default: the prompt arguments)")
     parser.add_argument("--dry-run", action="store_true", help="print the command instead of running it")
     return parser
 
@@ -114,8 +114,11 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of ``mosaic``; returns the exit code."""
     argv = sys.argv[1:] if argv is None else argv
     if not argv or argv[0] in ("-h", "--help"):
-        sys.stdout.write(USAGE)
+        sys.stdout.write(USAGE + "\n" + EPILOG + "\n")
         return 0 if argv else 2
+    if argv[0] == "--version":
+        sys.stdout.write(f"{PROG} {__version__}\n")
+        return 0
     command, rest = argv[0], argv[1:]
     if command == "macp":
         from controller.macp_cli import main as macp_main

@@ -35,7 +35,7 @@ if __package__ in (None, ""):  # run as a script: make the tools folder importab
 from controller import failover, recovery
 from controller.planning import plan_lines, remaining_lines
 from dispatcher import macp_dispatcher as dispatcher
-from macp import clock, gitops, proctree, verdicts
+from macp import __version__, clock, gitops, proctree, verdicts
 from macp.admission import Hold, admit
 from macp.cliutil import OneLineParser, resolve_repo, run_main
 from macp.config import load_config
@@ -527,9 +527,13 @@ class Controller:
         return clock.format_timestamp(clock.now() + timedelta(seconds=delay))
 
     def failed_attempt(self, task: dict, failure: dict, final_status: str, gate_results: list, details: dict) -> str:
-        """Retry with guidance while attempts remain; otherwise end in ``final_status``."""
+        """Retry with guidance while attempts remain; otherwise end in ``final_status``. A
+        gate that could not run at all (``config``: command not found) is not retried: no
+        change to the work fixes it, so it goes to a person at once."""
         what = failure_summary(failure)
-        if task["attempts"] < task["max_attempts"]:
+        if failure.get("classification") == "config":
+            what += "; the gate's command cannot run here: fix it in config (not retried)"
+        elif task["attempts"] < task["max_attempts"]:
             self.change(
                 task["id"],
                 "pending",
@@ -642,6 +646,7 @@ class Controller:
 def build_parser() -> OneLineParser:
     """Arguments of ``mosaic-orchestrator-run``."""
     parser = OneLineParser(prog=PROG, description="Run MACP tasks from .mosaic/orchestrator/tasks.json.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument("--repo", help="repository root (default: the git top level of the current folder)")
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--once", action="store_true", help="run one task (the default)")

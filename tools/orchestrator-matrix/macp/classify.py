@@ -1,15 +1,19 @@
 """Classify a failed quality gate (pure).
 
 Categories and output patterns follow the Mosaic Stack guide's CI auto-diagnosis (seed 004):
-lint, typecheck, test, build, security, unknown. The gate's name and command are looked at
-first (a gate called ``lint`` running ``ruff`` is lint whatever it prints), then its output.
+lint, typecheck, test, build, security, unknown -- plus ``config``: the gate's command could
+not be run at all (the shell's exit 127 "command not found" or 126 "not executable"), which
+no change to the task's work can fix. Then the gate's name and command are looked at (a gate
+called ``lint`` running ``ruff`` is lint whatever it prints), then its output.
 """
 
 from __future__ import annotations
 
 import re
 
-CATEGORIES = ("lint", "typecheck", "test", "build", "security", "unknown")
+CATEGORIES = ("lint", "typecheck", "test", "build", "security", "config", "unknown")
+# POSIX shells: 127 the command was not found, 126 it was found but could not be executed.
+_CANNOT_RUN = frozenset({126, 127})
 
 _BY_NAME = (
     ("security", re.compile(r"(?i)secur|secret|bandit|audit|vuln|gitleaks|trivy|semgrep")),
@@ -27,8 +31,10 @@ _BY_OUTPUT = (
 )
 
 
-def classify_gate_failure(name: str, command: str, output: str) -> str:
+def classify_gate_failure(name: str, command: str, output: str, exit_code: int | None = None) -> str:
     """The category of a failed gate: one of :data:`CATEGORIES`."""
+    if exit_code in _CANNOT_RUN:
+        return "config"
     label = f"{name} {command}"
     for category, pattern in _BY_NAME:
         if pattern.search(label):

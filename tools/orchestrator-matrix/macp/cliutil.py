@@ -14,15 +14,29 @@ import os
 import sys
 import traceback
 from collections.abc import Callable
+from contextvars import ContextVar
 from pathlib import Path
 from typing import NoReturn
 
 from macp import gitops
 from macp.errors import EXIT_INTERNAL, EXIT_IO, EXIT_USAGE, Interrupted, MacpError, is_storage_error
 
+DOCS_DIR = Path(__file__).resolve().parents[3] / "docs"
+
+EPILOG = f"""exit codes: 0 ok; 1 a task ended failed/escalated, or a file is invalid; 2 usage or
+input error; 70 internal error; 74 state cannot be written (disk full, read-only);
+75 another controller is running; 130/143 interrupted (docs/exit-codes.md).
+docs: {DOCS_DIR}"""
+
 
 class OneLineParser(argparse.ArgumentParser):
-    """An ArgumentParser whose usage errors are one line on stderr and exit code 2."""
+    """An ArgumentParser whose usage errors are one line on stderr and exit code 2, and
+    whose ``--help`` ends with the exit codes and where the docs are (:data:`EPILOG`)."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs.setdefault("epilog", EPILOG)
+        kwargs.setdefault("formatter_class", argparse.RawDescriptionHelpFormatter)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> NoReturn:
         self.exit(EXIT_USAGE, f"{self.prog}: {message} (see --help)\n")
@@ -33,9 +47,14 @@ def out(line: str = "") -> None:
     sys.stdout.write(line + "\n")
 
 
+# The name diagnostics are printed under: set by run_main for the command that runs.
+_PROG: ContextVar[str] = ContextVar("macp_prog", default="mosaic macp")
+
+
 def note(line: str) -> None:
-    """Write one diagnostic line to stderr."""
-    sys.stderr.write(f"mosaic-macp: {line}\n")
+    """Write one diagnostic line to stderr, prefixed like every error of the running
+    command (``mosaic macp <command>: ...``)."""
+    sys.stderr.write(f"{_PROG.get()}: {line}\n")
 
 
 def print_json(value: object) -> None:
@@ -57,6 +76,7 @@ def run_main(prog: str, body: Callable[[], int]) -> int:
 
     Set ``MACP_DEBUG=1`` to get the traceback of an internal error as well.
     """
+    _PROG.set(prog)
     try:
         return body()
     except MacpError as exc:

@@ -1,6 +1,6 @@
 """Errors a user can cause, and the exit codes the command-line tools document.
 
-Every :class:`MacpError` is reported as one line on stderr (``mosaic-macp: <message>``) and
+Every :class:`MacpError` is reported as one line on stderr (``mosaic macp <command>: <message>``) and
 ends the process with its ``exit_code``; see docs/exit-codes.md.
 """
 

@@ -9,12 +9,12 @@ skip a torn final line and report it on stderr; a bad line elsewhere is an error
 from __future__ import annotations
 
 import json
-import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 from macp import clock
+from macp.cliutil import note
 from macp.errors import MacpError
 from macp.fsio import append_line
 from macp.redact import redact, redact_value
@@ -84,7 +84,7 @@ def read_events(events_file: Path) -> Iterator[dict]:
                 raise ValueError("no final newline")
             yield _decode_line(events_file, number, raw)
         except (ValueError, MacpError):
-            print(f"mosaic-macp: {events_file}:{number}: skipping torn final line", file=sys.stderr)
+            note(f"{events_file}:{number}: skipping torn final line")
 
 
 def _decode_line(events_file: Path, number: int, raw: bytes) -> dict:

@@ -58,7 +58,7 @@ def run_gates(specs: list[dict], *, cwd: Path, env: dict[str, str], log_dir: Pat
     """Run every gate in ``specs``; return one ``gate_results`` entry each (result schema).
 
     A gate passes when it exits 0 within its timeout. Failed gates carry a
-    ``classification`` (lint / typecheck / test / build / security / unknown).
+    ``classification`` (lint / typecheck / test / build / security / config / unknown).
     """
     results = []
     for number, spec in enumerate(specs, start=1):
@@ -84,7 +84,7 @@ def run_gates(specs: list[dict], *, cwd: Path, env: dict[str, str], log_dir: Pat
                 "duration_seconds": proc.duration_seconds,
                 "classification": None
                 if passed
-                else classify_gate_failure(spec["name"], spec["command"], proc.output_tail),
+                else classify_gate_failure(spec["name"], spec["command"], proc.output_tail, proc.exit_code),
                 "output_tail": proc.output_tail,
                 "log": str(proc.log_path),
             }

@@ -16,12 +16,12 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import urllib.error
 import urllib.request
 from pathlib import Path
 from urllib.parse import quote
 
+from macp.cliutil import note
 from macp.config import matrix_token_env
 from macp.fsio import write_atomic
 from macp.layout import Layout
@@ -66,7 +66,7 @@ class MatrixTransport:
             return 0
         token = os.environ.get(self.token_env)
         if not token or not self.matrix.get("homeserver") or not self.matrix.get("room_id"):
-            print("mosaic-macp: matrix transport is enabled but homeserver, room_id or the token is missing; events stay queued", file=sys.stderr)
+            note("matrix transport is enabled but homeserver, room_id or the token is missing; events stay queued")
             return 0
         delivered = 0
         offset = self._cursor()
@@ -77,7 +77,7 @@ class MatrixTransport:
             except ValueError:
                 pass  # a line that is not an event is skipped, not retried forever
             except (urllib.error.URLError, OSError) as exc:
-                print(f"mosaic-macp: matrix delivery failed ({exc}); will retry on the next run", file=sys.stderr)
+                note(f"matrix delivery failed ({exc}); will retry on the next run")
                 break
             offset = end
             write_atomic(self.cursor_file, f"{offset}\n")
