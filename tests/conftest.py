@@ -1,7 +1,7 @@
 """Shared fixtures: real git repositories in temp folders, the real bin/ scripts run as child
 processes, and fake agent CLIs put on PATH.
 
-Every test gets its own HOME (so ``~/src/<repo>-worktrees`` and ``~/.config/mosaic/bin`` are
+Every test gets its own HOME (so ``~/src/<repo>-<hash>-worktrees`` and ``~/.config/mosaic/bin`` are
 private) and a deterministic git identity.
 """
 
@@ -59,7 +59,10 @@ class Sandbox:
 
     @property
     def worktree_base(self) -> Path:
-        return self.home / "src" / "project-worktrees"
+        """The default ``~/src/{repo}-{repo_hash}-worktrees`` of this repository."""
+        from macp.config import repo_hash
+
+        return self.home / "src" / f"project-{repo_hash(self.repo)}-worktrees"
 
     def worktree(self, task_id: str) -> Path:
         """Where the controller puts ``task_id``'s worktree (the dispatcher's own rule)."""

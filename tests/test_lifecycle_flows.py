@@ -230,3 +230,18 @@ def test_a_gate_whose_command_is_not_found_is_config_and_not_retried(sandbox):
     assert task["last_failure"]["classification"] == "config"
     assert "fix it in config" in task["escalation_reason"]
     assert sandbox.result("N1")["gate_results"][0]["classification"] == "config"
+
+
+def test_two_repositories_with_the_same_folder_name_get_distinct_worktrees(sandbox, tmp_path):
+    other = tmp_path / "elsewhere" / "project"
+    other.mkdir(parents=True)
+    sandbox.git("clone", "-q", str(sandbox.repo), str(other))
+    for repo in (sandbox.repo, other):
+        sandbox.macp("submit", "--repo", str(repo), "--task-id", "T1", "--command", "pwd > where.txt", check=True)
+        sandbox.macp("drain", "--repo", str(repo), check=True)
+    first = Path(sandbox.task("T1")["worktree"])
+    second = Path(json.loads((other / ".mosaic" / "orchestrator" / "tasks.json").read_text())["tasks"][0]["worktree"])
+    assert first != second and first.parent != second.parent, "each repository has its own worktree base"
+    assert first.parent == sandbox.worktree_base
+    assert sandbox.result("T1")["status"] == "completed"
+    assert json.loads((other / ".mosaic" / "orchestrator" / "results" / "T1.json").read_text())["status"] == "completed"

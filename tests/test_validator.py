@@ -83,7 +83,7 @@ def test_templates_are_valid():
     assert json.loads((state / "tasks.json").read_text()) == {"tasks": []}
     config = json.loads((state / "config.json").read_text())
     brief_macp_section = {
-        "worktree_base": "~/src/{repo}-worktrees",
+        "worktree_base": "~/src/{repo}-{repo_hash}-worktrees",
         "default_dispatch": "exec",
         "default_runtime": "codex",
         "cleanup_worktrees": True,

@@ -9,6 +9,7 @@ registry. The result is validated against ``protocol/config.schema.json``.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 from pathlib import Path
@@ -86,8 +87,15 @@ def matrix_token_env(config: dict) -> str:
     return (config.get("matrix") or {}).get("token_env") or "MACP_MATRIX_TOKEN"
 
 
+def repo_hash(repo_root: Path) -> str:
+    """8 hex digits of the SHA-256 of the repository's resolved path: tells apart two
+    repositories with the same folder name (``{repo_hash}`` in ``macp.worktree_base``)."""
+    return hashlib.sha256(str(repo_root.resolve()).encode()).hexdigest()[:8]
+
+
 def worktree_base(config: dict, repo_root: Path) -> Path:
-    """``macp.worktree_base`` with ``{repo}`` and ``~`` expanded, as an absolute path."""
-    template = config["macp"]["worktree_base"].replace("{repo}", repo_root.name)
+    """``macp.worktree_base`` with ``{repo}`` (the repository's folder name),
+    ``{repo_hash}`` (:func:`repo_hash`) and ``~`` expanded, as an absolute path."""
+    template = config["macp"]["worktree_base"].replace("{repo}", repo_root.name).replace("{repo_hash}", repo_hash(repo_root))
     base = Path(os.path.expanduser(template))
     return base if base.is_absolute() else (repo_root / base)
