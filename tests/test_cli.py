@@ -186,6 +186,21 @@ def test_repo_defaults_to_the_git_top_level_and_works_through_a_symlink(sandbox)
     assert sandbox.task("S")["status"] == "pending"
 
 
+def test_commands_inside_a_tasks_worktree_use_the_main_repositorys_queue(sandbox):
+    sandbox.write_config({"macp": {"cleanup_worktrees": False}})
+    # The worker itself asks for the queue and adds a follow-up task from inside its worktree.
+    command = "mosaic macp status --json > seen.json && mosaic macp submit --task-id FOLLOW --command true"
+    sandbox.write_tasks({"tasks": [{"id": "W", "dispatch": "exec", "command": command}]})
+    (sandbox.fake_bin / "mosaic").symlink_to(BIN / "mosaic")
+    sandbox.controller("--once", check=True)
+    worktree = sandbox.worktree("W")
+    assert [task["id"] for task in json.loads((worktree / "seen.json").read_text())["tasks"]] == ["W"]
+    assert sandbox.task("FOLLOW")["status"] == "pending", "the follow-up landed in the main queue"
+    assert not (worktree / ".mosaic").exists(), "nothing was created inside the worktree"
+    proc = subprocess.run(["mosaic", "macp", "show", "W"], cwd=worktree, env=sandbox.env, capture_output=True, text=True, check=True)
+    assert "completed" in proc.stdout
+
+
 def test_a_bad_submit_into_a_fresh_repository_creates_nothing(sandbox):
     for args in (["--task-id", "X", "--command", "true", "--depends-on", "nope"], ["--task-id", "bad id", "--command", "x"], ["--task-id", "X"]):
         assert sandbox.macp("submit", *args).returncode == 2

@@ -3,7 +3,7 @@
 Subcommands (MACP Phase 1 brief, Task 7, plus what DESIGN.md adds): ``init``, ``submit``,
 ``status``, ``show``, ``drain``, ``history``, ``retry``, ``cancel``, ``approve``, ``complete``,
 ``sync``, ``validate``. Every one takes
-``--repo DIR`` (default: the git top level of the current folder); read commands take
+``--repo DIR`` (default: the main worktree of the current folder's repository); read commands take
 ``--json``. Human output goes to stdout, diagnostics to stderr; exit codes are in
 docs/exit-codes.md. None of them waits for a running task: they hold the tasks.json lock for
 milliseconds only.
@@ -447,7 +447,7 @@ def build_parser() -> OneLineParser:
 
     def command(name: str, handler, help_text: str) -> OneLineParser:
         p = sub.add_parser(name, help=help_text, description=help_text)
-        p.add_argument("--repo", help="repository root (default: git top level of the current folder)")
+        p.add_argument("--repo", help="repository root (default: the main worktree of the current folder's repository, also from a task's worktree)")
         p.set_defaults(handler=handler)
         return p
 

@@ -647,7 +647,7 @@ def build_parser() -> OneLineParser:
     """Arguments of ``mosaic-orchestrator-run``."""
     parser = OneLineParser(prog=PROG, description="Run MACP tasks from .mosaic/orchestrator/tasks.json.")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    parser.add_argument("--repo", help="repository root (default: the git top level of the current folder)")
+    parser.add_argument("--repo", help="repository root (default: the main worktree of the current folder's repository, also from a task's worktree)")
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--once", action="store_true", help="run one task (the default)")
     mode.add_argument("--until-drained", action="store_true", help="run tasks until none is runnable")

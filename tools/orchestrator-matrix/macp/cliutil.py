@@ -63,7 +63,8 @@ def print_json(value: object) -> None:
 
 
 def resolve_repo(repo: str | None) -> Path:
-    """The repository root: ``--repo`` if given, else the git top level of the current folder.
+    """The repository root: ``--repo`` if given, else the main worktree of the current folder's
+    repository (:func:`macp.gitops.toplevel`), so commands work inside a task's worktree too.
 
     Raises :class:`MacpError` (exit 2) when the folder is not inside a git repository.
     """

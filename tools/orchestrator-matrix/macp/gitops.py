@@ -72,13 +72,20 @@ def _wait_uninterrupted(child: subprocess.Popen) -> int:
 
 
 def toplevel(path: Path) -> Path:
-    """The worktree root containing ``path``; raises MacpError "not a git repository" otherwise."""
+    """The root of the repository's main worktree, from anywhere inside it or inside one of
+    its linked worktrees (a task's worktree): the folder holding git's common dir
+    (``<main>/.git``), else -- a linked worktree of a bare repository -- the worktree's own
+    root. Raises MacpError "not a git repository" otherwise."""
     if not path.is_dir():
         raise MacpError(f"not a directory: {path}")
-    proc = git(["rev-parse", "--show-toplevel"], path, check=False)
-    if proc.returncode != 0:
+    proc = git(["rev-parse", "--path-format=absolute", "--show-toplevel", "--git-common-dir"], path, check=False)
+    lines = proc.stdout.splitlines()
+    if proc.returncode != 0 or len(lines) != 2:
         raise MacpError(f"not a git repository: {path}")
-    return Path(proc.stdout.strip()).resolve()
+    own_root, common_dir = Path(lines[0]).resolve(), Path(lines[1]).resolve()
+    if common_dir.name == ".git" and common_dir.is_dir():
+        return common_dir.parent
+    return own_root
 
 
 def resolve_commit(repo: Path, ref: str) -> str | None:
