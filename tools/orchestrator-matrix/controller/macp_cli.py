@@ -1,7 +1,7 @@
 """``mosaic macp``: submit, inspect and steer the MACP queue of a repository.
 
 Subcommands (MACP Phase 1 brief, Task 7, plus what DESIGN.md adds): ``init``, ``submit``,
-``status``, ``show``, ``drain``, ``history``, ``retry``, ``cancel``, ``approve``, ``complete``,
+``status``, ``show``, ``log``, ``drain``, ``history``, ``retry``, ``cancel``, ``approve``, ``complete``,
 ``sync``, ``validate``. Every one takes
 ``--repo DIR`` (default: the main worktree of the current folder's repository); read commands take
 ``--json``. Human output goes to stdout, diagnostics to stderr; exit codes are in
@@ -273,6 +273,12 @@ def cmd_show(args) -> int:
 # -- history ----------------------------------------------------------------------------
 
 
+def cmd_log(args) -> int:
+    from controller.logs_cli import cmd_log as run_log
+
+    return run_log(args)
+
+
 def cmd_history(args) -> int:
     layout = Layout(resolve_repo(args.repo))
     if args.task_id and load_tasks(layout).find(args.task_id) is None:
@@ -481,6 +487,12 @@ def build_parser() -> OneLineParser:
     p = command("drain", cmd_drain, "run the controller until nothing is runnable")
     p.add_argument("--dry-run", action="store_true", help="print the order and commands, run nothing")
     p.add_argument("--wait", action="store_true", help="wait for a running controller instead of exiting 75")
+
+    p = command("log", cmd_log, "print a task's worker or gate log; --follow streams it while the task runs")
+    p.add_argument("task_id", help="the task whose log to print")
+    p.add_argument("--follow", "-f", action="store_true", help="keep printing until the task is no longer pending, running or gated")
+    p.add_argument("--attempt", type=positive_int, help="which attempt (default: the latest; with --follow, each new one)")
+    p.add_argument("--gate", metavar="NAME", help="a quality gate's log, by name or number (default: the worker's log)")
 
     p = command("history", cmd_history, "show the event log")
     p.add_argument("--task-id", help="only this task's events (default: every event)")

@@ -158,6 +158,7 @@ class _Capture:
             text = text[:room] + f"\n[macp: log cut at {self.max_bytes} bytes]\n".encode()
             self.truncated = True
         self.handle.write(text)
+        self.handle.flush()  # whole lines reach the file as they come: `tail -f` and `mosaic macp log --follow` see them
         self.written += len(text)
 
 

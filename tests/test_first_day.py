@@ -1,0 +1,60 @@
+"""A user's first day (issue 10): follow a task, see its work, stack it, land it, clean up --
+each through the real CLI on a real repository."""
+
+from __future__ import annotations
+
+import select
+import subprocess
+import time
+
+from conftest import BIN
+from test_durability import held_command, start_controller, wait_for
+
+
+def read_until(stream, needle: bytes, timeout: float = 60.0) -> bytes:
+    """Read ``stream`` (a pipe) until ``needle`` appears; bounded by ``timeout``."""
+    seen = b""
+    end = time.monotonic() + timeout
+    while needle not in seen and time.monotonic() < end:
+        ready, _, _ = select.select([stream], [], [], 0.2)
+        if ready:
+            chunk = stream.read1(65536) if hasattr(stream, "read1") else stream.read(1)
+            if not chunk:
+                break
+            seen += chunk
+    assert needle in seen, seen
+    return seen
+
+
+def test_a_running_tasks_log_is_on_disk_and_log_follow_streams_it_to_the_end(sandbox, tmp_path):
+    release = tmp_path / "release"
+    command = f"echo first; {held_command(release)}; echo second"
+    sandbox.write_tasks({"tasks": [{"id": "F", "command": command}]})
+    controller = start_controller(sandbox, "--once")
+    log = sandbox.orch / "logs" / "F" / "attempt-1" / "worker.log"
+    wait_for(lambda: log.exists() and b"first" in log.read_bytes(), timeout=60, what="the line to reach the log while the task runs")
+    follower = subprocess.Popen([str(BIN / "mosaic"), "macp", "log", "F", "--follow", "--repo", str(sandbox.repo)],
+                                env=sandbox.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        read_until(follower.stdout, b"first\n")
+        release.touch()
+        rest, err = follower.communicate(timeout=60)
+        assert follower.returncode == 0, err
+        assert rest.endswith(b"second\n"), "follow printed the rest and ended with the task"
+    finally:
+        release.touch()
+        controller.communicate(timeout=60)
+    proc = sandbox.macp("log", "F", check=True)
+    assert proc.stdout == "first\nsecond\n"
+
+
+def test_log_shows_a_gate_by_name_and_says_when_there_is_none(sandbox):
+    sandbox.write_config({"quality_gates": [{"name": "unit", "command": "echo gate-ran"}]})
+    sandbox.write_tasks({"tasks": [{"id": "G", "dispatch": "exec", "command": "echo worker-ran"}, {"id": "P", "command": "true", "depends_on": ["G"]}]})
+    sandbox.controller("--once", check=True)
+    assert sandbox.macp("log", "G", "--gate", "unit", check=True).stdout == "gate-ran\n"
+    assert sandbox.macp("log", "G", "--gate", "1", check=True).stdout == "gate-ran\n"
+    proc = sandbox.macp("log", "G", "--gate", "lint")
+    assert proc.returncode == 2 and "no gate log 'lint' (gates: unit)" in proc.stderr
+    proc = sandbox.macp("log", "P")
+    assert proc.returncode == 2 and proc.stderr.startswith("mosaic macp log: task P has not run yet (pending)")
