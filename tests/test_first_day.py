@@ -7,8 +7,9 @@ import select
 import subprocess
 import time
 
-from conftest import BIN
 from test_durability import held_command, start_controller, wait_for
+
+from conftest import BIN
 
 
 def read_until(stream, needle: bytes, timeout: float = 60.0) -> bytes:
