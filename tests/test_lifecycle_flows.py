@@ -76,6 +76,7 @@ def test_retry_reuses_the_worktree_and_its_partial_work(sandbox):
 
 
 def test_dirty_worktree_is_kept_on_cleanup_and_the_result_says_so(sandbox):
+    sandbox.write_config({"macp": {"commit_leftovers": False}})
     sandbox.write_tasks({"tasks": [exec_task("T1", "echo unsaved > notes.txt")]})
     sandbox.controller("--once", check=True)
     worktree = sandbox.worktree("T1")
@@ -83,8 +84,29 @@ def test_dirty_worktree_is_kept_on_cleanup_and_the_result_says_so(sandbox):
     result = sandbox.result("T1")
     assert result["status"] == "completed"
     assert result["worktree_kept"] == "1 uncommitted path: notes.txt"
+    assert result["metadata"]["uncommitted_work"] == "1 uncommitted path: notes.txt"
     assert "worktree.kept" in sandbox.event_types("T1")
     assert str(worktree) in sandbox.git("worktree", "list")
+    status = sandbox.macp("status", check=True).stdout
+    assert "not committed (macp.commit_leftovers is off): 1 uncommitted path: notes.txt" in status
+
+
+def test_work_a_worker_left_uncommitted_is_committed_before_the_gates(sandbox):
+    sandbox.git("commit", "-q", "--allow-empty", "-m", "base")
+    (sandbox.repo / ".gitignore").write_text("*.log\n")
+    sandbox.git("add", ".gitignore")
+    sandbox.git("commit", "-q", "-m", "ignore logs")
+    gate = 'git diff --quiet HEAD && test -z "$(git status --porcelain)" && git log -1 --format=%s | grep -qx "C1: Add the feature"'
+    sandbox.write_config({"quality_gates": [{"name": "committed", "command": gate}]})
+    sandbox.write_tasks({"tasks": [exec_task("C1", "echo feature > feature.txt; echo noise > build.log", title="Add the feature")]})
+    sandbox.controller("--once", check=True)
+    result = sandbox.result("C1")
+    assert result["status"] == "completed", "the gate saw the work committed on the branch"
+    [committed] = [e for e in sandbox.events("C1") if e["event_type"] == "worktree.committed"]
+    files = sandbox.git("show", "--name-only", "--format=", committed["metadata"]["commit"]).split()
+    assert files == ["feature.txt"], "ignored files stay out of the commit"
+    assert sandbox.git("log", "-1", "--format=%s", "feat/C1-add-the-feature").strip() == "C1: Add the feature"
+    assert result["worktree_kept"] == "1 ignored path: build.log"
 
 
 def test_cleanup_can_be_turned_off(sandbox):

@@ -198,6 +198,8 @@ def task_view(task: dict, by_id: dict[str, dict], now) -> dict:
             view, why = "awaiting-report", "acp: waiting for mosaic macp complete"
     elif status in ("failed", "escalated"):
         why = task.get("escalation_reason") or task.get("error") or ""
+    elif status == "completed" and task.get("uncommitted_work"):
+        why = f"not committed (macp.commit_leftovers is off): {task['uncommitted_work']}"
     return {
         "id": task["id"],
         "status": status,

@@ -115,6 +115,12 @@ def refused_tasks(document, repo_root: Path, config: dict) -> dict[str, str]:
     return refused
 
 
+def one_line_title(task: dict) -> str:
+    """The task's title (else its id) on one line, for commit messages."""
+    title = " ".join((task.get("title") or task["id"]).split())
+    return title[:200]
+
+
 def warn(line: str) -> None:
     """One diagnostic line on stderr, prefixed with the controller's name."""
     print(f"{PROG}: {line}", file=sys.stderr)
@@ -463,6 +469,7 @@ class Controller:
             if reported_error:
                 failure["reported_error"] = reported_error
             return self.failed_attempt(task, failure, "failed", [], details)
+        task = self.commit_leftovers(task)
         specs = gate_specs(task, self.config)
         task = self.change(task["id"], "gated", "task.gated", f"worker exited 0; running {len(specs)} quality gate(s)")
         self.say(f"{task['id']}: gated, running {len(specs)} quality gate(s)")
@@ -479,6 +486,30 @@ class Controller:
             "output_tail": failing["output_tail"],
         }
         return self.failed_attempt(task, failure, "escalated", gate_results, details)
+
+    def commit_leftovers(self, task: dict) -> dict:
+        """Commit what a worker that exited 0 left uncommitted on the task branch, so the
+        gates test what the branch holds (``macp.commit_leftovers``, DESIGN.md "Worktrees";
+        message ``<id>: <title>``, ignored files left out). With it off, the uncommitted
+        work is noted on the task (``uncommitted_work``) for ``status``, ``show`` and the
+        result. A commit git refuses is logged and the gates run on the worktree as it is."""
+        worktree = Path(task["worktree"]) if task.get("worktree") else None
+        if worktree is None or not worktree.exists():
+            return task
+        message = f"{task['id']}: {one_line_title(task)}"
+        try:
+            if not self.config["macp"]["commit_leftovers"]:
+                return self.update(task["id"], uncommitted_work=dispatcher.uncommitted_work(worktree, remove_ignored=True))
+            commit = gitops.commit_all(worktree, message)
+        except gitops.GitError as exc:
+            with self.guard.critical():
+                self.emit("worktree.commit_failed", task, f"the worker's uncommitted changes were not committed: {exc}", source="dispatcher")
+            return task
+        if commit:
+            with self.guard.critical():
+                self.emit("worktree.committed", task, f"{commit[:12]} {message}", source="dispatcher", commit=commit)
+            self.say(f"{task['id']}: committed the worker's uncommitted changes ({commit[:12]})")
+        return task
 
     def record_run(self, task: dict, outcome: WorkerOutcome) -> dict:
         """Append where this attempt ran and how it ended to the task's ``runs``."""
@@ -597,6 +628,7 @@ class Controller:
             output_tail=output_tail,
             metadata={
                 "log_dir": str(self.layout.attempt_dir(task["id"], task.get("attempts", 0))),
+                **({"uncommitted_work": task["uncommitted_work"]} if task.get("uncommitted_work") else {}),
                 **({"report_note": report["note"]} if report.get("note") else {}),
             },
         )

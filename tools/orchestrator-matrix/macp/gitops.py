@@ -222,6 +222,24 @@ def keep_commit(repo: Path, ref: str, commit: str) -> None:
     git(["update-ref", "--no-deref", ref, commit], repo)
 
 
+# Used only when git knows no identity at all (no user.email, no GIT_AUTHOR_* variables).
+FALLBACK_IDENTITY = ["-c", "user.name=MACP", "-c", "user.email=macp@localhost"]
+
+
+def commit_all(worktree: Path, message: str) -> str | None:
+    """Commit everything uncommitted in ``worktree`` (``git add -A``: ignored files stay
+    out) with ``message``; returns the new commit id, or None when there was nothing to
+    commit. The author comes from git's config (MACP's own name only when git has none);
+    hooks are skipped (``--no-verify``): the quality gates are MACP's checks. Raises
+    :class:`GitError` when git refuses."""
+    git(["add", "-A", "--", "."], worktree)
+    if git(["diff", "--cached", "--quiet"], worktree, check=False).returncode == 0:
+        return None
+    identity = [] if git(["var", "GIT_AUTHOR_IDENT"], worktree, check=False).returncode == 0 else FALLBACK_IDENTITY
+    git([*identity, "commit", "-q", "--no-verify", "-m", message], worktree)
+    return git(["rev-parse", "HEAD"], worktree).stdout.strip()
+
+
 def changed_files(worktree: Path, base_commit: str) -> list[str]:
     """Paths that differ from ``base_commit``: committed, uncommitted and untracked, sorted.
 
