@@ -59,3 +59,24 @@ def test_log_shows_a_gate_by_name_and_says_when_there_is_none(sandbox):
     assert proc.returncode == 2 and "no gate log 'lint' (gates: unit)" in proc.stderr
     proc = sandbox.macp("log", "P")
     assert proc.returncode == 2 and proc.stderr.startswith("mosaic macp log: task P has not run yet (pending)")
+
+
+def test_diff_shows_the_tasks_work_and_the_result_records_base_commits_and_times(sandbox):
+    sandbox.write_config({"quality_gates": ["true"]})
+    sandbox.write_tasks({"tasks": [{"id": "D", "title": "Add notes", "dispatch": "exec",
+                                    "command": "echo one > notes.txt && git add notes.txt && git commit -qm one && echo two >> notes.txt"}]})
+    base = sandbox.git("rev-parse", "HEAD").strip()
+    sandbox.controller("--once", check=True)
+    result = sandbox.result("D")
+    assert result["base_commit"] == base
+    assert len(result["commits"]) == 2, "the worker's commit and the commit of what it left uncommitted"
+    assert result["commits"][-1] == sandbox.git("rev-parse", "feat/D-add-notes").strip()
+    assert result["worker"]["duration_seconds"] >= 0 and result["worker"]["started_at"].endswith("Z")
+    assert result["gate_results"][0]["started_at"] >= result["worker"]["started_at"]
+    diff = sandbox.macp("diff", "D", check=True).stdout
+    assert "+++ b/notes.txt" in diff and "+one" in diff and "+two" in diff
+    stat = sandbox.macp("diff", "D", "--stat", check=True).stdout
+    assert "notes.txt" in stat and "1 file changed" in stat
+    sandbox.write_tasks({"tasks": [*sandbox.tasks(), {"id": "L", "command": "true"}]})
+    proc = sandbox.macp("diff", "L")
+    assert proc.returncode == 2 and "has no branch of its own yet" in proc.stderr

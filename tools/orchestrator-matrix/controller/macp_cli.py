@@ -1,7 +1,7 @@
 """``mosaic macp``: submit, inspect and steer the MACP queue of a repository.
 
 Subcommands (MACP Phase 1 brief, Task 7, plus what DESIGN.md adds): ``init``, ``submit``,
-``status``, ``show``, ``log``, ``drain``, ``history``, ``retry``, ``cancel``, ``approve``, ``complete``,
+``status``, ``show``, ``log``, ``diff``, ``drain``, ``history``, ``retry``, ``cancel``, ``approve``, ``complete``,
 ``sync``, ``validate``. Every one takes
 ``--repo DIR`` (default: the main worktree of the current folder's repository); read commands take
 ``--json``. Human output goes to stdout, diagnostics to stderr; exit codes are in
@@ -276,9 +276,15 @@ def cmd_show(args) -> int:
 
 
 def cmd_log(args) -> int:
-    from controller.logs_cli import cmd_log as run_log
+    from controller.inspect_cli import cmd_log as run_log
 
     return run_log(args)
+
+
+def cmd_diff(args) -> int:
+    from controller.inspect_cli import cmd_diff as run_diff
+
+    return run_diff(args)
 
 
 def cmd_history(args) -> int:
@@ -495,6 +501,10 @@ def build_parser() -> OneLineParser:
     p.add_argument("--follow", "-f", action="store_true", help="keep printing until the task is no longer pending, running or gated")
     p.add_argument("--attempt", type=positive_int, help="which attempt (default: the latest; with --follow, each new one)")
     p.add_argument("--gate", metavar="NAME", help="a quality gate's log, by name or number (default: the worker's log)")
+
+    p = command("diff", cmd_diff, "show what a task's branch changed since the commit it started from (git diff BASE...BRANCH)")
+    p.add_argument("task_id", help="the task whose work to show")
+    p.add_argument("--stat", action="store_true", help="only the summary of changed files")
 
     p = command("history", cmd_history, "show the event log")
     p.add_argument("--task-id", help="only this task's events (default: every event)")

@@ -61,7 +61,8 @@ PROG = "mosaic-orchestrator-run"
 class WorkerOutcome:
     """How a worker ended: exit code (None if it never started), whether it timed out (at the
     task's deadline, or for silence: ``idle_timed_out``), its output tail, its JSON report
-    (docs/workers.md), a spawn error, and its log (None for an acp report)."""
+    (docs/workers.md), a spawn error, its log (None for an acp report), and when it ran
+    (``run``: ``started_at``, ``duration_seconds``)."""
 
     exit_code: int | None
     timed_out: bool = False
@@ -70,6 +71,7 @@ class WorkerOutcome:
     error: str | None = None
     idle_timed_out: bool = False
     log_path: Path | None = None
+    run: dict | None = None
 
 
 @dataclass
@@ -389,7 +391,8 @@ class Controller:
         if proc.idle_timed_out:
             self.say(f"{task['id']}: worker printed nothing for {idle}s; its process group was stopped")
         report = dispatcher.read_worker_report(attempt_dir / "report.json")
-        outcome = WorkerOutcome(proc.exit_code, proc.timed_out, proc.output_tail, report, proc.spawn_error, proc.idle_timed_out, log_path)
+        run = {"started_at": proc.started_at, "duration_seconds": proc.duration_seconds}
+        outcome = WorkerOutcome(proc.exit_code, proc.timed_out, proc.output_tail, report, proc.spawn_error, proc.idle_timed_out, log_path, run)
         return self.after_worker(task, outcome)
 
     def fresh_attempt_dir(self, task: dict) -> Path:
@@ -437,6 +440,7 @@ class Controller:
             "timed_out": outcome.timed_out,
             "report": outcome.report,
             "error": outcome.error,
+            "worker_run": outcome.run,
         }
         if task.get("attempt_runtime"):
             task = self.record_run(task, outcome)
@@ -597,12 +601,13 @@ class Controller:
         error: str | None = None,
         escalation_reason: str | None = None,
         last_failure: dict | None = None,
+        worker_run: dict | None = None,
     ) -> str:
         """End the task in ``status``: write its result, record the status, then remove its
         worktree. In that order, so a crash can leak a worktree but never lose an outcome."""
         report = report or {}
         files = report.get("files_changed")
-        kept, kept_commits = None, []
+        kept, kept_commits, commits = None, [], []
         worktree = Path(task["worktree"]) if task.get("worktree") else None
         if worktree and worktree.exists():
             try:
@@ -610,6 +615,7 @@ class Controller:
                     files = gitops.changed_files(worktree, task["base_commit"])
                 kept = dispatcher.uncommitted_work(worktree, self.config["macp"]["remove_ignored_files"])
                 kept_commits = dispatcher.preserve_commits(task, worktree)
+                commits = gitops.commits_since(worktree, task["base_commit"]) if task.get("base_commit") else []
             except gitops.GitError as exc:
                 kept = f"could not inspect it: {exc}"
         result = dispatcher.collect_result(
@@ -626,6 +632,9 @@ class Controller:
             worktree_kept=kept,
             kept_commits=kept_commits,
             output_tail=output_tail,
+            base_commit=task.get("base_commit"),
+            commits=commits,
+            worker=worker_run,
             metadata={
                 "log_dir": str(self.layout.attempt_dir(task["id"], task.get("attempts", 0))),
                 **({"uncommitted_work": task["uncommitted_work"]} if task.get("uncommitted_work") else {}),

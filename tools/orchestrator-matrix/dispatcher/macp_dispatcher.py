@@ -347,7 +347,8 @@ def collect_result(task: dict, exit_code: int | None, gate_results: list, orch_d
     ``details`` may set ``status`` (default: completed when the worker exited 0 and every gate
     passed, else failed), ``summary``, ``files_changed``, ``error``, ``escalation_reason``,
     ``timed_out``, ``worktree_kept``, ``kept_commits``, ``output_tail``, ``runtime``,
-    ``metadata``. Nothing is
+    ``base_commit``, ``commits``, ``worker`` (the final worker run: ``started_at``,
+    ``duration_seconds``), ``metadata``. Nothing is
     written unless the result validates (ValueError otherwise). Returns the result.
     """
     now = clock.timestamp()
@@ -367,6 +368,9 @@ def collect_result(task: dict, exit_code: int | None, gate_results: list, orch_d
         "worktree": task.get("worktree"),
         "branch": task.get("branch"),
         "pr": task.get("pr"),
+        "base_commit": task.get("base_commit"),
+        "commits": [],
+        "worker": None,
         "summary": "",
         "files_changed": [],
         "gate_results": gate_results,

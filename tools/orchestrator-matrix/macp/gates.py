@@ -81,6 +81,7 @@ def run_gates(specs: list[dict], *, cwd: Path, env: dict[str, str], log_dir: Pat
                 "exit_code": proc.exit_code,
                 "passed": passed,
                 "timed_out": proc.timed_out,
+                "started_at": proc.started_at,
                 "duration_seconds": proc.duration_seconds,
                 "classification": None
                 if passed

@@ -240,13 +240,32 @@ def commit_all(worktree: Path, message: str) -> str | None:
     return git(["rev-parse", "HEAD"], worktree).stdout.strip()
 
 
+def commits_since(worktree: Path, base_commit: str) -> list[str]:
+    """Ids of the commits on the worktree's HEAD since ``base_commit``, oldest first
+    (``git rev-list --reverse BASE..HEAD``). Raises :class:`GitError` for a ``base_commit``
+    that is not a full commit id."""
+    _require_commit_id(base_commit)
+    return git(["rev-list", "--reverse", f"{base_commit}..HEAD", "--"], worktree).stdout.split()
+
+
+def diff(repo: Path, base_commit: str, branch: str, stat: bool = False) -> str:
+    """``git diff BASE...refs/heads/BRANCH`` (what the branch changed since it left
+    ``base_commit``; ``stat``: the summary only). Raises :class:`GitError`."""
+    _require_commit_id(base_commit)
+    return git(["diff", "--no-color", *(["--stat"] if stat else []), f"{base_commit}...refs/heads/{branch}", "--"], repo).stdout
+
+
+def _require_commit_id(value: str) -> None:
+    if not COMMIT_ID.fullmatch(value):
+        raise GitError(f"base_commit {value[:80]!r} is not a commit id")
+
+
 def changed_files(worktree: Path, base_commit: str) -> list[str]:
     """Paths that differ from ``base_commit``: committed, uncommitted and untracked, sorted.
 
     ``base_commit`` comes from tasks.json, so it must be a full commit id: anything else
     (``--output=FILE`` would make git write a file) raises :class:`GitError`."""
-    if not COMMIT_ID.fullmatch(base_commit):
-        raise GitError(f"base_commit {base_commit[:80]!r} is not a commit id")
+    _require_commit_id(base_commit)
     names = set(git(["diff", "--name-only", "-z", base_commit, "--"], worktree).stdout.split("\0"))
     names.update(git(["ls-files", "--others", "--exclude-standard", "-z"], worktree).stdout.split("\0"))
     names.discard("")

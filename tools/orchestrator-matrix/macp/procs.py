@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+from macp import clock
 from macp.proctree import RUN_ENV, group_alive, reap_adopted, run_members, signal_all
 from macp.redact import redact
 
@@ -48,7 +49,7 @@ class ProcessResult:
     None when the command could not be started (``spawn_error`` says why).
     ``timed_out``: the deadline passed and the group was killed. ``idle_timed_out``: the
     command printed nothing for its idle timeout and the group was killed (``timed_out`` is
-    then False). ``duration_seconds``: wall time. ``output_tail``: the last bytes of output as clean text (ANSI and control
+    then False). ``started_at``: when it started (UTC timestamp); ``duration_seconds``: wall time. ``output_tail``: the last bytes of output as clean text (ANSI and control
     characters removed, invalid UTF-8 replaced, secrets redacted). ``log_bytes``: bytes
     written to the log; ``log_truncated``: output beyond ``max_log_bytes`` was dropped.
     """
@@ -62,6 +63,7 @@ class ProcessResult:
     log_truncated: bool
     spawn_error: str | None = None
     idle_timed_out: bool = False
+    started_at: str = ""
 
 
 def strip_terminal_codes(text: str) -> str:
@@ -184,6 +186,7 @@ def run_process(
     """
     log_path.parent.mkdir(parents=True, exist_ok=True)
     run_id = secrets.token_hex(8)
+    started_at = clock.timestamp()
     started = time.monotonic()
     log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644)
     with os.fdopen(log_fd, "wb") as log_handle:
@@ -202,7 +205,7 @@ def run_process(
         except OSError as exc:
             message = f"cannot start {argv[0]!r}: {exc.strerror or exc}"
             log_handle.write((message + "\n").encode())
-            return ProcessResult(None, False, 0.0, message, log_path, len(message) + 1, False, message)
+            return ProcessResult(None, False, 0.0, message, log_path, len(message) + 1, False, message, started_at=started_at)
         finally:
             if stdin is not subprocess.DEVNULL:
                 stdin.close()
@@ -233,6 +236,7 @@ def run_process(
         capture.written,
         capture.truncated,
         idle_timed_out=stopped == "idle",
+        started_at=started_at,
     )
 
 

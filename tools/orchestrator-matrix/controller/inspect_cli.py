@@ -1,9 +1,12 @@
-"""``mosaic macp log ID [--follow] [--attempt N] [--gate NAME]``: a task's worker or gate log.
+"""See what a task does and did: ``mosaic macp log`` and ``mosaic macp diff``.
 
-Logs are ``logs/<id>/attempt-<n>/worker.log`` and ``gate-<k>-<name>.log`` (docs/file-formats.md),
+``log ID [--follow] [--attempt N] [--gate NAME]`` prints a task's worker or gate log. Logs are ``logs/<id>/attempt-<n>/worker.log`` and ``gate-<k>-<name>.log`` (docs/file-formats.md),
 written as the child prints, so they can be read while the task runs. ``--follow`` streams
 the log until the task leaves ``pending``/``running``/``gated`` (like ``pueue follow``),
 moving on to the next attempt's log when a retry starts, unless ``--attempt`` pins one.
+
+``diff ID [--stat]`` prints what the task's branch changed since the commit it started from
+(``git diff BASE...BRANCH``).
 """
 
 from __future__ import annotations
@@ -13,7 +16,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from macp.cliutil import resolve_repo
+from macp import gitops
+from macp.cliutil import out, resolve_repo
 from macp.errors import EXIT_OK, MacpError
 from macp.layout import Layout
 from macp.lifecycle import status_of
@@ -107,3 +111,21 @@ def _existing_log(layout: Layout, task_id: str, attempt: int, gate: str | None) 
     except MacpError:
         return None
     return path if path.exists() else None
+
+
+def cmd_diff(args) -> int:
+    """Print ``git diff BASE...BRANCH`` of a task (``--stat``: the summary); returns the
+    exit code. Raises :class:`MacpError` for a task that has no branch of its own yet."""
+    layout = Layout(resolve_repo(args.repo))
+    task = load_tasks(layout).get(args.task_id)
+    if not task.get("base_commit") or not task.get("branch"):
+        raise MacpError(f"task {args.task_id} has no branch of its own yet ({status_of(task)}; legacy tasks run in the repository itself)")
+    try:
+        text = gitops.diff(layout.repo_root, task["base_commit"], task["branch"], stat=args.stat)
+    except gitops.GitError as exc:
+        raise MacpError(f"task {args.task_id}: {exc}") from None
+    if text:
+        sys.stdout.write(text)
+    else:
+        out(f"task {args.task_id}: no changes on {task['branch']} since {task['base_commit'][:12]}")
+    return EXIT_OK
