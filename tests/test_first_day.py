@@ -3,6 +3,7 @@ each through the real CLI on a real repository."""
 
 from __future__ import annotations
 
+import json
 import select
 import subprocess
 import time
@@ -80,3 +81,41 @@ def test_diff_shows_the_tasks_work_and_the_result_records_base_commits_and_times
     sandbox.write_tasks({"tasks": [*sandbox.tasks(), {"id": "L", "command": "true"}]})
     proc = sandbox.macp("diff", "L")
     assert proc.returncode == 2 and "has no branch of its own yet" in proc.stderr
+
+
+def test_a_drain_ends_with_a_table_of_every_task_it_touched_and_json_for_ci(sandbox):
+    sandbox.write_tasks({"tasks": [{"id": "OK", "dispatch": "exec", "command": "echo work > w.txt"},
+                                   {"id": "BAD", "command": "echo nope; exit 3"}]})
+    proc = sandbox.macp("drain")
+    assert proc.returncode == 1
+    table = proc.stdout.split("this run:\n", 1)[1].splitlines()
+    assert table[0].split() == ["TASK", "STATUS", "ATTEMPTS", "TIME", "BRANCH", "COMMITS", "REASON"]
+    assert table[1].split()[:2] == ["OK", "completed"] and table[1].split()[5] == "1"
+    assert table[2].split()[:2] == ["BAD", "failed"] and "exited with code 3" in table[2], "failed tasks are listed too"
+    sandbox.write_tasks({"tasks": [*sandbox.tasks(), {"id": "NEXT", "command": "true"}]})
+    proc = subprocess.run([str(BIN / "mosaic-orchestrator-run"), "--repo", str(sandbox.repo), "--until-drained", "--json"],
+                          env=sandbox.env, capture_output=True, text=True, check=False)
+    document = json.loads(proc.stdout)
+    assert proc.returncode == 0 and document["exit_code"] == 0
+    assert [(row["id"], row["status"], row["attempts"]) for row in document["tasks"]] == [("NEXT", "completed", 1)]
+    assert document["queue"]["completed"] == 2 and document["queue"]["failed"] == 1
+    assert "NEXT: completed" in proc.stderr, "progress goes to stderr"
+
+
+def test_show_is_readable_text_unless_json(sandbox):
+    sandbox.write_tasks({"tasks": [{"id": "S", "command": "echo 'line one'; echo 'line \"two\"'; exit 1"}]})
+    sandbox.controller("--once")
+    text = sandbox.macp("show", "S", check=True).stdout
+    assert not [line for line in text.splitlines() if line.endswith((": None", ": null", ": []", ": {}"))], text
+    assert "\\n" not in text and '\\"' not in text, "no JSON-escaped text"
+    assert "  output_tail: |\n      line one\n      line \"two\"" in text
+    assert json.loads(sandbox.macp("show", "S", "--json", check=True).stdout)["result"]["status"] == "failed"
+
+
+def test_cells_are_cut_at_a_word_boundary():
+    from macp.textview import fit
+
+    assert fit("Fix the parser bug in the tokenizer", 20) == "Fix the parser bug…"
+    assert fit("short", 20) == "short"
+    assert fit("supercalifragilistic", 10) == "supercali…"
+    assert fit("line\none\x1b[31m", 40) == "line one [31m"

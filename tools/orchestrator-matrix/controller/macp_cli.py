@@ -12,8 +12,6 @@ milliseconds only.
 from __future__ import annotations
 
 import argparse
-import json
-import re
 import shutil
 from collections import Counter
 from collections.abc import Callable
@@ -29,6 +27,7 @@ from macp.lifecycle import STATUSES, status_of, transition
 from macp.locks import live_holder
 from macp.scheduler import hold_reason
 from macp.taskstore import edit_tasks, load_tasks
+from macp.textview import fit, one_line, readable, render_table
 from protocol.schemas import schema_errors
 
 PROG = "mosaic macp"
@@ -213,18 +212,6 @@ def task_view(task: dict, by_id: dict[str, dict], now) -> dict:
     }
 
 
-def one_line(text: str) -> str:
-    """``text`` with control characters (newlines, escapes) shown as spaces, for tables."""
-    return re.sub(r"[\x00-\x1f\x7f]+", " ", text)
-
-
-def render_table(rows: list[dict], columns: list[tuple[str, Callable[[dict], str]]]) -> list[str]:
-    """Left-aligned text table with a header row."""
-    cells = [[header for header, _ in columns]] + [[get(row) for _, get in columns] for row in rows]
-    widths = [max(len(line[i]) for line in cells) for i in range(len(columns))]
-    return ["  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip() for line in cells]
-
-
 def cmd_status(args) -> int:
     layout = Layout(resolve_repo(args.repo))
     document = load_tasks(layout, validate=True)
@@ -246,8 +233,8 @@ def cmd_status(args) -> int:
             ("ATTEMPTS", lambda r: f"{r['attempts']}/{r['max_attempts']}"),
             ("DISPATCH", lambda r: r["dispatch"]),
             ("RUNTIME", lambda r: r["runtime"] or "-"),
-            ("TITLE", lambda r: r["title"][:40]),
-            ("NOTE", lambda r: r["note"][:80]),
+            ("TITLE", lambda r: fit(r["title"], 40)),
+            ("NOTE", lambda r: fit(r["note"], 80)),
         ]
         for line in render_table(rows, columns):
             out(line)
@@ -265,10 +252,15 @@ def cmd_show(args) -> int:
     if args.json:
         print_json({"task": task, "result": result})
         return EXIT_OK
-    for key, value in task.items():
-        shown = json.dumps(value, ensure_ascii=False) if isinstance(value, (dict, list)) else value
-        out(one_line(f"{key}: {shown}"))
-    out(f"result: {path if result else '(none yet)'}")
+    for line in readable(task):
+        out(line)
+    out()
+    if result is None:
+        out("result: none yet")
+        return EXIT_OK
+    out(f"result ({path}):")
+    for line in readable({key: value for key, value in result.items() if key != "task_id"}, "  "):
+        out(line)
     return EXIT_OK
 
 
@@ -310,7 +302,7 @@ def cmd_history(args) -> int:
 def cmd_drain(args) -> int:
     from controller.mosaic_orchestrator import run_controller
 
-    return run_controller(args.repo, until_drained=True, wait=args.wait, dry_run=args.dry_run, say=out)
+    return run_controller(args.repo, until_drained=True, wait=args.wait, dry_run=args.dry_run, json_output=args.json, say=out)
 
 
 # -- retry / cancel / complete ----------------------------------------------------------
@@ -495,6 +487,7 @@ def build_parser() -> OneLineParser:
     p = command("drain", cmd_drain, "run the controller until nothing is runnable")
     p.add_argument("--dry-run", action="store_true", help="print the order and commands, run nothing")
     p.add_argument("--wait", action="store_true", help="wait for a running controller instead of exiting 75")
+    p.add_argument("--json", action="store_true", help="print the run's summary as one JSON document on stdout (progress goes to stderr)")
 
     p = command("log", cmd_log, "print a task's worker or gate log; --follow streams it while the task runs")
     p.add_argument("task_id", help="the task whose log to print")

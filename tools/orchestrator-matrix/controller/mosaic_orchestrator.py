@@ -24,6 +24,7 @@ from __future__ import annotations
 import os
 import signal
 import sys
+import time
 import traceback
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -34,10 +35,11 @@ if __package__ in (None, ""):  # run as a script: make the tools folder importab
 
 from controller import failover, recovery
 from controller.planning import plan_lines, remaining_lines
+from controller.run_report import run_document, summary_lines, task_rows
 from dispatcher import macp_dispatcher as dispatcher
 from macp import __version__, clock, gitops, proctree, verdicts
 from macp.admission import Hold, admit
-from macp.cliutil import OneLineParser, resolve_repo, run_main
+from macp.cliutil import OneLineParser, print_json, resolve_repo, run_main
 from macp.config import load_config
 from macp.errors import EXIT_OK, EXIT_TASKS_FAILED, EXIT_USAGE, Interrupted, MacpError, is_storage_error
 from macp.events import append_event, make_event
@@ -76,11 +78,12 @@ class WorkerOutcome:
 
 @dataclass
 class RunSummary:
-    """What one controller run did: the status each task it touched ended in, and the
-    tasks it refused to run (id -> why)."""
+    """What one controller run did: the status each task it touched ended in, the seconds
+    it spent on each, and the tasks it refused to run (id -> why)."""
 
     outcomes: dict[str, str] = field(default_factory=dict)
     refused: dict[str, str] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)
 
     @property
     def exit_code(self) -> int:
@@ -121,6 +124,11 @@ def one_line_title(task: dict) -> str:
     """The task's title (else its id) on one line, for commit messages."""
     title = " ".join((task.get("title") or task["id"]).split())
     return title[:200]
+
+
+def warn_plain(line: str) -> None:
+    """A progress line on stderr (when stdout carries the ``--json`` document)."""
+    print(line, file=sys.stderr)
 
 
 def warn(line: str) -> None:
@@ -215,6 +223,7 @@ class Controller:
             return None
         task, resumed = claimed
         self.current = task["id"]
+        began = time.monotonic()
         try:
             if resumed:
                 acp = task["acp"]
@@ -227,6 +236,7 @@ class Controller:
                 raise  # the machine's disk, not the task: stop (exit 74); the next run recovers it
             outcome = self.internal_failure(task["id"], exc)
         self.summary.outcomes[task["id"]] = outcome
+        self.summary.seconds[task["id"]] = self.summary.seconds.get(task["id"], 0.0) + time.monotonic() - began
         self.current = None
         self.transport.deliver_pending()
         return task["id"]
@@ -676,12 +686,17 @@ class Controller:
                 self.emit("worktree.removed", task, f"{task['worktree']} removed; branch {task.get('branch')} kept", source="dispatcher")
                 return
             self.emit("worktree.kept", task, f"{task['worktree']} kept: {kept}", source="dispatcher", reason=kept)
-            path = dispatcher.result_file(task, self.layout.orch_dir)
-            if path.exists():
-                result = read_json(path)
-                if result.get("worktree_kept") != kept:
-                    write_atomic(path, dump_json({**result, "worktree_kept": kept}))
+            result = self.read_result(task)
+            if result is not None and result.get("worktree_kept") != kept:
+                write_atomic(dispatcher.result_file(task, self.layout.orch_dir), dump_json({**result, "worktree_kept": kept}))
         self.say(f"{task['id']}: worktree kept ({kept})")
+
+    def read_result(self, task: dict) -> dict | None:
+        """The task's result file, or None when it has none (yet) or it cannot be read."""
+        try:
+            return read_json(dispatcher.result_file(task, self.layout.orch_dir))
+        except (MacpError, OSError):
+            return None
 
 
 def build_parser() -> OneLineParser:
@@ -694,11 +709,20 @@ def build_parser() -> OneLineParser:
     mode.add_argument("--until-drained", action="store_true", help="run tasks until none is runnable")
     parser.add_argument("--wait", action="store_true", help="wait for another running controller instead of exiting 75")
     parser.add_argument("--dry-run", action="store_true", help="print the order and exact commands without running anything")
+    parser.add_argument("--json", action="store_true", help="print the run's summary as one JSON document on stdout (progress goes to stderr)")
     return parser
 
 
-def run_controller(repo: str | None, *, until_drained: bool, wait: bool = False, dry_run: bool = False, say=print) -> int:
-    """Run the controller on ``repo``; returns the exit code (see docs/exit-codes.md)."""
+def run_controller(
+    repo: str | None, *, until_drained: bool, wait: bool = False, dry_run: bool = False, json_output: bool = False, say=print
+) -> int:
+    """Run the controller on ``repo``; returns the exit code (see docs/exit-codes.md). The
+    run ends with a summary of every task it touched (:mod:`controller.run_report`); with
+    ``json_output`` that summary is one JSON document on stdout and ``say``'s progress
+    lines go to stderr."""
+    if json_output:
+        say = warn_plain
+    started_at = clock.timestamp()
     layout = Layout(resolve_repo(repo))
     config = load_config(layout.config_file)
     if not layout.tasks_file.exists():
@@ -732,11 +756,19 @@ def run_controller(repo: str | None, *, until_drained: bool, wait: bool = False,
             controller.drain()
         elif controller.run_once() is None:
             say("no runnable task")
+        tasks = load_tasks(layout).tasks
         if until_drained:
-            for line in remaining_lines(load_tasks(layout).tasks, clock.now(), controller.summary.refused):
+            for line in remaining_lines(tasks, clock.now(), controller.summary.refused):
+                say(line)
+        summary = controller.summary
+        rows = task_rows(tasks, summary.outcomes, summary.seconds, controller.read_result)
+        if json_output:
+            print_json(run_document(str(layout.repo_root), started_at, clock.timestamp(), summary.exit_code, rows, tasks, summary.refused))
+        else:
+            for line in summary_lines(rows):
                 say(line)
         ended_cleanly = True
-        return controller.summary.exit_code
+        return summary.exit_code
     except Interrupted as exc:
         for signum in (signal.SIGINT, signal.SIGTERM):
             signal.signal(signum, signal.SIG_IGN)
@@ -754,7 +786,9 @@ def run_controller(repo: str | None, *, until_drained: bool, wait: bool = False,
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``mosaic-orchestrator-run``; returns the exit code."""
     args = build_parser().parse_args(argv)
-    return run_main(PROG, lambda: run_controller(args.repo, until_drained=args.until_drained, wait=args.wait, dry_run=args.dry_run))
+    return run_main(
+        PROG, lambda: run_controller(args.repo, until_drained=args.until_drained, wait=args.wait, dry_run=args.dry_run, json_output=args.json)
+    )
 
 
 if __name__ == "__main__":

@@ -1,0 +1,101 @@
+"""What one controller run did, for people (a table) and for CI scripts (one JSON document).
+
+Every task the run touched gets a row -- failed ones included -- with its final status,
+attempts, the time the run spent on it, its branch, its commits and a one-line reason (like
+GNU parallel's joblog). ``drain --json`` / ``mosaic-orchestrator-run --json`` print the
+document on stdout and the progress lines on stderr.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable
+
+from macp.lifecycle import STATUSES, status_of
+from macp.textview import fit, one_line, render_table
+
+
+def reason_of(task: dict) -> str:
+    """One line on why a touched task ended where it did ("" when it simply completed)."""
+    status = status_of(task)
+    if status in ("failed", "escalated"):
+        return one_line(task.get("escalation_reason") or task.get("error") or "")
+    if status == "pending" and task.get("last_failure"):
+        return f"retry scheduled after attempt {task.get('attempts', 0)} failed"
+    if status == "pending":
+        return "back in the queue (attempt not counted)"
+    if status == "running" and (task.get("acp") or {}).get("requested_at"):
+        return "waiting for its acp completion report"
+    if status == "completed" and task.get("uncommitted_work"):
+        return f"not committed: {task['uncommitted_work']}"
+    return ""
+
+
+def task_rows(
+    tasks: list[dict], outcomes: dict[str, str], seconds: dict[str, float], read_result: Callable[[dict], dict | None]
+) -> list[dict]:
+    """One row per task in ``outcomes`` (the tasks the run touched, in the order it touched
+    them): ``id``, ``status``, ``attempts``, ``max_attempts``, ``duration_seconds`` (time
+    this run spent on it), ``branch``, ``commits`` (from its result), ``reason``, ``result``."""
+    by_id = {task["id"]: task for task in tasks}
+    rows = []
+    for task_id in outcomes:
+        task = by_id.get(task_id)
+        if task is None:
+            continue
+        result = read_result(task)
+        rows.append(
+            {
+                "id": task_id,
+                "status": status_of(task),
+                "attempts": task.get("attempts", 0),
+                "max_attempts": task.get("max_attempts", 1),
+                "duration_seconds": round(seconds.get(task_id, 0.0), 3),
+                "branch": task.get("branch"),
+                "commits": (result or {}).get("commits") or [],
+                "reason": reason_of(task),
+                "result": task.get("result_path") if result else None,
+            }
+        )
+    return rows
+
+
+def summary_lines(rows: list[dict]) -> list[str]:
+    """The human summary: a table that fits a terminal, reasons cut at a word boundary."""
+    if not rows:
+        return []
+    columns = [
+        ("TASK", lambda r: r["id"]),
+        ("STATUS", lambda r: r["status"]),
+        ("ATTEMPTS", lambda r: f"{r['attempts']}/{r['max_attempts']}"),
+        ("TIME", lambda r: duration_text(r["duration_seconds"])),
+        ("BRANCH", lambda r: fit(r["branch"] or "-", 32)),
+        ("COMMITS", lambda r: str(len(r["commits"]))),
+        ("REASON", lambda r: fit(r["reason"], 60)),
+    ]
+    return ["", "this run:", *render_table(rows, columns)]
+
+
+def duration_text(seconds: float) -> str:
+    """``4.2s``, ``3m05s`` or ``2h07m``."""
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    minutes, rest = divmod(int(seconds), 60)
+    if minutes < 60:
+        return f"{minutes}m{rest:02d}s"
+    return f"{minutes // 60}h{minutes % 60:02d}m"
+
+
+def run_document(repo: str, started_at: str, finished_at: str, exit_code: int, rows: list[dict], tasks: list[dict], refused: dict[str, str]) -> dict:
+    """The run as one JSON document: where and when, its exit code, every touched task's
+    row, the tasks it refused, and the queue's counts afterwards."""
+    counts = Counter(status_of(task) for task in tasks)
+    return {
+        "repo": repo,
+        "started_at": started_at,
+        "finished_at": finished_at,
+        "exit_code": exit_code,
+        "tasks": rows,
+        "refused": [{"id": task_id, "reason": reason} for task_id, reason in refused.items()],
+        "queue": {status: counts[status] for status in STATUSES},
+    }
