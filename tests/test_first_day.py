@@ -119,3 +119,46 @@ def test_cells_are_cut_at_a_word_boundary():
     assert fit("short", 20) == "short"
     assert fit("supercalifragilistic", 10) == "supercali…"
     assert fit("line\none\x1b[31m", 40) == "line one [31m"
+
+
+def stacked_tasks(*tasks: dict) -> dict:
+    return {"tasks": [{"dispatch": "exec", **task} for task in tasks]}
+
+
+def test_a_task_starts_from_its_dependencys_work_or_merges_several(sandbox):
+    sandbox.write_tasks(stacked_tasks(
+        {"id": "A", "command": "echo a > a.txt"},
+        {"id": "B", "command": "echo b > b.txt"},
+        {"id": "ONE", "command": "test -f a.txt && test ! -f b.txt", "depends_on": ["A"]},
+        {"id": "TWO", "command": "test -f a.txt && test -f b.txt", "depends_on": ["A", "B"]},
+    ))
+    proc = sandbox.macp("drain", "--dry-run", check=True)
+    assert "   base: the branches of A, B once they hold commits, else HEAD" in proc.stdout
+    sandbox.macp("drain", check=True)
+    one, two = sandbox.result("ONE"), sandbox.result("TWO")
+    assert one["status"] == two["status"] == "completed", "each saw its dependencies' files"
+    assert one["stacked_on"] == ["feat/A"] and two["stacked_on"] == ["feat/A", "feat/B"]
+    assert one["base_commit"] == sandbox.git("rev-parse", "feat/A").strip()
+    assert len(sandbox.git("show", "-s", "--format=%P", two["base_commit"]).split()) == 2, "TWO's base merges A and B"
+    assert "+a" not in sandbox.macp("diff", "TWO", check=True).stdout, "diff shows the task's own work only"
+
+
+def test_dependencies_that_do_not_merge_fail_the_attempt_with_the_conflict_named(sandbox):
+    sandbox.write_tasks(stacked_tasks(
+        {"id": "A", "command": "echo from-a > same.txt"},
+        {"id": "B", "command": "echo from-b > same.txt"},
+        {"id": "C", "command": "touch ran", "depends_on": ["A", "B"], "max_attempts": 1},
+    ))
+    sandbox.macp("drain")
+    task = sandbox.task("C")
+    assert task["status"] == "failed" and task["attempts"] == 1, "a counted failure, no provider involved"
+    assert task["last_failure"]["kind"] == "merge" and task["last_failure"]["conflicts"] == ["same.txt"]
+    assert "conflicts in same.txt" in sandbox.result("C")["error"]
+    assert not sandbox.worktree("C").exists() and "feat/C" not in sandbox.git("branch", "--list", "feat/C")
+
+
+def test_stacking_can_be_turned_off(sandbox):
+    sandbox.write_config({"macp": {"stack_dependencies": False}})
+    sandbox.write_tasks(stacked_tasks({"id": "A", "command": "echo a > a.txt"}, {"id": "N", "command": "test ! -f a.txt", "depends_on": ["A"]}))
+    sandbox.macp("drain", check=True)
+    assert sandbox.result("N")["status"] == "completed" and sandbox.result("N")["stacked_on"] == []

@@ -374,6 +374,9 @@ class Controller:
         if kind != "legacy":
             try:
                 task = self.enter_worktree(task)
+            except dispatcher.StackConflict as exc:
+                failure = {"kind": "merge", "attempt": task["attempts"], "exit_code": None, "conflicts": exc.paths, "output_tail": str(exc)}
+                return self.failed_attempt(task, failure, "failed", [], {"exit_code": None, "error": str(exc)})
             except MacpError as exc:
                 return self.finish(task, "failed", exit_code=None, error=f"worktree creation failed: {exc}")
         attempt_dir = self.fresh_attempt_dir(task)
@@ -417,11 +420,18 @@ class Controller:
         return path
 
     def enter_worktree(self, task: dict) -> dict:
-        """Create or reuse the task's worktree and record it on the task."""
-        path, created, base_commit, repaired = dispatcher.prepare_worktree(task, self.layout.repo_root, self.config)
-        task = self.update(task["id"], worktree=str(path), branch=dispatcher.branch_name(task), base_commit=base_commit)
+        """Create or reuse the task's worktree and record it on the task; a new branch starts
+        from its completed dependencies' work (``stacked_on``, :func:`dispatcher.stacked_branches`)."""
+        stack = dispatcher.stacked_branches(task, load_tasks(self.layout).tasks, self.layout.repo_root, self.config)
+        path, created, base_commit, repaired = dispatcher.prepare_worktree(task, self.layout.repo_root, self.config, stack)
+        changes: dict = {"worktree": str(path), "branch": dispatcher.branch_name(task), "base_commit": base_commit}
+        if created:
+            changes["stacked_on"] = stack
+        task = self.update(task["id"], **changes)
         event = "worktree.created" if created else "worktree.reused"
         metadata = {"worktree": str(path), "branch": task["branch"], **({"repaired": repaired} if repaired else {})}
+        if created and stack:
+            metadata["stacked_on"] = stack
         with self.guard.critical():
             self.emit(event, task, f"{path} on branch {task['branch']}", source="dispatcher", **metadata)
         for line in repaired:

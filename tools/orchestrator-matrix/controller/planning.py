@@ -47,6 +47,7 @@ def plan_lines(
             task["attempt_runtime"] = admission.runtime
         planned += 1
         lines.extend(_describe(planned, task, repo_root, config))
+        lines.extend(_base_line(task, tasks, repo_root, config))
         task["status"] = "completed"
     header = [f"dry run: {planned} task(s) would run, in this order (nothing was run)"]
     held = [
@@ -55,6 +56,19 @@ def plan_lines(
         if status_of(task) == "pending" and task["id"] not in refused
     ]
     return header + lines + held
+
+
+def _base_line(task: dict, tasks: list[dict], repo_root: Path, config: dict) -> list[str]:
+    """Where a new branch of ``task`` would start when it depends on others: the branches
+    of dependencies that already completed with commits, else theirs once they do."""
+    if dispatcher.dispatch_kind(task) == "legacy" or not task.get("depends_on") or task.get("base_commit"):
+        return []
+    stack = dispatcher.stacked_branches(task, tasks, repo_root, config)
+    if stack:
+        return [f"   base: {' + '.join(stack)} (its completed dependencies' work)"]
+    if config["macp"]["stack_dependencies"]:
+        return [f"   base: the branches of {', '.join(task['depends_on'])} once they hold commits, else {dispatcher.base_ref(repo_root, config)}"]
+    return []
 
 
 def _describe(number: int, task: dict, repo_root: Path, config: dict) -> list[str]:

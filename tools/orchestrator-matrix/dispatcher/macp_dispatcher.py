@@ -46,6 +46,15 @@ class WorktreeError(MacpError):
     """The task's worktree could not be created; the task fails at once (brief, Task 4)."""
 
 
+class StackConflict(MacpError):
+    """Merging the task's dependencies into its new branch conflicted (``paths``); the
+    fresh worktree and branch were removed again. A counted failure of the attempt."""
+
+    def __init__(self, message: str, paths: list[str]) -> None:
+        super().__init__(message)
+        self.paths = paths
+
+
 def slugify(text: str, max_length: int = 40) -> str:
     """Lower-case ``text`` to ``[a-z0-9-]``, runs of other characters become one ``-``."""
     slug = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
@@ -114,8 +123,32 @@ class PreparedWorktree(NamedTuple):
     repaired: list[str]
 
 
-def prepare_worktree(task: dict, repo_root: Path, config: dict) -> PreparedWorktree:
+def stacked_branches(task: dict, tasks: list[dict], repo_root: Path, config: dict) -> list[str]:
+    """The branches a new task branch starts from (``macp.stack_dependencies``, DESIGN.md
+    "Worktrees"): those of its dependencies, in ``depends_on`` order, that completed with
+    commits on their branch since the commit they started from. [] when stacking is off."""
+    if not config["macp"]["stack_dependencies"]:
+        return []
+    by_id = {other["id"]: other for other in tasks}
+    branches = []
+    for dependency in task.get("depends_on") or []:
+        other = by_id.get(dependency) or {}
+        branch, base = other.get("branch"), other.get("base_commit")
+        if other.get("status") != "completed" or not branch or not base or not gitops.branch_exists(repo_root, branch):
+            continue
+        tip = gitops.resolve_commit(repo_root, f"refs/heads/{branch}")
+        if tip and tip != base and branch not in branches:
+            branches.append(branch)
+    return branches
+
+
+def prepare_worktree(task: dict, repo_root: Path, config: dict, stack: list[str] | None = None) -> PreparedWorktree:
     """Create or reuse the task's worktree.
+
+    A new branch starts from ``stack`` when given (:func:`stacked_branches`): the first
+    branch's tip, with the others merged in (a conflict raises :class:`StackConflict`
+    after removing the fresh worktree and branch); else from :func:`base_ref`. The base
+    commit returned is the commit the task's own work starts from (after those merges).
 
     A retry finds the worktree registered on the task's branch and reuses it, so the worker
     continues from its partial work; a stale ``index.lock`` a crash left in it is removed
@@ -147,11 +180,25 @@ def prepare_worktree(task: dict, repo_root: Path, config: dict) -> PreparedWorkt
         if gitops.branch_exists(repo_root, branch):
             gitops.add_worktree(repo_root, path, branch, None)
             return PreparedWorktree(path, True, task.get("base_commit") or gitops.resolve_commit(repo_root, branch), repaired)
-        base = base_ref(repo_root, config)
+        stack = stack or []
+        base = f"refs/heads/{stack[0]}" if stack else base_ref(repo_root, config)
         gitops.add_worktree(repo_root, path, branch, base)
-        return PreparedWorktree(path, True, gitops.resolve_commit(repo_root, base), repaired)
+        for other in stack[1:]:
+            _merge_or_undo(repo_root, path, branch, other)
+        return PreparedWorktree(path, True, gitops.resolve_commit(path, "HEAD"), repaired)
     except gitops.GitError as exc:
         raise WorktreeError(str(exc)) from None
+
+
+def _merge_or_undo(repo_root: Path, path: Path, branch: str, other: str) -> None:
+    """Merge ``other`` into the fresh worktree of ``branch``; on a conflict remove the
+    worktree and the branch again (they hold only MACP's merges) and raise StackConflict."""
+    try:
+        gitops.merge_branch(path, other)
+    except gitops.MergeConflict as exc:
+        gitops.discard_worktree(repo_root, path)
+        gitops.delete_branch(repo_root, branch)
+        raise StackConflict(f"{exc}: the dependencies' work does not merge; resolve it on their branches", exc.paths) from None
 
 
 def setup_worktree(task: dict, repo_root: Path, config: dict | None = None) -> Path:
@@ -369,6 +416,7 @@ def collect_result(task: dict, exit_code: int | None, gate_results: list, orch_d
         "branch": task.get("branch"),
         "pr": task.get("pr"),
         "base_commit": task.get("base_commit"),
+        "stacked_on": task.get("stacked_on") or [],
         "commits": [],
         "worker": None,
         "summary": "",

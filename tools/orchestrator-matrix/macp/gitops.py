@@ -226,6 +226,44 @@ def keep_commit(repo: Path, ref: str, commit: str) -> None:
 FALLBACK_IDENTITY = ["-c", "user.name=MACP", "-c", "user.email=macp@localhost"]
 
 
+def _identity(worktree: Path) -> list[str]:
+    """``-c`` options giving git MACP's name, only when git knows no author at all."""
+    return [] if git(["var", "GIT_AUTHOR_IDENT"], worktree, check=False).returncode == 0 else FALLBACK_IDENTITY
+
+
+class MergeConflict(GitError):
+    """Merging a branch into a worktree conflicted; ``paths`` are the conflicting files.
+    The merge has been aborted."""
+
+    def __init__(self, branch: str, paths: list[str]) -> None:
+        shown = ", ".join(paths[:5]) + (", ..." if len(paths) > 5 else "")
+        super().__init__(f"merging {branch} conflicts in {shown or 'the index'}")
+        self.paths = paths
+
+
+def merge_branch(worktree: Path, branch: str) -> None:
+    """Merge ``refs/heads/<branch>`` into the worktree's HEAD (a merge commit, hooks
+    skipped). Raises :class:`MergeConflict` (after ``git merge --abort``) on a conflict,
+    :class:`GitError` when git refuses otherwise."""
+    message = f"Merge {branch}"
+    proc = git([*_identity(worktree), "merge", "--no-ff", "--no-verify", "-m", message, f"refs/heads/{branch}"], worktree, check=False)
+    if proc.returncode == 0:
+        return
+    conflicted = git(["diff", "--name-only", "--diff-filter=U", "-z"], worktree, check=False).stdout.split("\0")
+    git(["merge", "--abort"], worktree, check=False)
+    paths = [path for path in conflicted if path]
+    if paths:
+        raise MergeConflict(branch, paths)
+    detail = (proc.stderr.strip() or proc.stdout.strip() or f"exit {proc.returncode}").splitlines()[0]
+    raise GitError(f"git merge {branch}: {detail}")
+
+
+def delete_branch(repo: Path, branch: str) -> None:
+    """Delete ``branch`` (``git branch -D``): only for a branch MACP created moments before
+    that holds none of a worker's work."""
+    git(["branch", "-D", "--end-of-options", branch], repo, check=False)
+
+
 def commit_all(worktree: Path, message: str) -> str | None:
     """Commit everything uncommitted in ``worktree`` (``git add -A``: ignored files stay
     out) with ``message``; returns the new commit id, or None when there was nothing to
@@ -235,8 +273,7 @@ def commit_all(worktree: Path, message: str) -> str | None:
     git(["add", "-A", "--", "."], worktree)
     if git(["diff", "--cached", "--quiet"], worktree, check=False).returncode == 0:
         return None
-    identity = [] if git(["var", "GIT_AUTHOR_IDENT"], worktree, check=False).returncode == 0 else FALLBACK_IDENTITY
-    git([*identity, "commit", "-q", "--no-verify", "-m", message], worktree)
+    git([*_identity(worktree), "commit", "-q", "--no-verify", "-m", message], worktree)
     return git(["rev-parse", "HEAD"], worktree).stdout.strip()
 
 

@@ -36,6 +36,8 @@ def failure_summary(failure: dict) -> str:
         )
     if failure["kind"] == "timeout":
         return "the worker timed out and was stopped"
+    if failure["kind"] == "merge":
+        return f"its dependencies' branches do not merge (conflicts in {', '.join(failure.get('conflicts') or []) or 'the index'})"
     if failure.get("reported_error"):
         return f"the runtime reported an error (exit code {failure.get('exit_code')}): {failure['reported_error'][:200]}"
     return f"the worker exited with code {failure.get('exit_code')}"
