@@ -162,3 +162,30 @@ def test_stacking_can_be_turned_off(sandbox):
     sandbox.write_tasks(stacked_tasks({"id": "A", "command": "echo a > a.txt"}, {"id": "N", "command": "test ! -f a.txt", "depends_on": ["A"]}))
     sandbox.macp("drain", check=True)
     assert sandbox.result("N")["status"] == "completed" and sandbox.result("N")["stacked_on"] == []
+
+
+def test_prune_removes_what_finished_tasks_no_longer_need_and_says_why_the_rest_stays(sandbox):
+    sandbox.write_config({"macp": {"cleanup_worktrees": False}})
+    sandbox.write_tasks(stacked_tasks(
+        {"id": "MERGED", "command": "echo m > m.txt"},
+        {"id": "SQUASHED", "command": "echo s1 > s.txt && git add s.txt && git commit -qm s1 && echo s2 >> s.txt"},
+        {"id": "OPEN", "command": "echo o > o.txt"},
+        {"id": "DIRTY", "command": "echo d > d.txt && git add d.txt && git commit -qm d && echo scratch > scratch.txt; exit 1"},
+    ))
+    sandbox.macp("drain")
+    sandbox.git("merge", "-q", "--no-edit", "feat/MERGED")
+    sandbox.git("merge", "-q", "--squash", "feat/SQUASHED")
+    sandbox.git("commit", "-q", "-m", "squash SQUASHED")
+    before = sandbox.git("branch", "--list")
+    dry = sandbox.macp("prune", "--dry-run", check=True).stdout
+    assert "would delete branch feat/MERGED (MERGED): merged into HEAD" in dry
+    assert sandbox.git("branch", "--list") == before and sandbox.worktree("OPEN").exists(), "a dry run changes nothing"
+    out = sandbox.macp("prune", check=True).stdout.splitlines()
+    assert f"removed worktree {sandbox.worktree('MERGED')} (MERGED)" in out
+    assert "deleted branch feat/MERGED (MERGED): merged into HEAD" in out
+    assert "deleted branch feat/SQUASHED (SQUASHED): its patches are in HEAD (squash or rebase merge)" in out
+    assert "kept branch feat/OPEN (OPEN): not in HEAD yet" in out
+    assert f"kept worktree {sandbox.worktree('DIRTY')} (DIRTY): 1 uncommitted path: scratch.txt" in out
+    assert not sandbox.worktree("OPEN").exists() and "feat/OPEN" in sandbox.git("branch", "--list", "feat/OPEN")
+    assert "feat/MERGED" not in sandbox.git("branch", "--list") and sandbox.worktree("DIRTY").exists()
+    assert "branch.pruned" in sandbox.event_types("MERGED")

@@ -1,7 +1,7 @@
 """``mosaic macp``: submit, inspect and steer the MACP queue of a repository.
 
 Subcommands (MACP Phase 1 brief, Task 7, plus what DESIGN.md adds): ``init``, ``submit``,
-``status``, ``show``, ``log``, ``diff``, ``drain``, ``history``, ``retry``, ``cancel``, ``approve``, ``complete``,
+``status``, ``show``, ``log``, ``diff``, ``prune``, ``drain``, ``history``, ``retry``, ``cancel``, ``approve``, ``complete``,
 ``sync``, ``validate``. Every one takes
 ``--repo DIR`` (default: the main worktree of the current folder's repository); read commands take
 ``--json``. Human output goes to stdout, diagnostics to stderr; exit codes are in
@@ -279,6 +279,12 @@ def cmd_diff(args) -> int:
     return run_diff(args)
 
 
+def cmd_prune(args) -> int:
+    from controller.prune import cmd_prune as run_prune
+
+    return run_prune(args)
+
+
 def cmd_history(args) -> int:
     layout = Layout(resolve_repo(args.repo))
     if args.task_id and load_tasks(layout).find(args.task_id) is None:
@@ -498,6 +504,10 @@ def build_parser() -> OneLineParser:
     p = command("diff", cmd_diff, "show what a task's branch changed since the commit it started from (git diff BASE...BRANCH)")
     p.add_argument("task_id", help="the task whose work to show")
     p.add_argument("--stat", action="store_true", help="only the summary of changed files")
+
+    p = command("prune", cmd_prune, "remove finished tasks' worktrees that hold no work and their branches already in the base")
+    p.add_argument("--dry-run", action="store_true", help="say what would go, remove nothing")
+    p.add_argument("--wait", action="store_true", help="wait for a running controller instead of exiting 75")
 
     p = command("history", cmd_history, "show the event log")
     p.add_argument("--task-id", help="only this task's events (default: every event)")

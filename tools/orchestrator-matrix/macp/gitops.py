@@ -264,6 +264,34 @@ def delete_branch(repo: Path, branch: str) -> None:
     git(["branch", "-D", "--end-of-options", branch], repo, check=False)
 
 
+def is_merged(repo: Path, branch: str, base: str) -> bool:
+    """True when ``refs/heads/<branch>`` is an ancestor of ``base`` (``git merge-base
+    --is-ancestor``): the base holds every commit of the branch."""
+    return git(["merge-base", "--is-ancestor", f"refs/heads/{branch}", f"{base}^{{commit}}"], repo, check=False).returncode == 0
+
+
+def patches_upstream(repo: Path, branch: str, base: str) -> bool:
+    """True when ``base`` already holds ``branch``'s changes as other commits: every commit
+    has an equivalent patch there (a rebase merge), or the branch's whole change since the
+    merge base does (a squash merge). ``git cherry`` decides: it prints ``-`` for a patch
+    the base has; the whole change is tested as one throwaway commit (``git commit-tree``)."""
+    upstream = f"{base}^{{commit}}"
+    if _all_upstream(repo, upstream, f"refs/heads/{branch}"):
+        return True
+    fork = git(["merge-base", upstream, f"refs/heads/{branch}"], repo, check=False).stdout.strip()
+    if not fork:
+        return False
+    tree = git(["rev-parse", f"refs/heads/{branch}^{{tree}}"], repo).stdout.strip()
+    squashed = git([*_identity(repo), "commit-tree", tree, "-p", fork, "-m", f"{branch} squashed"], repo).stdout.strip()
+    return _all_upstream(repo, upstream, squashed)
+
+
+def _all_upstream(repo: Path, upstream: str, head: str) -> bool:
+    lines = git(["cherry", upstream, head], repo).stdout.split("\n")
+    marks = [line[:1] for line in lines if line.strip()]
+    return bool(marks) and all(mark == "-" for mark in marks)
+
+
 def commit_all(worktree: Path, message: str) -> str | None:
     """Commit everything uncommitted in ``worktree`` (``git add -A``: ignored files stay
     out) with ``message``; returns the new commit id, or None when there was nothing to
