@@ -189,3 +189,58 @@ def test_prune_removes_what_finished_tasks_no_longer_need_and_says_why_the_rest_
     assert not sandbox.worktree("OPEN").exists() and "feat/OPEN" in sandbox.git("branch", "--list", "feat/OPEN")
     assert "feat/MERGED" not in sandbox.git("branch", "--list") and sandbox.worktree("DIRTY").exists()
     assert "branch.pruned" in sandbox.event_types("MERGED")
+
+
+def test_retry_fresh_starts_over_from_the_base_and_keeps_the_old_tip(sandbox):
+    sandbox.write_tasks(stacked_tasks({"id": "R", "command": "test -f done.txt || { echo try > try.txt; git add try.txt; git commit -qm try; exit 1; }"}))
+    sandbox.macp("drain")
+    old_tip = sandbox.git("rev-parse", "feat/R").strip()
+    sandbox.macp("retry", "R", "--fresh", check=True)
+    task = sandbox.task("R")
+    assert task["status"] == "pending" and task["worktree"] is None and task["base_commit"] is None
+    assert sandbox.git("rev-parse", f"refs/macp/{sandbox.worktree('R').name}/before-fresh-1").strip() == old_tip
+    assert not sandbox.worktree("R").exists() and sandbox.git("branch", "--list", "feat/R").strip() == ""
+    sandbox.write_tasks({"tasks": [{**sandbox.task("R"), "command": "test ! -f try.txt"}]})
+    sandbox.macp("drain", check=True)
+    assert sandbox.result("R")["status"] == "completed", "the new attempt did not see the old work"
+
+
+def test_retry_fresh_refuses_to_drop_uncommitted_work(sandbox):
+    sandbox.write_config({"macp": {"commit_leftovers": False}})
+    sandbox.write_tasks(stacked_tasks({"id": "U", "command": "echo wip > wip.txt; exit 1"}))
+    sandbox.macp("drain")
+    before = sandbox.task("U")
+    proc = sandbox.macp("retry", "U", "--fresh")
+    assert proc.returncode == 2 and "holds 1 uncommitted path: wip.txt" in proc.stderr
+    assert sandbox.task("U") == before and (sandbox.worktree("U") / "wip.txt").exists()
+
+
+def test_retry_requeues_the_tasks_its_failure_took_down(sandbox):
+    sandbox.write_tasks(stacked_tasks(
+        {"id": "UP", "command": "test -f ../fixed"},
+        {"id": "MID", "command": "true", "depends_on": ["UP"]},
+        {"id": "LOW", "command": "true", "depends_on": ["MID"]},
+        {"id": "GHOST", "command": "true", "depends_on": ["nobody"]},
+    ))
+    sandbox.macp("drain")
+    assert [sandbox.task(i)["status"] for i in ("UP", "MID", "LOW", "GHOST")] == ["failed", "escalated", "escalated", "escalated"]
+    (sandbox.worktree_base / "fixed").touch()
+    out = sandbox.macp("retry", "UP", check=True).stdout
+    assert "MID: pending again (it was escalated only because UP failed)" in out
+    assert sandbox.task("LOW")["status"] == "pending" and sandbox.task("GHOST")["status"] == "escalated"
+    sandbox.macp("drain", check=True)
+    assert [sandbox.task(i)["status"] for i in ("UP", "MID", "LOW")] == ["completed"] * 3
+
+
+def test_edit_changes_a_pending_task_and_records_the_change(sandbox):
+    sandbox.macp("submit", "--task-id", "E", "--command", "false", check=True)
+    sandbox.macp("edit", "E", "--command", "true", "--priority", "5", "--gate", "test -n ok", "--timeout", "30", check=True)
+    task = sandbox.task("E")
+    assert (task["command"], task["priority"], task["quality_gates"], task["timeout_seconds"]) == ("true", 5, ["test -n ok"], 30)
+    [event] = [e for e in sandbox.events("E") if e["event_type"] == "task.updated"]
+    assert event["metadata"]["changes"]["command"] == {"from": "false", "to": "true"}
+    proc = sandbox.macp("edit", "E", "--runtime", "hal9000")
+    assert proc.returncode == 2 and "unknown runtime 'hal9000'" in proc.stderr
+    sandbox.macp("drain", check=True)
+    proc = sandbox.macp("edit", "E", "--priority", "1")
+    assert proc.returncode == 2 and "only pending or escalated tasks can be edited" in proc.stderr

@@ -1,7 +1,7 @@
 """``mosaic macp``: submit, inspect and steer the MACP queue of a repository.
 
 Subcommands (MACP Phase 1 brief, Task 7, plus what DESIGN.md adds): ``init``, ``submit``,
-``status``, ``show``, ``log``, ``diff``, ``prune``, ``drain``, ``history``, ``retry``, ``cancel``, ``approve``, ``complete``,
+``status``, ``show``, ``log``, ``diff``, ``prune``, ``drain``, ``history``, ``retry``, ``edit``, ``cancel``, ``approve``, ``complete``,
 ``sync``, ``validate``. Every one takes
 ``--repo DIR`` (default: the main worktree of the current folder's repository); read commands take
 ``--json``. Human output goes to stdout, diagnostics to stderr; exit codes are in
@@ -343,32 +343,102 @@ def record(layout: Layout, event_type: str, task: dict, message: str, **metadata
 
 def cmd_retry(args) -> int:
     layout = Layout(resolve_repo(args.repo))
+    config = load_config(layout.config_file)
+    if args.fresh:
+        from dispatcher.macp_dispatcher import start_over
+
+        task = load_tasks(layout).get(args.task_id)
+        check_retryable(task)
+        for line in start_over(task, layout.repo_root, config):
+            out(f"{args.task_id}: {line}")
 
     def decide(task: dict) -> dict:
-        if status_of(task) not in ("failed", "escalated", "cancelled"):
-            raise MacpError(f"task {task['id']} is {status_of(task)}; only failed, escalated or cancelled tasks can be retried")
+        check_retryable(task)
         budget = task.get("attempts", 0) + args.attempts
-        return {
-            "max_attempts": budget,
-            "claim": None,
-            "error": None,
-            "escalation_reason": None,
-            "not_before": None,
-            "provider_failures": 0,
-            "failed_runtimes": [],
-            "acp": None,
-        }
+        fresh = {"worktree": None, "base_commit": None, "stacked_on": [], "last_failure": None} if args.fresh else {}
+        return {**RETRY_RESETS, "max_attempts": budget, **fresh}
 
     before, task = change_task(layout, args.task_id, decide, "pending")
+    how = "from the base, in a new worktree" if args.fresh else "in its worktree"
     record(
         layout,
         "task.retried",
         task,
-        f"back to pending by hand; {args.attempts} more attempt(s), budget {task['max_attempts']}",
+        f"back to pending by hand ({how}); {args.attempts} more attempt(s), budget {task['max_attempts']}",
         previous_status=status_of(before),
         max_attempts=task["max_attempts"],
+        fresh=args.fresh,
     )
     out(f"{task['id']}: pending again ({args.attempts} more attempt(s))")
+    for other in requeue_downstream(layout, task["id"]):
+        record(layout, "task.retried", other, f"back to pending: its dependency {task['id']} is retried")
+        out(f"{other['id']}: pending again (it was escalated only because {task['id']} failed)")
+    return EXIT_OK
+
+
+# Fields a retry clears: the claim, the outcome, waits, the provider-failure budget, an acp report.
+RETRY_RESETS = {
+    "claim": None,
+    "error": None,
+    "escalation_reason": None,
+    "upstream_failed": False,
+    "not_before": None,
+    "provider_failures": 0,
+    "failed_runtimes": [],
+    "acp": None,
+}
+
+
+def check_retryable(task: dict) -> None:
+    """Refuse (MacpError) a task that is not failed, escalated or cancelled."""
+    if status_of(task) not in ("failed", "escalated", "cancelled"):
+        raise MacpError(f"task {task['id']} is {status_of(task)}; only failed, escalated or cancelled tasks can be retried")
+
+
+def requeue_downstream(layout: Layout, task_id: str) -> list[dict]:
+    """Put back to pending the tasks escalated only because ``task_id`` (or a task so
+    escalated because of it) failed (``upstream_failed``); returns them."""
+    requeued: list[dict] = []
+    with edit_tasks(layout) as document:
+        frontier = [task_id]
+        while frontier:
+            upstream = frontier.pop()
+            for held in document.tasks:
+                if status_of(held) == "escalated" and held.get("upstream_failed") and upstream in (held.get("depends_on") or []):
+                    requeued.append(transition(held, "pending", clock.timestamp(), **RETRY_RESETS))
+                    document.replace(requeued[-1])
+                    frontier.append(held["id"])
+    return requeued
+
+
+EDITABLE = {"timeout": "timeout_seconds", "command": "command", "max_attempts": "max_attempts", "runtime": "runtime", "priority": "priority", "gate": "quality_gates"}
+
+
+def cmd_edit(args) -> int:
+    """Change fields of a pending or escalated task; the event records old and new values."""
+    layout = Layout(resolve_repo(args.repo))
+    config = load_config(layout.config_file)
+    wanted = {field: getattr(args, option) for option, field in EDITABLE.items() if getattr(args, option) is not None}
+    if not wanted:
+        raise MacpError("nothing to change: give at least one of --timeout, --command, --max-attempts, --runtime, --priority, --gate")
+    if "runtime" in wanted and wanted["runtime"] not in config["runtimes"]:
+        raise MacpError(f"unknown runtime {wanted['runtime']!r} (configured: {', '.join(config['runtimes']) or 'none'})")
+    with edit_tasks(layout) as document:
+        task = document.get(args.task_id)
+        if status_of(task) not in ("pending", "escalated"):
+            raise MacpError(f"task {task['id']} is {status_of(task)}; only pending or escalated tasks can be edited")
+        changed = {field: {"from": task.get(field), "to": value} for field, value in wanted.items() if task.get(field) != value}
+        edited = {**task, **wanted, "updated_at": clock.timestamp()}
+        errors = schema_errors("task", edited)
+        if errors:
+            raise MacpError(f"invalid change: {errors[0]}")
+        document.replace(edited)
+    if not changed:
+        out(f"{args.task_id}: nothing changed")
+        return EXIT_OK
+    summary = ", ".join(f"{field} {one_line(str(change['to']))}" for field, change in changed.items())
+    record(layout, "task.updated", edited, f"edited by hand: {summary}", changes=changed)
+    out(f"{args.task_id}: {summary}")
     return EXIT_OK
 
 
@@ -516,6 +586,16 @@ def build_parser() -> OneLineParser:
     p = command("retry", cmd_retry, "put a failed, escalated or cancelled task back to pending")
     p.add_argument("task_id", help="the task to retry")
     p.add_argument("--attempts", type=positive_int, default=1, help="attempts to grant (default: 1)")
+    p.add_argument("--fresh", action="store_true", help="start over from the base in a new worktree; the old branch tip is kept under refs/macp/ (default: continue in the task's worktree)")
+
+    p = command("edit", cmd_edit, "change a pending or escalated task (the event records the change)")
+    p.add_argument("task_id", help="the task to change")
+    p.add_argument("--timeout", type=positive_int, metavar="SECONDS", help="new limit of each worker run (default: unchanged)")
+    p.add_argument("--command", help="new shell command of an exec/legacy task (default: unchanged)")
+    p.add_argument("--max-attempts", type=positive_int, help="new attempt budget (default: unchanged)")
+    p.add_argument("--runtime", help="new agent runtime (default: unchanged)")
+    p.add_argument("--priority", type=int, help="new priority, higher runs first (default: unchanged)")
+    p.add_argument("--gate", action="append", metavar="COMMAND", help="the task's quality gates, replacing its list (repeatable; default: unchanged)")
 
     p = command("cancel", cmd_cancel, "cancel a task that is not running")
     p.add_argument("task_id", help="the task to cancel")

@@ -201,6 +201,32 @@ def _merge_or_undo(repo_root: Path, path: Path, branch: str, other: str) -> None
         raise StackConflict(f"{exc}: the dependencies' work does not merge; resolve it on their branches", exc.paths) from None
 
 
+def start_over(task: dict, repo_root: Path, config: dict) -> list[str]:
+    """Make room for a fresh start of ``task`` (``retry --fresh``): keep its branch tip under
+    ``refs/macp/<task folder>/before-fresh-<attempts>``, remove its worktree and delete the
+    branch, so the next attempt starts from the base in a new worktree. Nothing is lost:
+    a worktree with uncommitted work refuses (:class:`MacpError`), and every commit stays
+    reachable from a ref. Returns what was done, one line each."""
+    done: list[str] = []
+    branch = task.get("branch") or branch_name(task)
+    worktree = Path(task["worktree"]) if task.get("worktree") else None
+    if worktree is not None and worktree.exists():
+        left = uncommitted_work(worktree, remove_ignored=True)
+        if left:
+            raise MacpError(f"task {task['id']}: its worktree holds {left}; commit or remove them before --fresh")
+        kept = cleanup_worktree(task, repo_root, config["macp"]["remove_ignored_files"])
+        if kept:
+            raise MacpError(f"task {task['id']}: its worktree was kept ({kept}); remove it before --fresh")
+        done.append(f"removed worktree {worktree}")
+    tip = gitops.resolve_commit(repo_root, f"refs/heads/{branch}") if gitops.branch_exists(repo_root, branch) else None
+    if tip:
+        ref = f"refs/macp/{task_folder_name(task['id'])}/before-fresh-{task.get('attempts', 0)}"
+        gitops.keep_commit(repo_root, ref, tip)
+        gitops.delete_branch(repo_root, branch)
+        done.append(f"branch {branch} reset; its old tip {tip[:12]} is kept as {ref}")
+    return done
+
+
 def setup_worktree(task: dict, repo_root: Path, config: dict | None = None) -> Path:
     """Create (or reuse) the git worktree for ``task``; return its path.
 

@@ -68,7 +68,9 @@ def dependency_holds(tasks: list[dict]) -> list[Hold]:
                 held.add(task_id)
     simulated = [{**task, "status": "escalated"} if task["id"] in held else task for task in tasks]
     for task_id, reason in doomed_tasks(simulated):
-        holds.append(Hold(task_id, "escalated", {"escalation_reason": reason}, "task.escalated", reason))
+        # Marked, so that `retry` of the failed task re-queues the tasks it took down with it.
+        changes = {"escalation_reason": reason, "upstream_failed": reason.startswith("upstream failed")}
+        holds.append(Hold(task_id, "escalated", changes, "task.escalated", reason))
     return holds
 
 
