@@ -160,7 +160,7 @@ def test_retry_grants_a_fresh_attempt_and_cancel_refuses_finished_tasks(sandbox)
     assert sandbox.macp("retry", "A", check=True).stdout == "A: pending again (1 more attempt(s))\n"
     task = sandbox.task("A")
     assert task["status"] == "pending" and task["max_attempts"] == 2 and task["error"] is None
-    assert sandbox.events("A")[-1]["metadata"] == {"previous_status": "failed", "max_attempts": 2}
+    assert sandbox.events("A")[-1]["metadata"] == {"previous_status": "failed", "max_attempts": 2, "fresh": False}
     assert_one_line_error(sandbox.macp("retry", "A"), "only failed, escalated or cancelled")
     sandbox.macp("cancel", "A", "--reason", "not needed", check=True)
     assert sandbox.task("A")["status"] == "cancelled"

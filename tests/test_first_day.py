@@ -244,3 +244,22 @@ def test_edit_changes_a_pending_task_and_records_the_change(sandbox):
     sandbox.macp("drain", check=True)
     proc = sandbox.macp("edit", "E", "--priority", "1")
     assert proc.returncode == 2 and "only pending or escalated tasks can be edited" in proc.stderr
+
+
+def test_a_legacy_queue_behaves_as_before_macp(sandbox):
+    sandbox.write_config({"quality_gates": [{"name": "check", "command": "test -f ok-to-pass"}]})
+    sandbox.write_tasks([
+        {"id": "pass", "command": "touch ok-to-pass"},
+        {"id": "gatefail", "command": "rm -f ok-to-pass"},
+        {"id": "old", "status": "done", "command": "touch old-ran"},
+        {"id": "has space", "command": "touch space-ran"},
+    ])
+    proc = sandbox.controller("--until-drained")
+    assert proc.returncode == 2, "the skipped tasks are reported"
+    assert "task old not run" in proc.stderr and "task has space not run" in proc.stderr and "Traceback" not in proc.stderr
+    tasks = {task["id"]: task for task in json.loads((sandbox.orch / "tasks.json").read_text())}
+    assert tasks["pass"]["status"] == "completed" and tasks["gatefail"]["status"] == "failed", "a failing gate ends a legacy task failed"
+    assert tasks["old"]["status"] == "done" and "status" not in tasks["has space"], "skipped tasks are left as they were"
+    assert not (sandbox.repo / "old-ran").exists() and not (sandbox.repo / "space-ran").exists()
+    statuses = [e["status"] for e in sandbox.events() if e.get("task_id") in ("pass", "gatefail")]
+    assert "gated" not in statuses, "a legacy task never passes through gated"

@@ -493,10 +493,14 @@ class Controller:
             if reported_error:
                 failure["reported_error"] = reported_error
             return self.failed_attempt(task, failure, "failed", [], details)
-        task = self.commit_leftovers(task)
         specs = gate_specs(task, self.config)
-        task = self.change(task["id"], "gated", "task.gated", f"worker exited 0; running {len(specs)} quality gate(s)")
-        self.say(f"{task['id']}: gated, running {len(specs)} quality gate(s)")
+        # A legacy task (no dispatch) keeps the pre-MACP lifecycle: no `gated` step, and a
+        # failing gate ends it `failed`, never `escalated` (DESIGN.md "The task lifecycle").
+        legacy = dispatcher.dispatch_kind(task) == "legacy"
+        if not legacy:
+            task = self.commit_leftovers(task)
+            task = self.change(task["id"], "gated", "task.gated", f"worker exited 0; running {len(specs)} quality gate(s)")
+            self.say(f"{task['id']}: gated, running {len(specs)} quality gate(s)")
         gate_results = self.run_quality_gates(task, specs)
         failing = next((gate for gate in gate_results if not gate["passed"]), None)
         if failing is None:
@@ -509,7 +513,7 @@ class Controller:
             "classification": failing["classification"],
             "output_tail": failing["output_tail"],
         }
-        return self.failed_attempt(task, failure, "escalated", gate_results, details)
+        return self.failed_attempt(task, failure, "failed" if legacy else "escalated", gate_results, details)
 
     def commit_leftovers(self, task: dict) -> dict:
         """Commit what a worker that exited 0 left uncommitted on the task branch, so the

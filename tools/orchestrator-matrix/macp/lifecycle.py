@@ -14,7 +14,8 @@ FINISHED = frozenset({"completed", "failed", "escalated", "cancelled"})
 
 ALLOWED: dict[str, frozenset[str]] = {
     "pending": frozenset({"running", "escalated", "cancelled"}),
-    "running": frozenset({"gated", "pending", "failed", "escalated", "cancelled"}),
+    # running -> completed: a legacy task, which has no gated step (pre-MACP lifecycle).
+    "running": frozenset({"gated", "completed", "pending", "failed", "escalated", "cancelled"}),
     "gated": frozenset({"completed", "pending", "failed", "escalated", "cancelled"}),
     "completed": frozenset(),
     "failed": frozenset({"pending", "cancelled"}),
