@@ -188,7 +188,7 @@ def test_blocks_contradicting_depends_on_are_reported(sandbox, tasks_md):
         ("| id | command |\n|---|---|\n| bad id | true |\n", "does not match"),
         ("| id | command | depends_on |\n|---|---|---|\n| A | true | ghost |\n", "unknown dependency ghost"),
         ("| id | status | command |\n|---|---|---|\n| A | sleeping | true |\n", "unknown status 'sleeping'"),
-        ("| id |\n|---|\n| A |\n", "an exec task needs a command"),
+        ("| id | dispatch |\n|---|---|\n| A | exec |\n", "an exec task needs a command"),
         ("no table here\n", "no table with an 'id' column"),
     ],
 )
@@ -236,3 +236,37 @@ def test_sync_of_another_file_only_touches_its_own_tasks(sandbox, tasks_md):
     other.write_text("| id | description | command |\n|---|---|---|\n")
     proc = sandbox.macp("sync", "--file", "other.md", check=True)
     assert "remove O-1" in proc.stdout and sorted(t["id"] for t in sandbox.tasks()) == ["T-1", "T-2", "T-3"]
+
+
+GUIDE_TABLE = (
+    "# Tasks\r\n\r\n"
+    "| id | status | description | issue | repo | branch | depends_on | blocks | agent | started_at | completed_at | estimate | used |\r\n"
+    "| ---------- | ----------- | ---------------------------- | ----- | ---- | ------------ | ---------- | ---------- | ----- | ---------- | ------------ | -------- | ---- |\r\n"
+    "| MS-SEC-001 | not-started | SEC-API-1: Brief description | #337 | api | fix/security | | MS-SEC-002 | | | | 8K | |\r\n"
+    "| MS-SEC-002 | not-started | SEC-API-2: Second fix | #337 | api | fix/security | MS-SEC-001 |\r\n"
+    "| MS-SEC-000 | done | SEC-API-0: Old | #337 | api | fix/security | | | w1 | 2026-01-01T00:00:00Z | 2026-01-01T01:00:00Z | 3K | 2.9K |\r\n"
+)
+
+
+def test_the_mosaic_stack_guides_own_table_syncs_as_it_is(sandbox):
+    (sandbox.repo / "docs" / "tasks").mkdir(parents=True)
+    (sandbox.repo / "docs" / "tasks" / "MS-SEC-001.md").write_text("# MS-SEC-001\nFix SEC-API-1.\n")
+    (sandbox.repo / "docs" / "TASKS.md").write_bytes(GUIDE_TABLE.encode())
+    sandbox.macp("sync", check=True)
+    first, second, done = sandbox.task("MS-SEC-001"), sandbox.task("MS-SEC-002"), sandbox.task("MS-SEC-000")
+    assert first["dispatch"] == second["dispatch"] == "yolo", "a row without a command is an agent's task"
+    assert first["brief_path"] == "docs/tasks/MS-SEC-001.md"
+    assert second["description"] == "SEC-API-2: Second fix\n\nIssue: #337\nBranch: fix/security"
+    assert done["status"] == "completed" and second["depends_on"] == ["MS-SEC-001"]
+    tasks = sandbox.tasks()
+    finished = {"status": "completed", "attempts": 1, "attempt_runtime": "codex",
+                "started_at": "2026-11-23T01:02:03.456Z", "completed_at": "2026-11-23T01:12:03.456Z"}
+    sandbox.write_tasks({"tasks": [{**task, **finished} if task["id"] == "MS-SEC-002" else task for task in tasks]})
+    sandbox.macp("sync", "--write-back", check=True)
+    text = (sandbox.repo / "docs" / "TASKS.md").read_bytes().decode()
+    assert text.count("\r\n") == text.count("\n"), "every row keeps its CRLF"
+    row = next(line for line in text.split("\r\n") if line.startswith("| MS-SEC-002"))
+    cells = [cell.strip() for cell in row.strip("|").split("|")]
+    assert len(cells) == 11, "the short row was padded up to the last column written"
+    assert (cells[1], cells[8], cells[9], cells[10]) == ("done", "codex", "2026-11-23T01:02:03.456Z", "2026-11-23T01:12:03.456Z")
+    assert cells[6] == "MS-SEC-001" and cells[7] == "", "cells before the written ones stay in their columns"

@@ -27,6 +27,7 @@ the file stays as it was.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -151,20 +152,44 @@ def owned_fields(row: Row, config: dict, is_new: bool) -> tuple[dict, list[str]]
         if key in values:
             fields[key] = split_list(values[key])
     if is_new:
-        fields.setdefault("dispatch", config["macp"]["default_dispatch"])
+        # A row without a command is work for an agent (the Mosaic Stack guide's own table
+        # has no command column): yolo, on the runtime the usual rule picks.
+        fields.setdefault("dispatch", config["macp"]["default_dispatch"] if fields.get("command") else "yolo")
         fields.setdefault("title", row.task_id)
     return fields, problems
 
 
+def agent_prompt(row: Row, fields: dict, brief_dir: Path, repo_root: Path) -> dict:
+    """What an agent task from ``row`` is told: ``brief_path`` = ``<brief_dir>/<id>.md``
+    when that file exists, else a ``description`` made of the row's description, issue and
+    branch. Returns the fields to add (none for a task that is not an agent's)."""
+    if fields.get("dispatch") not in ("yolo", "acp"):
+        return {}
+    brief = brief_dir / f"{row.task_id}.md"
+    if brief.is_file():
+        return {"brief_path": str(brief.relative_to(repo_root))}
+    lines = [row.values.get("description", "").strip() or row.task_id]
+    lines += [f"{label}: {row.values[key].strip()}" for key, label in (("issue", "Issue"), ("branch", "Branch"))
+              if row.values.get(key, "").strip().lower() not in _EMPTY]
+    return {"description": "\n\n".join([lines[0], "\n".join(lines[1:])]).strip()}
+
+
 def plan_sync(
-    rows: list[Row], tasks: list[dict], config: dict, now: str, source: str = SOURCE, with_history: frozenset[str] = frozenset()
+    rows: list[Row],
+    tasks: list[dict],
+    config: dict,
+    now: str,
+    source: str = SOURCE,
+    with_history: frozenset[str] = frozenset(),
+    prompt_for: Callable[[Row, dict], dict] = lambda _row, _fields: {},
 ) -> SyncPlan:
     """Compare the table's ``rows`` with ``tasks``; return the :class:`SyncPlan` (pure).
 
     ``source`` names the table file (new tasks record it in ``metadata.source``); only tasks
     from that file may be removed, and only while pending, never attempted, and not in
     ``with_history`` (ids with any event beyond ``task.submitted`` that a sync did not write:
-    an interrupted or provider-failed task has 0 attempts but a history)."""
+    an interrupted or provider-failed task has 0 attempts but a history). ``prompt_for(row,
+    fields)`` gives a new agent task its prompt fields (:func:`agent_prompt`)."""
     plan = SyncPlan()
     by_id = {task["id"]: task for task in tasks}
     seen: dict[str, int] = {}
@@ -177,7 +202,7 @@ def plan_sync(
         fields, problems = owned_fields(row, config, existing is None)
         plan.problems += problems
         if existing is None:
-            plan.added.append(_new_task(row, fields, config, now, plan, source))
+            plan.added.append(_new_task(row, {**fields, **prompt_for(row, fields)}, config, now, plan, source))
         elif status_of(existing) in ("running", "gated"):
             plan.notes.append(f"{row.task_id}: {status_of(existing)}, left untouched")
         else:
@@ -193,7 +218,7 @@ def plan_sync(
         errors = schema_errors("task", merged)
         if errors:
             plan.problems.append(f"line {seen.get(task['id'], 0)}: {task['id']}: {errors[0]}")
-        elif merged.get("dispatch", "exec") == "exec" and not merged.get("command"):
+        elif merged.get("dispatch", "exec") == "exec" and not merged.get("command") and status_of(merged) not in ("completed", "cancelled"):
             plan.problems.append(f"line {seen.get(task['id'], 0)}: {task['id']}: an exec task needs a command (add a 'command' or 'dispatch' column)")
     for task in tasks:
         if task["id"] not in seen and (task.get("metadata") or {}).get("source") == source:
@@ -310,7 +335,9 @@ def run_sync(args) -> int:
         if event.get("task_id") and event.get("event_type") != "task.submitted" and event.get("source") != "sync"
     )
     with edit_tasks(layout) as document:
-        plan = plan_sync(rows, document.tasks, config, clock.timestamp(), source, with_history)
+        brief_dir = confine(config["macp"]["brief_dir"], layout.repo_root, "macp.brief_dir")
+        prompt = lambda row, fields: agent_prompt(row, fields, brief_dir, layout.repo_root.resolve())  # noqa: E731
+        plan = plan_sync(rows, document.tasks, config, clock.timestamp(), source, with_history, prompt)
         for problem in plan.problems:
             note(f"{path}: {problem}")
         if plan.problems:

@@ -33,12 +33,14 @@ _BLOCK_START = re.compile(
 class Cell:
     """One cell: its text (trimmed, ``\\|`` unescaped) and where that text sits in the source:
     ``line`` (0-based) and the ``start``/``end`` columns of the trimmed raw text. A padding
-    cell that does not exist in the source has ``start == end == -1``."""
+    cell that does not exist in the source has ``start == end == -1`` and its ``column``
+    (0-based) in the table."""
 
     text: str
     line: int
     start: int
     end: int
+    column: int = -1
 
     @property
     def present(self) -> bool:
@@ -134,7 +136,7 @@ def parse_tables(text: str) -> list[Table]:
         row_number = number + 2
         while row_number < len(lines) and not _ends_table(lines[row_number]):
             cells = split_row(lines[row_number], row_number)[: len(header)]
-            cells += [Cell("", row_number, -1, -1)] * (len(header) - len(cells))
+            cells += [Cell("", row_number, -1, -1, column) for column in range(len(cells), len(header))]
             table.rows.append(cells)
             table.last_line = row_number
             row_number += 1
@@ -164,19 +166,32 @@ def replace_cells(text: str, changes: list[tuple[Cell, str]]) -> str:
     """``text`` with each ``(cell, new text)`` written into that cell, everything else intact.
 
     The new text is escaped (:func:`escape_cell`). A cell keeps its width when the new text
-    fits; a padding cell (absent from the source row) is appended to its row.
+    fits. A padding cell (a column the source row stops short of) is written in its own
+    column: the row is first extended with empty cells up to it. A line's ``\\r`` (CRLF
+    files) stays at its end.
     """
     lines = text.split("\n")
     by_line: dict[int, list[tuple[Cell, str]]] = {}
     for cell, value in changes:
         by_line.setdefault(cell.line, []).append((cell, escape_cell(value)))
     for number, edits in by_line.items():
-        line = lines[number]
+        line, ending = (lines[number][:-1], "\r") if lines[number].endswith("\r") else (lines[number], "")
         for cell, value in sorted((edit for edit in edits if edit[0].present), key=lambda edit: -edit[0].start):
             line = _write_cell(line, cell, value)
-        for cell, value in edits:
-            if not cell.present:
-                body = line.rstrip()
-                line = f"{body} {value} |" if body.endswith("|") else f"{body} | {value}"
-        lines[number] = line
+        padded = {cell.column: value for cell, value in edits if not cell.present}
+        if padded:
+            line = _extend_row(line, padded)
+        lines[number] = line + ending
     return "\n".join(lines)
+
+
+def _extend_row(line: str, values: dict[int, str]) -> str:
+    """``line`` with empty cells appended up to the highest column in ``values``, each of
+    those columns holding its value."""
+    have = len(split_row(line))
+    body = line.rstrip()
+    if not body.endswith("|") or body.endswith("\\|"):
+        body += " |"
+    for column in range(have, max(values) + 1):
+        body += f" {values.get(column, '')} |"
+    return body
