@@ -1,7 +1,7 @@
 """``mosaic macp``: submit, inspect and steer the MACP queue of a repository.
 
 Subcommands (MACP Phase 1 brief, Task 7, plus what DESIGN.md adds): ``init``, ``submit``,
-``status``, ``show``, ``log``, ``diff``, ``prune``, ``drain``, ``history``, ``retry``, ``edit``, ``cancel``, ``approve``, ``complete``,
+``status``, ``show``, ``log``, ``diff``, ``prune``, ``report``, ``drain``, ``history``, ``retry``, ``edit``, ``cancel``, ``approve``, ``complete``,
 ``sync``, ``validate``. Every one takes
 ``--repo DIR`` (default: the main worktree of the current folder's repository); read commands take
 ``--json``. Human output goes to stdout, diagnostics to stderr; exit codes are in
@@ -283,6 +283,12 @@ def cmd_prune(args) -> int:
     from controller.prune import cmd_prune as run_prune
 
     return run_prune(args)
+
+
+def cmd_report(args) -> int:
+    from controller.report_cli import cmd_report as run_report
+
+    return run_report(args)
 
 
 def cmd_history(args) -> int:
@@ -578,6 +584,9 @@ def build_parser() -> OneLineParser:
     p = command("prune", cmd_prune, "remove finished tasks' worktrees that hold no work and their branches already in the base")
     p.add_argument("--dry-run", action="store_true", help="say what would go, remove nothing")
     p.add_argument("--wait", action="store_true", help="wait for a running controller instead of exiting 75")
+
+    p = command("report", cmd_report, "write the quality-gate results of every finished task as JUnit XML, for CI")
+    p.add_argument("--junit", required=True, metavar="FILE", help="where to write the JUnit XML (outside .mosaic/orchestrator)")
 
     p = command("history", cmd_history, "show the event log")
     p.add_argument("--task-id", help="only this task's events (default: every event)")
