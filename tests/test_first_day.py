@@ -4,13 +4,15 @@ each through the real CLI on a real repository."""
 from __future__ import annotations
 
 import json
+import re
 import select
+import shlex
 import subprocess
 import time
 
 from test_durability import held_command, start_controller, wait_for
 
-from conftest import BIN
+from conftest import BIN, ROOT
 
 
 def read_until(stream, needle: bytes, timeout: float = 60.0) -> bytes:
@@ -263,3 +265,28 @@ def test_a_legacy_queue_behaves_as_before_macp(sandbox):
     assert not (sandbox.repo / "old-ran").exists() and not (sandbox.repo / "space-ran").exists()
     statuses = [e["status"] for e in sandbox.events() if e.get("task_id") in ("pass", "gatefail")]
     assert "gated" not in statuses, "a legacy task never passes through gated"
+
+
+def test_the_readmes_daily_loop_works_as_written(sandbox):
+    block = (ROOT / "README.md").read_text().split("The daily loop, inside any git repository:\n\n```sh\n", 1)[1].split("```", 1)[0]
+    lines = [re.split(r"\s+#\s", line, maxsplit=1)[0].strip() for line in block.splitlines()]
+    assert len(lines) <= 10
+    (sandbox.repo / "Makefile").write_text("fix-parser:\n\techo fixed > parser.txt\ntest:\n\ttest -f parser.txt\n")
+    (sandbox.repo / "docs" / "tasks").mkdir(parents=True)
+    (sandbox.repo / "docs" / "tasks" / "FEAT-2.md").write_text("Add retries.\n")
+    sandbox.git("add", "-A")
+    sandbox.git("commit", "-q", "-m", "project")
+    # The agent: a fake codex on PATH that edits a file, as a real one would.
+    sandbox.fake_cli("codex", "#!/bin/sh\ncat > /dev/null\necho retries > retries.txt\necho '{\"type\":\"turn.completed\"}'\n")
+    for line in lines:
+        argv = line.split()
+        if line.endswith("--follow"):
+            argv = argv[:-1]  # the drain is over here: print the log instead of following it
+        if argv[0] == "mosaic":
+            proc = sandbox.run(*shlex.split(" ".join(argv)))
+        else:
+            proc = subprocess.run(argv, cwd=sandbox.repo, env=sandbox.env, capture_output=True, text=True, check=False)
+        assert proc.returncode == 0, (line, proc.stdout, proc.stderr)
+    assert sandbox.task("FEAT-2")["status"] == "completed" and sandbox.result("FEAT-2")["stacked_on"] == ["feat/FIX-1-fix-the-parser"]
+    assert (sandbox.repo / "retries.txt").read_text() == "retries\n", "merged"
+    assert "feat/FEAT-2-add-retries" not in sandbox.git("branch", "--list"), "pruned once merged"
