@@ -313,3 +313,19 @@ def test_errors_carry_the_command_they_came_from(seeded):
     assert proc.stderr == "mosaic macp show: unknown task: nope\n"
     proc = seeded.macp("submit", "--task-id", "A", "--command", "true")
     assert proc.stderr.startswith("mosaic macp submit: task A already exists")
+
+
+def test_history_of_one_task_filters_exactly_though_it_skips_decoding_other_lines(sandbox):
+    sandbox.macp("submit", "--task-id", "T7", "--command", "true", check=True)
+    sandbox.macp("submit", "--task-id", "T8", "--title", 'mentions "T7" in its title', "--command", "true", check=True)
+    proc = sandbox.macp("history", "--task-id", "T7", "--json", check=True)
+    assert [event["task_id"] for event in json.loads(proc.stdout)] == ["T7"]
+
+
+def test_tasks_json_is_one_task_per_line_and_keeps_other_keys_in_place(sandbox):
+    sandbox.orch.mkdir(parents=True)
+    (sandbox.orch / "tasks.json").write_text('{"version": 2, "tasks": [], "owner": "me"}')
+    sandbox.macp("submit", "--task-id", "A", "--command", "true", check=True)
+    lines = (sandbox.orch / "tasks.json").read_text().splitlines()
+    assert lines[0] == "{" and lines[1] == '  "version": 2,' and lines[2] == '  "tasks": [' and lines[-2] == '  "owner": "me"'
+    assert json.loads(lines[3].strip().rstrip(","))["id"] == "A", "each task is one line of JSON"

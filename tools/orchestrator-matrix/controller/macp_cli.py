@@ -295,7 +295,7 @@ def cmd_history(args) -> int:
     layout = Layout(resolve_repo(args.repo))
     if args.task_id and load_tasks(layout).find(args.task_id) is None:
         raise MacpError(f"unknown task: {args.task_id}")
-    events = [e for e in read_events(layout.events_file) if not args.task_id or e.get("task_id") == args.task_id]
+    events = list(read_events(layout.events_file, args.task_id))
     if args.json:
         print_json(events)
         return EXIT_OK

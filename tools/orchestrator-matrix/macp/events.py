@@ -58,33 +58,46 @@ def append_event(events_file: Path, event: dict) -> dict:
     return event
 
 
-def read_events(events_file: Path) -> Iterator[dict]:
-    """Yield the events of ``events_file`` in order (nothing when it does not exist).
+def read_events(events_file: Path, task_id: str | None = None) -> Iterator[dict]:
+    """Yield the events of ``events_file`` in order (nothing when it does not exist); with
+    ``task_id`` only that task's, found by looking for the quoted id in each line's raw
+    bytes before decoding it (most lines are never decoded), then checked exactly.
 
     A final line without its newline or that is not JSON is a torn append: it is skipped with
     a note on stderr. Any other undecodable line raises :class:`MacpError` naming file and line.
     """
+    for event in _read_lines(events_file, json.dumps(task_id, ensure_ascii=False).encode() if task_id is not None else None):
+        if task_id is None or event.get("task_id") == task_id:
+            yield event
+
+
+def _read_lines(events_file: Path, needle: bytes | None) -> Iterator[dict]:
+    """Decode the lines holding ``needle`` (all with None). The last line is always decoded,
+    so a torn append is noticed whatever is filtered."""
     try:
         handle = events_file.open("rb")
     except FileNotFoundError:
         return
     with handle:
-        previous: tuple[int, bytes] | None = None
+        previous: tuple[int, bytes, bool] | None = None
         for number, raw in enumerate(handle, start=1):
             if not raw.strip():
                 continue
-            if previous is not None:
-                yield _decode_line(events_file, *previous)
-            previous = (number, raw)
+            if previous is not None and previous[2]:
+                yield _decode_line(events_file, previous[0], previous[1])
+            previous = (number, raw, needle is None or needle in raw)
         if previous is None:
             return
-        number, raw = previous
+        number, raw, wanted = previous
         try:
             if not raw.endswith(b"\n"):
                 raise ValueError("no final newline")
-            yield _decode_line(events_file, number, raw)
+            event = _decode_line(events_file, number, raw)
         except (ValueError, MacpError):
             note(f"{events_file}:{number}: skipping torn final line")
+            return
+        if wanted:
+            yield event
 
 
 def _decode_line(events_file: Path, number: int, raw: bytes) -> dict:
