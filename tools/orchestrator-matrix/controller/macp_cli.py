@@ -1,7 +1,7 @@
 """``mosaic macp``: submit, inspect and steer the MACP queue of a repository.
 
 Subcommands (MACP Phase 1 brief, Task 7, plus what DESIGN.md adds): ``init``, ``submit``,
-``status``, ``show``, ``log``, ``diff``, ``prune``, ``report``, ``drain``, ``history``, ``retry``, ``edit``, ``cancel``, ``approve``, ``complete``,
+``status``, ``show``, ``log``, ``diff``, ``prune``, ``archive``, ``report``, ``drain``, ``history``, ``retry``, ``edit``, ``cancel``, ``approve``, ``complete``,
 ``sync``, ``validate``. Every one takes
 ``--repo DIR`` (default: the main worktree of the current folder's repository); read commands take
 ``--json``. Human output goes to stdout, diagnostics to stderr; exit codes are in
@@ -215,6 +215,11 @@ def task_view(task: dict, by_id: dict[str, dict], now) -> dict:
 def cmd_status(args) -> int:
     layout = Layout(resolve_repo(args.repo))
     document = load_tasks(layout, validate=True)
+    if args.all:
+        from macp.archive import archived_tasks
+
+        live = {task["id"] for task in document.tasks}
+        document.tasks[:0] = [task for task in archived_tasks(layout.orch_dir) if task["id"] not in live]
     now = clock.now()
     by_id = {task["id"]: task for task in document.tasks}
     tasks = [document.get(args.task_id)] if args.task_id else document.tasks
@@ -285,6 +290,12 @@ def cmd_prune(args) -> int:
     return run_prune(args)
 
 
+def cmd_archive(args) -> int:
+    from controller.archive_cli import cmd_archive as run_archive
+
+    return run_archive(args)
+
+
 def cmd_report(args) -> int:
     from controller.report_cli import cmd_report as run_report
 
@@ -294,7 +305,10 @@ def cmd_report(args) -> int:
 def cmd_history(args) -> int:
     layout = Layout(resolve_repo(args.repo))
     if args.task_id and load_tasks(layout).find(args.task_id) is None:
-        raise MacpError(f"unknown task: {args.task_id}")
+        from macp.archive import archived_tasks
+
+        if all(task["id"] != args.task_id for task in archived_tasks(layout.orch_dir)):
+            raise MacpError(f"unknown task: {args.task_id}")
     events = list(read_events(layout.events_file, args.task_id))
     if args.json:
         print_json(events)
@@ -560,6 +574,7 @@ def build_parser() -> OneLineParser:
 
     p = command("status", cmd_status, "show the queue")
     p.add_argument("--task-id", help="show only this task (default: every task)")
+    p.add_argument("--all", action="store_true", help="include archived tasks (default: only tasks.json)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
     p = command("show", cmd_show, "show one task and its result")
@@ -584,6 +599,10 @@ def build_parser() -> OneLineParser:
     p = command("prune", cmd_prune, "remove finished tasks' worktrees that hold no work and their branches already in the base")
     p.add_argument("--dry-run", action="store_true", help="say what would go, remove nothing")
     p.add_argument("--wait", action="store_true", help="wait for a running controller instead of exiting 75")
+
+    p = command("archive", cmd_archive, "move finished tasks out of tasks.json into archive/<YYYY-MM>.ndjson (status --all and history still see them)")
+    p.add_argument("--before", metavar="DATE", help="only tasks finished before this date or timestamp (default: every finished task)")
+    p.add_argument("--dry-run", action="store_true", help="say how many would go, move nothing")
 
     p = command("report", cmd_report, "write the quality-gate results of every finished task as JUnit XML, for CI")
     p.add_argument("--junit", required=True, metavar="FILE", help="where to write the JUnit XML (outside .mosaic/orchestrator)")

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from macp import clock
+from macp.archive import archived_tasks
 from macp.cliutil import note, out, resolve_repo
 from macp.config import load_config
 from macp.errors import EXIT_OK, MacpError
@@ -337,7 +338,10 @@ def run_sync(args) -> int:
     with edit_tasks(layout) as document:
         brief_dir = confine(config["macp"]["brief_dir"], layout.repo_root, "macp.brief_dir")
         prompt = lambda row, fields: agent_prompt(row, fields, brief_dir, layout.repo_root.resolve())  # noqa: E731
-        plan = plan_sync(rows, document.tasks, config, clock.timestamp(), source, with_history, prompt)
+        live = {task["id"] for task in document.tasks}
+        archived = {task["id"] for task in archived_tasks(layout.orch_dir)} - live
+        plan = plan_sync([row for row in rows if row.task_id not in archived], document.tasks, config, clock.timestamp(), source, with_history, prompt)
+        plan.notes += [f"{row.task_id}: archived, left as it is" for row in rows if row.task_id in archived]
         for problem in plan.problems:
             note(f"{path}: {problem}")
         if plan.problems:

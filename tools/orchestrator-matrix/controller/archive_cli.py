@@ -1,0 +1,49 @@
+"""``mosaic macp archive [--before DATE] [--dry-run]``: move finished tasks out of tasks.json.
+
+Keeps the queue small at any age (issue 11): final tasks go to ``archive/<YYYY-MM>.ndjson``
+(:mod:`macp.archive`); their results and events stay. ``status --all`` and ``history`` still
+see them. A task an unfinished task depends on is kept, and the output says so.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from macp import clock
+from macp.archive import append_to_archive, archivable, archived_tasks
+from macp.cliutil import out, resolve_repo
+from macp.errors import EXIT_OK, MacpError
+from macp.events import append_event, make_event
+from macp.layout import Layout
+from macp.taskstore import edit_tasks
+
+
+def parse_before(text: str | None) -> datetime | None:
+    """``--before``: a date (``2026-11-01``, midnight UTC) or an RFC 3339 timestamp."""
+    if text is None:
+        return None
+    stamp = text if "T" in text else f"{text}T00:00:00Z"
+    try:
+        return clock.parse_timestamp(stamp)
+    except ValueError:
+        raise MacpError(f"--before: {text!r} is not a date (YYYY-MM-DD) or an RFC 3339 timestamp") from None
+
+
+def cmd_archive(args) -> int:
+    """Archive finished tasks; returns the exit code."""
+    layout = Layout(resolve_repo(args.repo))
+    before = parse_before(args.before)
+    with edit_tasks(layout) as document:
+        chosen, kept = archivable(document.tasks, before)
+        if chosen and not args.dry_run:
+            append_to_archive(layout.orch_dir, chosen, {task["id"] for task in archived_tasks(layout.orch_dir)})
+            gone = {task["id"] for task in chosen}
+            document.tasks[:] = [task for task in document.tasks if task["id"] not in gone]
+    for line in kept:
+        out(line)
+    verb = "would archive" if args.dry_run else "archived"
+    out(f"{verb} {len(chosen)} finished task(s){f' (finished before {args.before})' if args.before else ''}")
+    if chosen and not args.dry_run:
+        message = f"archived {len(chosen)} finished task(s) to {layout.orch_dir / 'archive'}"
+        append_event(layout.events_file, make_event("queue.archived", source="cli", message=message, metadata={"tasks": [t["id"] for t in chosen]}))
+    return EXIT_OK
