@@ -329,3 +329,12 @@ def test_tasks_json_is_one_task_per_line_and_keeps_other_keys_in_place(sandbox):
     lines = (sandbox.orch / "tasks.json").read_text().splitlines()
     assert lines[0] == "{" and lines[1] == '  "version": 2,' and lines[2] == '  "tasks": [' and lines[-2] == '  "owner": "me"'
     assert json.loads(lines[3].strip().rstrip(","))["id"] == "A", "each task is one line of JSON"
+
+
+def test_a_read_command_with_repo_starts_no_git(sandbox, tmp_path):
+    sandbox.macp("submit", "--task-id", "A", "--command", "true", check=True)
+    marker = tmp_path / "git-ran"
+    sandbox.fake_cli("git", f"#!/bin/sh\ntouch '{marker}'\nexit 99\n")
+    proc = sandbox.macp("status", "--repo", str(sandbox.repo))
+    assert proc.returncode == 0 and "A" in proc.stdout
+    assert not marker.exists(), "--repo naming a repository is taken as it is"

@@ -66,9 +66,14 @@ def resolve_repo(repo: str | None) -> Path:
     """The repository root: ``--repo`` if given, else the main worktree of the current folder's
     repository (:func:`macp.gitops.toplevel`), so commands work inside a task's worktree too.
 
-    Raises :class:`MacpError` (exit 2) when the folder is not inside a git repository.
+    A ``--repo`` that is a main worktree (its ``.git`` is a folder with ``HEAD`` and
+    ``objects``, as git itself checks) is taken without starting git. Raises
+    :class:`MacpError` (exit 2) when the folder is not inside a git repository.
     """
     start = Path(repo).expanduser() if repo else Path.cwd()
+    git_dir = start / ".git"
+    if repo and (git_dir / "HEAD").is_file() and (git_dir / "objects").is_dir():
+        return start.resolve()
     return gitops.toplevel(start.resolve())
 
 
