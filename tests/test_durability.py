@@ -394,7 +394,9 @@ def test_sigint_during_start_up_exits_130_with_one_line(sandbox, tmp_path):
 def test_sigint_while_start_up_runs_git_waits_for_git_then_exits_130(sandbox, tmp_path):
     started, release, finished = held_git(sandbox, tmp_path, "rev-parse --path-format=absolute --show-toplevel")
     sandbox.write_tasks({"tasks": [{"id": "S2", "command": "touch ran"}]})
-    controller = start_controller(sandbox, "--once")
+    # No --repo: the controller asks git where the repository is, from the current folder.
+    controller = subprocess.Popen([str(BIN / "mosaic-orchestrator-run"), "--once"], cwd=sandbox.repo, env=sandbox.env,
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     wait_for(started.exists, what="git rev-parse to start")
     controller.send_signal(signal.SIGINT)
     release.touch()

@@ -290,3 +290,16 @@ def test_the_readmes_daily_loop_works_as_written(sandbox):
     assert sandbox.task("FEAT-2")["status"] == "completed" and sandbox.result("FEAT-2")["stacked_on"] == ["feat/FIX-1-fix-the-parser"]
     assert (sandbox.repo / "retries.txt").read_text() == "retries\n", "merged"
     assert "feat/FEAT-2-add-retries" not in sandbox.git("branch", "--list"), "pruned once merged"
+
+
+def test_a_drain_spends_few_git_processes_per_worktree_task(sandbox, tmp_path):
+    import shutil
+
+    calls = tmp_path / "git-calls"
+    sandbox.fake_cli("git", f'#!/bin/sh\necho "$*" >> "{calls}"\nexec "{shutil.which("git")}" "$@"\n')
+    sandbox.write_tasks(stacked_tasks({"id": "A", "command": "echo a > a.txt"}, {"id": "B", "command": "echo b > b.txt"}))
+    sandbox.macp("drain", check=True)
+    log = calls.read_text().splitlines()
+    assert not [line for line in log if line.startswith(("worktree prune", "worktree list"))], "a first attempt lists no worktrees"
+    assert len([line for line in log if "origin/main" in line]) == 1, "the base is resolved once per run"
+    assert len([line for line in log if line.startswith("status ")]) == 2, "one git status per task"

@@ -154,6 +154,7 @@ class Controller:
         # An event could not be appended after a state change: the next controller must
         # log it on recovery, as after a crash (see run_controller).
         self.unlogged = False
+        self.base: str | None = None  # the ref new branches start from, resolved once per run
 
     def refuse(self, task_id: str, problem: str) -> None:
         """Set ``task_id`` aside for this run, untouched, and say why on stderr."""
@@ -423,7 +424,9 @@ class Controller:
         """Create or reuse the task's worktree and record it on the task; a new branch starts
         from its completed dependencies' work (``stacked_on``, :func:`dispatcher.stacked_branches`)."""
         stack = dispatcher.stacked_branches(task, load_tasks(self.layout).tasks, self.layout.repo_root, self.config)
-        path, created, base_commit, repaired = dispatcher.prepare_worktree(task, self.layout.repo_root, self.config, stack)
+        if self.base is None:
+            self.base = dispatcher.base_ref(self.layout.repo_root, self.config)  # once per run (issue 11)
+        path, created, base_commit, repaired = dispatcher.prepare_worktree(task, self.layout.repo_root, self.config, stack, self.base)
         changes: dict = {"worktree": str(path), "branch": dispatcher.branch_name(task), "base_commit": base_commit}
         if created:
             changes["stacked_on"] = stack
@@ -679,20 +682,21 @@ class Controller:
         task = self.change(task["id"], status, f"task.{status}", message, metadata={"result": result_path}, **changes)
         self.say(f"{task['id']}: {status}" + (f" ({message})" if status != "completed" else ""))
         if worktree and worktree.exists() and kept is None and self.config["macp"]["cleanup_worktrees"]:
-            self.remove_worktree(task)
+            self.remove_worktree(task, verified=True)  # checked and its commits kept just above
         elif kept is not None:
             with self.guard.critical():
                 self.emit("worktree.kept", task, f"{task['worktree']} kept: {kept}", source="dispatcher", reason=kept)
             self.say(f"{task['id']}: worktree kept ({kept})")
         return status
 
-    def remove_worktree(self, task: dict) -> None:
-        """Remove a finished task's worktree unless it holds uncommitted work; log either way.
+    def remove_worktree(self, task: dict, verified: bool = False) -> None:
+        """Remove a finished task's worktree unless it holds uncommitted work; log either way
+        (``verified``: see :func:`dispatcher.cleanup_worktree`).
 
         When it is kept for a reason the result does not know yet, the result is updated.
         """
         try:
-            kept = dispatcher.cleanup_worktree(task, self.layout.repo_root, self.config["macp"]["remove_ignored_files"])
+            kept = dispatcher.cleanup_worktree(task, self.layout.repo_root, self.config["macp"]["remove_ignored_files"], verified)
         except gitops.GitError as exc:
             kept = f"could not inspect it: {exc}"
         with self.guard.critical():

@@ -142,20 +142,26 @@ def stacked_branches(task: dict, tasks: list[dict], repo_root: Path, config: dic
     return branches
 
 
-def prepare_worktree(task: dict, repo_root: Path, config: dict, stack: list[str] | None = None) -> PreparedWorktree:
+def prepare_worktree(
+    task: dict, repo_root: Path, config: dict, stack: list[str] | None = None, base: str | None = None
+) -> PreparedWorktree:
     """Create or reuse the task's worktree.
 
     A new branch starts from ``stack`` when given (:func:`stacked_branches`): the first
     branch's tip, with the others merged in (a conflict raises :class:`StackConflict`
-    after removing the fresh worktree and branch); else from :func:`base_ref`. The base
-    commit returned is the commit the task's own work starts from (after those merges).
+    after removing the fresh worktree and branch); else from ``base`` (default
+    :func:`base_ref`; the controller resolves it once per run). The base commit returned is
+    the commit the task's own work starts from (after those merges).
 
     A retry finds the worktree registered on the task's branch and reuses it, so the worker
     continues from its partial work; a stale ``index.lock`` a crash left in it is removed
     first. A worktree whose creation was cut short (still locked ``initializing``) holds no
     work: it is removed and created again. An existing branch without a worktree is checked
-    out again (branches are never deleted). Raises :class:`WorktreeError` when the branch
-    name breaks git's rules, the path is occupied by something else, or git refuses.
+    out again (branches are never deleted). A first attempt whose folder does not exist
+    skips listing the worktrees: git is asked to add it at once, and only when it refuses
+    are stale registrations pruned and the add tried again. Raises :class:`WorktreeError`
+    when the branch name breaks git's rules, the path is occupied by something else, or git
+    refuses.
     """
     branch = branch_name(task)
     if not gitops.is_valid_branch_name(repo_root, branch):
@@ -163,31 +169,52 @@ def prepare_worktree(task: dict, repo_root: Path, config: dict, stack: list[str]
     path = worktree_path(task, repo_root, config)
     repaired: list[str] = []
     try:
-        gitops.prune_worktrees(repo_root)
-        registered = gitops.registered_worktrees(repo_root)
-        if path in registered and registered[path].locked == gitops.CREATION_CUT_SHORT:
-            gitops.discard_worktree(repo_root, path)
-            repaired.append(f"removed {path}: its creation was cut short (locked: {gitops.CREATION_CUT_SHORT})")
-        elif path in registered:
-            if registered[path].branch != branch:
-                raise WorktreeError(f"{path} is a worktree of branch {registered[path].branch!r}, not {branch!r}")
-            if gitops.clear_stale_index_lock(path):
-                repaired.append(f"removed a stale index.lock of {path} left by a git that was stopped halfway")
-            return PreparedWorktree(path, False, task.get("base_commit"), repaired)
+        if path.exists() or task.get("worktree"):
+            reused = _reuse(repo_root, path, branch, task, repaired)
+            if reused is not None:
+                return reused
         if path.exists():
             raise WorktreeError(f"{path} exists and is not a worktree of this repository; move it away")
         path.parent.mkdir(parents=True, exist_ok=True)
         if gitops.branch_exists(repo_root, branch):
-            gitops.add_worktree(repo_root, path, branch, None)
+            _add(repo_root, path, branch, None)
             return PreparedWorktree(path, True, task.get("base_commit") or gitops.resolve_commit(repo_root, branch), repaired)
         stack = stack or []
-        base = f"refs/heads/{stack[0]}" if stack else base_ref(repo_root, config)
-        gitops.add_worktree(repo_root, path, branch, base)
+        start = f"refs/heads/{stack[0]}" if stack else base or base_ref(repo_root, config)
+        _add(repo_root, path, branch, start)
         for other in stack[1:]:
             _merge_or_undo(repo_root, path, branch, other)
         return PreparedWorktree(path, True, gitops.resolve_commit(path, "HEAD"), repaired)
     except gitops.GitError as exc:
         raise WorktreeError(str(exc)) from None
+
+
+def _reuse(repo_root: Path, path: Path, branch: str, task: dict, repaired: list[str]) -> PreparedWorktree | None:
+    """The task's registered worktree made ready for reuse, or None when there is none to
+    reuse (a worktree whose creation was cut short is discarded; ``repaired`` says so)."""
+    gitops.prune_worktrees(repo_root)
+    registered = gitops.registered_worktrees(repo_root)
+    if path in registered and registered[path].locked == gitops.CREATION_CUT_SHORT:
+        gitops.discard_worktree(repo_root, path)
+        repaired.append(f"removed {path}: its creation was cut short (locked: {gitops.CREATION_CUT_SHORT})")
+        return None
+    if path not in registered:
+        return None
+    if registered[path].branch != branch:
+        raise WorktreeError(f"{path} is a worktree of branch {registered[path].branch!r}, not {branch!r}")
+    if gitops.clear_stale_index_lock(path):
+        repaired.append(f"removed a stale index.lock of {path} left by a git that was stopped halfway")
+    return PreparedWorktree(path, False, task.get("base_commit"), repaired)
+
+
+def _add(repo_root: Path, path: Path, branch: str, start: str | None) -> None:
+    """``git worktree add``; when git refuses because of a stale registration (a worktree
+    folder deleted by hand), prune and try once more."""
+    try:
+        gitops.add_worktree(repo_root, path, branch, start)
+    except gitops.GitError:
+        gitops.prune_worktrees(repo_root)
+        gitops.add_worktree(repo_root, path, branch, start)
 
 
 def _merge_or_undo(repo_root: Path, path: Path, branch: str, other: str) -> None:
@@ -469,10 +496,10 @@ def uncommitted_work(worktree: Path, remove_ignored: bool = False) -> str | None
     """Why removing ``worktree`` would lose work (``"2 uncommitted paths: a.py, b.py"``), or
     None. Ignored files (build output, ``.env``) count too unless ``remove_ignored``
     (``macp.remove_ignored_files``)."""
-    dirty = gitops.dirty_paths(worktree)
+    dirty, ignored = gitops.worktree_state(worktree, with_ignored=not remove_ignored)
     label = "uncommitted"
-    if not dirty and not remove_ignored:
-        dirty, label = gitops.ignored_paths(worktree), "ignored"
+    if not dirty and ignored:
+        dirty, label = ignored, "ignored"
     if not dirty:
         return None
     shown = ", ".join(dirty[:5]) + (", ..." if len(dirty) > 5 else "")
@@ -492,13 +519,15 @@ def preserve_commits(task: dict, worktree: Path) -> list[dict]:
     return kept
 
 
-def cleanup_worktree(task: dict, repo_root: Path | None = None, remove_ignored: bool = False) -> str | None:
+def cleanup_worktree(task: dict, repo_root: Path | None = None, remove_ignored: bool = False, verified: bool = False) -> str | None:
     """Remove the task's worktree unless that would lose work; the branch always stays.
 
     Commits no ref reaches are kept under refs first (:func:`preserve_commits`). Returns
     None when the worktree was removed (or was already gone), else why it was kept, e.g.
     ``"2 uncommitted paths: a.py, b.py"`` or ``"1 ignored path: .env"`` (unless
     ``remove_ignored``). ``repo_root`` defaults to the repository the worktree belongs to.
+    ``verified``: the caller has just found no uncommitted work and kept the commits, so
+    only the removal is left (git itself still refuses a dirty worktree).
     """
     if not task.get("worktree"):
         return None
@@ -508,10 +537,11 @@ def cleanup_worktree(task: dict, repo_root: Path | None = None, remove_ignored: 
     if repo_root is None:
         common = gitops.git(["rev-parse", "--path-format=absolute", "--git-common-dir"], path).stdout.strip()
         repo_root = Path(common).parent
-    kept = uncommitted_work(path, remove_ignored)
-    if kept:
-        return kept
-    preserve_commits(task, path)
+    if not verified:
+        kept = uncommitted_work(path, remove_ignored)
+        if kept:
+            return kept
+        preserve_commits(task, path)
     try:
         gitops.remove_worktree(repo_root, path)
     except gitops.GitError as exc:

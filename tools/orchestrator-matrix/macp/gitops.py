@@ -183,23 +183,21 @@ def remove_worktree(repo: Path, path: Path) -> None:
     git(["worktree", "remove", "--end-of-options", str(path)], repo)
 
 
-def dirty_paths(worktree: Path) -> list[str]:
-    """Modified, staged and untracked (not ignored) paths in ``worktree``."""
-    proc = git(["status", "--porcelain=v1", "-z", "--untracked-files=all"], worktree)
-    entries = iter(proc.stdout.split("\0"))
-    paths = []
+def worktree_state(worktree: Path, with_ignored: bool = True) -> tuple[list[str], list[str]]:
+    """``(uncommitted, ignored)`` paths of ``worktree`` from one ``git status``: modified,
+    staged and untracked paths; and (with ``with_ignored``) those ``.gitignore`` hides
+    (build output, ``.env`` files)."""
+    args = ["status", "--porcelain=v1", "-z", "--untracked-files=all"] + (["--ignored=matching"] if with_ignored else [])
+    entries = iter(git(args, worktree).stdout.split("\0"))
+    dirty, ignored = [], []
     for entry in entries:
-        if len(entry) > 3:
-            paths.append(entry[3:])
+        if entry.startswith("!! "):
+            ignored.append(entry[3:])
+        elif len(entry) > 3:
+            dirty.append(entry[3:])
             if entry[0] in "RC":
                 next(entries, None)
-    return paths
-
-
-def ignored_paths(worktree: Path) -> list[str]:
-    """Paths in ``worktree`` that ``.gitignore`` hides (build output, ``.env`` files)."""
-    proc = git(["status", "--porcelain=v1", "-z", "--ignored=matching", "--untracked-files=all"], worktree)
-    return [entry[3:] for entry in proc.stdout.split("\0") if entry.startswith("!! ")]
+    return dirty, ignored
 
 
 def unreachable_commits(worktree: Path) -> list[str]:
