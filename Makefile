@@ -8,7 +8,7 @@ RUNTIME_CODE := bin tools
 AGENT_CLIS := .cache/agent-clis
 AGENT_CLI_PACKAGES := @openai/codex@0.169.0 @anthropic-ai/claude-code@2.1.330 @google/gemini-cli@0.61.0 opencode-ai@1.18.33
 
-.PHONY: demo test pytest lint conformance agent-clis live capture-runtimes clean
+.PHONY: demo test pytest lint conformance agent-clis live capture-runtimes bench clean
 
 $(STAMP): tests/requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +35,11 @@ $(AGENT_CLIS)/.installed:
 		touch $@; \
 	else echo "npm not found: the live agent-CLI tests will be skipped"; fi
 
+# The benchmark suite (bench/run.py): MACP against peers (nq, jq) where they are installed;
+# the table goes to the terminal and bench/latest.json. Targets live here, not in tests.
+bench:
+	$(PYTHON) bench/run.py --rounds 5 --json bench/latest.json
+
 # Only the live tests against the real CLIs.
 live: $(STAMP) agent-clis
 	$(VPY) -m pytest tests/test_live_agent_clis.py -v
@@ -45,7 +50,7 @@ capture-runtimes: agent-clis
 
 # ruff for style and bugs; vermin proves the run-time code still runs on Python 3.10.
 lint: $(STAMP)
-	$(VENV)/bin/ruff check --config tests/ruff.toml $(RUNTIME_CODE) tests
+	$(VENV)/bin/ruff check --config tests/ruff.toml $(RUNTIME_CODE) tests bench
 	$(VENV)/bin/vermin --quiet --no-tips --violations --target=3.10- --eval-annotations \
 		$$(find $(RUNTIME_CODE) -name '*.py') bin/mosaic bin/mosaic-macp bin/mosaic-orchestrator-run
 

@@ -1,0 +1,182 @@
+#!/usr/bin/env python3
+"""MACP's benchmark suite (issue 11): each measurement against a peer on the same machine.
+
+Runs A and B interleaved (A B A B ...) for several rounds, takes medians, and prints a table of
+medians and ratios; ``--json FILE`` writes the same as JSON. Peers that are not installed
+(``nq``, ``jq``) are skipped with a note. Every measurement runs in a fresh temporary git
+repository with its own HOME; nothing leaves the machine.
+
+    python3 bench/run.py [--rounds 5] [--json bench/latest.json] [--only NAME]
+"""
+
+from __future__ import annotations
+
+import argparse
+import atexit
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+# Run with this interpreter, as `python3 -c pass` is: a version manager's shim in front of
+# `#!/usr/bin/env python3` would otherwise be measured too.
+MOSAIC = [sys.executable, str(ROOT / "bin" / "mosaic")]
+CONTROLLER = [sys.executable, str(ROOT / "bin" / "mosaic-orchestrator-run")]
+IDENTITY = {"GIT_AUTHOR_NAME": "bench", "GIT_AUTHOR_EMAIL": "bench@macp.invalid", "GIT_COMMITTER_NAME": "bench",
+            "GIT_COMMITTER_EMAIL": "bench@macp.invalid"}
+
+
+class Workspace:
+    """A temporary git repository with its own HOME, for one measurement; removed at exit."""
+
+    def __init__(self) -> None:
+        self.root = Path(tempfile.mkdtemp(prefix="macp-bench-"))
+        atexit.register(self.close)
+        self.repo = self.root / "repo"
+        self.env = {**os.environ, **IDENTITY, "HOME": str(self.root / "home")}
+        self.run(["git", "init", "-q", "-b", "main", str(self.repo)], cwd=self.root)
+        self.run(["git", "commit", "-q", "--allow-empty", "-m", "init"])
+        (self.repo / ".mosaic" / "orchestrator").mkdir(parents=True)
+
+    def run(self, argv: list[str], cwd: Path | None = None, stdin: str | None = None) -> None:
+        subprocess.run(argv, cwd=cwd or self.repo, env=self.env, input=stdin, text=True, check=True,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def tasks(self, tasks: list[dict]) -> None:
+        (self.repo / ".mosaic" / "orchestrator" / "tasks.json").write_text(json.dumps({"tasks": tasks}))
+
+    def close(self) -> None:
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+def timed(action: Callable[[], None]) -> float:
+    start = time.perf_counter()
+    action()
+    return time.perf_counter() - start
+
+
+def legacy_tasks(count: int, start: int = 0, status: str = "pending") -> list[dict]:
+    return [{"id": f"t{n}", "command": "true", "status": status} for n in range(start, start + count)]
+
+
+# -- measurements: each returns seconds per unit, for MACP (A) and its peer (B or None) -------
+
+
+def drain_per_task(queued_finished: int, count: int = 50) -> Callable[[], float]:
+    """Drain ``count`` trivial legacy tasks with ``queued_finished`` finished ones in the queue."""
+
+    def measure() -> float:
+        ws = Workspace()
+        try:
+            ws.tasks(legacy_tasks(queued_finished, status="completed") + legacy_tasks(count, start=queued_finished))
+            return timed(lambda: ws.run([*CONTROLLER, "--repo", str(ws.repo), "--until-drained"])) / count
+        finally:
+            ws.close()
+
+    return measure
+
+
+def nq_per_job(count: int = 50) -> Callable[[], float] | None:
+    if not shutil.which("nq"):
+        return None
+
+    def measure() -> float:
+        folder = Path(tempfile.mkdtemp(prefix="nq-bench-"))
+        try:
+            env = {**os.environ, "NQDIR": str(folder)}
+
+            def jobs() -> None:
+                for _ in range(count):
+                    subprocess.run(["nq", "true"], env=env, check=True, stdout=subprocess.DEVNULL)
+                subprocess.run(["nq", "-w"], env=env, check=True, stdout=subprocess.DEVNULL)
+
+            return timed(jobs) / count
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+
+    return measure
+
+
+def history_of_one_task(events: int = 200_000) -> tuple[Callable[[], float], Callable[[], float]]:
+    """``history --task-id`` over ``events`` events, against ``grep -F`` of the same file."""
+    ws = Workspace()
+    ws.tasks(legacy_tasks(1))
+    line = '{{"event_id":"{n:032x}","event_type":"task.updated","task_id":"t{t}","status":"pending","timestamp":"2026-11-23T00:00:00.000Z","source":"controller","attempt":0,"message":"x","metadata":{{}}}}'
+    events_file = ws.repo / ".mosaic" / "orchestrator" / "events.ndjson"
+    events_file.write_text("\n".join(line.format(n=n, t=n % 1000) for n in range(events)) + "\n")
+    macp = lambda: timed(lambda: ws.run([*MOSAIC, "macp", "history", "--repo", str(ws.repo), "--task-id", "t0"]))  # noqa: E731
+    grep = lambda: timed(lambda: subprocess.run(["grep", "-F", '"task_id":"t0"', str(events_file)], stdout=subprocess.DEVNULL, check=False))  # noqa: E731
+    return macp, grep
+
+
+def status_json(tasks: int = 10_000) -> tuple[Callable[[], float], Callable[[], float] | None]:
+    """``status --json`` on ``tasks`` tasks, against ``jq '.tasks|length'`` of tasks.json."""
+    ws = Workspace()
+    ws.tasks(legacy_tasks(tasks, status="completed"))
+    tasks_file = ws.repo / ".mosaic" / "orchestrator" / "tasks.json"
+    macp = lambda: timed(lambda: ws.run([*MOSAIC, "macp", "status", "--json", "--repo", str(ws.repo)]))  # noqa: E731
+    if not shutil.which("jq"):
+        return macp, None
+    jq = lambda: timed(lambda: subprocess.run(["jq", ".tasks|length", str(tasks_file)], stdout=subprocess.DEVNULL, check=True))  # noqa: E731
+    return macp, jq
+
+
+def start_up() -> tuple[Callable[[], float], Callable[[], float]]:
+    """A read command's start-up (``status`` of an empty queue) against ``python3 -c pass``."""
+    ws = Workspace()
+    ws.tasks([])
+    macp = lambda: timed(lambda: ws.run([*MOSAIC, "macp", "status", "--repo", str(ws.repo)]))  # noqa: E731
+    bare = lambda: timed(lambda: subprocess.run([sys.executable, "-c", "pass"], check=True))  # noqa: E731
+    return macp, bare
+
+
+def measurements() -> dict[str, Callable[[], tuple[Callable[[], float], Callable[[], float] | None, str, float]]]:
+    """name -> a builder of (MACP, peer or None, what the peer is, goal ratio)."""
+    return {
+        "drain per trivial task, no worktree (s)": lambda: (drain_per_task(0), nq_per_job(), "nq", 3.0),
+        "drain per task, 10,000 finished queued vs 100 (s)": lambda: (drain_per_task(10_000), drain_per_task(100), "MACP with 100", 1.5),
+        "history --task-id over 200k events (s)": lambda: (*history_of_one_task(), "grep -F", 2.0),
+        "status --json on 10,000 tasks (s)": lambda: (*status_json(), "jq", 1.5),
+        "start-up of a read command (s)": lambda: (*start_up(), "python3 -c pass", 2.0),
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description="MACP benchmarks against peers: medians of interleaved rounds.")
+    parser.add_argument("--rounds", type=int, default=5, help="rounds per measurement (default: 5)")
+    parser.add_argument("--json", metavar="FILE", help="also write the table as JSON (default: none)")
+    parser.add_argument("--only", metavar="TEXT", help="run only measurements whose name contains TEXT (default: all)")
+    args = parser.parse_args()
+    rows = []
+    for name, build in measurements().items():
+        if args.only and args.only not in name:
+            continue
+        macp, peer, peer_name, goal = build()
+        a, b = [], []
+        for _ in range(args.rounds):
+            a.append(macp())
+            if peer is not None:
+                b.append(peer())
+        row = {"measurement": name, "macp": statistics.median(a), "peer": peer_name,
+               "peer_median": statistics.median(b) if b else None, "goal_ratio": goal}
+        row["ratio"] = row["macp"] / row["peer_median"] if b and row["peer_median"] else None
+        row["met"] = row["ratio"] is not None and row["ratio"] <= goal
+        rows.append(row)
+        peer_text = f"{row['peer_median'] * 1000:9.2f} ms" if b else "  (peer not installed)"
+        ratio = f"{row['ratio']:6.1f}x (goal {goal}x{', met' if row['met'] else ''})" if row["ratio"] else ""
+        print(f"{name:<52} {row['macp'] * 1000:9.2f} ms  vs {peer_name:<16}{peer_text}  {ratio}", flush=True)
+    if args.json:
+        machine = {"cpus": os.cpu_count(), "python": sys.version.split()[0], "platform": sys.platform}
+        Path(args.json).write_text(json.dumps({"machine": machine, "rounds": args.rounds, "rows": rows}, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
