@@ -104,6 +104,38 @@ def nq_per_job(count: int = 50) -> Callable[[], float] | None:
     return measure
 
 
+def batch_submit(count: int = 1000) -> Callable[[], float]:
+    """``submit --from`` of ``count`` tasks, per task."""
+
+    def measure() -> float:
+        ws = Workspace()
+        try:
+            ws.tasks([])
+            lines = "\n".join(json.dumps({"id": f"b{n}", "command": "true"}) for n in range(count))
+            return timed(lambda: ws.run([*MOSAIC, "macp", "submit", "--repo", str(ws.repo), "--from", "-"], stdin=lines)) / count
+        finally:
+            ws.close()
+
+    return measure
+
+
+def nq_enqueue(count: int = 1000) -> Callable[[], float] | None:
+    """Enqueueing ``count`` jobs with ``nq`` (not waiting for them), per job."""
+    if not shutil.which("nq"):
+        return None
+
+    def measure() -> float:
+        folder = Path(tempfile.mkdtemp(prefix="nq-bench-"))
+        try:
+            env = {**os.environ, "NQDIR": str(folder)}
+            return timed(lambda: [subprocess.run(["nq", "true"], env=env, check=True, stdout=subprocess.DEVNULL) for _ in range(count)]) / count
+        finally:
+            subprocess.run(["nq", "-w"], env={**os.environ, "NQDIR": str(folder)}, check=False, stdout=subprocess.DEVNULL)
+            shutil.rmtree(folder, ignore_errors=True)
+
+    return measure
+
+
 def history_of_one_task(events: int = 200_000) -> tuple[Callable[[], float], Callable[[], float]]:
     """``history --task-id`` over ``events`` events, against ``grep -F`` of the same file."""
     ws = Workspace()
@@ -141,6 +173,7 @@ def measurements() -> dict[str, Callable[[], tuple[Callable[[], float], Callable
     """name -> a builder of (MACP, peer or None, what the peer is, goal ratio)."""
     return {
         "drain per trivial task, no worktree (s)": lambda: (drain_per_task(0), nq_per_job(), "nq", 3.0),
+        "batch submit (--from) per task (s)": lambda: (batch_submit(), nq_enqueue(), "nq", 3.0),
         "drain per task, 10,000 finished queued vs 100 (s)": lambda: (drain_per_task(10_000), drain_per_task(100), "MACP with 100", 1.5),
         "history --task-id over 200k events (s)": lambda: (*history_of_one_task(), "grep -F", 2.0),
         "status --json on 10,000 tasks (s)": lambda: (*status_json(), "jq", 1.5),

@@ -338,3 +338,20 @@ def test_a_read_command_with_repo_starts_no_git(sandbox, tmp_path):
     proc = sandbox.macp("status", "--repo", str(sandbox.repo))
     assert proc.returncode == 0 and "A" in proc.stdout
     assert not marker.exists(), "--repo naming a repository is taken as it is"
+
+
+def test_submit_from_a_file_adds_every_task_in_one_update_or_none(sandbox, tmp_path):
+    batch = tmp_path / "tasks.jsonl"
+    batch.write_text('{"id": "B1", "command": "true"}\n\n{"id": "B2", "command": "true", "depends_on": ["B1"], "priority": 2}\n')
+    proc = sandbox.macp("submit", "--from", str(batch), check=True)
+    assert proc.stdout.strip() == f"submitted 2 task(s) from {batch}"
+    assert [(t["id"], t.get("depends_on"), t.get("priority")) for t in sandbox.tasks()] == [("B1", [], None), ("B2", ["B1"], 2)]
+    assert [e["task_id"] for e in sandbox.events() if e["event_type"] == "task.submitted"] == ["B1", "B2"]
+    before = (sandbox.orch / "tasks.json").read_text()
+    proc = sandbox.run("mosaic", "macp", "submit", "--from", "-", input='{"id": "C1", "command": "true"}\n{"id": "C2", "colour": "red"}\n')
+    assert proc.returncode == 2 and proc.stderr.startswith("mosaic macp submit: stdin:2: unknown field(s): colour")
+    proc = sandbox.run("mosaic", "macp", "submit", "--from", "-", input='{"id": "C1", "command": "true"}\n{"id": "B1", "command": "true"}\n')
+    assert proc.returncode == 2 and "stdin:2: task B1 already exists" in proc.stderr
+    assert (sandbox.orch / "tasks.json").read_text() == before, "all or nothing"
+    proc = sandbox.macp("submit", "--from", str(batch), "--task-id", "X")
+    assert proc.returncode == 2 and "cannot be used together" in proc.stderr

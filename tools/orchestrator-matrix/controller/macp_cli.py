@@ -12,7 +12,9 @@ milliseconds only.
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
+import sys
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
@@ -21,7 +23,7 @@ from macp import __version__, clock
 from macp.cliutil import OneLineParser, note, out, print_json, resolve_repo, run_main
 from macp.config import TEMPLATE_STATE_DIR, load_config
 from macp.errors import EXIT_OK, MacpError
-from macp.events import append_event, make_event, read_events
+from macp.events import append_event, append_events, make_event, read_events
 from macp.layout import Layout, confine
 from macp.lifecycle import STATUSES, status_of, transition
 from macp.locks import live_holder
@@ -143,8 +145,13 @@ def check_default_branch(task: dict, layout: Layout) -> None:
     from dispatcher.macp_dispatcher import branch_name
     from macp import gitops
 
+    if task["dispatch"] == "legacy" or (not task.get("branch") and "." not in task["id"]):
+        # The default branch feat/<id>-<slug> of an id without "." is always valid: ids are
+        # [A-Za-z0-9_-] then, slugs [a-z0-9-]; git's ref rules only bite on "..", ".lock" or
+        # a trailing "." -- so no git process per task (a batch submit has thousands).
+        return
     branch = branch_name(task)
-    if task["dispatch"] != "legacy" and not gitops.is_valid_branch_name(layout.repo_root, branch):
+    if not gitops.is_valid_branch_name(layout.repo_root, branch):
         raise MacpError(f"task {task['id']}: its branch {branch!r} is not a valid git branch name; give one with --branch")
 
 
@@ -160,24 +167,98 @@ def check_new_task(document, task: dict) -> None:
 def cmd_submit(args) -> int:
     layout = Layout(resolve_repo(args.repo))
     config = load_config(layout.config_file)
-    task = build_task(args, layout, config)
-    errors = schema_errors("task", task)
-    if errors:
-        raise MacpError(f"invalid task: {errors[0]}")
-    check_default_branch(task, layout)
-    check_new_task(load_tasks(layout), task)
+    if args.from_file is not None:
+        if args.task_id is not None:
+            raise MacpError("--from and --task-id cannot be used together: put every task in the file")
+        submissions = read_submissions(args.from_file)
+    elif args.task_id is None:
+        raise MacpError("--task-id is required (or --from FILE for many tasks)")
+    else:
+        submissions = [("", args)]
+    tasks = []
+    for where, spec in submissions:
+        try:
+            tasks.append(checked_task(spec, layout, config))
+        except MacpError as exc:
+            raise MacpError(f"{where}{exc}") from None
+    add_checked(load_tasks(layout), submissions, tasks)  # before anything is created
     created = initialise(layout) if not layout.tasks_file.exists() else []
     if created:
         note(f"created {layout.orch_dir} from templates ({', '.join(created)})")
     with edit_tasks(layout) as document:
-        check_new_task(document, task)
-        document.tasks.append(task)
-    append_event(
-        layout.events_file,
-        make_event("task.submitted", source="cli", task_id=task["id"], status="pending", attempt=0, message=task["title"]),
-    )
-    out(f"submitted {task['id']} ({task['dispatch']}, pending)")
+        add_checked(document, submissions, tasks)  # again under the lock: the queue may have moved
+    events = [make_event("task.submitted", source="cli", task_id=task["id"], status="pending", attempt=0, message=task["title"]) for task in tasks]
+    append_events(layout.events_file, events)
+    if args.from_file is None:
+        out(f"submitted {tasks[0]['id']} ({tasks[0]['dispatch']}, pending)")
+    else:
+        out(f"submitted {len(tasks)} task(s) from {args.from_file}")
     return EXIT_OK
+
+
+def add_checked(document, submissions: list[tuple[str, object]], tasks: list[dict]) -> None:
+    """Append ``tasks`` to ``document`` in order, each checked against what is already there
+    (:func:`check_new_task`: no duplicate, dependencies known or earlier in the batch)."""
+    for (where, _spec), task in zip(submissions, tasks, strict=True):
+        try:
+            check_new_task(document, task)
+        except MacpError as exc:
+            raise MacpError(f"{where}{exc}") from None
+        document.tasks.append(task)
+
+
+def checked_task(spec, layout: Layout, config: dict) -> dict:
+    """The new task from ``submit``'s arguments (or one ``--from`` line), checked against
+    the task schema and git's branch rules; raises :class:`MacpError`."""
+    task = build_task(spec, layout, config)
+    errors = schema_errors("task", task)
+    if errors:
+        raise MacpError(f"invalid task: {errors[0]}")
+    check_default_branch(task, layout)
+    return task
+
+
+# One line of `submit --from`: task fields (tasks.json names) -> submit's options.
+SUBMISSION_FIELDS = {
+    "id": "task_id", "title": "title", "description": "description", "type": "type", "dispatch": "dispatch",
+    "runtime": "runtime", "brief": "brief", "command": "command", "depends_on": "depends_on", "priority": "priority",
+    "max_attempts": "max_attempts", "timeout_seconds": "timeout", "branch": "branch", "issue": "issue", "quality_gates": "gate",
+}
+
+
+def read_submissions(source: str) -> list[tuple[str, argparse.Namespace]]:
+    """The tasks of ``submit --from FILE|-``: one JSON object per line (blank lines skipped),
+    with tasks.json's field names (:data:`SUBMISSION_FIELDS`), each as submit's arguments
+    and a ``"<file>:<line>: "`` prefix for its errors. Raises :class:`MacpError` for an
+    unreadable file, a line that is not a JSON object, or an unknown field."""
+    try:
+        text = sys.stdin.read() if source == "-" else Path(source).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise MacpError(f"--from: cannot read {source}: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise MacpError(f"--from: {source} is not UTF-8 (byte {exc.start})") from None
+    label = "stdin" if source == "-" else source
+    submissions = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        where = f"{label}:{number}: "
+        try:
+            fields = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise MacpError(f"{where}invalid JSON: {exc.msg}") from None
+        if not isinstance(fields, dict):
+            raise MacpError(f"{where}expected a JSON object (one task per line)")
+        unknown = sorted(set(fields) - set(SUBMISSION_FIELDS))
+        if unknown:
+            raise MacpError(f"{where}unknown field(s): {', '.join(unknown)} (known: {', '.join(SUBMISSION_FIELDS)})")
+        spec = argparse.Namespace(**dict.fromkeys(SUBMISSION_FIELDS.values()))
+        for field, value in fields.items():
+            setattr(spec, SUBMISSION_FIELDS[field], [value] if field == "depends_on" and isinstance(value, str) else value)
+        submissions.append((where, spec))
+    if not submissions:
+        raise MacpError(f"--from: {label} holds no tasks")
+    return submissions
 
 
 # -- status / show ----------------------------------------------------------------------
@@ -556,7 +637,8 @@ def build_parser() -> OneLineParser:
     command("init", cmd_init, "create .mosaic/orchestrator/ from the templates")
 
     p = command("submit", cmd_submit, "add a task to the queue")
-    p.add_argument("--task-id", required=True, help="task id: letters, digits, '.', '_', '-' (max 128)")
+    p.add_argument("--task-id", help="task id: letters, digits, '.', '_', '-' (max 128); no default: required unless --from")
+    p.add_argument("--from", dest="from_file", metavar="FILE", help="submit many tasks in one locked update: one JSON object per line with tasks.json's field names, - for stdin (default: one task from the options)")
     p.add_argument("--title", help="one line for humans (default: the task id)")
     p.add_argument("--description", help="longer text; becomes the agent's prompt when there is no brief (default: none)")
     p.add_argument("--type", choices=TASK_TYPES, help="kind of work; picks the runtime with the best success rate (default: none)")
