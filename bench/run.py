@@ -40,7 +40,8 @@ class Workspace:
         self.root = Path(tempfile.mkdtemp(prefix="macp-bench-"))
         atexit.register(self.close)
         self.repo = self.root / "repo"
-        self.env = {**os.environ, **IDENTITY, "HOME": str(self.root / "home")}
+        # As users run it: with Python's bytecode cache (a CI box may switch it off).
+        self.env = {**{k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}, **IDENTITY, "HOME": str(self.root / "home")}
         self.run(["git", "init", "-q", "-b", "main", str(self.repo)], cwd=self.root)
         self.run(["git", "commit", "-q", "--allow-empty", "-m", "init"])
         (self.repo / ".mosaic" / "orchestrator").mkdir(parents=True)

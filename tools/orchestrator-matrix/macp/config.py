@@ -9,7 +9,6 @@ registry. The result is validated against ``protocol/config.schema.json``.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 from pathlib import Path
@@ -90,6 +89,8 @@ def matrix_token_env(config: dict) -> str:
 def repo_hash(repo_root: Path) -> str:
     """8 hex digits of the SHA-256 of the repository's resolved path: tells apart two
     repositories with the same folder name (``{repo_hash}`` in ``macp.worktree_base``)."""
+    import hashlib  # here, not at the top: loading OpenSSL costs every command ~10 ms of start-up
+
     return hashlib.sha256(str(repo_root.resolve()).encode()).hexdigest()[:8]
 
 

@@ -30,10 +30,11 @@ import math
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from decimal import Decimal
-from fractions import Fraction
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urldefrag, urljoin
+
+if TYPE_CHECKING:
+    from fractions import Fraction
 
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _HAS_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")
@@ -164,6 +165,11 @@ def json_type_name(value: Any) -> str:
 
 
 def _exact(number: float) -> Fraction:
+    """``number`` as an exact fraction (a float by its shortest repr), for multipleOf and the
+    bounds. decimal and fractions are imported here: most commands never compare numbers."""
+    from decimal import Decimal
+    from fractions import Fraction
+
     if isinstance(number, int):
         return Fraction(number)
     return Fraction(Decimal(repr(number)))
