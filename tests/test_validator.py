@@ -103,3 +103,17 @@ def test_task_schema_has_every_field_of_the_brief():
     event = json.loads((TOOLS / "protocol" / "event.schema.json").read_text())["properties"]
     assert {"task.gated", "task.escalated", "task.retry.scheduled"} <= set(event["event_type"]["enum"])
     assert "dispatcher" in event["source"]["enum"]
+
+
+def test_every_event_type_the_code_writes_is_in_the_event_schema():
+    import re
+
+    from macp.lifecycle import FINISHED
+
+    schema = json.loads((TOOLS / "protocol" / "event.schema.json").read_text())
+    known = set(schema["properties"]["event_type"]["enum"])
+    written = set()
+    for path in TOOLS.rglob("*.py"):
+        written |= set(re.findall(r'"((?:task|gate|worktree|branch|queue|controller)\.[a-z_]+(?:\.[a-z_]+)?)"', path.read_text()))
+    written |= {f"task.{status}" for status in FINISHED} | {"gate.passed", "gate.failed"}  # built as f"task.{status}", f"gate.{verdict}"
+    assert written - known == set(), "an event type the code writes is missing from event.schema.json"
