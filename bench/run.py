@@ -84,22 +84,26 @@ def drain_per_task(queued_finished: int, count: int = 50) -> Callable[[], float]
     return measure
 
 
-def nq_per_job(count: int = 50) -> Callable[[], float] | None:
+def nq_jobs(count: int, wait: bool) -> Callable[[], float] | None:
+    """``count`` trivial jobs through ``nq``, per job: enqueued and, with ``wait``, run to
+    the end (``nq -w``); None when ``nq`` is not installed."""
     if not shutil.which("nq"):
         return None
 
     def measure() -> float:
         folder = Path(tempfile.mkdtemp(prefix="nq-bench-"))
-        try:
-            env = {**os.environ, "NQDIR": str(folder)}
+        env = {**os.environ, "NQDIR": str(folder)}
 
-            def jobs() -> None:
-                for _ in range(count):
-                    subprocess.run(["nq", "true"], env=env, check=True, stdout=subprocess.DEVNULL)
+        def jobs() -> None:
+            for _ in range(count):
+                subprocess.run(["nq", "true"], env=env, check=True, stdout=subprocess.DEVNULL)
+            if wait:
                 subprocess.run(["nq", "-w"], env=env, check=True, stdout=subprocess.DEVNULL)
 
+        try:
             return timed(jobs) / count
         finally:
+            subprocess.run(["nq", "-w"], env=env, check=False, stdout=subprocess.DEVNULL)
             shutil.rmtree(folder, ignore_errors=True)
 
     return measure
@@ -116,23 +120,6 @@ def batch_submit(count: int = 1000) -> Callable[[], float]:
             return timed(lambda: ws.run([*MOSAIC, "macp", "submit", "--repo", str(ws.repo), "--from", "-"], stdin=lines)) / count
         finally:
             ws.close()
-
-    return measure
-
-
-def nq_enqueue(count: int = 1000) -> Callable[[], float] | None:
-    """Enqueueing ``count`` jobs with ``nq`` (not waiting for them), per job."""
-    if not shutil.which("nq"):
-        return None
-
-    def measure() -> float:
-        folder = Path(tempfile.mkdtemp(prefix="nq-bench-"))
-        try:
-            env = {**os.environ, "NQDIR": str(folder)}
-            return timed(lambda: [subprocess.run(["nq", "true"], env=env, check=True, stdout=subprocess.DEVNULL) for _ in range(count)]) / count
-        finally:
-            subprocess.run(["nq", "-w"], env={**os.environ, "NQDIR": str(folder)}, check=False, stdout=subprocess.DEVNULL)
-            shutil.rmtree(folder, ignore_errors=True)
 
     return measure
 
@@ -173,8 +160,8 @@ def start_up() -> tuple[Callable[[], float], Callable[[], float]]:
 def measurements() -> dict[str, Callable[[], tuple[Callable[[], float], Callable[[], float] | None, str, float]]]:
     """name -> a builder of (MACP, peer or None, what the peer is, goal ratio)."""
     return {
-        "drain per trivial task, no worktree (s)": lambda: (drain_per_task(0), nq_per_job(), "nq", 3.0),
-        "batch submit (--from) per task (s)": lambda: (batch_submit(), nq_enqueue(), "nq", 3.0),
+        "drain per trivial task, no worktree (s)": lambda: (drain_per_task(0, 50), nq_jobs(50, wait=True), "nq", 3.0),
+        "batch submit (--from) per task (s)": lambda: (batch_submit(), nq_jobs(1000, wait=False), "nq", 3.0),
         "drain per task, 10,000 finished queued vs 100 (s)": lambda: (drain_per_task(10_000), drain_per_task(100), "MACP with 100", 1.5),
         "history --task-id over 200k events (s)": lambda: (*history_of_one_task(), "grep -F", 2.0),
         "status --json on 10,000 tasks (s)": lambda: (*status_json(), "jq", 1.5),

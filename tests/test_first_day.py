@@ -303,3 +303,22 @@ def test_a_drain_spends_few_git_processes_per_worktree_task(sandbox, tmp_path):
     assert not [line for line in log if line.startswith(("worktree prune", "worktree list"))], "a first attempt lists no worktrees"
     assert len([line for line in log if "origin/main" in line]) == 1, "the base is resolved once per run"
     assert len([line for line in log if line.startswith("status ")]) == 2, "one git status per task"
+
+
+def test_log_follow_moves_on_to_the_next_attempt(sandbox, tmp_path):
+    release = tmp_path / "release"
+    command = f'if [ "$MACP_ATTEMPT" = 1 ]; then echo one; {held_command(release)}; exit 1; fi; echo two'
+    sandbox.write_tasks({"tasks": [{"id": "R", "command": command, "max_attempts": 2}]})
+    follower = subprocess.Popen([str(BIN / "mosaic"), "macp", "log", "R", "--follow", "--repo", str(sandbox.repo)],
+                                env=sandbox.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    controller = start_controller(sandbox, "--until-drained")
+    try:
+        read_until(follower.stdout, b"one\n")
+        release.touch()
+        rest, err = follower.communicate(timeout=60)
+        assert follower.returncode == 0, err
+        assert rest == b"--- R: attempt 2 ---\ntwo\n"
+    finally:
+        release.touch()
+        controller.communicate(timeout=60)
+    assert sandbox.task("R")["status"] == "completed"

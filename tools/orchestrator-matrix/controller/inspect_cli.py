@@ -83,22 +83,20 @@ def follow(layout: Layout, task_id: str, pinned: int | None, gate: str | None, w
     """Stream the task's log until the task is no longer pending, running or gated (or, with
     ``pinned``, moved past that attempt). The status is read before the file each round, so
     everything written before the task ended is shown."""
-    shown: tuple[int, Path] | None = None
+    shown: Path | None = None
     position = 0
     while True:
         task = load_tasks(layout).get(task_id)
         going = status_of(task) in _STILL_GOING and (pinned is None or task.get("attempts", 0) <= pinned)
         attempt = pinned or task.get("attempts", 0)
-        if attempt >= 1:
-            path = _existing_log(layout, task_id, attempt, gate)
-            if shown is not None and path is not None and shown[1] != path:
-                position = copy_new(shown[1], position, write)
-                write(f"--- {task_id}: attempt {attempt} ---\n".encode())
-                shown, position = None, 0
-            if shown is None and path is not None:
-                shown = (attempt, path)
-            if shown is not None:
-                position = copy_new(shown[1], position, write)
+        path = _existing_log(layout, task_id, attempt, gate) if attempt >= 1 else None
+        if shown is not None and path is not None and path != shown:
+            copy_new(shown, position, write)  # the rest of the previous attempt's log
+            write(f"--- {task_id}: attempt {attempt} ---\n".encode())
+            shown, position = None, 0
+        shown = shown or path
+        if shown is not None:
+            position = copy_new(shown, position, write)
         if not going:
             return
         time.sleep(FOLLOW_POLL_SECONDS)
