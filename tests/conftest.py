@@ -99,8 +99,12 @@ class Sandbox:
         (self.orch / "tasks.json").write_text(json.dumps(tasks, indent=2))
 
     def tasks(self) -> list[dict]:
-        data = json.loads((self.orch / "tasks.json").read_text())
-        return data["tasks"] if isinstance(data, dict) else data
+        """The queue as MACP reads it: tasks.json with the journal of a run in progress (or
+        of one killed) replayed on top."""
+        from macp.layout import Layout
+        from macp.taskstore import load_tasks
+
+        return load_tasks(Layout(self.repo)).tasks
 
     def task(self, task_id: str) -> dict:
         return next(task for task in self.tasks() if task["id"] == task_id)

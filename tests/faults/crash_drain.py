@@ -9,7 +9,8 @@ submit`` (each appends its id to a log outside the repository and sleeps briefly
 kill is forced: the first task's worker marks that it runs and waits, and the controller is
 killed then, so a recovery of an interrupted attempt always happens. Then the controller is
 started again and again (``mosaic-orchestrator-run --until-drained``) and killed with
-SIGKILL after a random delay. After every round: tasks.json parses and every task validates against
+SIGKILL after a random delay. After every round: tasks.json parses, and the queue (tasks.json
+with the journal replayed) has every task valid against
 task.schema.json, the set of task ids is exactly the queued one (nothing lost, nothing
 duplicated). At the end, one uninterrupted drain must finish the queue: every task
 ``completed``, none ``running``, each task's last logged status ``completed``, and no process
@@ -34,6 +35,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tools" / "orchestrator-matrix"))
 
+from macp.errors import MacpError  # noqa: E402
+from macp.layout import Layout  # noqa: E402
+from macp.taskstore import load_tasks  # noqa: E402
 from protocol.schemas import schema_errors  # noqa: E402
 
 CONTROLLER = ROOT / "bin" / "mosaic-orchestrator-run"
@@ -98,11 +102,14 @@ def forced_kill(repo: Path, env: dict[str, str]) -> None:
 
 
 def tasks_of(repo: Path) -> list[dict]:
+    """The queue as any MACP command reads it after the kill: the tasks.json checkpoint (which
+    must parse on its own) with the run's journal replayed on top."""
     text = (repo / ".mosaic" / "orchestrator" / "tasks.json").read_text()
     try:
-        return json.loads(text)["tasks"]
-    except (ValueError, KeyError) as exc:
-        raise Violation(f"tasks.json does not parse: {exc}") from None
+        json.loads(text)["tasks"]
+        return load_tasks(Layout(repo)).tasks
+    except (ValueError, KeyError, MacpError) as exc:
+        raise Violation(f"the queue does not read back: {exc}") from None
 
 
 def check_queue(repo: Path, ids: list[str]) -> list[dict]:

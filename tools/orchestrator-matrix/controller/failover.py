@@ -21,7 +21,6 @@ from macp import clock
 from macp.providers import WAITING_DOES_NOT_FIX, ProviderFailure
 from macp.runtime_state import load_runtime_state, record_cooldown
 from macp.selection import cooling_down, runtime_order
-from macp.taskstore import load_tasks
 
 if TYPE_CHECKING:
     from controller.mosaic_orchestrator import Controller, WorkerOutcome
@@ -48,7 +47,7 @@ def provider_failed(ctl: Controller, task: dict, failure: ProviderFailure, outco
             ctl.emit("task.provider.failed", task, what, **metadata)
         reason = f"runtime unavailable: {count} provider failures, the last {what}"
         return ctl.finish(task, "escalated", exit_code=outcome.exit_code, output_tail=outcome.output_tail, escalation_reason=reason)
-    tasks = load_tasks(ctl.layout).tasks
+    tasks = ctl.queue.snapshot().tasks
     state = load_runtime_state(ctl.layout)
     probe = {**task, "failed_runtimes": failed}
     order, _ = runtime_order(probe, ctl.config, tasks)

@@ -53,7 +53,7 @@ from macp.procs import OWNER_ENV, read_log_tail
 from macp.runtime_state import load_runtime_state
 from macp.scheduler import queue_order
 from macp.signals import SignalGuard
-from macp.taskstore import edit_tasks, load_tasks, task_errors
+from macp.taskstore import QueueSession, load_tasks, task_errors
 from transport.matrix_transport import MatrixTransport
 
 PROG = "mosaic-orchestrator-run"
@@ -151,6 +151,7 @@ class Controller:
         self.current: str | None = None
         self.summary = RunSummary(refused=dict(refused or {}))
         self.transport = MatrixTransport(layout, config)
+        self.queue = QueueSession(layout)  # state changes are journaled (macp.journal)
         # An event could not be appended after a state change: the next controller must
         # log it on recovery, as after a crash (see run_controller).
         self.unlogged = False
@@ -187,7 +188,7 @@ class Controller:
         interruption never separates them.
         """
         with self.guard.critical():
-            with edit_tasks(self.layout) as document:
+            with self.queue.edit() as document:
                 task = transition(document.get(task_id), new_status, clock.timestamp(), **changes)
                 document.replace(task)
             self.emit(event_type, task, message, **(metadata or {}))
@@ -195,7 +196,7 @@ class Controller:
 
     def update(self, task_id: str, **changes: object) -> dict:
         """Set fields of ``task_id`` without a status change; returns the stored task."""
-        with self.guard.critical(), edit_tasks(self.layout) as document:
+        with self.guard.critical(), self.queue.edit() as document:
             task = {**document.get(task_id), **changes, "updated_at": clock.timestamp()}
             document.replace(task)
         return task
@@ -206,7 +207,7 @@ class Controller:
         """Leave the task in flight recoverable after SIGINT/SIGTERM (attempt not counted)."""
         if self.current is None:
             return
-        with edit_tasks(self.layout) as document:
+        with self.queue.edit() as document:
             task = document.get(self.current)
             if status_of(task) not in ACTIVE or task.get("claim") != self.owner:
                 return
@@ -249,7 +250,7 @@ class Controller:
         traceback.print_exception(type(exc), exc, exc.__traceback__, file=sys.stderr)
         message = f"internal error while handling the task: {type(exc).__name__}: {exc}"
         with self.guard.critical():
-            with edit_tasks(self.layout) as document:
+            with self.queue.edit() as document:
                 task = document.get(task_id)
                 if status_of(task) not in ACTIVE or task.get("claim") != self.owner:
                     return status_of(task)
@@ -275,7 +276,7 @@ class Controller:
         after applying the holds it decided (escalations, waits)."""
         now = clock.now()
         with self.guard.critical():
-            with edit_tasks(self.layout) as document:
+            with self.queue.edit() as document:
                 for waiting in queue_order(document.tasks):
                     if waiting["id"] in self.summary.refused:
                         continue
@@ -423,7 +424,7 @@ class Controller:
     def enter_worktree(self, task: dict) -> dict:
         """Create or reuse the task's worktree and record it on the task; a new branch starts
         from its completed dependencies' work (``stacked_on``, :func:`dispatcher.stacked_branches`)."""
-        stack = dispatcher.stacked_branches(task, load_tasks(self.layout).tasks, self.layout.repo_root, self.config)
+        stack = dispatcher.stacked_branches(task, self.queue.snapshot().tasks, self.layout.repo_root, self.config)
         if self.base is None:
             self.base = dispatcher.base_ref(self.layout.repo_root, self.config)  # once per run (issue 11)
         path, created, base_commit, repaired = dispatcher.prepare_worktree(task, self.layout.repo_root, self.config, stack, self.base)
@@ -774,7 +775,8 @@ def run_controller(
             controller.drain()
         elif controller.run_once() is None:
             say("no runnable task")
-        tasks = load_tasks(layout).tasks
+        controller.queue.fold()
+        tasks = controller.queue.snapshot().tasks
         if until_drained:
             for line in remaining_lines(tasks, clock.now(), controller.summary.refused):
                 say(line)
@@ -794,11 +796,22 @@ def run_controller(
         ended_cleanly = True
         raise
     finally:
+        fold_at_exit(controller)
         guard.restore()
         # A run that ended on an error, or could not log a change, leaves its record in the
         # lock file: the next controller recovers from it as from a crash and logs the
         # changes the log is missing, so tasks.json and the log never stay apart.
         lock.release(clean=ended_cleanly and not controller.unlogged)
+
+
+def fold_at_exit(controller: Controller) -> None:
+    """Fold the run's journal into tasks.json however the run ended, so at rest tasks.json
+    is the whole queue. A fold that fails (a full disk) leaves the journal, which every
+    reader replays and the next run folds; it is reported on stderr."""
+    try:
+        controller.queue.fold()
+    except (OSError, MacpError) as exc:
+        warn(f"tasks.json not brought up to date: {exc}; the changes are kept in {controller.layout.tasks_journal}")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -18,7 +18,6 @@ from macp.events import read_tail
 from macp.lifecycle import ACTIVE, FINISHED, status_of, transition
 from macp.procs import OWNER_ENV
 from macp.proctree import processes_with_env, terminate
-from macp.taskstore import edit_tasks
 
 if TYPE_CHECKING:
     from controller.mosaic_orchestrator import Controller
@@ -38,7 +37,7 @@ def recover(ctl: Controller, previous: dict | None) -> list[str]:
         stop_orphans(ctl, previous)
     recovered: list[dict] = []
     with ctl.guard.critical():
-        with edit_tasks(ctl.layout) as document:
+        with ctl.queue.edit() as document:
             for task in list(document.tasks):
                 if status_of(task) in ACTIVE and (task.get("claim") or not awaiting_acp_report(task)):
                     handed_back = released(task)

@@ -36,8 +36,13 @@ class Layout:
         return self.orch_dir / "tasks.json"
 
     @property
+    def tasks_journal(self) -> Path:
+        """The controller's state changes since tasks.json was last written (macp.journal)."""
+        return self.orch_dir / "tasks.journal"
+
+    @property
     def tasks_lock(self) -> Path:
-        """Lock file guarding every read-modify-write of tasks.json."""
+        """Lock file guarding every read-modify-write of tasks.json and its journal."""
         return self.orch_dir / ".tasks.lock"
 
     @property

@@ -1,22 +1,36 @@
-"""Read and write ``tasks.json``: the queue and each task's current state.
+"""Read and write the queue: ``tasks.json`` (the checkpoint) plus ``tasks.journal``.
 
 The file is ``{"tasks": [...]}`` (other top-level keys are kept) or, for legacy queues, a bare
-list; it is written back in the shape it was read. Every change goes through
-:func:`edit_tasks`: exclusive lock, fresh read, change, atomic replace, unlock.
+list; it is written back in the shape it was read. Readers take the checkpoint and replay
+the journal (:mod:`macp.journal`) on top. Changes go through one of two doors, both under
+the exclusive lock of ``.tasks.lock``:
+
+- :func:`edit_tasks` (commands, sync, archive): fresh read, change, then the whole queue is
+  written back atomically and the journal emptied (a *fold*);
+- :class:`QueueSession` (the controller): the queue stays in memory, each change is one
+  appended journal line, and the journal is folded when it outgrows the checkpoint and when
+  the run ends (docs/durability.md "The journal").
 """
 
 from __future__ import annotations
 
 import json
+import os
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
+from macp import journal
 from macp.errors import MacpError
 from macp.fsio import parse_json_text, write_atomic
 from macp.layout import Layout
 from macp.locks import exclusive_lock
 from protocol.schemas import schema_errors
+
+# The journal is folded once it is larger than this and larger than tasks.json, so a fold
+# (which costs the whole queue) comes at most once per queue-size of changes: O(1) a change.
+FOLD_MIN_BYTES = 1 << 20
 
 
 @dataclass
@@ -32,6 +46,8 @@ class TaskDocument:
     container: dict | None = None
     label: str = "tasks.json"
     _positions: dict[str, int] = field(default_factory=dict, init=False, repr=False, compare=False)
+    # ids given a new state through replace()/put() since this set was last cleared
+    changed: set[str] = field(default_factory=set, init=False, repr=False, compare=False)
 
     def position(self, task_id: str) -> int | None:
         """Index of the task with ``task_id`` in ``tasks``, or None."""
@@ -60,6 +76,15 @@ class TaskDocument:
         if index is None:
             raise MacpError(f"unknown task: {task['id']}")
         self.tasks[index] = task
+        self.changed.add(task["id"])
+
+    def put(self, task: dict) -> None:
+        """Put ``task`` in place of the task with its id, or append it when there is none."""
+        if self.position(task["id"]) is None:
+            self.tasks.append(task)
+            self.changed.add(task["id"])
+        else:
+            self.replace(task)
 
     def json_path(self, index: int) -> str:
         """JSON path of task number ``index`` in the file."""
@@ -139,36 +164,164 @@ def validate_tasks(document: TaskDocument) -> None:
 
 
 def load_tasks(layout: Layout, validate: bool = False) -> TaskDocument:
-    """Read tasks.json (an empty queue when it does not exist).
+    """The queue: tasks.json with the journal replayed on top (an empty queue when neither
+    exists). Takes no lock: a fold in another process at the same instant can only make
+    this an earlier complete state, never a mixed one.
 
     With ``validate`` every task is checked against ``task.schema.json``. Raises
     :class:`MacpError` for unreadable, malformed or invalid files.
     """
-    path = layout.tasks_file
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        return TaskDocument([], {}, str(path))
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise MacpError(f"{path}: not UTF-8 (byte {exc.start})") from None
-    document = parse_tasks(parse_json_text(text, str(path)), str(path))
+    document = _load(layout).document
     if validate:
         validate_tasks(document)
     return document
 
 
+@dataclass
+class _Loaded:
+    """A read of the queue: the ``document`` (journal replayed), the checkpoint's digest,
+    the ``journal`` read and whether tasks.json was ``edited`` outside MACP under it."""
+
+    document: TaskDocument
+    checkpoint_sha256: str
+    journal: journal.Journal
+    edited: bool
+
+
+def _load(layout: Layout) -> _Loaded:
+    path = layout.tasks_file
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raw = None
+    tail = journal.read_journal(layout.tasks_journal)
+    if raw is None:
+        document = TaskDocument([], {}, str(path))
+    else:
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise MacpError(f"{path}: not UTF-8 (byte {exc.start})") from None
+        document = parse_tasks(parse_json_text(text, str(path)), str(path))
+    sha = journal.digest(raw or b"") if tail.size else ""
+    for task in tail.tasks:
+        document.put(task)
+    document.changed.clear()
+    return _Loaded(document, sha, tail, not tail.extends(sha))
+
+
+def _fold(layout: Layout, loaded: _Loaded) -> str:
+    """Write ``loaded.document`` as tasks.json and empty the journal; returns the new
+    checkpoint's digest ("" when there was no journal to mark). A hand edit the journal was
+    replayed over is reported on stderr."""
+    text = loaded.document.to_json()
+    sha = ""
+    if loaded.journal.size:
+        sha = journal.digest(text.encode("utf-8"))
+        journal.mark_fold(layout.tasks_journal, sha)
+    write_atomic(layout.tasks_file, text)
+    if loaded.journal.size:
+        journal.clear(layout.tasks_journal)
+    if loaded.edited:
+        ids = ", ".join(sorted({task["id"] for task in loaded.journal.tasks}))
+        sys.stderr.write(f"macp: {layout.tasks_file} was changed outside MACP during a run; the run's changes to {ids} were applied on top of it\n")
+    return sha
+
+
 @contextmanager
 def edit_tasks(layout: Layout) -> Iterator[TaskDocument]:
-    """Lock tasks.json, yield a fresh :class:`TaskDocument`, and write it back atomically.
+    """Lock the queue, yield a fresh :class:`TaskDocument`, and write it back atomically
+    (folding the journal in).
 
     The write happens only if the block finishes without an exception and the document
     changed. The lock is held for the block only, so keep the block short.
     """
     with exclusive_lock(layout.tasks_lock):
-        document = load_tasks(layout)
-        before = document.fingerprint()
-        yield document
-        if document.fingerprint() != before:
-            write_atomic(layout.tasks_file, document.to_json())
+        loaded = _load(layout)
+        before = loaded.document.fingerprint()
+        yield loaded.document
+        if loaded.document.fingerprint() != before:
+            _fold(layout, loaded)
+
+
+class QueueSession:
+    """The controller's queue: kept in memory across state changes, each change one
+    journal append (O(1) in the queue's size).
+
+    Before each change the session checks, with two ``stat`` calls, that tasks.json and the
+    journal are as it left them; when another process folded (a command such as ``submit``
+    or ``cancel``) or someone edited tasks.json, it reads the queue afresh. Call
+    :meth:`fold` at the end of a run so tasks.json at rest is the whole queue."""
+
+    def __init__(self, layout: Layout) -> None:
+        self.layout = layout
+        self._loaded: _Loaded | None = None
+        self._seen: tuple[tuple[int, ...], int] | None = None
+
+    def _identity(self) -> tuple[tuple[int, ...], int]:
+        try:
+            info = os.stat(self.layout.tasks_file)
+            checkpoint: tuple[int, ...] = (info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns)
+        except FileNotFoundError:
+            checkpoint = ()
+        try:
+            size = os.stat(self.layout.tasks_journal).st_size
+        except FileNotFoundError:
+            size = 0
+        return checkpoint, size
+
+    def _current(self) -> _Loaded:
+        """The queue, re-read only when someone else changed the files (lock held)."""
+        if self._loaded is None or self._identity() != self._seen:
+            self._loaded = _load(self.layout)
+            if self._loaded.edited:
+                self._write_checkpoint()
+            self._seen = self._identity()
+        return self._loaded
+
+    def _write_checkpoint(self) -> None:
+        assert self._loaded is not None
+        loaded = self._loaded
+        sha = _fold(self.layout, loaded)
+        self._loaded = _Loaded(loaded.document, sha, journal.Journal(), False)
+
+    @contextmanager
+    def edit(self) -> Iterator[TaskDocument]:
+        """Lock the queue and yield it; tasks given a new state with ``replace``/``put``
+        are journaled when the block ends (nothing is written when it raises)."""
+        with exclusive_lock(self.layout.tasks_lock):
+            loaded = self._current()
+            document = loaded.document
+            document.changed.clear()
+            try:
+                yield document
+                if document.changed:
+                    if not loaded.checkpoint_sha256:
+                        raw = self.layout.tasks_file.read_bytes() if self.layout.tasks_file.exists() else b""
+                        loaded.checkpoint_sha256 = journal.digest(raw)
+                    tasks = [document.tasks[document.position(task_id)] for task_id in sorted(document.changed)]
+                    size = journal.append_tasks(self.layout.tasks_journal, tasks, loaded.checkpoint_sha256, loaded.journal.size)
+                    loaded.journal.size = size
+                    loaded.journal.tasks.extend(tasks)
+                    checkpoint = self._seen[0] if self._seen else ()
+                    if size > max(FOLD_MIN_BYTES, checkpoint[1] if checkpoint else 0):
+                        self._write_checkpoint()
+                        self._seen = self._identity()
+                    else:
+                        self._seen = (checkpoint, size)
+            except BaseException:
+                self._loaded = None  # the copy in memory may be half-changed: read afresh next time
+                raise
+
+    def snapshot(self) -> TaskDocument:
+        """The current queue (read afresh if someone else changed it). Do not change it:
+        use :meth:`edit`."""
+        with exclusive_lock(self.layout.tasks_lock):
+            return self._current().document
+
+    def fold(self) -> None:
+        """Write the whole queue to tasks.json and empty the journal, if it holds anything."""
+        with exclusive_lock(self.layout.tasks_lock):
+            if self._current().journal.size:
+                self._write_checkpoint()
+                self._seen = self._identity()
