@@ -38,6 +38,8 @@ $(AGENT_CLIS)/.installed:
 # The benchmark suite (bench/run.py): MACP against peers (nq, jq) where they are installed;
 # the table goes to the terminal and bench/latest.json. Targets live here, not in tests.
 bench:
+	@command -v nq >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && apt-get install -y -qq nq >/dev/null; } \
+		|| echo "bench: nq is not installed (Debian: apt-get install nq); the rows that compare with it are skipped"
 	$(PYTHON) bench/run.py --rounds 5 --json bench/latest.json
 
 # Only the live tests against the real CLIs.

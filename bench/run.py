@@ -70,18 +70,74 @@ def legacy_tasks(count: int, start: int = 0, status: str = "pending") -> list[di
 # -- measurements: each returns seconds per unit, for MACP (A) and its peer (B or None) -------
 
 
-def drain_per_task(queued_finished: int, count: int = 50) -> Callable[[], float]:
-    """Drain ``count`` trivial legacy tasks with ``queued_finished`` finished ones in the queue."""
+def drain_per_task(queued_finished: int, count: int = 50, queued_pending: int = 0) -> Callable[[], float]:
+    """Drain ``count`` trivial legacy tasks with ``queued_finished`` finished ones in the queue
+    before them, and ``queued_pending`` pending ones after them that wait for a task that
+    never runs (so the queue stays that long for the whole drain)."""
 
     def measure() -> float:
         ws = Workspace()
         try:
-            ws.tasks(legacy_tasks(queued_finished, status="completed") + legacy_tasks(count, start=queued_finished))
+            waiting = [{**task, "depends_on": ["gate"]} for task in legacy_tasks(queued_pending, start=queued_finished + count)]
+            gate = [{"id": "gate", "command": "true", "status": "pending", "not_before": "2999-01-01T00:00:00Z"}] if waiting else []
+            ws.tasks(legacy_tasks(queued_finished, status="completed") + legacy_tasks(count, start=queued_finished) + gate + waiting)
             return timed(lambda: ws.run([*CONTROLLER, "--repo", str(ws.repo), "--until-drained"])) / count
         finally:
             ws.close()
 
     return measure
+
+
+def one_submit(queued_finished: int, count: int = 10) -> Callable[[], float]:
+    """``count`` single ``submit`` commands into a queue of ``queued_finished`` finished tasks,
+    per submit."""
+
+    def measure() -> float:
+        ws = Workspace()
+        try:
+            ws.tasks(legacy_tasks(queued_finished, status="completed"))
+
+            def submits() -> None:
+                for n in range(count):
+                    ws.run([*MOSAIC, "macp", "submit", "--repo", str(ws.repo), "--task-id", f"s{n}", "--command", "true"])
+
+            return timed(submits) / count
+        finally:
+            ws.close()
+
+    return measure
+
+
+def worktree_tasks(files: int = 200, count: int = 10) -> tuple[Callable[[], float], Callable[[], float]]:
+    """``count`` exec tasks, each in its own worktree of a ``files``-file repository, against
+    a shell loop doing the same ``git worktree add``, run and ``git worktree remove``."""
+
+    def workspace() -> Workspace:
+        ws = Workspace()
+        for n in range(files):
+            (ws.repo / f"f{n}.txt").write_text(f"{n}\n")
+        ws.run(["git", "add", "-A"])
+        ws.run(["git", "commit", "-q", "-m", "files"])
+        return ws
+
+    def macp() -> float:
+        ws = workspace()
+        try:
+            ws.tasks([{"id": f"w{n}", "dispatch": "exec", "command": "true"} for n in range(count)])
+            return timed(lambda: ws.run([*CONTROLLER, "--repo", str(ws.repo), "--until-drained"])) / count
+        finally:
+            ws.close()
+
+    def loop() -> float:
+        ws = workspace()
+        script = (f'for n in $(seq {count}); do git worktree add -q -b feat/w$n "$HOME/w$n" HEAD && (cd "$HOME/w$n" && true) '
+                  '&& git worktree remove "$HOME/w$n"; done')
+        try:
+            return timed(lambda: ws.run(["sh", "-c", script])) / count
+        finally:
+            ws.close()
+
+    return macp, loop
 
 
 def nq_jobs(count: int, wait: bool) -> Callable[[], float] | None:
@@ -162,7 +218,11 @@ def measurements() -> dict[str, Callable[[], tuple[Callable[[], float], Callable
     return {
         "drain per trivial task, no worktree (s)": lambda: (drain_per_task(0, 50), nq_jobs(50, wait=True), "nq", 3.0),
         "batch submit (--from) per task (s)": lambda: (batch_submit(), nq_jobs(1000, wait=False), "nq", 3.0),
+        "worktree task, 200-file repository (s)": lambda: (*worktree_tasks(), "git worktree loop", 1.2),
         "drain per task, 10,000 finished queued vs 100 (s)": lambda: (drain_per_task(10_000), drain_per_task(100), "MACP with 100", 1.5),
+        "drain per task, 10,000 pending queued vs 100 (s)": lambda: (drain_per_task(0, queued_pending=10_000), drain_per_task(0, queued_pending=100),
+                                                               "MACP with 100", 1.5),
+        "one submit, 10,000 finished queued vs 100 (s)": lambda: (one_submit(10_000), one_submit(100), "MACP with 100", 1.5),
         "history --task-id over 200k events (s)": lambda: (*history_of_one_task(), "grep -F", 2.0),
         "status --json on 10,000 tasks (s)": lambda: (*status_json(), "jq", 1.5),
         "start-up of a read command (s)": lambda: (*start_up(), "python3 -c pass", 2.0),

@@ -277,7 +277,7 @@ class Controller:
         now = clock.now()
         with self.guard.critical():
             with self.queue.edit() as document:
-                for waiting in queue_order(document.tasks):
+                for waiting in queue_order([task for task in document.tasks if task.get("status") == "running"]):
                     if waiting["id"] in self.summary.refused:
                         continue
                     acp = waiting.get("acp") or {}

@@ -32,7 +32,7 @@ from macp.config import PROJECT_ROOT, load_config, matrix_token_env, worktree_ba
 from macp.errors import MacpError
 from macp.fsio import dump_json, write_atomic
 from macp.guidance import compose_brief
-from macp.layout import Layout, confine, confine_output
+from macp.layout import Layout, confine, confine_output, resolved_root
 from macp.procs import ProcessResult, read_log_tail, run_process
 from macp.redact import redact, redact_value
 from macp.verdicts import SUMMARY_MAX_CHARS, bounded, idle_timeout, judge_agent_run
@@ -102,7 +102,7 @@ def worktree_path(task: dict, repo_root: Path, config: dict) -> Path:
     base = worktree_base(config, repo_root)
     if task.get("worktree"):
         return confine(os.path.expanduser(task["worktree"]), base, f"task {task['id']}: worktree")
-    return base.resolve() / task_folder_name(task["id"])
+    return resolved_root(base) / task_folder_name(task["id"])
 
 
 def base_ref(repo_root: Path, config: dict) -> str:

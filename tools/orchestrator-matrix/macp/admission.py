@@ -25,7 +25,7 @@ from datetime import datetime
 
 from macp import clock
 from macp.dependencies import doomed_tasks, find_cycles
-from macp.lifecycle import STATUSES, status_of
+from macp.lifecycle import FINISHED, STATUSES, status_of
 from macp.risk import risk_term
 from macp.scheduler import pick_next
 from macp.selection import choose_runtime
@@ -89,6 +89,21 @@ def risk_hold(task: dict, config: dict, brief_text: str) -> Hold | None:
     return Hold(task["id"], "escalated", {"risk_hold": term, "escalation_reason": reason}, "task.escalated", reason, {"risk_term": term})
 
 
+def in_play(tasks: list[dict], by_id: Mapping[str, dict]) -> list[dict]:
+    """The tasks admission looks at: every unfinished task, in file order, then the finished
+    tasks those depend on. Finished tasks nothing waits for cannot change what is claimed,
+    so a queue of 10,000 finished tasks costs a claim no more than an empty one (issue 11)."""
+    unfinished = [task for task in tasks if task.get("status") not in FINISHED]  # no status: pending
+    open_ids = {task["id"] for task in unfinished}
+    needed = {dependency for task in unfinished for dependency in _dependencies(task) if dependency not in open_ids}
+    return unfinished + [by_id[task_id] for task_id in sorted(needed) if task_id in by_id]
+
+
+def _dependencies(task: dict) -> list:
+    dependencies = task.get("depends_on")
+    return [d for d in dependencies if isinstance(d, str)] if isinstance(dependencies, list) else []
+
+
 def stand_in(task: dict) -> dict:
     """What the queue logic sees of a refused task: its id and, when valid, its status --
     none of the fields that made it refused (a ``not_before`` that is no timestamp, a
@@ -109,7 +124,8 @@ def admit(
     ``refused`` maps the ids of tasks never to claim to why (see the module docstring)."""
     refused = refused or {}
     stored = {task["id"]: task for task in tasks}
-    tasks = [stand_in(task) if task["id"] in refused else task for task in tasks]
+    history = tasks  # runtime selection weighs every finished task's outcome
+    tasks = [stand_in(task) if task["id"] in refused else task for task in in_play(tasks, stored)]
     holds = dependency_holds(tasks)
     view = {task["id"]: dict(task) for task in tasks}
 
@@ -121,7 +137,7 @@ def admit(
     while (task := pick_next([task for task in view.values() if task["id"] not in refused], now)) is not None:
         hold = risk_hold(task, config, brief_text(task))
         if hold is None and task.get("dispatch") in ("yolo", "acp"):
-            runtime, why, back_at = choose_runtime(task, config, tasks, runtime_state, now)
+            runtime, why, back_at = choose_runtime(task, config, history, runtime_state, now)
             if runtime is not None:
                 return Admission(stored[task["id"]], runtime, why, holds)
             if back_at is None:

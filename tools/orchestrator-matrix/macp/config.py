@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import re
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -86,6 +87,7 @@ def matrix_token_env(config: dict) -> str:
     return (config.get("matrix") or {}).get("token_env") or "MACP_MATRIX_TOKEN"
 
 
+@lru_cache(maxsize=16)
 def repo_hash(repo_root: Path) -> str:
     """8 hex digits of the SHA-256 of the repository's resolved path: tells apart two
     repositories with the same folder name (``{repo_hash}`` in ``macp.worktree_base``)."""

@@ -9,6 +9,7 @@ symlinks included.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 from macp.errors import MacpError
@@ -76,6 +77,15 @@ class Layout:
         return self.acp_dir / f"{task_id}.json"
 
 
+@lru_cache(maxsize=64)
+def resolved_root(root: Path) -> Path:
+    """``root.resolve()``, remembered for the life of the process: the folders paths are
+    confined to (the repository, its state folder, the worktree base) stay where they are
+    while one command runs, and a check of 10,000 tasks then costs one resolution of each
+    task's own path instead of four (issue 11)."""
+    return root.resolve()
+
+
 def confine(candidate: str | Path, root: Path, what: str) -> Path:
     """Resolve ``candidate`` (relative to ``root`` unless absolute) and require it inside ``root``.
 
@@ -85,7 +95,7 @@ def confine(candidate: str | Path, root: Path, what: str) -> Path:
     text = str(candidate)
     if not text or "\0" in text:
         raise MacpError(f"{what}: empty or invalid path")
-    root_resolved = root.resolve()
+    root_resolved = resolved_root(root)
     resolved = (root_resolved / candidate).resolve()
     if resolved != root_resolved and root_resolved not in resolved.parents:
         raise MacpError(f"{what}: {text!r} is outside {root_resolved}")
@@ -98,9 +108,9 @@ def confine_output(candidate: str | Path, layout: Layout, what: str) -> Path:
     state folder itself, where tasks.json, config.json and events.ndjson live. Returns the
     resolved path; raises :class:`MacpError` (exit 2) naming ``what`` otherwise."""
     resolved = confine(candidate, layout.repo_root, what)
-    if ".git" in resolved.relative_to(layout.repo_root.resolve()).parts:
+    if ".git" in resolved.relative_to(resolved_root(layout.repo_root)).parts:
         raise MacpError(f"{what}: {str(candidate)!r} is inside .git")
-    state = layout.orch_dir.resolve()
+    state = resolved_root(layout.orch_dir)
     if resolved == state or resolved.parent == state:
         raise MacpError(f"{what}: {str(candidate)!r} would land among MACP's state files in {state}; use a folder such as results/")
     return resolved

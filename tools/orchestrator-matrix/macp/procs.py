@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from macp import clock
-from macp.proctree import RUN_ENV, group_alive, reap_adopted, run_members, signal_all
+from macp.proctree import RUN_ENV, reap_adopted, run_members, signal_all, start_ticks
 from macp.redact import redact
 
 _ANSI = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)|\x1b[@-Z\\-_]")
@@ -212,16 +212,20 @@ def run_process(
         assert proc.stdout is not None
         pipe = _Pipe(proc.stdout.fileno(), capture, started)
         deadline = None if timeout_seconds is None else started + timeout_seconds
+        run = _Run(proc, run_id, start_ticks(proc.pid))
+        all_gone = False
         try:
             stopped = _wait_for_exit(proc, pipe, deadline, idle_timeout_seconds)
-            _stop_run(proc, run_id, pipe, grace_seconds)
+            all_gone = _stop_run(run, pipe, grace_seconds)
         except BaseException:
-            _stop_run(proc, run_id, pipe, grace_seconds)
+            _stop_run(run, pipe, grace_seconds)
             raise
         finally:
-            _signal_run(proc.pid, run_id, signal.SIGKILL)
+            if not all_gone:  # else one reading of /proc already found nothing left
+                _signal_run(run, signal.SIGKILL)
             proc.wait()
-            reap_adopted()
+            if not all_gone:
+                reap_adopted()
             pipe.drain(time.monotonic() + _DRAIN_SECONDS)
             capture.close()
             proc.stdout.close()
@@ -283,29 +287,40 @@ def _wait_for_exit(proc: subprocess.Popen, pipe: _Pipe, deadline: float | None, 
     return False
 
 
-def _stop_run(proc: subprocess.Popen, run_id: str, pipe: _Pipe, grace_seconds: float) -> None:
+@dataclass(frozen=True)
+class _Run:
+    """One running command: its leader, the run id in its environment, and when the leader
+    started (clock ticks, :func:`macp.proctree.start_ticks`)."""
+
+    proc: subprocess.Popen
+    run_id: str
+    since: int
+
+    def members(self) -> set[int]:
+        """Live processes of the command (:func:`macp.proctree.run_members`)."""
+        return run_members(self.proc.pid, self.run_id, self.since)
+
+
+def _stop_run(run: _Run, pipe: _Pipe, grace_seconds: float) -> bool:
     """SIGTERM whatever of the command still runs -- the leader (at a timeout or an
     interruption) or what it left behind (after a normal exit) -- and wait up to
-    ``grace_seconds`` for all of it to go, reading its output meanwhile. SIGKILL follows in
-    :func:`run_process`."""
-    if proc.poll() is not None and not _run_alive(proc.pid, run_id):
-        return
-    _signal_run(proc.pid, run_id, signal.SIGTERM)
+    ``grace_seconds`` for all of it to go, reading its output meanwhile. Returns True when
+    the leader had ended and nothing of the command was left at all; otherwise SIGKILL
+    follows in :func:`run_process`."""
+    if run.proc.poll() is not None and not run.members():
+        return True
+    _signal_run(run, signal.SIGTERM)
     end = time.monotonic() + grace_seconds
-    while time.monotonic() < end and (proc.poll() is None or _run_alive(proc.pid, run_id)):
+    while time.monotonic() < end and (run.proc.poll() is None or run.members()):
         if pipe.open:
             pipe.read_for(0.05)
         else:
             time.sleep(0.05)
+    return False
 
 
-def _run_alive(leader: int, run_id: str) -> bool:
-    """True while any process of the command is alive: in its group, or found outside it."""
-    return group_alive(leader) or bool(run_members(leader, run_id))
-
-
-def _signal_run(leader: int, run_id: str, signum: int) -> None:
+def _signal_run(run: _Run, signum: int) -> None:
     """Send ``signum`` to the command's process group and to its processes outside it."""
     with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(leader, signum)
-    signal_all(run_members(leader, run_id), signum)
+        os.killpg(run.proc.pid, signum)
+    signal_all(run.members(), signum)

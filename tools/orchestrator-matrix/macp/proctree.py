@@ -59,11 +59,12 @@ class _Process(NamedTuple):
     parent: int
     state: bytes
     group: int
+    started: int  # clock ticks after boot (proc(5) starttime)
 
 
 def _process_table() -> dict[int, _Process]:
-    """Every process in ``/proc`` by pid: parent, state letter (``Z`` for a zombie) and
-    process group; {} where there is no ``/proc``."""
+    """Every process in ``/proc`` by pid: parent, state letter (``Z`` for a zombie),
+    process group and start time; {} where there is no ``/proc``."""
     try:
         entries = os.listdir("/proc")
     except OSError:
@@ -75,21 +76,10 @@ def _process_table() -> dict[int, _Process]:
         try:
             with open(f"/proc/{entry}/stat", "rb") as handle:
                 fields = handle.read().rsplit(b") ", 1)[1].split()
-            table[int(entry)] = _Process(int(fields[1]), fields[0], int(fields[2]))
+            table[int(entry)] = _Process(int(fields[1]), fields[0], int(fields[2]), int(fields[19]))
         except (OSError, IndexError, ValueError):
             continue
     return table
-
-
-def group_alive(pgid: int) -> bool:
-    """True while a process that is not a zombie is in process group ``pgid`` (Linux
-    ``/proc``; elsewhere any member counts)."""
-    try:
-        os.killpg(pgid, 0)
-    except (ProcessLookupError, PermissionError):
-        return False
-    table = _process_table()
-    return not table or any(process.group == pgid and process.state != b"Z" for process in table.values())
 
 
 def _descendants(roots: Iterable[int], table: dict[int, _Process]) -> set[int]:
@@ -106,16 +96,29 @@ def _descendants(roots: Iterable[int], table: dict[int, _Process]) -> set[int]:
     return found
 
 
-def processes_with_env(name: str, value: str) -> list[int]:
-    """PIDs of processes whose environment holds ``name=value`` (read from ``/proc``).
+def start_ticks(pid: int) -> int:
+    """When ``pid`` started, in clock ticks after boot (``/proc/<pid>/stat``); 0 when it
+    cannot be read (no ``/proc``, or the process is gone)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as handle:
+            return int(handle.read().rsplit(b") ", 1)[1].split()[19])
+    except (OSError, IndexError, ValueError):
+        return 0
+
+
+def processes_with_env(name: str, value: str, table: dict[int, _Process] | None = None, since: int = 0) -> list[int]:
+    """PIDs of processes whose environment holds ``name=value`` (read from ``/proc``),
+    among those of ``table`` (default: every process) that started at clock tick ``since``
+    or later -- a value made up when a command started cannot be in anything older, and
+    reading only the newer processes' environments keeps this cheap on a busy machine.
 
     Returns ``[]`` where ``/proc`` is missing (not Linux) or unreadable. This process is
     never included.
     """
     needle = f"{name}={value}".encode()
     found = []
-    for pid in _process_table():
-        if pid == os.getpid():
+    for pid, process in (_process_table() if table is None else table).items():
+        if pid == os.getpid() or process.started < since:
             continue
         try:
             with open(f"/proc/{pid}/environ", "rb") as handle:
@@ -126,17 +129,37 @@ def processes_with_env(name: str, value: str) -> list[int]:
     return sorted(found)
 
 
-def run_members(leader: int, run_id: str) -> set[int]:
-    """Live processes (not zombies) of the command whose group leader is ``leader``: its
-    descendants, those carrying ``run_id`` in :data:`RUN_ENV`, and -- when this process is
-    a child subreaper -- every descendant of this process (orphans it adopted). The leader
-    itself is included while it lives; this process never is."""
+def run_members(leader: int, run_id: str, since: int = 0) -> set[int]:
+    """Live processes (not zombies) of the command whose group leader is ``leader`` and
+    which started at clock tick ``since`` (:func:`start_ticks` of the leader; 0: unknown):
+    the members of its process group, its descendants, those carrying ``run_id`` in
+    :data:`RUN_ENV`, and -- when this process is a child subreaper -- every descendant of
+    this process (orphans it adopted). Adopted children that already ended (never the
+    leader) are reaped on the way, from the same one reading of ``/proc``. The leader itself is included while
+    it lives; this process never is. Without ``/proc`` (not Linux): ``{leader}`` while its
+    process group has a member, else nothing."""
     table = _process_table()
-    members = {leader} | _descendants([leader], table) | set(processes_with_env(RUN_ENV, run_id))
-    if is_subreaper():
-        members |= _descendants([os.getpid()], table)
-    members.discard(os.getpid())
+    if not table:
+        return {leader} if _group_exists(leader) else set()
+    me = os.getpid()
+    subreaper = is_subreaper()
+    if subreaper:
+        # Not the leader: its exit status belongs to whoever started it (subprocess.Popen).
+        reap(pid for pid, process in table.items() if process.parent == me and process.state == b"Z" and pid != leader)
+    members = {leader} | _descendants([leader], table) | set(processes_with_env(RUN_ENV, run_id, table, since))
+    members |= {pid for pid, process in table.items() if process.group == leader}
+    if subreaper:
+        members |= _descendants([me], table)
+    members.discard(me)
     return {pid for pid in members if pid in table and table[pid].state != b"Z"}
+
+
+def _group_exists(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except (ProcessLookupError, PermissionError):
+        return False
+    return True
 
 
 def reap_adopted() -> None:

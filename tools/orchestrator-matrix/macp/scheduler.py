@@ -16,13 +16,13 @@ from macp.lifecycle import status_of
 
 def queue_order(tasks: list[dict]) -> list[dict]:
     """``tasks`` sorted by priority (higher first), ties kept in file order."""
-    ranked = sorted(enumerate(tasks), key=lambda pair: (-_priority(pair[1]), pair[0]))
-    return [task for _, task in ranked]
+    return sorted(tasks, key=_rank)  # sorted() is stable: equal ranks keep file order
 
 
-def _priority(task: dict) -> int:
+def _rank(task: dict) -> int:
+    """Minus the task's priority (an integer, else 0): the sort key of :func:`queue_order`."""
     priority = task.get("priority", 0)
-    return priority if isinstance(priority, int) and not isinstance(priority, bool) else 0
+    return -priority if type(priority) is int else 0
 
 
 def hold_reason(task: dict, by_id: dict[str, dict], now: datetime) -> str | None:
