@@ -26,14 +26,13 @@ import signal
 import sys
 import time
 import traceback
-from dataclasses import dataclass, field
-from datetime import timedelta
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 if __package__ in (None, ""):  # run as a script: make the tools folder importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from controller import failover, recovery
+from controller import recovery
 from controller.planning import plan_lines, remaining_lines
 from controller.run_report import run_document, summary_lines, task_rows
 from dispatcher import macp_dispatcher as dispatcher
@@ -41,39 +40,23 @@ from macp import __version__, clock, gitops, proctree, verdicts
 from macp.admission import Hold, admit
 from macp.cliutil import OneLineParser, print_json, resolve_repo, run_main
 from macp.config import load_config
+from macp.decide import AttemptOutcome, Decision, Ending, attempt_failed, decide
+from macp.decide import finish as finish_decision
 from macp.errors import EXIT_OK, EXIT_TASKS_FAILED, EXIT_USAGE, Interrupted, MacpError, is_storage_error
 from macp.events import append_event, make_event
 from macp.fsio import dump_json, read_json, write_atomic
 from macp.gates import GateLimits, gate_specs, run_gates
-from macp.guidance import failure_summary
 from macp.layout import Layout, check_output_folders
 from macp.lifecycle import ACTIVE, status_of, transition
 from macp.locks import ControllerLock
 from macp.procs import OWNER_ENV, read_log_tail
-from macp.runtime_state import load_runtime_state
+from macp.runtime_state import load_runtime_state, record_cooldown
 from macp.scheduler import queue_order
 from macp.signals import SignalGuard
 from macp.taskstore import QueueSession, load_tasks, task_errors
 from transport.matrix_transport import MatrixTransport
 
 PROG = "mosaic-orchestrator-run"
-
-
-@dataclass(frozen=True)
-class WorkerOutcome:
-    """How a worker ended: exit code (None if it never started), whether it timed out (at the
-    task's deadline, or for silence: ``idle_timed_out``), its output tail, its JSON report
-    (docs/workers.md), a spawn error, its log (None for an acp report), and when it ran
-    (``run``: ``started_at``, ``duration_seconds``)."""
-
-    exit_code: int | None
-    timed_out: bool = False
-    output_tail: str = ""
-    report: dict = field(default_factory=dict)
-    error: str | None = None
-    idle_timed_out: bool = False
-    log_path: Path | None = None
-    run: dict | None = None
 
 
 @dataclass
@@ -230,7 +213,7 @@ class Controller:
             if resumed:
                 acp = task["acp"]
                 report = {"summary": acp["reported_summary"]} if acp.get("reported_summary") else {}
-                outcome = self.after_worker(task, WorkerOutcome(acp["reported_exit_code"], report=report))
+                outcome = self.after_worker(task, AttemptOutcome(acp["reported_exit_code"], report=report))
             else:
                 outcome = self.run_attempt(task)
         except Exception as exc:  # a bug while handling one task must not wedge the queue
@@ -378,9 +361,9 @@ class Controller:
                 task = self.enter_worktree(task)
             except dispatcher.StackConflict as exc:
                 failure = {"kind": "merge", "attempt": task["attempts"], "exit_code": None, "conflicts": exc.paths, "output_tail": str(exc)}
-                return self.failed_attempt(task, failure, "failed", [], {"exit_code": None, "error": str(exc)})
+                return self.apply(task, attempt_failed(task, failure, "failed", [], {"exit_code": None, "error": str(exc)}, self.config, clock.now()))
             except MacpError as exc:
-                return self.finish(task, "failed", exit_code=None, error=f"worktree creation failed: {exc}")
+                return self.finish(task, Ending("failed", exit_code=None, error=f"worktree creation failed: {exc}"))
         attempt_dir = self.fresh_attempt_dir(task)
         try:
             brief_file, prompt = dispatcher.write_attempt_brief(task, self.layout.repo_root, attempt_dir)
@@ -388,7 +371,7 @@ class Controller:
                 return self.request_acp(task, prompt)
             argv = dispatcher.build_dispatch_argv(task, self.config, brief_file)
         except MacpError as exc:
-            return self.finish(task, "failed", exit_code=None, error=str(exc))
+            return self.finish(task, Ending("failed", exit_code=None, error=str(exc)))
         timeout = task.get("timeout_seconds") or self.config["worker"]["timeout_seconds"]
         idle = verdicts.idle_timeout(self.config, dispatcher.resolve_runtime(task, self.config)) if kind == "yolo" else None
         log_path = attempt_dir / "worker.log"
@@ -407,7 +390,7 @@ class Controller:
             self.say(f"{task['id']}: worker printed nothing for {idle}s; its process group was stopped")
         report = dispatcher.read_worker_report(attempt_dir / "report.json")
         run = {"started_at": proc.started_at, "duration_seconds": proc.duration_seconds}
-        outcome = WorkerOutcome(proc.exit_code, proc.timed_out, proc.output_tail, report, proc.spawn_error, proc.idle_timed_out, log_path, run)
+        outcome = AttemptOutcome(proc.exit_code, proc.timed_out, proc.output_tail, report, proc.spawn_error, proc.idle_timed_out, log_path, run)
         return self.after_worker(task, outcome)
 
     def fresh_attempt_dir(self, task: dict) -> Path:
@@ -454,70 +437,50 @@ class Controller:
         self.say(f"{task['id']}: waiting for an external acp completion report (spawn file {spawn_file})")
         return "running"
 
-    def after_worker(self, task: dict, outcome: WorkerOutcome) -> str:
-        """Decide what the worker's exit means: a provider failure (agents only, judged by
-        :mod:`macp.verdicts`; a run cut for silence always is one), escalation, a failed
-        attempt, or the gates."""
-        details = {
-            "exit_code": outcome.exit_code,
-            "output_tail": outcome.output_tail,
-            "timed_out": outcome.timed_out,
-            "report": outcome.report,
-            "error": outcome.error,
-            "worker_run": outcome.run,
-        }
+    def after_worker(self, task: dict, outcome: AttemptOutcome) -> str:
+        """Apply what the worker's exit means (:func:`macp.decide.decide`): a provider
+        failure, escalation, a failed attempt, or the gates and then their verdict."""
         if task.get("attempt_runtime"):
             task = self.record_run(task, outcome)
-        reported_error = None
+        if outcome.log_path:
+            outcome = replace(outcome, output=read_log_tail(outcome.log_path))
+        decision = self.decide(task, outcome, None)
+        if decision.action == "gates":
+            specs = gate_specs(task, self.config)
+            if decision.status == "gated":
+                task = self.commit_leftovers(task)
+                task = self.change(task["id"], "gated", "task.gated", f"worker exited 0; running {len(specs)} quality gate(s)")
+                self.say(f"{task['id']}: gated, running {len(specs)} quality gate(s)")
+            decision = self.decide(task, outcome, self.run_quality_gates(task, specs))
+        return self.apply(task, decision)
+
+    def decide(self, task: dict, outcome: AttemptOutcome, gate_results: list | None) -> Decision:
+        """:func:`macp.decide.decide` with this run's config, the clock, and -- for a provider
+        failure, which picks the next runtime -- the queue and runtimes.json."""
+        provider_inputs: dict = {}
         if dispatcher.dispatch_kind(task) == "yolo":
-            verdict = verdicts.judge_agent_run(
-                self.config,
-                dispatcher.resolve_runtime(task, self.config),
-                exit_code=outcome.exit_code,
-                idle_timed_out=outcome.idle_timed_out,
-                output=read_log_tail(outcome.log_path) if outcome.log_path else outcome.output_tail,
-                now=clock.now(),
-            )
-            if verdict.provider_failure is not None:
-                return failover.provider_failed(self, task, verdict.provider_failure, outcome)
-            reported_error = verdict.reported_error
-            if verdict.summary and not outcome.report.get("summary"):
-                details["report"] = {**outcome.report, "summary": verdict.summary}
-        if outcome.report.get("escalate"):
-            reason = outcome.report.get("escalation_reason") or "the worker asked for a person"
-            return self.finish(task, "escalated", escalation_reason=reason, **details)
-        if outcome.exit_code != 0 or outcome.timed_out or reported_error:
-            failure = {
-                "kind": "timeout" if outcome.timed_out else "worker",
-                "attempt": task["attempts"],
-                "exit_code": outcome.exit_code,
-                "classification": "unknown",
-                "output_tail": outcome.output_tail,
-            }
-            if reported_error:
-                failure["reported_error"] = reported_error
-            return self.failed_attempt(task, failure, "failed", [], details)
-        specs = gate_specs(task, self.config)
-        # A legacy task (no dispatch) keeps the pre-MACP lifecycle: no `gated` step, and a
-        # failing gate ends it `failed`, never `escalated` (DESIGN.md "The task lifecycle").
-        legacy = dispatcher.dispatch_kind(task) == "legacy"
-        if not legacy:
-            task = self.commit_leftovers(task)
-            task = self.change(task["id"], "gated", "task.gated", f"worker exited 0; running {len(specs)} quality gate(s)")
-            self.say(f"{task['id']}: gated, running {len(specs)} quality gate(s)")
-        gate_results = self.run_quality_gates(task, specs)
-        failing = next((gate for gate in gate_results if not gate["passed"]), None)
-        if failing is None:
-            return self.finish(task, "completed", gate_results=gate_results, **details)
-        failure = {
-            "kind": "gate",
-            "attempt": task["attempts"],
-            "exit_code": failing["exit_code"],
-            "gate": failing["name"],
-            "classification": failing["classification"],
-            "output_tail": failing["output_tail"],
-        }
-        return self.failed_attempt(task, failure, "failed" if legacy else "escalated", gate_results, details)
+            provider_inputs = {"tasks": self.queue.snapshot().tasks, "runtime_state": load_runtime_state(self.layout)}
+        return decide(task, outcome, gate_results, self.config, clock.now(), **provider_inputs)
+
+    def apply(self, task: dict, decision: Decision) -> str:
+        """Carry out ``decision`` for ``task`` (the controller follows it; the policy is in
+        :mod:`macp.decide`); returns the task's status afterwards."""
+        if decision.cooldown is not None:
+            cooldown = decision.cooldown
+            record_cooldown(self.layout, cooldown.runtime, cooldown.until, cooldown.kind, cooldown.evidence, task["id"])
+        if decision.action == "finish" and decision.ending is not None:
+            if decision.changes:  # a provider escalation: the uncounted attempt and its own event first
+                task = self.update(task["id"], **decision.changes)
+                with self.guard.critical():
+                    self.emit(decision.event_type, task, decision.message, **decision.metadata)
+            if decision.say:
+                self.say(decision.say)
+            return self.finish(task, decision.ending)
+        assert decision.status is not None
+        self.change(task["id"], decision.status, decision.event_type, decision.message, decision.metadata, **decision.changes)
+        if decision.say:
+            self.say(decision.say)
+        return decision.status
 
     def commit_leftovers(self, task: dict) -> dict:
         """Commit what a worker that exited 0 left uncommitted on the task branch, so the
@@ -543,7 +506,7 @@ class Controller:
             self.say(f"{task['id']}: committed the worker's uncommitted changes ({commit[:12]})")
         return task
 
-    def record_run(self, task: dict, outcome: WorkerOutcome) -> dict:
+    def record_run(self, task: dict, outcome: AttemptOutcome) -> dict:
         """Append where this attempt ran and how it ended to the task's ``runs``."""
         run = {
             "attempt": task["attempts"],
@@ -580,60 +543,10 @@ class Controller:
                 )
         return results
 
-    def retry_delay(self, attempt: int) -> str | None:
-        """``not_before`` for the retry after counted attempt ``attempt``: base * 2**(attempt-1)
-        seconds, capped (``macp.retry_backoff_seconds`` / ``..._max_seconds``); None when base is 0."""
-        base = self.config["macp"]["retry_backoff_seconds"]
-        if not base:
-            return None
-        delay = min(self.config["macp"]["retry_backoff_max_seconds"], base * 2 ** min(attempt - 1, 64))
-        return clock.format_timestamp(clock.now() + timedelta(seconds=delay))
-
-    def failed_attempt(self, task: dict, failure: dict, final_status: str, gate_results: list, details: dict) -> str:
-        """Retry with guidance while attempts remain; otherwise end in ``final_status``. A
-        gate that could not run at all (``config``: command not found) is not retried: no
-        change to the work fixes it, so it goes to a person at once."""
-        what = failure_summary(failure)
-        if failure.get("classification") == "config":
-            what += "; the gate's command cannot run here: fix it in config (not retried)"
-        elif task["attempts"] < task["max_attempts"]:
-            self.change(
-                task["id"],
-                "pending",
-                "task.retry.scheduled",
-                f"attempt {task['attempts']} failed: {what}; retry {task['attempts'] + 1}/{task['max_attempts']} scheduled",
-                metadata={"failure": failure},
-                claim=None,
-                last_failure=failure,
-                acp=None,
-                not_before=self.retry_delay(task["attempts"]),
-            )
-            self.say(f"{task['id']}: attempt {task['attempts']} failed ({what}); retry scheduled")
-            return "pending"
-        reason = f"{what} after {task['attempts']} attempt(s)"
-        if final_status == "escalated":
-            return self.finish(task, "escalated", gate_results=gate_results, escalation_reason=reason, last_failure=failure, **details)
-        details = {**details, "error": details.get("error") or reason}
-        return self.finish(task, "failed", gate_results=gate_results, last_failure=failure, **details)
-
-    def finish(
-        self,
-        task: dict,
-        status: str,
-        *,
-        exit_code: int | None,
-        gate_results: list | None = None,
-        output_tail: str = "",
-        timed_out: bool = False,
-        report: dict | None = None,
-        error: str | None = None,
-        escalation_reason: str | None = None,
-        last_failure: dict | None = None,
-        worker_run: dict | None = None,
-    ) -> str:
-        """End the task in ``status``: write its result, record the status, then remove its
-        worktree. In that order, so a crash can leak a worktree but never lose an outcome."""
-        report = report or {}
+    def finish(self, task: dict, ending: Ending) -> str:
+        """End the task as ``ending`` says: write its result, record the status, then remove
+        its worktree. In that order, so a crash can leak a worktree but never lose an outcome."""
+        status, report, error, escalation_reason = ending.status, ending.report, ending.error, ending.escalation_reason
         files = report.get("files_changed")
         kept, kept_commits, commits = None, [], []
         worktree = Path(task["worktree"]) if task.get("worktree") else None
@@ -648,28 +561,28 @@ class Controller:
                 kept = f"could not inspect it: {exc}"
         result = dispatcher.collect_result(
             task,
-            exit_code,
-            gate_results or [],
+            ending.exit_code,
+            ending.gate_results,
             self.layout.orch_dir,
             status=status,
             summary=report.get("summary"),
             files_changed=files,
             error=error,
             escalation_reason=escalation_reason,
-            timed_out=timed_out,
+            timed_out=ending.timed_out,
             worktree_kept=kept,
             kept_commits=kept_commits,
-            output_tail=output_tail,
+            output_tail=ending.output_tail,
             base_commit=task.get("base_commit"),
             commits=commits,
-            worker=worker_run,
+            worker=ending.worker_run,
             metadata={
                 "log_dir": str(self.layout.attempt_dir(task["id"], task.get("attempts", 0))),
                 **({"uncommitted_work": task["uncommitted_work"]} if task.get("uncommitted_work") else {}),
                 **({"report_note": report["note"]} if report.get("note") else {}),
             },
         )
-        message = {"completed": "all quality gates passed", "failed": error or "failed", "escalated": escalation_reason or "escalated"}[status]
+        message = finish_decision(ending).message
         changes = {
             "claim": None,
             "completed_at": result["completed_at"],
@@ -677,8 +590,8 @@ class Controller:
             "escalation_reason": escalation_reason,
             "pr": report.get("pr") or task.get("pr"),
         }
-        if last_failure:
-            changes["last_failure"] = last_failure
+        if ending.last_failure:
+            changes["last_failure"] = ending.last_failure
         result_path = str(dispatcher.result_file(task, self.layout.orch_dir))
         task = self.change(task["id"], status, f"task.{status}", message, metadata={"result": result_path}, **changes)
         self.say(f"{task['id']}: {status}" + (f" ({message})" if status != "completed" else ""))
