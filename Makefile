@@ -50,9 +50,10 @@ live: $(STAMP) agent-clis
 capture-runtimes: agent-clis
 	$(PYTHON) tests/live/capture_runtimes.py
 
-# ruff for style and bugs; vermin proves the run-time code still runs on Python 3.10.
+# ruff for style and bugs; mypy for types; vermin proves the run-time code still runs on Python 3.10.
 lint: $(STAMP)
 	$(VENV)/bin/ruff check --config tests/ruff.toml $(RUNTIME_CODE) tests bench
+	$(VENV)/bin/mypy --config-file tests/mypy.ini -p macp -p controller -p dispatcher -p protocol -p transport
 	$(VENV)/bin/vermin --quiet --no-tips --violations --target=3.10- --eval-annotations \
 		$$(find $(RUNTIME_CODE) -name '*.py') bin/mosaic bin/mosaic-macp bin/mosaic-orchestrator-run
 

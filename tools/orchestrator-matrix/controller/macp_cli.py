@@ -16,7 +16,7 @@ import json
 import shutil
 import sys
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from macp import __version__, clock
@@ -196,7 +196,7 @@ def cmd_submit(args) -> int:
     return EXIT_OK
 
 
-def add_checked(document, submissions: list[tuple[str, object]], tasks: list[dict]) -> None:
+def add_checked(document, submissions: Sequence[tuple[str, object]], tasks: list[dict]) -> None:
     """Append ``tasks`` to ``document`` in order, each checked against what is already there
     (:func:`check_new_task`: no duplicate, dependencies known or earlier in the batch)."""
     for (where, _spec), task in zip(submissions, tasks, strict=True):
@@ -456,7 +456,7 @@ def cmd_retry(args) -> int:
     def decide(task: dict) -> dict:
         check_retryable(task)
         budget = task.get("attempts", 0) + args.attempts
-        fresh = {"worktree": None, "base_commit": None, "stacked_on": [], "last_failure": None} if args.fresh else {}
+        fresh: dict[str, object] = {"worktree": None, "base_commit": None, "stacked_on": [], "last_failure": None} if args.fresh else {}
         return {**RETRY_RESETS, "max_attempts": budget, **fresh}
 
     before, task = change_task(layout, args.task_id, decide, "pending")
@@ -478,7 +478,7 @@ def cmd_retry(args) -> int:
 
 
 # Fields a retry clears: the claim, the outcome, waits, the provider-failure budget, an acp report.
-RETRY_RESETS = {
+RETRY_RESETS: dict[str, object] = {
     "claim": None,
     "error": None,
     "escalation_reason": None,

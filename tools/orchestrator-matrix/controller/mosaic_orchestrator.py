@@ -28,6 +28,7 @@ import time
 import traceback
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 if __package__ in (None, ""):  # run as a script: make the tools folder importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -279,7 +280,9 @@ class Controller:
                         refused=self.summary.refused,
                     )
                     # Checked again at the claim: the task may have been edited since start-up.
-                    problem = admission.task and task_problem(document, admission.task, self.layout.repo_root, self.config)
+                    if admission.task is None:
+                        break
+                    problem = task_problem(document, admission.task, self.layout.repo_root, self.config)
                     if not problem:
                         break
                     self.refuse(admission.task["id"], problem)
@@ -294,7 +297,7 @@ class Controller:
                 return None
             kind = dispatcher.dispatch_kind(task)
             runtime = f", runtime {task['attempt_runtime']}" if admission.runtime else ""
-            metadata = {"dispatch": kind, "runtime": task.get("attempt_runtime")}
+            metadata: dict[str, Any] = {"dispatch": kind, "runtime": task.get("attempt_runtime")}
             if admission.why:
                 metadata["runtime_selection"] = admission.why
             self.emit("task.started", task, f"attempt {task['attempts']}/{task['max_attempts']} ({kind}{runtime})", **metadata)

@@ -86,9 +86,10 @@ def cmd_report(args) -> int:
         raise MacpError(f"--junit: {target} is a folder")
     if layout.orch_dir.resolve() in target.resolve().parents:
         raise MacpError(f"--junit: {target} is inside MACP's state folder; write the report elsewhere")
-    tree = ET.ElementTree(junit_suites(results))
+    root = junit_suites(results)
+    tree = ET.ElementTree(root)
     ET.indent(tree)
-    body = ET.tostring(tree.getroot(), encoding="unicode")
+    body = ET.tostring(root, encoding="unicode")
     write_atomic(target, '<?xml version="1.0" encoding="UTF-8"?>\n' + body + "\n")
-    out(f"wrote {target}: {len(results)} task(s), {tree.getroot().get('tests')} test case(s), {tree.getroot().get('failures')} failure(s)")
+    out(f"wrote {target}: {len(results)} task(s), {root.get('tests')} test case(s), {root.get('failures')} failure(s)")
     return EXIT_OK

@@ -25,7 +25,7 @@ import re
 import shlex
 import stat
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple, cast
 
 from macp import clock, gitops
 from macp.config import PROJECT_ROOT, load_config, matrix_token_env, worktree_base
@@ -417,8 +417,8 @@ def read_worker_report(report_file: Path) -> dict:
         return {}
     if not isinstance(report, dict):
         return {}
-    types = {"summary": str, "escalate": bool, "escalation_reason": str, "pr": str}
-    kept = {key: value for key, value in report.items() if key in types and isinstance(value, types[key])}
+    types: dict[str, type] = {"summary": str, "escalate": bool, "escalation_reason": str, "pr": str}
+    kept: dict[str, Any] = {key: value for key, value in report.items() if key in types and isinstance(value, types[key])}
     if "summary" in kept:
         kept["summary"] = bounded(kept["summary"], SUMMARY_MAX_CHARS)
     files = report.get("files_changed")
@@ -484,7 +484,7 @@ def collect_result(task: dict, exit_code: int | None, gate_results: list, orch_d
         "metadata": {},
     }
     result.update({key: value for key, value in details.items() if value is not None})
-    result = redact_value(result)
+    result = cast(dict, redact_value(result))
     errors = schema_errors("result", result)
     if errors:
         raise ValueError(f"refusing to write an invalid result for {task['id']}: {errors[0]}")

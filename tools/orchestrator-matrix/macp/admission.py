@@ -132,8 +132,8 @@ def admit(
     def apply(hold: Hold) -> None:
         view[hold.task_id].update(hold.changes, **({"status": hold.status} if hold.status else {}))
 
-    for hold in holds:
-        apply(hold)
+    for dependency_hold in holds:
+        apply(dependency_hold)
     while (task := pick_next([task for task in view.values() if task["id"] not in refused], now)) is not None:
         hold = risk_hold(task, config, brief_text(task))
         if hold is None and task.get("dispatch") in ("yolo", "acp"):

@@ -25,7 +25,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from dispatcher import macp_dispatcher as dispatcher
 from macp import clock, verdicts
@@ -122,7 +122,7 @@ def decide(task: dict, outcome: AttemptOutcome, gate_results: list | None, confi
         reported_error = verdict.reported_error
         if verdict.summary and not report.get("summary"):
             report = {**report, "summary": verdict.summary}
-    details = {"exit_code": outcome.exit_code, "output_tail": outcome.output_tail, "timed_out": outcome.timed_out, "report": report,
+    details: dict[str, Any] = {"exit_code": outcome.exit_code, "output_tail": outcome.output_tail, "timed_out": outcome.timed_out, "report": report,
                "error": outcome.error, "worker_run": outcome.run}
     if report.get("escalate"):
         reason = report.get("escalation_reason") or "the worker asked for a person"

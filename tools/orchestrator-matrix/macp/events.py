@@ -13,6 +13,7 @@ import mmap
 import os
 import uuid
 from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
 
 from macp import clock
@@ -100,7 +101,7 @@ def _read_lines(events_file: Path, needle: bytes | None) -> Iterator[dict]:
         *complete, (offset, raw, wanted) = lines
         for earlier_offset, earlier_raw, earlier_wanted in complete:
             if earlier_wanted:
-                yield _decode_line(events_file, lambda at=earlier_offset: _line_number(data, at), earlier_raw)
+                yield _decode_line(events_file, partial(_line_number, data, earlier_offset), earlier_raw)
         try:
             if not raw.endswith(b"\n"):
                 raise ValueError("no final newline")

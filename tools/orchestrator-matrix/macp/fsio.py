@@ -103,6 +103,12 @@ def _set_torn_tail_aside(path: Path, fd: int, size: int, window: int = 1 << 20) 
     return cut
 
 
+def json_object(value: object) -> dict[str, Any]:
+    """``value`` when it is a JSON object (a dict), else ``{}``: for reading optional nested
+    objects of documents MACP did not write (agent output, lock records)."""
+    return value if isinstance(value, dict) else {}
+
+
 def dump_json(value: Any) -> str:
     """Serialise ``value`` as MACP writes its files: 2-space indent, UTF-8, final newline."""
     return json.dumps(value, indent=2, ensure_ascii=False) + "\n"

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from macp import clock
 from macp.errors import BusyError
+from macp.fsio import json_object
 
 
 @contextmanager
@@ -143,7 +144,7 @@ def _inherited(previous: dict | None) -> dict | None:
     ``started_at`` (the earliest start among them); None when there is nothing to recover."""
     if previous is None:
         return None
-    debt = previous.get("recovering") if isinstance(previous.get("recovering"), dict) else {}
+    debt = json_object(previous.get("recovering"))
     tokens = [token for token in debt.get("tokens", []) if isinstance(token, str)] + [previous["token"]]
     starts = [stamp for stamp in (debt.get("since"), previous.get("started_at")) if isinstance(stamp, str)]
     return {**previous, "tokens": tokens, "started_at": min(starts) if starts else ""}

@@ -191,7 +191,7 @@ def run_process(
     log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644)
     with os.fdopen(log_fd, "wb") as log_handle:
         capture = _Capture(log_handle, max_log_bytes, tail_bytes)
-        stdin = open(stdin_path, "rb") if stdin_path else subprocess.DEVNULL  # noqa: SIM115 -- closed below once the child has it
+        stdin: BinaryIO | int = open(stdin_path, "rb") if stdin_path else subprocess.DEVNULL  # noqa: SIM115 -- closed below once the child has it
         try:
             proc = subprocess.Popen(
                 argv,
@@ -207,7 +207,7 @@ def run_process(
             log_handle.write((message + "\n").encode())
             return ProcessResult(None, False, 0.0, message, log_path, len(message) + 1, False, message, started_at=started_at)
         finally:
-            if stdin is not subprocess.DEVNULL:
+            if not isinstance(stdin, int):
                 stdin.close()
         assert proc.stdout is not None
         pipe = _Pipe(proc.stdout.fileno(), capture, started)
@@ -284,7 +284,7 @@ def _wait_for_exit(proc: subprocess.Popen, pipe: _Pipe, deadline: float | None, 
         else:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(timeout=min(remaining, _POLL_SECONDS))
-    return False
+    return None
 
 
 @dataclass(frozen=True)

@@ -29,6 +29,8 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 
+from macp.fsio import json_object
+
 FORMATS = ("codex-json", "claude-stream-json", "gemini-stream-json", "opencode-json", "text")
 
 
@@ -131,7 +133,7 @@ def _codex(state: _Reading, event: dict) -> None:
     elif kind == "turn.completed":
         state.succeed()
     elif kind == "item.completed":
-        item = event.get("item") if isinstance(event.get("item"), dict) else {}
+        item = json_object(event.get("item"))
         if item.get("type") == "agent_message" and isinstance(item.get("text"), str):
             state.final = item["text"]
 
@@ -148,13 +150,13 @@ def _claude(state: _Reading, event: dict) -> None:
         else:
             state.succeed()
     elif kind == "assistant" and isinstance(event.get("error"), str):
-        message = event.get("message") if isinstance(event.get("message"), dict) else {}
-        texts = [part.get("text") for part in message.get("content") or [] if isinstance(part, dict) and isinstance(part.get("text"), str)]
+        message = json_object(event.get("message"))
+        texts: list[str] = [part["text"] for part in message.get("content") or [] if isinstance(part, dict) and isinstance(part.get("text"), str)]
         state.fail(" ".join(texts) or event["error"], event.get("api_error_status"), event["error"])
     elif kind == "system" and event.get("subtype") == "api_retry":
         state.hint("retry_delay_ms", event.get("retry_delay_ms"))
     elif kind == "rate_limit_event":
-        info = event.get("rate_limit_info") if isinstance(event.get("rate_limit_info"), dict) else {}
+        info = json_object(event.get("rate_limit_info"))
         if info.get("status") == "rejected":
             state.hint("resetsAt", info.get("resetsAt"))
             state.fail(f"rate limit rejected ({info.get('rateLimitType') or 'unknown window'})", 429, "rate_limit")
@@ -169,7 +171,7 @@ def _gemini(state: _Reading, event: dict) -> None:
     elif kind in ("tool_use", "tool_result"):
         state.parts = []
     elif kind == "error" or (kind == "result" and event.get("status") == "error"):
-        error = event.get("error") if isinstance(event.get("error"), dict) else event
+        error = json_object(event.get("error")) if isinstance(event.get("error"), dict) else event
         state.fail(error.get("message"), error.get("code") or error.get("status"), error.get("type"))
     elif kind == "result":
         state.succeed()
@@ -177,13 +179,13 @@ def _gemini(state: _Reading, event: dict) -> None:
 
 def _opencode(state: _Reading, event: dict) -> None:
     kind = event["type"]
-    part = event.get("part") if isinstance(event.get("part"), dict) else {}
+    part = json_object(event.get("part"))
     if kind == "text" and isinstance(part.get("text"), str):
         state.final = part["text"]
     elif kind == "error":
-        error = event.get("error") if isinstance(event.get("error"), dict) else {}
-        data = error.get("data") if isinstance(error.get("data"), dict) else {}
-        headers = data.get("responseHeaders") if isinstance(data.get("responseHeaders"), dict) else {}
+        error = json_object(event.get("error"))
+        data = json_object(error.get("data"))
+        headers = json_object(data.get("responseHeaders"))
         for name in ("retry-after", "retry-after-ms"):
             state.hint(name, headers.get(name))
         state.fail(data.get("message") or error.get("name"), data.get("statusCode"), error.get("name"))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -126,12 +127,13 @@ def placement_problems(layout: Layout, check_task: Callable[[dict, Path, dict], 
     except MacpError:
         return []
     problems = []
-    placements = [
+    placements: list[tuple[Callable[[], object], str]] = [
         (lambda: confine(config["macp"]["brief_dir"], layout.repo_root, "macp.brief_dir"), f"{layout.config_file}: "),
         (lambda: confine_output(Path(config["macp"]["result_dir"]) / "TASK.json", layout, "macp.result_dir"), f"{layout.config_file}: "),
     ]
-    for index, task in enumerate(document.tasks if document else []):
-        placements.append((lambda task=task: check_task(task, layout.repo_root, config), f"{document.label}: {document.json_path(index)}: "))
+    if document is not None:
+        for index, task in enumerate(document.tasks):
+            placements.append((partial(check_task, task, layout.repo_root, config), f"{document.label}: {document.json_path(index)}: "))
     for check, prefix in placements:
         try:
             check()

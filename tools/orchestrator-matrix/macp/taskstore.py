@@ -45,16 +45,16 @@ class TaskDocument:
     tasks: list[dict] = field(default_factory=list)
     container: dict | None = None
     label: str = "tasks.json"
-    _positions: dict[str, int] = field(default_factory=dict, init=False, repr=False, compare=False)
+    _positions: dict[object, int] = field(default_factory=dict, init=False, repr=False, compare=False)
     # ids given a new state through replace()/put() since this set was last cleared
     changed: set[str] = field(default_factory=set, init=False, repr=False, compare=False)
 
-    def position(self, task_id: str) -> int | None:
+    def position(self, task_id: object) -> int | None:
         """Index of the task with ``task_id`` in ``tasks``, or None."""
         index = self._positions.get(task_id)
         if index is not None and index < len(self.tasks) and self.tasks[index].get("id") == task_id:
             return index
-        self._positions = {task.get("id"): number for number, task in enumerate(self.tasks) if isinstance(task, dict)}
+        self._positions = {task["id"]: number for number, task in enumerate(self.tasks) if isinstance(task, dict) and isinstance(task.get("id"), str)}
         return self._positions.get(task_id)
 
     def find(self, task_id: str) -> dict | None:
@@ -299,7 +299,7 @@ class QueueSession:
                     if not loaded.checkpoint_sha256:
                         raw = self.layout.tasks_file.read_bytes() if self.layout.tasks_file.exists() else b""
                         loaded.checkpoint_sha256 = journal.digest(raw)
-                    tasks = [document.tasks[document.position(task_id)] for task_id in sorted(document.changed)]
+                    tasks = [document.get(task_id) for task_id in sorted(document.changed)]
                     size = journal.append_tasks(self.layout.tasks_journal, tasks, loaded.checkpoint_sha256, loaded.journal.size)
                     loaded.journal.size = size
                     loaded.journal.tasks.extend(tasks)
