@@ -130,3 +130,18 @@ def test_a_session_folds_once_the_journal_outgrows_the_checkpoint(tmp_path, monk
     assert 0 in sizes, "the journal was folded into tasks.json when it grew past it"
     assert max(sizes) <= 2 * layout.tasks_file.stat().st_size
     assert [task["attempts"] for task in load_tasks(layout).tasks] == list(range(20, 40))
+
+
+def test_validate_checks_the_journal_of_a_run_that_was_killed(sandbox, tmp_path):
+    release, started = tmp_path / "release", tmp_path / "started"
+    sandbox.write_tasks({"tasks": [{"id": "T1", "dispatch": "exec", "command": held_command(release, started)}]})
+    controller = start_controller(sandbox, "--once")
+    wait_for(started.exists, what="T1's worker to start")
+    os.kill(controller.pid, signal.SIGKILL)
+    controller.communicate(timeout=30)
+    release.touch()
+    assert sandbox.macp("validate").returncode == 0
+    with journal_file(sandbox).open("a") as handle:
+        handle.write(json.dumps({"task": {"id": "T1", "status": "half-done"}}) + "\n")
+    proc = sandbox.macp("validate")
+    assert proc.returncode == 1 and "tasks.journal:" in proc.stdout and "$.task.status" in proc.stdout, proc.stdout

@@ -60,6 +60,20 @@ def tasks_check(task_validator: Validator) -> Check:
     return check
 
 
+def journal_check(task_validator: Validator) -> Check:
+    """One line of tasks.journal (macp.journal): the header, a fold mark, or a task state
+    checked against the task schema."""
+
+    def check(value: Any) -> list[str]:
+        if isinstance(value, dict) and isinstance(value.get("task"), dict):
+            return schema_check(task_validator, ".task")(value["task"])
+        if isinstance(value, dict) and (isinstance(value.get("folding"), str) or "macp_journal" in value):
+            return []
+        return ["not a journal record (expected a task, a fold or the header)"]
+
+    return check
+
+
 def _read_text(path: Path) -> tuple[str | None, list[str]]:
     try:
         return path.read_bytes().decode("utf-8"), []
@@ -100,8 +114,9 @@ def check_ndjson_file(path: Path, check: Check) -> list[str]:
 
 def state_files(layout: Layout, result_dirs: list[Path]) -> list[tuple[Path, str]]:
     """``(file, kind)`` for every state file that exists: kinds ``config``, ``tasks``,
-    ``events``, ``result``, ``runtimes``."""
-    found = [(layout.config_file, "config"), (layout.tasks_file, "tasks"), (layout.events_file, "events"), (layout.runtimes_file, "runtimes")]
+    ``journal``, ``events``, ``result``, ``runtimes``."""
+    found = [(layout.config_file, "config"), (layout.tasks_file, "tasks"), (layout.tasks_journal, "journal"), (layout.events_file, "events"),
+             (layout.runtimes_file, "runtimes")]
     files = [(path, kind) for path, kind in found if path.exists()]
     for folder in result_dirs:
         files += [(path, "result") for path in sorted(folder.glob("*.json"))]
@@ -110,7 +125,7 @@ def state_files(layout: Layout, result_dirs: list[Path]) -> list[tuple[Path, str
 
 def kind_of(path: Path) -> str | None:
     """The state-file kind a file name implies (``tasks.json`` -> ``tasks``), or None."""
-    names = {"tasks.json": "tasks", "events.ndjson": "events", "config.json": "config", "runtimes.json": "runtimes"}
+    names = {"tasks.json": "tasks", "tasks.journal": "journal", "events.ndjson": "events", "config.json": "config", "runtimes.json": "runtimes"}
     if path.name in names:
         return names[path.name]
     return "result" if path.parent.name == "results" and path.suffix == ".json" else None
@@ -161,6 +176,7 @@ def run_validate(args, check_task: Callable[[dict, Path, dict], None]) -> int:
         checks = {
             "config": config_check(validator_for("config")),
             "tasks": tasks_check(validator_for("task")),
+            "journal": journal_check(validator_for("task")),
             "events": schema_check(validator_for("event")),
             "result": schema_check(validator_for("result")),
             "runtimes": schema_check(validator_for("runtimes")),
@@ -182,7 +198,7 @@ def run_validate(args, check_task: Callable[[dict, Path, dict], None]) -> int:
             targets = state_files(layout, result_dirs)
     problems: list[str] = []
     for path, kind in targets:
-        if kind in ("events", "ndjson"):
+        if kind in ("events", "ndjson", "journal"):
             problems += check_ndjson_file(path, checks[kind])
         else:
             problems += check_json_file(path, checks[kind])
