@@ -213,6 +213,26 @@ def start_up() -> tuple[Callable[[], float], Callable[[], float]]:
     return macp, bare
 
 
+def parallel_sleeps(workers: int = 2, count: int = 4, seconds: int = 2) -> tuple[Callable[[], float], Callable[[], float]]:
+    """``count`` exec tasks of ``sleep seconds`` drained with ``--workers workers`` (issue 12:
+    four 2-second tasks in about 4 seconds), against ``xargs -P workers`` running the same
+    sleeps. Whole-run seconds."""
+
+    def macp() -> float:
+        ws = Workspace()
+        try:
+            ws.tasks([{"id": f"p{n}", "dispatch": "exec", "command": f"sleep {seconds}"} for n in range(count)])
+            return timed(lambda: ws.run([*CONTROLLER, "--repo", str(ws.repo), "--until-drained", "--workers", str(workers)]))
+        finally:
+            ws.close()
+
+    def xargs() -> float:
+        jobs = "".join(f"{seconds}\n" for _ in range(count))
+        return timed(lambda: subprocess.run(["xargs", "-P", str(workers), "-n", "1", "sleep"], input=jobs, text=True, check=True))
+
+    return macp, xargs
+
+
 def measurements() -> dict[str, Callable[[], tuple[Callable[[], float], Callable[[], float] | None, str, float]]]:
     """name -> a builder of (MACP, peer or None, what the peer is, goal ratio)."""
     return {
@@ -226,6 +246,7 @@ def measurements() -> dict[str, Callable[[], tuple[Callable[[], float], Callable
         "history --task-id over 200k events (s)": lambda: (*history_of_one_task(), "grep -F", 2.0),
         "status --json on 10,000 tasks (s)": lambda: (*status_json(), "jq", 1.5),
         "start-up of a read command (s)": lambda: (*start_up(), "python3 -c pass", 2.0),
+        "four 2-s tasks with --workers 2, whole run (s)": lambda: (*parallel_sleeps(), "xargs -P 2", 1.25),
     }
 
 

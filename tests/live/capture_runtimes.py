@@ -37,7 +37,7 @@ sys.path.insert(0, str(HERE))
 from agent_clis import BIN_DIR, PACKAGES, FakeApi, cli_path, installed, point_at  # noqa: E402
 
 from macp.config import default_config  # noqa: E402
-from macp.procs import run_process  # noqa: E402
+from macp.pool import run_process  # noqa: E402
 from macp.runtimes import build_invocation, running_as_root  # noqa: E402
 
 DATA = ROOT / "tests" / "data" / "runtimes"

@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from macp import __version__, clock
-from macp.cliutil import OneLineParser, note, out, print_json, resolve_repo, run_main
+from macp.cliutil import OneLineParser, add_workers_option, note, out, positive_int, print_json, resolve_repo, run_main
 from macp.config import TEMPLATE_STATE_DIR, load_config
 from macp.errors import EXIT_OK, MacpError
 from macp.events import append_event, append_events, make_event, read_events
@@ -29,7 +29,7 @@ from macp.lifecycle import STATUSES, status_of, transition
 from macp.locks import live_holder
 from macp.scheduler import hold_reason
 from macp.taskstore import edit_tasks, load_tasks
-from macp.textview import fit, one_line, readable, render_table
+from macp.textview import duration_text, fit, one_line, readable, render_table
 from protocol.schemas import schema_errors
 
 PROG = "mosaic macp"
@@ -264,11 +264,17 @@ def read_submissions(source: str) -> list[tuple[str, argparse.Namespace]]:
 # -- status / show ----------------------------------------------------------------------
 
 
-def task_view(task: dict, by_id: dict[str, dict], now) -> dict:
-    """One row of ``status``: id, status, view (ready/blocked/waiting/...), note and basics."""
+def task_view(task: dict, by_id: dict[str, dict], now, layout: Layout) -> dict:
+    """One row of ``status``: id, status, view (ready/blocked/waiting/...), note and basics;
+    a task a controller is running also has ``elapsed_seconds`` (of its attempt) and
+    ``last_output`` (the last line of its newest log)."""
     status = status_of(task)
     view, why = status, ""
-    if status == "pending":
+    extra: dict = {}
+    if status in ("running", "gated") and task.get("claim"):
+        extra = attempt_progress(task, now, layout)
+        why = f"{duration_text(extra['elapsed_seconds'])} in; last output: {extra['last_output'] or '(none yet)'}"
+    elif status == "pending":
         why = hold_reason(task, by_id, now) or ""
         view = "ready" if not why else ("waiting" if why.startswith("waiting") else "blocked")
     elif status == "running" and task.get("acp") and not task.get("claim"):
@@ -288,9 +294,23 @@ def task_view(task: dict, by_id: dict[str, dict], now) -> dict:
         "attempts": task.get("attempts", 0),
         "max_attempts": task.get("max_attempts", 1),
         "dispatch": task.get("dispatch") or "legacy",
-        "runtime": task.get("runtime") or task.get("attempt_runtime") or "",
+        "runtime": (task.get("attempt_runtime") if extra else None) or task.get("runtime") or task.get("attempt_runtime") or "",
         "title": one_line(task.get("title") or ""),
+        **extra,
     }
+
+
+def attempt_progress(task: dict, now, layout: Layout) -> dict:
+    """``{"elapsed_seconds", "last_output"}`` of a running attempt: seconds since it was
+    claimed (``attempt_started_at``), and the last non-empty line of the newest log in its
+    attempt folder (the worker's, or a gate's), "" when there is none yet."""
+    from macp.procs import read_log_tail  # here: the other commands do not need it at start-up
+
+    started = task.get("attempt_started_at") or task.get("updated_at")
+    elapsed = max(0.0, (now - clock.parse_timestamp(started)).total_seconds()) if started else 0.0
+    logs = sorted(layout.attempt_dir(task["id"], task.get("attempts", 0)).glob("*.log"), key=lambda path: path.stat().st_mtime)
+    lines = [line for line in read_log_tail(logs[-1], 4096).splitlines() if line.strip()] if logs else []
+    return {"elapsed_seconds": round(elapsed, 1), "last_output": one_line(lines[-1]) if lines else ""}
 
 
 def cmd_status(args) -> int:
@@ -304,7 +324,7 @@ def cmd_status(args) -> int:
     now = clock.now()
     by_id = {task["id"]: task for task in document.tasks}
     tasks = [document.get(args.task_id)] if args.task_id else document.tasks
-    rows = [task_view(task, by_id, now) for task in tasks]
+    rows = [task_view(task, by_id, now, layout) for task in tasks]
     counts = Counter(status_of(task) for task in tasks)
     if args.json:
         print_json({"repo": str(layout.repo_root), "counts": {s: counts[s] for s in STATUSES}, "tasks": rows})
@@ -409,7 +429,9 @@ def cmd_history(args) -> int:
 def cmd_drain(args) -> int:
     from controller.mosaic_orchestrator import run_controller
 
-    return run_controller(args.repo, until_drained=True, wait=args.wait, dry_run=args.dry_run, json_output=args.json, say=out)
+    return run_controller(
+        args.repo, until_drained=True, wait=args.wait, dry_run=args.dry_run, json_output=args.json, workers=args.workers, say=out
+    )
 
 
 # -- retry / cancel / complete ----------------------------------------------------------
@@ -611,17 +633,6 @@ def cmd_validate(args) -> int:
 # -- parser -----------------------------------------------------------------------------
 
 
-def positive_int(text: str) -> int:
-    """argparse type: an integer >= 1."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} must be at least 1")
-    return value
-
-
 def build_parser() -> OneLineParser:
     """The ``mosaic macp`` argument parser."""
     parser = OneLineParser(prog="mosaic macp", description="Submit, inspect and run MACP tasks.")
@@ -667,6 +678,7 @@ def build_parser() -> OneLineParser:
     p.add_argument("--dry-run", action="store_true", help="print the order and commands, run nothing")
     p.add_argument("--wait", action="store_true", help="wait for a running controller instead of exiting 75")
     p.add_argument("--json", action="store_true", help="print the run's summary as one JSON document on stdout (progress goes to stderr)")
+    add_workers_option(p)
 
     p = command("log", cmd_log, "print a task's worker or gate log; --follow streams it while the task runs")
     p.add_argument("task_id", help="the task whose log to print")

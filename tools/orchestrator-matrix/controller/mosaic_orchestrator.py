@@ -26,6 +26,7 @@ import signal
 import sys
 import time
 import traceback
+from collections.abc import Generator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -39,18 +40,19 @@ from controller.run_report import run_document, summary_lines, task_rows
 from dispatcher import macp_dispatcher as dispatcher
 from macp import __version__, clock, gitops, proctree, verdicts
 from macp.admission import Hold, admit
-from macp.cliutil import OneLineParser, print_json, resolve_repo, run_main
+from macp.cliutil import OneLineParser, add_workers_option, print_json, resolve_repo, run_main
 from macp.config import load_config
 from macp.decide import AttemptOutcome, Decision, Ending, attempt_failed, decide
 from macp.decide import finish as finish_decision
 from macp.errors import EXIT_OK, EXIT_TASKS_FAILED, EXIT_USAGE, Interrupted, MacpError, is_storage_error
 from macp.events import append_event, make_event
 from macp.fsio import dump_json, read_json, write_atomic
-from macp.gates import GateLimits, gate_specs, run_gates
+from macp.gates import GateLimits, gate_specs, gate_steps
 from macp.layout import Layout, check_output_folders
 from macp.lifecycle import ACTIVE, status_of, transition
 from macp.locks import ControllerLock
-from macp.procs import OWNER_ENV, read_log_tail
+from macp.pool import Crashed, StepPool, Steps
+from macp.procs import OWNER_ENV, Command, ProcessResult, read_log_tail
 from macp.runtime_state import load_runtime_state, record_cooldown
 from macp.scheduler import queue_order
 from macp.signals import SignalGuard
@@ -132,7 +134,7 @@ class Controller:
         self.guard = guard
         self.owner = owner
         self.say = say
-        self.current: str | None = None
+        self.in_flight: dict[str, float] = {}  # claimed task id -> monotonic time of its claim
         self.summary = RunSummary(refused=dict(refused or {}))
         self.transport = MatrixTransport(layout, config)
         self.queue = QueueSession(layout)  # state changes are journaled (macp.journal)
@@ -188,44 +190,67 @@ class Controller:
     # -- interruption --------------------------------------------------------------------
 
     def interrupt(self, signum: int) -> None:
-        """Leave the task in flight recoverable after SIGINT/SIGTERM (attempt not counted)."""
-        if self.current is None:
-            return
+        """Leave every task in flight recoverable after SIGINT/SIGTERM (attempts not counted),
+        in the order they were claimed. Their processes are already stopped (:meth:`run`)."""
+        released = []
         with self.queue.edit() as document:
-            task = document.get(self.current)
-            if status_of(task) not in ACTIVE or task.get("claim") != self.owner:
-                return
-            task = recovery.released(task)
-            document.replace(task)
-        self.emit("task.interrupted", task, f"controller stopped by signal {signum}; attempt not counted")
-        self.say(f"{task['id']}: interrupted, back to {status_of(task)}")
+            for task_id in self.in_flight:
+                task = document.get(task_id)
+                if status_of(task) in ACTIVE and task.get("claim") == self.owner:
+                    task = recovery.released(task)
+                    document.replace(task)
+                    released.append(task)
+        for task in released:
+            self.emit("task.interrupted", task, f"controller stopped by signal {signum}; attempt not counted")
+            self.say(f"{task['id']}: interrupted, back to {status_of(task)}")
 
     # -- the run loop --------------------------------------------------------------------
 
-    def run_once(self) -> str | None:
-        """Claim and run the next task; return its id, or None when nothing is runnable."""
-        claimed = self.claim_next()
-        if claimed is None:
-            return None
-        task, resumed = claimed
-        self.current = task["id"]
-        began = time.monotonic()
+    def run(self, workers: int = 1, until_drained: bool = True) -> RunSummary:
+        """Run tasks with up to ``workers`` at once (issue 12, docs/workers.md): claim while a
+        slot is free, in the order :meth:`claim_next` gives (the same as a serial run), start
+        each task's steps, and when one ends apply its outcome and claim again. Until none is
+        runnable and none is running; or, without ``until_drained``, one wave of claims.
+
+        Any exception -- an interruption, a full disk -- first stops every running child."""
+        pool = StepPool()
+        claiming = True
         try:
-            if resumed:
-                acp = task["acp"]
-                report = {"summary": acp["reported_summary"]} if acp.get("reported_summary") else {}
-                outcome = self.after_worker(task, AttemptOutcome(acp["reported_exit_code"], report=report))
-            else:
-                outcome = self.run_attempt(task)
-        except Exception as exc:  # a bug while handling one task must not wedge the queue
-            if is_storage_error(exc):
-                raise  # the machine's disk, not the task: stop (exit 74); the next run recovers it
-            outcome = self.internal_failure(task["id"], exc)
-        self.summary.outcomes[task["id"]] = outcome
-        self.summary.seconds[task["id"]] = self.summary.seconds.get(task["id"], 0.0) + time.monotonic() - began
-        self.current = None
+            while True:
+                while claiming and len(pool) < workers and (claimed := self.claim_next()) is not None:
+                    task, resumed = claimed
+                    self.in_flight[task["id"]] = time.monotonic()
+                    pool.add(task["id"], self.task_steps(task, resumed))
+                claiming = until_drained
+                if not pool:
+                    return self.summary
+                for task_id, outcome in pool.wait():
+                    self.settle(str(task_id), outcome)
+        except BaseException:
+            pool.stop_all()
+            raise
+
+    def task_steps(self, task: dict, resumed: bool) -> Steps:
+        """The steps of one claimed task (:mod:`macp.pool`): its attempt, or -- for an acp
+        task whose report is in -- what that report means. Returns the task's status."""
+        if resumed:
+            acp = task["acp"]
+            report = {"summary": acp["reported_summary"]} if acp.get("reported_summary") else {}
+            return (yield from self.after_worker(task, AttemptOutcome(acp["reported_exit_code"], report=report)))
+        return (yield from self.run_attempt(task))
+
+    def settle(self, task_id: str, outcome: str | Crashed) -> None:
+        """Record how a task's steps ended; a step that raised ends the task ``failed``
+        (:meth:`internal_failure`) unless it is the machine's storage, which stops the run
+        (exit 74; the next run recovers the task). Then deliver pending events."""
+        if isinstance(outcome, Crashed):
+            if is_storage_error(outcome.error):
+                raise outcome.error
+            outcome = self.internal_failure(task_id, outcome.error)
+        began = self.in_flight.pop(task_id)
+        self.summary.outcomes[task_id] = outcome
+        self.summary.seconds[task_id] = self.summary.seconds.get(task_id, 0.0) + time.monotonic() - began
         self.transport.deliver_pending()
-        return task["id"]
 
     def internal_failure(self, task_id: str, exc: Exception) -> str:
         """End a task whose handling raised: ``failed`` with the internal error in its result
@@ -247,12 +272,6 @@ class Controller:
             self.emit("task.failed", task, message, internal_error=True)
         self.say(f"{task_id}: failed ({message})")
         return "failed"
-
-    def drain(self) -> RunSummary:
-        """Run tasks until none is runnable."""
-        while self.run_once() is not None:
-            pass
-        return self.summary
 
     def claim_next(self) -> tuple[dict, bool] | None:
         """Claim the next task: an acp task with its report in (``resumed`` True), else the
@@ -329,6 +348,7 @@ class Controller:
             "max_attempts": task.get("max_attempts") or self.config["worker"].get("max_attempts", 1),
             "claim": self.owner,
             "started_at": task.get("started_at") or now,
+            "attempt_started_at": now,
             "not_before": None,
             "result_path": task.get("result_path")
             or dispatcher.default_result_path(task, self.layout.repo_root, self.config),
@@ -356,8 +376,9 @@ class Controller:
 
     # -- one attempt ---------------------------------------------------------------------
 
-    def run_attempt(self, task: dict) -> str:
-        """Run a claimed task's attempt to its outcome; returns the task's status after it."""
+    def run_attempt(self, task: dict) -> Steps:
+        """A claimed task's attempt, as steps: the worker, then :meth:`after_worker`.
+        Returns the task's status after it."""
         kind = dispatcher.dispatch_kind(task)
         if kind != "legacy":
             try:
@@ -378,7 +399,7 @@ class Controller:
         timeout = task.get("timeout_seconds") or self.config["worker"]["timeout_seconds"]
         idle = verdicts.idle_timeout(self.config, dispatcher.resolve_runtime(task, self.config)) if kind == "yolo" else None
         log_path = attempt_dir / "worker.log"
-        proc = dispatcher.run_worker(
+        proc = yield dispatcher.worker_command(
             argv,
             cwd=self.workdir(task),
             env=self.environment(task),
@@ -394,7 +415,7 @@ class Controller:
         report = dispatcher.read_worker_report(attempt_dir / "report.json")
         run = {"started_at": proc.started_at, "duration_seconds": proc.duration_seconds}
         outcome = AttemptOutcome(proc.exit_code, proc.timed_out, proc.output_tail, report, proc.spawn_error, proc.idle_timed_out, log_path, run)
-        return self.after_worker(task, outcome)
+        return (yield from self.after_worker(task, outcome))
 
     def fresh_attempt_dir(self, task: dict) -> Path:
         """The log folder of this attempt; logs of an earlier run of the same attempt number
@@ -440,9 +461,10 @@ class Controller:
         self.say(f"{task['id']}: waiting for an external acp completion report (spawn file {spawn_file})")
         return "running"
 
-    def after_worker(self, task: dict, outcome: AttemptOutcome) -> str:
+    def after_worker(self, task: dict, outcome: AttemptOutcome) -> Steps:
         """Apply what the worker's exit means (:func:`macp.decide.decide`): a provider
-        failure, escalation, a failed attempt, or the gates and then their verdict."""
+        failure, escalation, a failed attempt, or the gates (as steps) and then their
+        verdict. Returns the task's status."""
         if task.get("attempt_runtime"):
             task = self.record_run(task, outcome)
         if outcome.log_path:
@@ -454,7 +476,7 @@ class Controller:
                 task = self.commit_leftovers(task)
                 task = self.change(task["id"], "gated", "task.gated", f"worker exited 0; running {len(specs)} quality gate(s)")
                 self.say(f"{task['id']}: gated, running {len(specs)} quality gate(s)")
-            decision = self.decide(task, outcome, self.run_quality_gates(task, specs))
+            decision = self.decide(task, outcome, (yield from self.run_quality_gates(task, specs)))
         return self.apply(task, decision)
 
     def decide(self, task: dict, outcome: AttemptOutcome, gate_results: list | None) -> Decision:
@@ -521,8 +543,8 @@ class Controller:
         }
         return self.update(task["id"], runs=[*(task.get("runs") or []), run])
 
-    def run_quality_gates(self, task: dict, specs: list[dict]) -> list[dict]:
-        """Run ``specs`` in the task's working folder and record one event per gate."""
+    def run_quality_gates(self, task: dict, specs: list[dict]) -> Generator[Command, ProcessResult, list[dict]]:
+        """Run ``specs`` in the task's working folder (as steps) and record one event per gate."""
         macp = self.config["macp"]
         limits = GateLimits(
             timeout_seconds=task.get("timeout_seconds") or self.config["worker"]["timeout_seconds"],
@@ -531,7 +553,7 @@ class Controller:
             grace_seconds=macp["kill_grace_seconds"],
         )
         log_dir = self.layout.attempt_dir(task["id"], task["attempts"])
-        results = run_gates(specs, cwd=self.workdir(task), env=self.environment(task), log_dir=log_dir, limits=limits)
+        results = yield from gate_steps(specs, cwd=self.workdir(task), env=self.environment(task), log_dir=log_dir, limits=limits)
         with self.guard.critical():
             for gate in results:
                 verdict = "passed" if gate["passed"] else "failed"
@@ -640,18 +662,27 @@ def build_parser() -> OneLineParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument("--repo", help="repository root (default: the main worktree of the current folder's repository, also from a task's worktree)")
     mode = parser.add_mutually_exclusive_group()
-    mode.add_argument("--once", action="store_true", help="run one task (the default)")
+    mode.add_argument("--once", action="store_true", help="run one task, or one wave of --workers tasks (the default)")
     mode.add_argument("--until-drained", action="store_true", help="run tasks until none is runnable")
     parser.add_argument("--wait", action="store_true", help="wait for another running controller instead of exiting 75")
+    add_workers_option(parser)
     parser.add_argument("--dry-run", action="store_true", help="print the order and exact commands without running anything")
     parser.add_argument("--json", action="store_true", help="print the run's summary as one JSON document on stdout (progress goes to stderr)")
     return parser
 
 
 def run_controller(
-    repo: str | None, *, until_drained: bool, wait: bool = False, dry_run: bool = False, json_output: bool = False, say=print
+    repo: str | None,
+    *,
+    until_drained: bool,
+    wait: bool = False,
+    dry_run: bool = False,
+    json_output: bool = False,
+    workers: int | None = None,
+    say=print,
 ) -> int:
-    """Run the controller on ``repo``; returns the exit code (see docs/exit-codes.md). The
+    """Run the controller on ``repo`` with up to ``workers`` tasks at once (None:
+    ``worker.max_parallel``); returns the exit code (see docs/exit-codes.md). The
     run ends with a summary of every task it touched (:mod:`controller.run_report`); with
     ``json_output`` that summary is one JSON document on stdout and ``say``'s progress
     lines go to stderr."""
@@ -666,8 +697,9 @@ def run_controller(
     check_output_folders(layout)
     document = load_tasks(layout)
     refused = refused_tasks(document, layout.repo_root, config)
+    workers = workers or config["worker"]["max_parallel"]
     if dry_run:
-        for line in plan_lines(document.tasks, layout.repo_root, config, load_runtime_state(layout), clock.now(), refused):
+        for line in plan_lines(document.tasks, layout.repo_root, config, load_runtime_state(layout), clock.now(), refused, workers):
             say(line)
         return EXIT_USAGE if refused else EXIT_OK
     lock = ControllerLock(layout.controller_lock)
@@ -687,9 +719,8 @@ def run_controller(
         recovery.recover(controller, lock.previous)
         lock.recovered()
         controller.transport.deliver_pending()
-        if until_drained:
-            controller.drain()
-        elif controller.run_once() is None:
+        controller.run(workers, until_drained)
+        if not until_drained and not controller.summary.outcomes:
             say("no runnable task")
         controller.queue.fold()
         tasks = controller.queue.snapshot().tasks
@@ -734,7 +765,10 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of ``mosaic-orchestrator-run``; returns the exit code."""
     args = build_parser().parse_args(argv)
     return run_main(
-        PROG, lambda: run_controller(args.repo, until_drained=args.until_drained, wait=args.wait, dry_run=args.dry_run, json_output=args.json)
+        PROG,
+        lambda: run_controller(
+            args.repo, until_drained=args.until_drained, wait=args.wait, dry_run=args.dry_run, json_output=args.json, workers=args.workers
+        ),
     )
 
 

@@ -25,31 +25,50 @@ from macp.scheduler import hold_reason
 
 
 def plan_lines(
-    tasks: list[dict], repo_root: Path, config: dict, runtime_state: dict, now: datetime, refused: dict[str, str] | None = None
+    tasks: list[dict],
+    repo_root: Path,
+    config: dict,
+    runtime_state: dict,
+    now: datetime,
+    refused: dict[str, str] | None = None,
+    workers: int = 1,
 ) -> list[str]:
     """The dry-run plan: the tasks the controller refuses (``refused``: id -> why), one
     numbered entry per task that would run, the holds the controller would apply on the
-    way, then what cannot run."""
+    way, then what cannot run. With ``workers`` above 1 the entries come in waves: the
+    tasks claimed together while up to ``workers`` run at once (exclusive groups and
+    runtime caps applied), each wave taken to finish before the next is claimed."""
     refused = refused or {}
     simulated = [dict(task) for task in tasks]
     by_id = {task["id"]: task for task in simulated}
     lines = [f"refused: {task_id}: {problem}" for task_id, problem in refused.items()]
-    planned = 0
+    planned = waves = 0
     while True:
-        admission = admit(simulated, config, runtime_state, now, lambda task: dispatcher.brief_for_review(task, repo_root), refused)
-        for hold in admission.holds:
-            by_id[hold.task_id].update(hold.changes, **({"status": hold.status} if hold.status else {}))
-            lines.append(f"held: {hold.task_id}: {hold.message}")
-        if admission.task is None:
+        wave: list[dict] = []
+        while len(wave) < workers:
+            admission = admit(simulated, config, runtime_state, now, lambda task: dispatcher.brief_for_review(task, repo_root), refused)
+            for hold in admission.holds:
+                by_id[hold.task_id].update(hold.changes, **({"status": hold.status} if hold.status else {}))
+                lines.append(f"held: {hold.task_id}: {hold.message}")
+            if admission.task is None:
+                break
+            task = by_id[admission.task["id"]]
+            task.update(status="running", claim={"dry_run": True})
+            if admission.runtime:
+                task["attempt_runtime"] = admission.runtime
+            wave.append(task)
+        if not wave:
             break
-        task = by_id[admission.task["id"]]
-        if admission.runtime:
-            task["attempt_runtime"] = admission.runtime
-        planned += 1
-        lines.extend(_describe(planned, task, repo_root, config))
-        lines.extend(_base_line(task, tasks, repo_root, config))
-        task["status"] = "completed"
-    header = [f"dry run: {planned} task(s) would run, in this order (nothing was run)"]
+        waves += 1
+        if workers > 1:
+            lines.append(f"wave {waves}: {', '.join(task['id'] for task in wave)}")
+        for task in wave:
+            planned += 1
+            lines.extend(_describe(planned, task, repo_root, config))
+            lines.extend(_base_line(task, tasks, repo_root, config))
+            task.update(status="completed", claim=None)
+    order = f"in {waves} wave(s) of up to {workers} at once" if workers > 1 else "in this order"
+    header = [f"dry run: {planned} task(s) would run, {order} (nothing was run)"]
     held = [
         f"not runnable: {task['id']} ({hold_reason(task, by_id, now)})"
         for task in simulated

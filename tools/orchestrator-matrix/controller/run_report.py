@@ -12,7 +12,7 @@ from collections import Counter
 from collections.abc import Callable
 
 from macp.lifecycle import STATUSES, status_of
-from macp.textview import fit, one_line, render_table
+from macp.textview import duration_text, fit, one_line, render_table
 
 
 def reason_of(task: dict) -> str:
@@ -74,16 +74,6 @@ def summary_lines(rows: list[dict]) -> list[str]:
         ("REASON", lambda r: fit(r["reason"], 60)),
     ]
     return ["", "this run:", *render_table(rows, columns)]
-
-
-def duration_text(seconds: float) -> str:
-    """``4.2s``, ``3m05s`` or ``2h07m``."""
-    if seconds < 60:
-        return f"{seconds:.1f}s"
-    minutes, rest = divmod(int(seconds), 60)
-    if minutes < 60:
-        return f"{minutes}m{rest:02d}s"
-    return f"{minutes // 60}h{minutes % 60:02d}m"
 
 
 def run_document(repo: str, started_at: str, finished_at: str, exit_code: int, rows: list[dict], tasks: list[dict], refused: dict[str, str]) -> dict:

@@ -33,7 +33,8 @@ from macp.errors import MacpError
 from macp.fsio import dump_json, write_atomic
 from macp.guidance import compose_brief
 from macp.layout import Layout, confine, confine_output, resolved_root
-from macp.procs import ProcessResult, read_log_tail, run_process
+from macp.pool import run_command
+from macp.procs import Command, read_log_tail
 from macp.redact import redact, redact_value
 from macp.verdicts import SUMMARY_MAX_CHARS, bounded, idle_timeout, judge_agent_run
 from protocol.schemas import schema_errors
@@ -373,17 +374,17 @@ def worker_env(
     return env
 
 
-def run_worker(
+def worker_command(
     argv: list[str], *, cwd: Path, env: dict[str, str], log_path: Path, timeout_seconds: int, config: dict, idle_timeout_seconds: int | None = None
-) -> ProcessResult:
-    """Run the worker with the config's output limits; see :func:`macp.procs.run_process`."""
+) -> Command:
+    """The worker's :class:`~macp.procs.Command`, with the config's output limits and grace."""
     macp = config["macp"]
-    return run_process(
+    return Command(
         argv,
-        cwd=cwd,
-        env=env,
-        log_path=log_path,
-        timeout_seconds=timeout_seconds,
+        cwd,
+        env,
+        log_path,
+        timeout_seconds,
         idle_timeout_seconds=idle_timeout_seconds,
         tail_bytes=macp["output_tail_bytes"],
         max_log_bytes=macp["max_log_bytes"],
@@ -594,7 +595,7 @@ def dispatch_task(task: dict, repo_root: Path, orch_dir: Path, config: dict) -> 
     yolo = dispatch_kind(task) == "yolo"
     idle = idle_timeout(config, resolve_runtime(task, config)) if yolo else None
     log_path = attempt_dir / "worker.log"
-    proc = run_worker(argv, cwd=cwd, env=env, log_path=log_path, timeout_seconds=timeout, config=config, idle_timeout_seconds=idle)
+    proc = run_command(worker_command(argv, cwd=cwd, env=env, log_path=log_path, timeout_seconds=timeout, config=config, idle_timeout_seconds=idle))
     exit_code = 127 if proc.exit_code is None else proc.exit_code
     report = read_worker_report(attempt_dir / "report.json")
     if yolo and not report.get("summary"):

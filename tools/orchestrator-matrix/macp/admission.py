@@ -11,7 +11,11 @@ Before a task is claimed (DESIGN.md "The task lifecycle", issue 4):
 - a yolo/acp task whose every usable runtime is cooling down waits (``not_before``) until
   the first one is back.
 
-The first ready task that passes is claimed, with the runtime :mod:`macp.selection` picks.
+The first ready task that passes is claimed, with the runtime :mod:`macp.selection` picks --
+unless it must wait for a task already running (issue 12, docs/workers.md): one of its
+``exclusive_group`` is running, or its runtime already runs ``runtimes.<name>.max_parallel``
+attempts. Such a task is passed over for now, unchanged (no hold, no event), and the next
+ready task is considered; a serial run never meets either case.
 Tasks the controller *refused* (a schema error or a path that leaves where it must stay,
 issue 9) are never claimed and never changed: their dependents wait for them, and every
 other task runs as if they were not there.
@@ -19,13 +23,15 @@ other task runs as if they were not there.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 
 from macp import clock
+from macp.config import runtime_max_parallel
 from macp.dependencies import doomed_tasks, find_cycles
-from macp.lifecycle import FINISHED, STATUSES, status_of
+from macp.lifecycle import ACTIVE, FINISHED, STATUSES, status_of
 from macp.risk import risk_term
 from macp.scheduler import pick_next
 from macp.selection import choose_runtime
@@ -89,6 +95,33 @@ def risk_hold(task: dict, config: dict, brief_text: str) -> Hold | None:
     return Hold(task["id"], "escalated", {"risk_hold": term, "escalation_reason": reason}, "task.escalated", reason, {"risk_term": term})
 
 
+@dataclass(frozen=True)
+class Busy:
+    """What the running tasks occupy: their ``exclusive_group`` values, and how many
+    attempts this or another controller runs on each runtime (tasks with a claim: an acp
+    task waiting for its report runs elsewhere and holds no slot)."""
+
+    groups: frozenset[str]
+    runtimes: Counter
+
+    @classmethod
+    def of(cls, tasks: list[dict]) -> Busy:
+        """What ``tasks`` that are ``running`` or ``gated`` occupy."""
+        active = [task for task in tasks if status_of(task) in ACTIVE]
+        groups = frozenset(task["exclusive_group"] for task in active if task.get("exclusive_group"))
+        runtimes = Counter(task["attempt_runtime"] for task in active if task.get("claim") and task.get("attempt_runtime"))
+        return cls(groups, runtimes)
+
+    def wait_reason(self, task: dict, runtime: str | None, config: dict) -> str | None:
+        """Why ``task`` (to run on ``runtime``) must wait for a running task, or None."""
+        group = task.get("exclusive_group")
+        if group and group in self.groups:
+            return f"exclusive group {group} is running"
+        if runtime and self.runtimes[runtime] >= runtime_max_parallel(config, runtime):
+            return f"runtime {runtime} runs {self.runtimes[runtime]} attempt(s), its max_parallel"
+        return None
+
+
 def in_play(tasks: list[dict], by_id: Mapping[str, dict]) -> list[dict]:
     """The tasks admission looks at: every unfinished task, in file order, then the finished
     tasks those depend on. Finished tasks nothing waits for cannot change what is claimed,
@@ -128,16 +161,24 @@ def admit(
     tasks = [stand_in(task) if task["id"] in refused else task for task in in_play(tasks, stored)]
     holds = dependency_holds(tasks)
     view = {task["id"]: dict(task) for task in tasks}
+    busy = Busy.of(tasks)
+    passed_over: set[str] = set()  # must wait for a running task; not held, not changed
 
     def apply(hold: Hold) -> None:
         view[hold.task_id].update(hold.changes, **({"status": hold.status} if hold.status else {}))
 
     for dependency_hold in holds:
         apply(dependency_hold)
-    while (task := pick_next([task for task in view.values() if task["id"] not in refused], now)) is not None:
+    while (task := pick_next([task for task in view.values() if task["id"] not in refused and task["id"] not in passed_over], now)) is not None:
+        if busy.wait_reason(task, None, config):
+            passed_over.add(task["id"])
+            continue
         hold = risk_hold(task, config, brief_text(task))
         if hold is None and task.get("dispatch") in ("yolo", "acp"):
             runtime, why, back_at = choose_runtime(task, config, history, runtime_state, now)
+            if runtime is not None and busy.wait_reason(task, runtime, config):
+                passed_over.add(task["id"])
+                continue
             if runtime is not None:
                 return Admission(stored[task["id"]], runtime, why, holds)
             if back_at is None:

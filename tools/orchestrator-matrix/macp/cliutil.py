@@ -108,3 +108,19 @@ def run_main(prog: str, body: Callable[[], int]) -> int:
             traceback.print_exc()
         print(f"{prog}: internal error: {type(exc).__name__}: {exc}", file=sys.stderr)
         return EXIT_INTERNAL
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be at least 1")
+    return value
+
+
+def add_workers_option(parser: argparse.ArgumentParser) -> None:
+    """``--workers N`` of ``mosaic-orchestrator-run`` and ``mosaic macp drain`` (issue 12)."""
+    parser.add_argument("--workers", type=positive_int, metavar="N", help="run up to N tasks at once (default: worker.max_parallel, 1 unless set)")

@@ -81,6 +81,16 @@ def signature_errors(config: dict) -> list[str]:
     return errors
 
 
+DEFAULT_RUNTIME_MAX_PARALLEL = 1  # two attempts never share one account's rate limit unless allowed
+
+
+def runtime_max_parallel(config: dict, runtime: str) -> int:
+    """How many attempts may run on ``runtime`` at once: ``runtimes.<name>.max_parallel``,
+    else :data:`DEFAULT_RUNTIME_MAX_PARALLEL` (issue 12, docs/workers.md)."""
+    spec = config.get("runtimes", {}).get(runtime) or {}
+    return spec.get("max_parallel") or DEFAULT_RUNTIME_MAX_PARALLEL
+
+
 def matrix_token_env(config: dict) -> str:
     """The environment variable holding the Matrix access token: ``matrix.token_env``, or
     ``MACP_MATRIX_TOKEN`` when that is empty. The transport reads it; workers never see it."""

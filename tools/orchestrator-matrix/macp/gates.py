@@ -9,11 +9,12 @@ tasks; each is recorded like a pre-commit hook result.
 from __future__ import annotations
 
 import re
+from collections.abc import Generator
 from dataclasses import dataclass
 from pathlib import Path
 
 from macp.classify import classify_gate_failure
-from macp.procs import run_process
+from macp.procs import Command, ProcessResult
 
 
 @dataclass(frozen=True)
@@ -54,20 +55,24 @@ def _log_name(number: int, name: str) -> str:
     return f"gate-{number}-{re.sub(r'[^A-Za-z0-9._-]+', '-', name)[:40]}.log"
 
 
-def run_gates(specs: list[dict], *, cwd: Path, env: dict[str, str], log_dir: Path, limits: GateLimits) -> list[dict]:
-    """Run every gate in ``specs``; return one ``gate_results`` entry each (result schema).
+def gate_steps(
+    specs: list[dict], *, cwd: Path, env: dict[str, str], log_dir: Path, limits: GateLimits
+) -> Generator[Command, ProcessResult, list[dict]]:
+    """Run every gate in ``specs``, one after another, as steps (:mod:`macp.pool`): yields
+    each gate's :class:`~macp.procs.Command`, receives its result, and returns one
+    ``gate_results`` entry per gate (result schema).
 
     A gate passes when it exits 0 within its timeout. Failed gates carry a
     ``classification`` (lint / typecheck / test / build / security / config / unknown).
     """
     results = []
     for number, spec in enumerate(specs, start=1):
-        proc = run_process(
+        proc = yield Command(
             ["/bin/sh", "-c", spec["command"]],
-            cwd=cwd,
-            env=env,
-            log_path=log_dir / _log_name(number, spec["name"]),
-            timeout_seconds=spec["timeout_seconds"] or limits.timeout_seconds,
+            cwd,
+            env,
+            log_dir / _log_name(number, spec["name"]),
+            spec["timeout_seconds"] or limits.timeout_seconds,
             tail_bytes=limits.tail_bytes,
             max_log_bytes=limits.max_log_bytes,
             grace_seconds=limits.grace_seconds,

@@ -20,7 +20,6 @@ import contextlib
 import os
 import re
 import secrets
-import select
 import signal
 import subprocess
 import time
@@ -37,7 +36,9 @@ _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 OWNER_ENV = "MACP_OWNER_TOKEN"
 _READ_SIZE = 65536
 _TAIL_CONTEXT = 1024
-_POLL_SECONDS = 0.2
+_POLL_SECONDS = 0.2  # how often a child is polled where there is no pidfd
+_IDLE_WAKE_SECONDS = 60.0  # with a pidfd, exits and output wake the loop; this is a backstop
+_STOP_POLL_SECONDS = 0.05  # how often a stopping command is checked for being gone
 _DRAIN_SECONDS = 2.0
 
 
@@ -164,84 +165,207 @@ class _Capture:
         self.written += len(text)
 
 
-def run_process(
-    argv: list[str],
-    *,
-    cwd: Path,
-    env: dict[str, str],
-    log_path: Path,
-    timeout_seconds: float | None,
-    stdin_path: Path | None = None,
-    idle_timeout_seconds: float | None = None,
-    tail_bytes: int = 4096,
-    max_log_bytes: int = 8 * 1024 * 1024,
-    grace_seconds: float = 5.0,
-) -> ProcessResult:
-    """Run ``argv`` in ``cwd`` with exactly ``env``; return a :class:`ProcessResult`.
+@dataclass(frozen=True)
+class Command:
+    """One command to run: ``argv`` in ``cwd`` with exactly ``env``, output to ``log_path``.
 
     ``stdin_path`` feeds the child's stdin from a file (else stdin is ``/dev/null``, never an
     open pipe: agent CLIs block on one). ``timeout_seconds`` None means no deadline;
-    ``idle_timeout_seconds`` None means silence is never cut short. Raises
-    :class:`~macp.errors.Interrupted` after stopping the group if the controller is signalled.
+    ``idle_timeout_seconds`` None means silence is never cut short. ``tail_bytes`` of output
+    are kept for results, the log is cut at ``max_log_bytes``, and ``grace_seconds`` pass
+    between SIGTERM and SIGKILL.
     """
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    run_id = secrets.token_hex(8)
-    started_at = clock.timestamp()
-    started = time.monotonic()
-    log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644)
-    with os.fdopen(log_fd, "wb") as log_handle:
-        capture = _Capture(log_handle, max_log_bytes, tail_bytes)
-        stdin: BinaryIO | int = open(stdin_path, "rb") if stdin_path else subprocess.DEVNULL  # noqa: SIM115 -- closed below once the child has it
+
+    argv: list[str]
+    cwd: Path
+    env: dict[str, str]
+    log_path: Path
+    timeout_seconds: float | None
+    stdin_path: Path | None = None
+    idle_timeout_seconds: float | None = None
+    tail_bytes: int = 4096
+    max_log_bytes: int = 8 * 1024 * 1024
+    grace_seconds: float = 5.0
+
+
+# Leaders of the commands this process runs right now (pids). Their exit status belongs to
+# their subprocess.Popen, so /proc scans never reap them; and while more than one runs, an
+# orphan adopted by this subreaper cannot be told apart and is left to the last one.
+_LEADERS: set[int] = set()
+
+
+class Child:
+    """One started :class:`Command`, advanced without blocking by whoever multiplexes it
+    (:class:`macp.pool.StepPool`): :meth:`fds` to watch, :meth:`on_ready` when one is
+    readable, :meth:`step` at least by :meth:`wake_at` (a monotonic time, seconds), and
+    :meth:`result` once :meth:`step` returned True.
+
+    Phases: ``running`` (copying output; the deadline or idle timeout may end it),
+    ``stopping`` (SIGTERM sent to what is left of the command; SIGKILL when the grace ends),
+    ``draining`` (the leader reaped; the rest of its output read until EOF, at most
+    :data:`_DRAIN_SECONDS`).
+    """
+
+    def __init__(self, command: Command, proc: subprocess.Popen, log_handle: BinaryIO, run_id: str, started_at: str) -> None:
+        assert proc.stdout is not None
+        self.command = command
+        self.proc = proc
+        self.log_handle = log_handle
+        self.capture = _Capture(log_handle, command.max_log_bytes, command.tail_bytes)
+        self.started = time.monotonic()
+        self.started_at = started_at
+        self.pipe = _Pipe(proc.stdout.fileno(), self.capture, self.started)
+        self.run = _Run(proc, run_id, start_ticks(proc.pid))
+        self.deadline = None if command.timeout_seconds is None else self.started + command.timeout_seconds
+        self.phase = "running"
+        self.until = 0.0  # end of the grace (stopping) or of the drain (draining)
+        self.stopped: str | None = None  # "deadline" or "idle" when the controller ended it
+        self.pidfd = _pidfd(proc.pid)
+        _LEADERS.add(proc.pid)
+
+    @classmethod
+    def start(cls, command: Command) -> Child | ProcessResult:
+        """Start ``command`` in a new session (its own process group); a
+        :class:`ProcessResult` with ``spawn_error`` when it cannot be started."""
+        command.log_path.parent.mkdir(parents=True, exist_ok=True)
+        run_id = secrets.token_hex(8)
+        started_at = clock.timestamp()
+        log_fd = os.open(command.log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644)
+        log_handle = os.fdopen(log_fd, "wb")
+        stdin: BinaryIO | int = open(command.stdin_path, "rb") if command.stdin_path else subprocess.DEVNULL  # noqa: SIM115 -- closed below once the child has it
         try:
             proc = subprocess.Popen(
-                argv,
-                cwd=cwd,
-                env={**env, RUN_ENV: run_id},
+                command.argv,
+                cwd=command.cwd,
+                env={**command.env, RUN_ENV: run_id},
                 stdin=stdin,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
         except OSError as exc:
-            message = f"cannot start {argv[0]!r}: {exc.strerror or exc}"
-            log_handle.write((message + "\n").encode())
-            return ProcessResult(None, False, 0.0, message, log_path, len(message) + 1, False, message, started_at=started_at)
+            message = f"cannot start {command.argv[0]!r}: {exc.strerror or exc}"
+            with log_handle:
+                log_handle.write((message + "\n").encode())
+            return ProcessResult(None, False, 0.0, message, command.log_path, len(message) + 1, False, message, started_at=started_at)
         finally:
             if not isinstance(stdin, int):
                 stdin.close()
-        assert proc.stdout is not None
-        pipe = _Pipe(proc.stdout.fileno(), capture, started)
-        deadline = None if timeout_seconds is None else started + timeout_seconds
-        run = _Run(proc, run_id, start_ticks(proc.pid))
-        all_gone = False
-        try:
-            stopped = _wait_for_exit(proc, pipe, deadline, idle_timeout_seconds)
-            all_gone = _stop_run(run, pipe, grace_seconds)
-        except BaseException:
-            _stop_run(run, pipe, grace_seconds)
-            raise
-        finally:
-            if not all_gone:  # else one reading of /proc already found nothing left
-                _signal_run(run, signal.SIGKILL)
-            proc.wait()
-            if not all_gone:
-                reap_adopted()
-            pipe.drain(time.monotonic() + _DRAIN_SECONDS)
-            capture.close()
-            proc.stdout.close()
-    returncode = proc.returncode
-    exit_code = returncode if returncode >= 0 else 128 - returncode
-    return ProcessResult(
-        exit_code,
-        stopped == "deadline",
-        round(time.monotonic() - started, 3),
-        capture.tail_text(),
-        log_path,
-        capture.written,
-        capture.truncated,
-        idle_timed_out=stopped == "idle",
-        started_at=started_at,
-    )
+        return cls(command, proc, log_handle, run_id, started_at)
+
+    @property
+    def pid(self) -> int:
+        """The leader's pid (also its process group id)."""
+        return self.proc.pid
+
+    def fds(self) -> set[int]:
+        """The file descriptors to wait on: the output pipe until EOF, and the leader's pidfd
+        (readable when it exits) while it runs."""
+        wanted = {self.pipe.fd} if self.pipe.open else set()
+        if self.pidfd is not None and self.phase == "running":
+            wanted.add(self.pidfd)
+        return wanted
+
+    def on_ready(self, fd: int) -> None:
+        """``fd`` (one of :meth:`fds`) is readable: take a chunk of output, or note EOF. A
+        readable pidfd needs nothing here: the next :meth:`step` sees the exit."""
+        if fd == self.pipe.fd and self.pipe.open:
+            self.pipe.read_once()
+
+    def wake_at(self) -> float:
+        """The monotonic time by which :meth:`step` must run again, whatever the fds do."""
+        if self.phase == "stopping":
+            return time.monotonic() + _STOP_POLL_SECONDS
+        if self.phase == "draining":
+            return self.until
+        moments = [time.monotonic() + (_POLL_SECONDS if self.pidfd is None else _IDLE_WAKE_SECONDS)]
+        if self.deadline is not None:
+            moments.append(self.deadline)
+        if self.command.idle_timeout_seconds is not None:
+            moments.append(self.pipe.last_output + self.command.idle_timeout_seconds)
+        return min(moments)
+
+    def step(self) -> bool:
+        """Advance the command: notice its leader's exit, a passed deadline or idle timeout,
+        the end of a grace period, the end of its output. True when :meth:`result` is ready."""
+        now = time.monotonic()
+        if self.phase == "running":
+            idle = self.command.idle_timeout_seconds
+            if self.proc.poll() is not None:
+                if self.run.members():
+                    self._terminate(now)  # what the leader left running goes the same way
+                else:
+                    self._reap(all_gone=True)
+            elif self.deadline is not None and now >= self.deadline:
+                self.stopped = "deadline"
+                self._terminate(now)
+            elif idle is not None and now - self.pipe.last_output >= idle:
+                self.stopped = "idle"
+                self._terminate(now)
+        elif self.phase == "stopping" and (now >= self.until or (self.proc.poll() is not None and not self.run.members())):
+            self._reap(all_gone=False)
+        return self.phase == "draining" and (not self.pipe.open or time.monotonic() >= self.until)
+
+    def stop(self) -> None:
+        """Begin stopping the command now (the controller was interrupted): SIGTERM to all of
+        it, SIGKILL after the grace. :meth:`step` carries it out."""
+        if self.phase == "running":
+            self._terminate(time.monotonic())
+
+    def kill(self) -> None:
+        """SIGKILL whatever of the command is left and reap its leader, at once (the last
+        resort when stopping was itself interrupted)."""
+        if self.phase != "draining":
+            _signal_run(self.run, signal.SIGKILL)
+            self._reap(all_gone=False)
+
+    def result(self) -> ProcessResult:
+        """Close the command's files and return how it ended (after :meth:`step` said so)."""
+        self.capture.close()
+        self.log_handle.close()
+        assert self.proc.stdout is not None
+        self.proc.stdout.close()
+        returncode = self.proc.returncode
+        return ProcessResult(
+            returncode if returncode >= 0 else 128 - returncode,
+            self.stopped == "deadline",
+            round(time.monotonic() - self.started, 3),
+            self.capture.tail_text(),
+            self.command.log_path,
+            self.capture.written,
+            self.capture.truncated,
+            idle_timed_out=self.stopped == "idle",
+            started_at=self.started_at,
+        )
+
+    def _terminate(self, now: float) -> None:
+        _signal_run(self.run, signal.SIGTERM)
+        self.phase = "stopping"
+        self.until = now + self.command.grace_seconds
+
+    def _reap(self, all_gone: bool) -> None:
+        """SIGKILL what is left (unless one reading of /proc already found nothing), collect
+        the leader's status and any adopted orphan that ended, then start draining."""
+        if not all_gone:
+            _signal_run(self.run, signal.SIGKILL)
+        self.proc.wait()
+        _LEADERS.discard(self.proc.pid)
+        if not all_gone:
+            reap_adopted(keep=_LEADERS)
+        if self.pidfd is not None:
+            os.close(self.pidfd)
+            self.pidfd = None
+        self.phase = "draining"
+        self.until = time.monotonic() + _DRAIN_SECONDS
+
+
+def _pidfd(pid: int) -> int | None:
+    """A pidfd for ``pid`` (Linux 5.3+): readable once the process exits. None elsewhere;
+    the child is then polled every :data:`_POLL_SECONDS`."""
+    try:
+        return os.pidfd_open(pid)  # type: ignore[attr-defined,unused-ignore]
+    except (AttributeError, OSError):
+        return None
 
 
 class _Pipe:
@@ -253,38 +377,14 @@ class _Pipe:
         self.open = True
         self.last_output = started
 
-    def read_for(self, seconds: float) -> None:
-        """Wait up to ``seconds`` for output and take one chunk; notes EOF."""
-        ready, _, _ = select.select([self.fd], [], [], max(0.0, seconds))
-        if ready:
-            chunk = os.read(self.fd, _READ_SIZE)
-            if chunk:
-                self.capture.feed(chunk)
-                self.last_output = time.monotonic()
-            else:
-                self.open = False
-
-    def drain(self, until: float) -> None:
-        """Read what is left until EOF or the monotonic time ``until``."""
-        while self.open and time.monotonic() < until:
-            self.read_for(until - time.monotonic())
-
-
-def _wait_for_exit(proc: subprocess.Popen, pipe: _Pipe, deadline: float | None, idle_seconds: float | None = None) -> str | None:
-    """Copy output until the group leader exits. Returns ``"deadline"`` if the monotonic
-    ``deadline`` came first, ``"idle"`` if no output came for ``idle_seconds``, else None."""
-    while proc.poll() is None:
-        remaining = _POLL_SECONDS if deadline is None else deadline - time.monotonic()
-        if remaining <= 0:
-            return "deadline"
-        if idle_seconds is not None and time.monotonic() - pipe.last_output >= idle_seconds:
-            return "idle"
-        if pipe.open:
-            pipe.read_for(min(remaining, _POLL_SECONDS))
+    def read_once(self) -> None:
+        """Take one chunk of output (the pipe is readable); notes EOF."""
+        chunk = os.read(self.fd, _READ_SIZE)
+        if chunk:
+            self.capture.feed(chunk)
+            self.last_output = time.monotonic()
         else:
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(timeout=min(remaining, _POLL_SECONDS))
-    return None
+            self.open = False
 
 
 @dataclass(frozen=True)
@@ -297,26 +397,10 @@ class _Run:
     since: int
 
     def members(self) -> set[int]:
-        """Live processes of the command (:func:`macp.proctree.run_members`)."""
-        return run_members(self.proc.pid, self.run_id, self.since)
-
-
-def _stop_run(run: _Run, pipe: _Pipe, grace_seconds: float) -> bool:
-    """SIGTERM whatever of the command still runs -- the leader (at a timeout or an
-    interruption) or what it left behind (after a normal exit) -- and wait up to
-    ``grace_seconds`` for all of it to go, reading its output meanwhile. Returns True when
-    the leader had ended and nothing of the command was left at all; otherwise SIGKILL
-    follows in :func:`run_process`."""
-    if run.proc.poll() is not None and not run.members():
-        return True
-    _signal_run(run, signal.SIGTERM)
-    end = time.monotonic() + grace_seconds
-    while time.monotonic() < end and (run.proc.poll() is None or run.members()):
-        if pipe.open:
-            pipe.read_for(0.05)
-        else:
-            time.sleep(0.05)
-    return False
+        """Live processes of the command (:func:`macp.proctree.run_members`); orphans this
+        subreaper adopted count only while no other command runs (see :data:`_LEADERS`)."""
+        others = _LEADERS - {self.proc.pid}
+        return run_members(self.proc.pid, self.run_id, self.since, keep=others, adopt_orphans=not others)
 
 
 def _signal_run(run: _Run, signum: int) -> None:

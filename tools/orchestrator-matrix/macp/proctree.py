@@ -8,7 +8,9 @@ fork that daemonises). MACP still finds it, three ways, all read from Linux ``/p
   everything the command starts unless it scrubs its environment);
 - the controller is a *child subreaper* (``prctl(PR_SET_CHILD_SUBREAPER)``, Linux 3.4+):
   a descendant orphaned by a double fork is re-parented to the controller instead of init,
-  so it is a child of the controller, which runs one command at a time.
+  so it is a child of the controller. While several commands run at once (``--workers``),
+  such an orphan that also scrubbed its environment cannot be told apart: it is stopped
+  with the last command still running (docs/workers.md "Limits").
 
 Stopping is SIGTERM, a grace period, then SIGKILL, and adopted children are reaped so no
 zombie is left. Without ``/proc`` (macOS, BSD) only the process group is reachable: a
@@ -23,7 +25,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from typing import NamedTuple
 
 RUN_ENV = "MACP_RUN_ID"
@@ -129,27 +131,32 @@ def processes_with_env(name: str, value: str, table: dict[int, _Process] | None 
     return sorted(found)
 
 
-def run_members(leader: int, run_id: str, since: int = 0) -> set[int]:
+def run_members(leader: int, run_id: str, since: int = 0, keep: Collection[int] = (), adopt_orphans: bool = True) -> set[int]:
     """Live processes (not zombies) of the command whose group leader is ``leader`` and
     which started at clock tick ``since`` (:func:`start_ticks` of the leader; 0: unknown):
     the members of its process group, its descendants, those carrying ``run_id`` in
-    :data:`RUN_ENV`, and -- when this process is a child subreaper -- every descendant of
-    this process (orphans it adopted). Adopted children that already ended (never the
-    leader) are reaped on the way, from the same one reading of ``/proc``. The leader itself is included while
-    it lives; this process never is. Without ``/proc`` (not Linux): ``{leader}`` while its
-    process group has a member, else nothing."""
+    :data:`RUN_ENV`, and -- when this process is a child subreaper and ``adopt_orphans`` --
+    every other descendant of this process (orphans it adopted). The descendants of the
+    pids in ``keep`` (the leaders of other commands running at the same time) are never
+    counted as adopted orphans.
+
+    Adopted children that already ended are reaped on the way, from the same one reading of
+    ``/proc`` -- never ``leader`` or a pid in ``keep``: their exit status belongs to whoever
+    started them (subprocess.Popen). The leader itself is included while it lives; this
+    process never is. Without ``/proc`` (not Linux): ``{leader}`` while its process group
+    has a member, else nothing."""
     table = _process_table()
     if not table:
         return {leader} if _group_exists(leader) else set()
     me = os.getpid()
     subreaper = is_subreaper()
     if subreaper:
-        # Not the leader: its exit status belongs to whoever started it (subprocess.Popen).
-        reap(pid for pid, process in table.items() if process.parent == me and process.state == b"Z" and pid != leader)
+        spared = {leader, *keep}
+        reap(pid for pid, process in table.items() if process.parent == me and process.state == b"Z" and pid not in spared)
     members = {leader} | _descendants([leader], table) | set(processes_with_env(RUN_ENV, run_id, table, since))
     members |= {pid for pid, process in table.items() if process.group == leader}
-    if subreaper:
-        members |= _descendants([me], table)
+    if subreaper and adopt_orphans:
+        members |= _descendants([me], table) - _descendants(keep, table) - set(keep)
     members.discard(me)
     return {pid for pid in members if pid in table and table[pid].state != b"Z"}
 
@@ -162,14 +169,15 @@ def _group_exists(pgid: int) -> bool:
     return True
 
 
-def reap_adopted() -> None:
+def reap_adopted(keep: Collection[int] = ()) -> None:
     """When this process is a child subreaper: collect every exited child (an adopted
-    orphan that ended), so none stays a zombie. Does nothing otherwise -- in a library
-    caller's process another part of the program may be waiting for its own children."""
+    orphan that ended) but those in ``keep`` (leaders whose status their Popen collects),
+    so none stays a zombie. Does nothing otherwise -- in a library caller's process another
+    part of the program may be waiting for its own children."""
     if not is_subreaper():
         return
     me = os.getpid()
-    reap(pid for pid, process in _process_table().items() if process.parent == me and process.state == b"Z")
+    reap(pid for pid, process in _process_table().items() if process.parent == me and process.state == b"Z" and pid not in keep)
 
 
 def signal_all(pids: Iterable[int], signum: int) -> None:

@@ -72,3 +72,13 @@ def _scalar(value: object) -> str:
     if isinstance(value, str):
         return one_line(value)
     return one_line(json.dumps(value, ensure_ascii=False))
+
+
+def duration_text(seconds: float) -> str:
+    """``4.2s``, ``3m05s`` or ``2h07m``."""
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    minutes, rest = divmod(int(seconds), 60)
+    if minutes < 60:
+        return f"{minutes}m{rest:02d}s"
+    return f"{minutes // 60}h{minutes % 60:02d}m"

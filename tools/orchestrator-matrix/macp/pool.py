@@ -1,0 +1,173 @@
+"""Run several commands at once in one process: no threads, no asyncio (issue 12).
+
+Each unit of work is a *steps* generator: plain code that yields a
+:class:`~macp.procs.Command` whenever it needs a child process and receives the command's
+:class:`~macp.procs.ProcessResult` back, then returns its outcome. A worker attempt with
+its gates is one such generator (``Controller.task_steps``); one command alone is another
+(:func:`macp.procs.run_command`).
+
+:class:`StepPool` starts the commands the generators yield, waits for all of them with one
+:mod:`selectors` call (output pipes, and pidfds that become readable when a leader exits),
+advances each generator when its command ends, and hands back the outcomes as they come.
+Which child ends first is up to the children; everything between two yields runs to its
+end before anything else does, so the code of one generator never interleaves with
+another's.
+"""
+
+from __future__ import annotations
+
+import selectors
+import time
+from collections.abc import Generator, Hashable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from macp.procs import Child, Command, ProcessResult
+
+Steps = Generator[Command, ProcessResult, Any]
+
+
+@dataclass(frozen=True)
+class Crashed:
+    """The outcome of a steps generator that raised ``error`` instead of returning."""
+
+    error: Exception
+
+
+class StepPool:
+    """Steps generators in progress, keyed by any hashable (the controller uses task ids).
+
+    ``len(pool)`` counts the generators not yet handed back by :meth:`wait`.
+    """
+
+    def __init__(self) -> None:
+        self._selector = selectors.DefaultSelector()
+        self._running: dict[Hashable, tuple[Steps, Child]] = {}
+        self._watched: dict[Child, set[int]] = {}
+        self._done: list[tuple[Hashable, Any]] = []
+
+    def __len__(self) -> int:
+        return len(self._running) + len(self._done)
+
+    def add(self, key: Hashable, steps: Steps) -> None:
+        """Start ``steps`` under ``key``: run it up to its first command and start that."""
+        self._advance(key, steps, None)
+
+    def wait(self) -> list[tuple[Hashable, Any]]:
+        """Block until at least one generator has finished; return ``[(key, outcome)]`` in
+        the order they finished -- the value each returned, or :class:`Crashed`. An
+        exception that is not an :class:`Exception` (an interruption) propagates; call
+        :meth:`stop_all` then. Returns ``[]`` when nothing is in progress."""
+        while not self._done and self._running:
+            self._poll(advance=True)
+        done, self._done = self._done, []
+        return done
+
+    def stop_all(self) -> None:
+        """Stop every running command (SIGTERM, the grace, SIGKILL -- all of them at once)
+        and close their generators without advancing them. When this is itself interrupted,
+        what is left is killed outright before the interruption propagates."""
+        try:
+            for _steps, child in self._running.values():
+                child.stop()
+            while self._running:
+                self._poll(advance=False)
+        finally:
+            for steps, child in self._running.values():
+                child.kill()
+                self._unwatch(child)
+                child.result()
+                steps.close()
+            self._running.clear()
+
+    def _advance(self, key: Hashable, steps: Steps, value: ProcessResult | None) -> None:
+        """Send ``value`` into ``steps`` until it yields a command that starts or finishes."""
+        while True:
+            try:
+                command = steps.send(value)  # type: ignore[arg-type]  # None starts a generator
+            except StopIteration as stop:
+                self._done.append((key, stop.value))
+                return
+            except Exception as exc:  # noqa: BLE001 -- handed to the owner, who decides
+                self._done.append((key, Crashed(exc)))
+                return
+            started = Child.start(command)
+            if isinstance(started, ProcessResult):  # could not start: the generator hears so
+                value = started
+                continue
+            self._running[key] = (steps, started)
+            self._watch(started)
+            return
+
+    def _poll(self, advance: bool) -> None:
+        """Wait for the next output, exit or deadline of any running command, then step
+        every command; those that ended go back to their generator (``advance``) or are
+        closed."""
+        wake = min(child.wake_at() for _steps, child in self._running.values())
+        for selector_key, _events in self._selector.select(max(0.0, wake - time.monotonic())):
+            selector_key.data.on_ready(selector_key.fd)
+        for key, (steps, child) in list(self._running.items()):
+            ended = child.step()
+            self._watch(child)
+            if not ended:
+                continue
+            del self._running[key]
+            self._unwatch(child)
+            result = child.result()
+            if advance:
+                self._advance(key, steps, result)
+            else:
+                steps.close()
+
+    def _watch(self, child: Child) -> None:
+        """Register exactly the fds ``child`` wants watched now."""
+        watched = self._watched.setdefault(child, set())
+        wanted = child.fds()
+        for fd in watched - wanted:
+            self._selector.unregister(fd)
+        for fd in wanted - watched:
+            self._selector.register(fd, selectors.EVENT_READ, child)
+        self._watched[child] = wanted
+
+    def _unwatch(self, child: Child) -> None:
+        for fd in self._watched.pop(child, set()):
+            self._selector.unregister(fd)
+
+
+def run_command(command: Command) -> ProcessResult:
+    """Run ``command`` to its end and return a :class:`ProcessResult`. Raises
+    :class:`~macp.errors.Interrupted` after stopping all of the command if the controller
+    is signalled meanwhile."""
+    pool = StepPool()
+    pool.add("command", _one(command))
+    try:
+        ((_key, result),) = pool.wait()
+    except BaseException:
+        pool.stop_all()
+        raise
+    assert isinstance(result, ProcessResult)
+    return result
+
+
+def _one(command: Command) -> Generator[Command, ProcessResult, ProcessResult]:
+    return (yield command)
+
+
+def run_process(
+    argv: list[str],
+    *,
+    cwd: Path,
+    env: dict[str, str],
+    log_path: Path,
+    timeout_seconds: float | None,
+    stdin_path: Path | None = None,
+    idle_timeout_seconds: float | None = None,
+    tail_bytes: int = 4096,
+    max_log_bytes: int = 8 * 1024 * 1024,
+    grace_seconds: float = 5.0,
+) -> ProcessResult:
+    """:func:`run_command` of the :class:`Command` these arguments describe."""
+    return run_command(
+        Command(argv, cwd, env, log_path, timeout_seconds, stdin_path, idle_timeout_seconds, tail_bytes, max_log_bytes, grace_seconds)
+    )
