@@ -145,3 +145,27 @@ def test_validate_checks_the_journal_of_a_run_that_was_killed(sandbox, tmp_path)
         handle.write(json.dumps({"task": {"id": "T1", "status": "half-done"}}) + "\n")
     proc = sandbox.macp("validate")
     assert proc.returncode == 1 and "tasks.journal:" in proc.stdout and "$.task.status" in proc.stdout, proc.stdout
+
+
+def test_a_signal_during_a_recorded_change_waits_until_the_change_and_its_event_are_written(tmp_path):
+    """macp.recording.recorded: SIGTERM arriving inside the block (forced: sent by the block
+    itself) is raised only after the queue and the event are both on disk, and the
+    handlers the caller had are back afterwards."""
+    import pytest
+
+    from macp.errors import Interrupted
+    from macp.events import make_event, read_events
+    from macp.recording import recorded
+    from macp.taskstore import edit_tasks
+
+    layout = Layout(tmp_path)
+    write_queue(layout, [{"id": "A", "status": "pending"}])
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(Interrupted) as raised, recorded(edit_tasks(layout), layout.events_file) as (document, events):
+        document.replace({**document.get("A"), "status": "cancelled"})
+        os.kill(os.getpid(), signal.SIGTERM)
+        events.append(make_event("task.cancelled", source="cli", task_id="A", status="cancelled", message="by hand"))
+    assert raised.value.signum == signal.SIGTERM
+    assert [task["status"] for task in load_tasks(layout).tasks] == ["cancelled"]
+    assert [event["event_type"] for event in read_events(layout.events_file)] == ["task.cancelled"]
+    assert signal.getsignal(signal.SIGTERM) == before

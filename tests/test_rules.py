@@ -2,19 +2,47 @@
 
 from __future__ import annotations
 
+import ast
+import json
+import re
 from datetime import datetime, timezone
 
 import pytest
 
+from conftest import TOOLS
 from macp.classify import classify_gate_failure
 from macp.errors import MacpError
+from macp.events import EVENT_TYPES
 from macp.guidance import compose_brief
-from macp.lifecycle import ALLOWED, STATUSES, transition
+from macp.lifecycle import ALLOWED, FINISHED, STATUSES, transition
 from macp.redact import redact
 from macp.runtimes import build_invocation
 from macp.scheduler import hold_reason, pick_next, queue_order
 
 NOW = datetime(2026, 11, 21, 12, 0, tzinfo=timezone.utc)
+
+
+def schema_enum(name: str, field: str) -> list[str]:
+    return json.loads((TOOLS / "protocol" / f"{name}.schema.json").read_text())["properties"][field]["enum"]
+
+
+def test_status_and_event_type_constants_match_the_schemas():
+    assert list(STATUSES) == schema_enum("task", "status")
+    assert set(schema_enum("result", "status")) == FINISHED - {"cancelled"}
+    assert list(EVENT_TYPES) == schema_enum("event", "event_type")
+
+
+def test_every_event_type_the_code_names_is_a_known_one():
+    """Each string literal in the run-time code shaped like an event type is in EVENT_TYPES
+    (f-strings such as ``f"task.{status}"`` are covered by the status enum)."""
+    shape = re.compile(r"^(task|gate|worktree|branch|controller|queue)\.[a-z_]+(\.[a-z_]+)?$")
+    named = set()
+    for module in TOOLS.rglob("*.py"):
+        for node in ast.walk(ast.parse(module.read_text())):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and shape.match(node.value):
+                named.add(node.value)
+    assert len(named) > 15, "the scan sees the code"
+    assert named <= set(EVENT_TYPES), named - set(EVENT_TYPES)
 
 
 @pytest.mark.parametrize("old", STATUSES)

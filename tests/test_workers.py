@@ -288,3 +288,22 @@ def test_a_parallel_run_ends_exactly_like_a_serial_run(tmp_path):
     assert serial["flaky"]["attempts"] == 2 and serial["flaky"]["status"] == "completed"
     assert serial["gatefail"]["status"] == "escalated" and serial["bad"]["status"] == "failed"
     assert serial["orphan"]["status"] == "escalated" and serial["child"]["stacked_on"]
+
+
+def test_timeouts_are_per_task_while_another_task_runs_on(sandbox, tmp_path):
+    """T1 hangs and has a 1-second timeout; T2 can only finish once T1's timeout is
+    recorded (it waits for T1's task.failed event), so both ran together and the timeout
+    stopped T1 alone."""
+    events = sandbox.orch / "events.ndjson"
+    wait_for_t1 = (
+        f'i=0; until grep "task.failed" "{events}" | grep -q \'"T1"\'; do [ $i -lt 600 ] || exit 1; sleep 0.1; i=$((i+1)); done'
+    )
+    sandbox.write_tasks({"tasks": [
+        {"id": "T1", "dispatch": "exec", "command": "sleep 300", "timeout_seconds": 1},
+        {"id": "T2", "dispatch": "exec", "command": wait_for_t1},
+    ]})
+    proc = sandbox.controller("--until-drained", "--workers", "2")
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert sandbox.task("T1")["status"] == "failed" and sandbox.result("T1")["timed_out"] is True
+    assert sandbox.task("T2")["status"] == "completed" and sandbox.result("T2")["timed_out"] is False
+    assert overlapping(sandbox.events(), {"T1", "T2"})

@@ -13,8 +13,9 @@ from macp import clock
 from macp.archive import append_to_archive, archivable, archived_tasks
 from macp.cliutil import out, resolve_repo
 from macp.errors import EXIT_OK, MacpError
-from macp.events import append_event, make_event
+from macp.events import make_event
 from macp.layout import Layout
+from macp.recording import recorded
 from macp.taskstore import edit_tasks
 
 
@@ -33,17 +34,16 @@ def cmd_archive(args) -> int:
     """Archive finished tasks; returns the exit code."""
     layout = Layout(resolve_repo(args.repo))
     before = parse_before(args.before)
-    with edit_tasks(layout) as document:
+    with recorded(edit_tasks(layout), layout.events_file) as (document, events):
         chosen, kept = archivable(document.tasks, before)
         if chosen and not args.dry_run:
             append_to_archive(layout.orch_dir, chosen, {task["id"] for task in archived_tasks(layout.orch_dir)})
             gone = {task["id"] for task in chosen}
             document.tasks[:] = [task for task in document.tasks if task["id"] not in gone]
+            message = f"archived {len(chosen)} finished task(s) to {layout.orch_dir / 'archive'}"
+            events.append(make_event("queue.archived", source="cli", message=message, metadata={"tasks": [t["id"] for t in chosen]}))
     for line in kept:
         out(line)
     verb = "would archive" if args.dry_run else "archived"
     out(f"{verb} {len(chosen)} finished task(s){f' (finished before {args.before})' if args.before else ''}")
-    if chosen and not args.dry_run:
-        message = f"archived {len(chosen)} finished task(s) to {layout.orch_dir / 'archive'}"
-        append_event(layout.events_file, make_event("queue.archived", source="cli", message=message, metadata={"tasks": [t["id"] for t in chosen]}))
     return EXIT_OK

@@ -21,12 +21,13 @@ from pathlib import Path
 
 from macp import __version__, clock
 from macp.cliutil import OneLineParser, add_workers_option, note, out, positive_int, print_json, resolve_repo, run_main
-from macp.config import TEMPLATE_STATE_DIR, load_config
+from macp.config import TEMPLATE_STATE_DIR, load_config, max_attempts
 from macp.errors import EXIT_OK, MacpError
-from macp.events import append_event, append_events, make_event, read_events
+from macp.events import make_event, read_events
 from macp.layout import Layout, confine
 from macp.lifecycle import STATUSES, status_of, transition
 from macp.locks import live_holder
+from macp.recording import recorded
 from macp.scheduler import hold_reason
 from macp.taskstore import edit_tasks, load_tasks
 from macp.textview import duration_text, fit, one_line, readable, render_table
@@ -125,7 +126,7 @@ def build_task(args, layout: Layout, config: dict) -> dict:
     task["depends_on"] = split_ids(args.depends_on)
     if args.gate:
         task["quality_gates"] = args.gate
-    task["max_attempts"] = args.max_attempts or config["worker"].get("max_attempts", 1)
+    task["max_attempts"] = args.max_attempts or max_attempts({}, config)
     task["attempts"] = 0
     task["created_at"] = clock.timestamp()
     if dispatch == "exec" and not args.command:
@@ -185,10 +186,9 @@ def cmd_submit(args) -> int:
     created = initialise(layout) if not layout.tasks_file.exists() else []
     if created:
         note(f"created {layout.orch_dir} from templates ({', '.join(created)})")
-    with edit_tasks(layout) as document:
+    with recorded(edit_tasks(layout), layout.events_file) as (document, events):
         add_checked(document, submissions, tasks)  # again under the lock: the queue may have moved
-    events = [make_event("task.submitted", source="cli", task_id=task["id"], status="pending", attempt=0, message=task["title"]) for task in tasks]
-    append_events(layout.events_file, events)
+        events.extend(make_event("task.submitted", source="cli", task_id=task["id"], status="pending", attempt=0, message=task["title"]) for task in tasks)
     if args.from_file is None:
         out(f"submitted {tasks[0]['id']} ({tasks[0]['dispatch']}, pending)")
     else:
@@ -437,22 +437,26 @@ def cmd_drain(args) -> int:
 # -- retry / cancel / complete ----------------------------------------------------------
 
 
-def change_task(layout: Layout, task_id: str, decide: Callable[[dict], dict], new_status: str) -> tuple[dict, dict]:
-    """Under the tasks.json lock, move ``task_id`` to ``new_status``.
+def change_task(
+    layout: Layout, task_id: str, decide: Callable[[dict], dict], new_status: str, event: Callable[[dict, dict], dict]
+) -> tuple[dict, dict]:
+    """Under the tasks.json lock, move ``task_id`` to ``new_status`` and record
+    ``event(before, after)`` with it (:func:`macp.recording.recorded`).
 
     ``decide(task)`` returns the field changes, or raises :class:`MacpError` to refuse.
     Returns ``(task before, task after)``.
     """
-    with edit_tasks(layout) as document:
+    with recorded(edit_tasks(layout), layout.events_file) as (document, events):
         before = document.get(task_id)
         after = transition(before, new_status, clock.timestamp(), **decide(before))
         document.replace(after)
+        events.append(event(before, after))
     return before, after
 
 
-def record(layout: Layout, event_type: str, task: dict, message: str, **metadata: object) -> None:
-    """Append a ``cli`` event about ``task``."""
-    event = make_event(
+def cli_event(event_type: str, task: dict, message: str, **metadata: object) -> dict:
+    """A ``cli`` event about ``task`` (its status and attempt)."""
+    return make_event(
         event_type,
         source="cli",
         task_id=task["id"],
@@ -461,7 +465,6 @@ def record(layout: Layout, event_type: str, task: dict, message: str, **metadata
         message=message,
         metadata=metadata,
     )
-    append_event(layout.events_file, event)
 
 
 def cmd_retry(args) -> int:
@@ -481,20 +484,21 @@ def cmd_retry(args) -> int:
         fresh: dict[str, object] = {"worktree": None, "base_commit": None, "stacked_on": [], "last_failure": None} if args.fresh else {}
         return {**RETRY_RESETS, "max_attempts": budget, **fresh}
 
-    before, task = change_task(layout, args.task_id, decide, "pending")
     how = "from the base, in a new worktree" if args.fresh else "in its worktree"
-    record(
-        layout,
-        "task.retried",
-        task,
-        f"back to pending by hand ({how}); {args.attempts} more attempt(s), budget {task['max_attempts']}",
-        previous_status=status_of(before),
-        max_attempts=task["max_attempts"],
-        fresh=args.fresh,
-    )
+
+    def event(before: dict, task: dict) -> dict:
+        return cli_event(
+            "task.retried",
+            task,
+            f"back to pending by hand ({how}); {args.attempts} more attempt(s), budget {task['max_attempts']}",
+            previous_status=status_of(before),
+            max_attempts=task["max_attempts"],
+            fresh=args.fresh,
+        )
+
+    _before, task = change_task(layout, args.task_id, decide, "pending", event)
     out(f"{task['id']}: pending again ({args.attempts} more attempt(s))")
     for other in requeue_downstream(layout, task["id"]):
-        record(layout, "task.retried", other, f"back to pending: its dependency {task['id']} is retried")
         out(f"{other['id']}: pending again (it was escalated only because {task['id']} failed)")
     return EXIT_OK
 
@@ -522,7 +526,7 @@ def requeue_downstream(layout: Layout, task_id: str) -> list[dict]:
     """Put back to pending the tasks escalated only because ``task_id`` (or a task so
     escalated because of it) failed (``upstream_failed``); returns them."""
     requeued: list[dict] = []
-    with edit_tasks(layout) as document:
+    with recorded(edit_tasks(layout), layout.events_file) as (document, events):
         frontier = [task_id]
         while frontier:
             upstream = frontier.pop()
@@ -530,6 +534,7 @@ def requeue_downstream(layout: Layout, task_id: str) -> list[dict]:
                 if status_of(held) == "escalated" and held.get("upstream_failed") and upstream in (held.get("depends_on") or []):
                     requeued.append(transition(held, "pending", clock.timestamp(), **RETRY_RESETS))
                     document.replace(requeued[-1])
+                    events.append(cli_event("task.retried", requeued[-1], f"back to pending: its dependency {task_id} is retried"))
                     frontier.append(held["id"])
     return requeued
 
@@ -546,7 +551,7 @@ def cmd_edit(args) -> int:
         raise MacpError("nothing to change: give at least one of --timeout, --command, --max-attempts, --runtime, --priority, --gate")
     if "runtime" in wanted and wanted["runtime"] not in config["runtimes"]:
         raise MacpError(f"unknown runtime {wanted['runtime']!r} (configured: {', '.join(config['runtimes']) or 'none'})")
-    with edit_tasks(layout) as document:
+    with recorded(edit_tasks(layout), layout.events_file) as (document, events):
         task = document.get(args.task_id)
         if status_of(task) not in ("pending", "escalated"):
             raise MacpError(f"task {task['id']} is {status_of(task)}; only pending or escalated tasks can be edited")
@@ -556,11 +561,12 @@ def cmd_edit(args) -> int:
         if errors:
             raise MacpError(f"invalid change: {errors[0]}")
         document.replace(edited)
+        summary = ", ".join(f"{field} {one_line(str(change['to']))}" for field, change in changed.items())
+        if changed:
+            events.append(cli_event("task.updated", edited, f"edited by hand: {summary}", changes=changed))
     if not changed:
         out(f"{args.task_id}: nothing changed")
         return EXIT_OK
-    summary = ", ".join(f"{field} {one_line(str(change['to']))}" for field, change in changed.items())
-    record(layout, "task.updated", edited, f"edited by hand: {summary}", changes=changed)
     out(f"{args.task_id}: {summary}")
     return EXIT_OK
 
@@ -577,8 +583,7 @@ def cmd_cancel(args) -> int:
             raise MacpError(f"task {task['id']} is already {status_of(task)}")
         return {"claim": None}
 
-    _, task = change_task(layout, args.task_id, decide, "cancelled")
-    record(layout, "task.cancelled", task, args.reason or "cancelled by hand")
+    _, task = change_task(layout, args.task_id, decide, "cancelled", lambda _before, task: cli_event("task.cancelled", task, args.reason or "cancelled by hand"))
     out(f"{task['id']}: cancelled")
     return EXIT_OK
 
@@ -591,15 +596,17 @@ def cmd_approve(args) -> int:
             raise MacpError(f"task {task['id']} is not held for risk review")
         return {"approved": True, "risk_hold": None, "escalation_reason": None}
 
-    before, task = change_task(layout, args.task_id, decide, "pending")
-    record(layout, "task.approved", task, f"approved past the risk hold on {before['risk_hold']!r}", risk_term=before["risk_hold"])
+    def event(before: dict, task: dict) -> dict:
+        return cli_event("task.approved", task, f"approved past the risk hold on {before['risk_hold']!r}", risk_term=before["risk_hold"])
+
+    _before, task = change_task(layout, args.task_id, decide, "pending", event)
     out(f"{task['id']}: approved; pending again")
     return EXIT_OK
 
 
 def cmd_complete(args) -> int:
     layout = Layout(resolve_repo(args.repo))
-    with edit_tasks(layout) as document:
+    with recorded(edit_tasks(layout), layout.events_file) as (document, events):
         task = document.get(args.task_id)
         acp = task.get("acp") or {}
         if task.get("dispatch") != "acp" or status_of(task) != "running" or not acp.get("requested_at"):
@@ -609,7 +616,7 @@ def cmd_complete(args) -> int:
         acp = {**acp, "reported_exit_code": args.exit_code, "reported_summary": args.summary, "reported_at": clock.timestamp()}
         task = {**task, "acp": acp, "updated_at": acp["reported_at"]}
         document.replace(task)
-    record(layout, "task.acp.reported", task, f"external worker exited {args.exit_code}", exit_code=args.exit_code)
+        events.append(cli_event("task.acp.reported", task, f"external worker exited {args.exit_code}", exit_code=args.exit_code))
     out(f"{task['id']}: completion recorded (exit {args.exit_code}); the next drain runs its quality gates")
     return EXIT_OK
 

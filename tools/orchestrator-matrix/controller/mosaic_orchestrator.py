@@ -41,7 +41,7 @@ from dispatcher import macp_dispatcher as dispatcher
 from macp import __version__, clock, gitops, proctree, verdicts
 from macp.admission import Hold, admit
 from macp.cliutil import OneLineParser, add_workers_option, print_json, resolve_repo, run_main
-from macp.config import load_config
+from macp.config import load_config, max_attempts, timeout_seconds
 from macp.decide import AttemptOutcome, Decision, Ending, attempt_failed, decide
 from macp.decide import finish as finish_decision
 from macp.errors import EXIT_OK, EXIT_TASKS_FAILED, EXIT_USAGE, Interrupted, MacpError, is_storage_error
@@ -53,6 +53,7 @@ from macp.lifecycle import ACTIVE, status_of, transition
 from macp.locks import ControllerLock
 from macp.pool import Crashed, StepPool, Steps
 from macp.procs import OWNER_ENV, Command, ProcessResult, read_log_tail
+from macp.recording import recorded
 from macp.runtime_state import load_runtime_state, record_cooldown
 from macp.scheduler import queue_order
 from macp.signals import SignalGuard
@@ -150,9 +151,9 @@ class Controller:
 
     # -- recording -----------------------------------------------------------------------
 
-    def emit(self, event_type: str, task: dict, message: str, *, source: str = "controller", **metadata: object) -> None:
-        """Append one event about ``task`` (its current status and attempt)."""
-        event = make_event(
+    def event(self, event_type: str, task: dict, message: str, *, source: str = "controller", **metadata: object) -> dict:
+        """An event about ``task`` (its current status and attempt)."""
+        return make_event(
             event_type,
             source=source,
             task_id=task["id"],
@@ -161,23 +162,26 @@ class Controller:
             message=message,
             metadata=metadata,
         )
+
+    def emit(self, event_type: str, task: dict, message: str, *, source: str = "controller", **metadata: object) -> None:
+        """Append one event about ``task`` (:meth:`event`)."""
         try:
-            append_event(self.layout.events_file, event)
+            append_event(self.layout.events_file, self.event(event_type, task, message, source=source, **metadata))
         except BaseException:
-            self.unlogged = True
+            self.mark_unlogged()
             raise
 
-    def change(self, task_id: str, new_status: str, event_type: str, message: str, metadata: dict | None = None, **changes: object) -> dict:
-        """Move ``task_id`` to ``new_status`` with ``changes``, then record ``event_type``.
+    def mark_unlogged(self) -> None:
+        """A state change was written but its event was not: the next run logs it."""
+        self.unlogged = True
 
-        The tasks.json update and the event are written with signals held back, so an
-        interruption never separates them.
-        """
-        with self.guard.critical():
-            with self.queue.edit() as document:
-                task = transition(document.get(task_id), new_status, clock.timestamp(), **changes)
-                document.replace(task)
-            self.emit(event_type, task, message, **(metadata or {}))
+    def change(self, task_id: str, new_status: str, event_type: str, message: str, metadata: dict | None = None, **changes: object) -> dict:
+        """Move ``task_id`` to ``new_status`` with ``changes`` and record ``event_type``, as
+        one unit (:func:`macp.recording.recorded`)."""
+        with recorded(self.queue.edit(), self.layout.events_file, self.guard, self.mark_unlogged) as (document, events):
+            task = transition(document.get(task_id), new_status, clock.timestamp(), **changes)
+            document.replace(task)
+            events.append(self.event(event_type, task, message, **(metadata or {})))
         return task
 
     def update(self, task_id: str, **changes: object) -> dict:
@@ -345,7 +349,7 @@ class Controller:
         now = clock.timestamp()
         changes: dict = {
             "attempts": task.get("attempts", 0) + 1,
-            "max_attempts": task.get("max_attempts") or self.config["worker"].get("max_attempts", 1),
+            "max_attempts": max_attempts(task, self.config),
             "claim": self.owner,
             "started_at": task.get("started_at") or now,
             "attempt_started_at": now,
@@ -396,7 +400,7 @@ class Controller:
             argv = dispatcher.build_dispatch_argv(task, self.config, brief_file)
         except MacpError as exc:
             return self.finish(task, Ending("failed", exit_code=None, error=str(exc)))
-        timeout = task.get("timeout_seconds") or self.config["worker"]["timeout_seconds"]
+        timeout = timeout_seconds(task, self.config)
         idle = verdicts.idle_timeout(self.config, dispatcher.resolve_runtime(task, self.config)) if kind == "yolo" else None
         log_path = attempt_dir / "worker.log"
         proc = yield dispatcher.worker_command(
@@ -547,7 +551,7 @@ class Controller:
         """Run ``specs`` in the task's working folder (as steps) and record one event per gate."""
         macp = self.config["macp"]
         limits = GateLimits(
-            timeout_seconds=task.get("timeout_seconds") or self.config["worker"]["timeout_seconds"],
+            timeout_seconds=timeout_seconds(task, self.config),
             tail_bytes=macp["output_tail_bytes"],
             max_log_bytes=macp["max_log_bytes"],
             grace_seconds=macp["kill_grace_seconds"],

@@ -34,13 +34,14 @@ from pathlib import Path
 from macp import clock
 from macp.archive import archived_tasks
 from macp.cliutil import note, out, resolve_repo
-from macp.config import load_config
+from macp.config import load_config, max_attempts
 from macp.errors import EXIT_OK, MacpError
-from macp.events import append_event, make_event, read_events
+from macp.events import make_event, read_events
 from macp.fsio import write_atomic
 from macp.gfm_table import Cell, Table, parse_tables, replace_cells
 from macp.layout import Layout, confine
 from macp.lifecycle import status_of
+from macp.recording import recorded
 from macp.taskstore import edit_tasks
 from protocol.schemas import schema_errors
 from protocol.validator import is_valid_date_time
@@ -244,7 +245,7 @@ def _new_task(row: Row, fields: dict, config: dict, now: str, plan: SyncPlan, so
     for column in ("started_at", "completed_at"):
         if row.values.get(column) and is_valid_date_time(row.values[column]):
             task[column] = row.values[column]
-    task.setdefault("max_attempts", config["worker"].get("max_attempts", 1))
+    task.setdefault("max_attempts", max_attempts(task, config))
     return task
 
 
@@ -335,7 +336,7 @@ def run_sync(args) -> int:
         for event in read_events(layout.events_file)
         if event.get("task_id") and event.get("event_type") != "task.submitted" and event.get("source") != "sync"
     )
-    with edit_tasks(layout) as document:
+    with recorded(edit_tasks(layout), layout.events_file) as (document, events):
         brief_dir = confine(config["macp"]["brief_dir"], layout.repo_root, "macp.brief_dir")
         prompt = lambda row, fields: agent_prompt(row, fields, brief_dir, layout.repo_root.resolve())  # noqa: E731
         live = {task["id"] for task in document.tasks}
@@ -348,6 +349,7 @@ def run_sync(args) -> int:
             raise MacpError(f"{path}: {len(plan.problems)} problem(s); nothing was changed")
         if not args.dry_run:
             apply_plan(document, plan)
+            events.extend(sync_events(plan, document.tasks))
         tasks_after = document.tasks if not args.dry_run else simulate_plan(document.tasks, plan)
     prefix = "would " if args.dry_run else ""
     for task in plan.added:
@@ -360,8 +362,6 @@ def run_sync(args) -> int:
         out(f"note: {line}")
     for line in plan.contradictions:
         note(f"{path}: contradiction: {line}")
-    if not args.dry_run:
-        record_sync(layout, plan, tasks_after)
     summary = f"{len(plan.added)} added, {len(plan.updated)} updated, {len(plan.removed)} removed"
     if args.write_back:
         edits = write_back_edits(rows, tasks_after)
@@ -390,13 +390,16 @@ def simulate_plan(tasks: list[dict], plan) -> list[dict]:
     return kept + plan.added
 
 
-def record_sync(layout: Layout, plan, tasks: list[dict]) -> None:
-    """One ``sync`` event per task the sync added, changed or removed."""
+def sync_events(plan, tasks: list[dict]) -> list[dict]:
+    """One ``sync`` event per task the sync added, changed or removed (``tasks``: the queue
+    after the sync)."""
     by_id = {task["id"]: task for task in tasks}
-    for task in plan.added:
-        append_event(layout.events_file, make_event("task.submitted", source="sync", task_id=task["id"], status=task["status"], attempt=0, message=f"from TASKS.md: {task.get('title', '')}"))
+    events = [
+        make_event("task.submitted", source="sync", task_id=task["id"], status=task["status"], attempt=0, message=f"from TASKS.md: {task.get('title', '')}")
+        for task in plan.added
+    ]
     for task_id, changes in plan.updated:
         task = by_id[task_id]
-        append_event(layout.events_file, make_event("task.updated", source="sync", task_id=task_id, status=status_of(task), attempt=task.get("attempts", 0), message="from TASKS.md: " + ", ".join(sorted(changes))))
-    for task_id in plan.removed:
-        append_event(layout.events_file, make_event("task.updated", source="sync", task_id=task_id, status=None, message="removed: no longer in TASKS.md and never run"))
+        events.append(make_event("task.updated", source="sync", task_id=task_id, status=status_of(task), attempt=task.get("attempts", 0), message="from TASKS.md: " + ", ".join(sorted(changes))))
+    events += [make_event("task.updated", source="sync", task_id=task_id, status=None, message="removed: no longer in TASKS.md and never run") for task_id in plan.removed]
+    return events

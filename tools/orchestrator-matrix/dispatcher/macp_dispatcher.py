@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, NamedTuple, cast
 
 from macp import clock, gitops
-from macp.config import PROJECT_ROOT, load_config, matrix_token_env, worktree_base
+from macp.config import PROJECT_ROOT, load_config, matrix_token_env, timeout_seconds, worktree_base
 from macp.errors import MacpError
 from macp.fsio import dump_json, write_atomic
 from macp.guidance import compose_brief
@@ -591,7 +591,7 @@ def dispatch_task(task: dict, repo_root: Path, orch_dir: Path, config: dict) -> 
         config_file=layout.config_file,
         hidden=own_secret_names(config),
     )
-    timeout = task.get("timeout_seconds") or config["worker"]["timeout_seconds"]
+    timeout = timeout_seconds(task, config)
     yolo = dispatch_kind(task) == "yolo"
     idle = idle_timeout(config, resolve_runtime(task, config)) if yolo else None
     log_path = attempt_dir / "worker.log"

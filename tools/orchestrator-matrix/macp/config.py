@@ -81,6 +81,17 @@ def signature_errors(config: dict) -> list[str]:
     return errors
 
 
+def max_attempts(task: dict, config: dict) -> int:
+    """The task's attempt budget: its ``max_attempts``, else ``worker.max_attempts``."""
+    return task.get("max_attempts") or config["worker"]["max_attempts"]
+
+
+def timeout_seconds(task: dict, config: dict) -> int:
+    """The bound on the task's worker and on each of its gates without their own, in
+    seconds: its ``timeout_seconds``, else ``worker.timeout_seconds``."""
+    return task.get("timeout_seconds") or config["worker"]["timeout_seconds"]
+
+
 DEFAULT_RUNTIME_MAX_PARALLEL = 1  # two attempts never share one account's rate limit unless allowed
 
 

@@ -23,6 +23,17 @@ from macp.fsio import append_line
 from macp.redact import redact, redact_value
 from protocol.schemas import schema_errors
 
+# Every event type MACP records (the enum of protocol/event.schema.json, which a test keeps
+# equal to this); statuses are macp.lifecycle.STATUSES.
+EVENT_TYPES = (
+    "task.submitted", "task.assigned", "task.started", "task.progress", "task.gated", "task.completed", "task.failed",
+    "task.escalated", "task.retry.scheduled", "task.recovered", "task.interrupted", "task.cancelled", "task.approved",
+    "task.retried", "task.updated", "task.provider.failed", "task.acp.requested", "task.acp.reported",
+    "gate.passed", "gate.failed",
+    "worktree.created", "worktree.reused", "worktree.removed", "worktree.kept", "worktree.committed", "worktree.commit_failed",
+    "branch.pruned", "controller.started", "controller.stopped", "queue.archived",
+)
+
 
 def make_event(
     event_type: str,

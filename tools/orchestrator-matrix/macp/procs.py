@@ -1,6 +1,8 @@
 """Run a worker or gate command: own process group, timeout, bounded and redacted output.
 
-One synchronous loop (``select`` on the child's merged stdout/stderr pipe, no threads):
+A :class:`Command` is started as a :class:`Child`, which its owner advances without
+blocking -- :class:`macp.pool.StepPool` multiplexes any number of them with one
+``selectors`` call, no threads (:func:`macp.pool.run_command` runs one alone):
 
 - the child starts in a new session, so it and everything it spawns share one process group;
 - output is streamed to a per-run log file, redacted line by line and cut at ``max_log_bytes``,
@@ -10,8 +12,9 @@ One synchronous loop (``select`` on the child's merged stdout/stderr pipe, no th
   process that left the group (``setsid``, a double fork) that :mod:`macp.proctree` finds;
   after a normal exit what the leader left running gets the same SIGTERM, grace, SIGKILL,
   so nothing the command started outlives it;
-- if the controller itself is interrupted (:class:`~macp.errors.Interrupted`), the
-  command's processes are stopped the same way before the interruption propagates.
+- if the controller itself is interrupted (:class:`~macp.errors.Interrupted`), every running
+  command is stopped the same way before the interruption propagates
+  (:meth:`macp.pool.StepPool.stop_all`).
 """
 
 from __future__ import annotations
@@ -44,7 +47,7 @@ _DRAIN_SECONDS = 2.0
 
 @dataclass(frozen=True)
 class ProcessResult:
-    """Outcome of :func:`run_process`.
+    """How a :class:`Command` ended (:meth:`Child.result`, :func:`macp.pool.run_command`).
 
     ``exit_code``: the exit status, or 128+N when killed by signal N (shell convention);
     None when the command could not be started (``spawn_error`` says why).
