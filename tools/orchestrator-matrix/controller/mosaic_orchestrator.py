@@ -51,6 +51,7 @@ from macp.gates import GateLimits, gate_specs, gate_steps
 from macp.layout import Layout, check_output_folders
 from macp.lifecycle import ACTIVE, status_of, transition
 from macp.locks import ControllerLock
+from macp.model import GateResult, GateSpec
 from macp.pool import Crashed, StepPool, Steps
 from macp.procs import OWNER_ENV, Command, ProcessResult, read_log_tail
 from macp.recording import recorded
@@ -483,7 +484,7 @@ class Controller:
             decision = self.decide(task, outcome, (yield from self.run_quality_gates(task, specs)))
         return self.apply(task, decision)
 
-    def decide(self, task: dict, outcome: AttemptOutcome, gate_results: list | None) -> Decision:
+    def decide(self, task: dict, outcome: AttemptOutcome, gate_results: list[GateResult] | None) -> Decision:
         """:func:`macp.decide.decide` with this run's config, the clock, and -- for a provider
         failure, which picks the next runtime -- the queue and runtimes.json."""
         provider_inputs: dict = {}
@@ -547,7 +548,7 @@ class Controller:
         }
         return self.update(task["id"], runs=[*(task.get("runs") or []), run])
 
-    def run_quality_gates(self, task: dict, specs: list[dict]) -> Generator[Command, ProcessResult, list[dict]]:
+    def run_quality_gates(self, task: dict, specs: list[GateSpec]) -> Generator[Command, ProcessResult, list[GateResult]]:
         """Run ``specs`` in the task's working folder (as steps) and record one event per gate."""
         macp = self.config["macp"]
         limits = GateLimits(

@@ -33,6 +33,7 @@ from macp.errors import MacpError
 from macp.fsio import dump_json, write_atomic
 from macp.guidance import compose_brief
 from macp.layout import Layout, confine, confine_output, resolved_root
+from macp.model import GateResult
 from macp.pool import run_command
 from macp.procs import Command, read_log_tail
 from macp.redact import redact, redact_value
@@ -442,7 +443,7 @@ def result_file(task: dict, orch_dir: Path) -> Path:
     return confine_output(orch_dir / relative, Layout(orch_dir.parents[1]), f"task {task['id']}: result_path")
 
 
-def collect_result(task: dict, exit_code: int | None, gate_results: list, orch_dir: Path, **details: object) -> dict:
+def collect_result(task: dict, exit_code: int | None, gate_results: list[GateResult], orch_dir: Path, **details: object) -> dict:
     """Build the task's result (result.schema.json), validate it, and write it atomically.
 
     ``details`` may set ``status`` (default: completed when the worker exited 0 and every gate

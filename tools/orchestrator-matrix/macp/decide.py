@@ -30,6 +30,7 @@ from typing import Any, Literal
 from dispatcher import macp_dispatcher as dispatcher
 from macp import clock, verdicts
 from macp.guidance import failure_summary
+from macp.model import GateResult
 from macp.providers import WAITING_DOES_NOT_FIX, ProviderFailure
 from macp.selection import cooling_down, runtime_order
 
@@ -60,7 +61,7 @@ class Ending:
 
     status: str
     exit_code: int | None
-    gate_results: list = field(default_factory=list)
+    gate_results: list[GateResult] = field(default_factory=list)
     output_tail: str = ""
     timed_out: bool = False
     report: dict = field(default_factory=dict)
@@ -101,7 +102,7 @@ class Decision:
     say: str | None = None
 
 
-def decide(task: dict, outcome: AttemptOutcome, gate_results: list | None, config: dict, now: datetime, tasks: list[dict] | None = None,
+def decide(task: dict, outcome: AttemptOutcome, gate_results: list[GateResult] | None, config: dict, now: datetime, tasks: list[dict] | None = None,
            runtime_state: dict | None = None) -> Decision:
     """The decision after the worker of ``task``'s current attempt ended as ``outcome``;
     ``gate_results`` None when the gates have not run yet. ``tasks`` and ``runtime_state``
@@ -163,7 +164,7 @@ def finish(ending: Ending) -> Decision:
     return Decision("finish", ending.status, f"task.{ending.status}", message[ending.status], ending=ending)
 
 
-def attempt_failed(task: dict, failure: dict, final_status: str, gate_results: list, details: dict, config: dict, now: datetime) -> Decision:
+def attempt_failed(task: dict, failure: dict, final_status: str, gate_results: list[GateResult], details: dict, config: dict, now: datetime) -> Decision:
     """Retry with guidance while attempts remain; otherwise end in ``final_status``. A gate
     that could not run at all (``config``: command not found) is not retried: no change to
     the work fixes it, so it goes to a person at once. ``details`` are the :class:`Ending`

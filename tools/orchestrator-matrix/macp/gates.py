@@ -12,8 +12,10 @@ import re
 from collections.abc import Generator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from macp.classify import classify_gate_failure
+from macp.model import GateResult, GateSpec
 from macp.procs import Command, ProcessResult
 
 
@@ -28,7 +30,7 @@ class GateLimits:
     grace_seconds: float
 
 
-def gate_specs(task: dict, config: dict) -> list[dict]:
+def gate_specs(task: dict, config: dict) -> list[GateSpec]:
     """The gates for ``task``: its own ``quality_gates`` if present, else the config's.
 
     Each is returned as ``{"name", "command", "type", "timeout_seconds"}`` (timeout None when
@@ -37,9 +39,9 @@ def gate_specs(task: dict, config: dict) -> list[dict]:
     raw = task.get("quality_gates")
     if raw is None:
         raw = config.get("quality_gates", [])
-    specs = []
+    specs: list[GateSpec] = []
     for entry in raw:
-        gate = {"command": entry} if isinstance(entry, str) else entry
+        gate: dict[str, Any] = {"command": entry} if isinstance(entry, str) else entry  # schema-checked: a type is one of GateType
         specs.append(
             {
                 "name": gate.get("name") or gate["command"][:60],
@@ -56,8 +58,8 @@ def _log_name(number: int, name: str) -> str:
 
 
 def gate_steps(
-    specs: list[dict], *, cwd: Path, env: dict[str, str], log_dir: Path, limits: GateLimits
-) -> Generator[Command, ProcessResult, list[dict]]:
+    specs: list[GateSpec], *, cwd: Path, env: dict[str, str], log_dir: Path, limits: GateLimits
+) -> Generator[Command, ProcessResult, list[GateResult]]:
     """Run every gate in ``specs``, one after another, as steps (:mod:`macp.pool`): yields
     each gate's :class:`~macp.procs.Command`, receives its result, and returns one
     ``gate_results`` entry per gate (result schema).
@@ -65,7 +67,7 @@ def gate_steps(
     A gate passes when it exits 0 within its timeout. Failed gates carry a
     ``classification`` (lint / typecheck / test / build / security / config / unknown).
     """
-    results = []
+    results: list[GateResult] = []
     for number, spec in enumerate(specs, start=1):
         proc = yield Command(
             ["/bin/sh", "-c", spec["command"]],
