@@ -107,6 +107,11 @@ def test_an_exclusive_group_runs_one_task_at_a_time_while_others_run_beside_it(s
     assert started[:2] == ["G1", "F"], "G2 and G3 were passed over while G1 ran; F, next in order, was claimed"
 
 
+def test_submit_sets_an_exclusive_group(sandbox):
+    sandbox.macp("submit", "--task-id", "E", "--command", "true", "--dispatch", "exec", "--exclusive-group", "db", check=True)
+    assert sandbox.task("E")["exclusive_group"] == "db"
+
+
 def test_a_runtime_at_its_max_parallel_is_waited_for_not_swapped():
     config = default_config()
     config["runtimes"]["codex"]["max_parallel"] = 1

@@ -116,6 +116,7 @@ def build_task(args, layout: Layout, config: dict) -> dict:
         "runtime": args.runtime,
         "command": args.command,
         "priority": args.priority,
+        "exclusive_group": args.exclusive_group,
         "timeout_seconds": args.timeout,
         "branch": args.branch,
         "issue": args.issue,
@@ -666,6 +667,7 @@ def build_parser() -> OneLineParser:
     p.add_argument("--command", help="shell command of an exec task, run by /bin/sh in the worktree (default: none)")
     p.add_argument("--depends-on", action="append", metavar="IDS", help="ids that must complete first (comma list; repeatable; default: none)")
     p.add_argument("--priority", type=int, help="higher runs first (default: 0)")
+    p.add_argument("--exclusive-group", metavar="NAME", help="never run at the same time as another task of this group, whatever --workers allows (default: none)")
     p.add_argument("--max-attempts", type=positive_int, help="attempts before the task ends failed/escalated (default: config worker.max_attempts)")
     p.add_argument("--timeout", type=positive_int, metavar="SECONDS", help="limit of each worker run (default: config worker.timeout_seconds)")
     p.add_argument("--branch", help="git branch of the task (default: feat/<id>-<slug of title>)")
