@@ -109,7 +109,9 @@ def test_an_exclusive_group_runs_one_task_at_a_time_while_others_run_beside_it(s
 
 def test_submit_sets_an_exclusive_group(sandbox):
     sandbox.macp("submit", "--task-id", "E", "--command", "true", "--dispatch", "exec", "--exclusive-group", "db", check=True)
-    assert sandbox.task("E")["exclusive_group"] == "db"
+    lines = json.dumps({"id": "F", "command": "true", "dispatch": "exec", "exclusive_group": "db"}) + "\n"
+    sandbox.macp("submit", "--from", "-", input=lines, check=True)
+    assert [sandbox.task(task_id)["exclusive_group"] for task_id in "EF"] == ["db", "db"]
 
 
 def test_a_runtime_at_its_max_parallel_is_waited_for_not_swapped():

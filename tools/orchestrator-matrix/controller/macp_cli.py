@@ -222,7 +222,7 @@ def checked_task(spec, layout: Layout, config: dict) -> dict:
 # One line of `submit --from`: task fields (tasks.json names) -> submit's options.
 SUBMISSION_FIELDS = {
     "id": "task_id", "title": "title", "description": "description", "type": "type", "dispatch": "dispatch",
-    "runtime": "runtime", "brief": "brief", "command": "command", "depends_on": "depends_on", "priority": "priority",
+    "runtime": "runtime", "brief": "brief", "command": "command", "depends_on": "depends_on", "priority": "priority", "exclusive_group": "exclusive_group",
     "max_attempts": "max_attempts", "timeout_seconds": "timeout", "branch": "branch", "issue": "issue", "quality_gates": "gate",
 }
 
