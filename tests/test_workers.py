@@ -11,6 +11,8 @@ from __future__ import annotations
 import itertools
 import json
 import signal
+import subprocess
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 
@@ -137,6 +139,12 @@ def test_a_runtime_at_its_max_parallel_is_waited_for_not_swapped():
     assert admission.task is not None and admission.task["id"] == "C"
 
 
+def start_two(sandbox, first: str, second: str, command: Callable[[str], str]) -> subprocess.Popen:
+    """Queue two exec tasks (``command(task id)`` each) and start a 2-worker drain."""
+    sandbox.write_tasks({"tasks": [{"id": task_id, "dispatch": "exec", "command": command(task_id)} for task_id in (first, second)]})
+    return start_controller(sandbox, "--until-drained", "--workers", "2")
+
+
 def two_running(sandbox, tmp_path):
     """Start a 2-worker drain of W1 and W2, each a worker with a child of its own that runs
     until stopped (and succeeds at once after ``second`` exists). Returns
@@ -147,9 +155,7 @@ def two_running(sandbox, tmp_path):
     def command(task_id: str) -> str:
         return f'if [ -e "{second}" ]; then exit 0; fi; sleep 300 & echo $$ $! > "{pids}/{task_id}.tmp"; mv "{pids}/{task_id}.tmp" "{pids}/{task_id}"; wait'
 
-    sandbox.write_tasks({"tasks": [{"id": "W1", "dispatch": "exec", "command": command("W1")},
-                                   {"id": "W2", "dispatch": "exec", "command": command("W2")}]})
-    controller = start_controller(sandbox, "--until-drained", "--workers", "2")
+    controller = start_two(sandbox, "W1", "W2", command)
     try:
         wait_for(lambda: (pids / "W1").exists() and (pids / "W2").exists(), timeout=60, what="both workers to start")
     except AssertionError:
@@ -206,9 +212,7 @@ def test_status_shows_each_running_task_with_its_attempt_elapsed_time_and_last_o
     def command(task_id: str) -> str:
         return f'echo "{task_id} is halfway"; i=0; while [ ! -e "{release}" ] && [ $i -lt 1200 ]; do sleep 0.1; i=$((i+1)); done'
 
-    sandbox.write_tasks({"tasks": [{"id": "S1", "dispatch": "exec", "command": command("S1")},
-                                   {"id": "S2", "dispatch": "exec", "command": command("S2")}]})
-    controller = start_controller(sandbox, "--until-drained", "--workers", "2")
+    controller = start_two(sandbox, "S1", "S2", command)
     try:
         logs = [Layout(sandbox.repo).attempt_dir(task_id, 1) / "worker.log" for task_id in ("S1", "S2")]
         # The controller has copied each line to its log (not only: the worker printed it).
@@ -315,3 +319,32 @@ def test_timeouts_are_per_task_while_another_task_runs_on(sandbox, tmp_path):
     assert sandbox.task("T1")["status"] == "failed" and sandbox.result("T1")["timed_out"] is True
     assert sandbox.task("T2")["status"] == "completed" and sandbox.result("T2")["timed_out"] is False
     assert overlapping(sandbox.events(), {"T1", "T2"})
+
+
+def test_a_command_that_cannot_be_set_up_fails_its_own_steps_only(tmp_path):
+    """StepPool: the error creating one command's log is raised inside its generator at the
+    yield (as a direct call would raise it); the other command runs to its end."""
+    from macp.pool import Crashed, StepPool
+    from macp.procs import Command
+
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+
+    def steps(log: Path, caught: list):
+        try:
+            result = yield Command(["/bin/sh", "-c", "echo done"], tmp_path, {"PATH": "/usr/bin:/bin"}, log, 30)
+        except OSError as exc:
+            caught.append(exc)
+            raise
+        return result
+
+    caught: list = []
+    pool = StepPool()
+    pool.add("bad", steps(blocker / "log" / "worker.log", caught))  # its folder's parent is a file
+    pool.add("good", steps(tmp_path / "logs" / "worker.log", []))
+    outcomes = dict(pool.wait())
+    if "good" not in outcomes:
+        outcomes.update(pool.wait())
+    assert isinstance(outcomes["bad"], Crashed) and isinstance(outcomes["bad"].error, OSError)
+    assert caught == [outcomes["bad"].error], "the generator saw the error at its yield"
+    assert outcomes["good"].exit_code == 0 and outcomes["good"].output_tail == "done\n"

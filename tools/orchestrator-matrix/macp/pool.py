@@ -82,17 +82,25 @@ class StepPool:
             self._running.clear()
 
     def _advance(self, key: Hashable, steps: Steps, value: ProcessResult | None) -> None:
-        """Send ``value`` into ``steps`` until it yields a command that starts or finishes."""
+        """Send ``value`` into ``steps`` until it yields a command that starts or finishes.
+        A command that cannot even be set up (its log cannot be created) raises inside the
+        generator, at its ``yield``, as a direct call would."""
+        error: Exception | None = None
         while True:
             try:
-                command = steps.send(value)  # type: ignore[arg-type]  # None starts a generator
+                command = steps.throw(error) if error is not None else steps.send(value)  # type: ignore[arg-type]  # None starts it
             except StopIteration as stop:
                 self._done.append((key, stop.value))
                 return
             except Exception as exc:  # noqa: BLE001 -- handed to the owner, who decides
                 self._done.append((key, Crashed(exc)))
                 return
-            started = Child.start(command)
+            try:
+                started = Child.start(command)
+            except Exception as exc:  # noqa: BLE001 -- goes back into the generator
+                error = exc
+                continue
+            error = None
             if isinstance(started, ProcessResult):  # could not start: the generator hears so
                 value = started
                 continue
@@ -138,7 +146,7 @@ class StepPool:
 def run_command(command: Command) -> ProcessResult:
     """Run ``command`` to its end and return a :class:`ProcessResult`. Raises
     :class:`~macp.errors.Interrupted` after stopping all of the command if the controller
-    is signalled meanwhile."""
+    is signalled meanwhile, and what setting it up raised (an ``OSError`` creating its log)."""
     pool = StepPool()
     pool.add("command", _one(command))
     try:
@@ -146,6 +154,8 @@ def run_command(command: Command) -> ProcessResult:
     except BaseException:
         pool.stop_all()
         raise
+    if isinstance(result, Crashed):
+        raise result.error
     assert isinstance(result, ProcessResult)
     return result
 
