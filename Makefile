@@ -8,7 +8,10 @@ RUNTIME_CODE := bin tools
 AGENT_CLIS := .cache/agent-clis
 AGENT_CLI_PACKAGES := @openai/codex@0.169.0 @anthropic-ai/claude-code@2.1.330 @google/gemini-cli@0.61.0 opencode-ai@1.18.33
 
-.PHONY: demo test pytest lint conformance agent-clis live capture-runtimes bench clean
+SYNAPSE := .cache/synapse
+SYNAPSE_PACKAGE := matrix-synapse==1.163.2
+
+.PHONY: demo test pytest lint conformance agent-clis synapse live capture-runtimes bench clean
 
 $(STAMP): tests/requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -19,7 +22,7 @@ $(STAMP): tests/requirements.txt
 demo:
 	$(PYTHON) tools/orchestrator-matrix/demo/run_demo.py
 
-test: lint agent-clis pytest
+test: lint agent-clis synapse pytest
 
 pytest: $(STAMP)
 	$(VPY) -m pytest tests
@@ -34,6 +37,15 @@ $(AGENT_CLIS)/.installed:
 		npm install --prefix $(AGENT_CLIS) --no-audit --no-fund --no-save --loglevel=error $(AGENT_CLI_PACKAGES) && \
 		touch $@; \
 	else echo "npm not found: the live agent-CLI tests will be skipped"; fi
+
+# A real Matrix homeserver for the transport tests (tests/test_transport.py): Synapse from
+# PyPI in its own virtual environment (its pins stay apart from the test tools'), once.
+synapse: $(SYNAPSE)/.installed
+
+$(SYNAPSE)/.installed:
+	$(PYTHON) -m venv $(SYNAPSE)
+	$(SYNAPSE)/bin/python -m pip install --quiet --disable-pip-version-check $(SYNAPSE_PACKAGE)
+	touch $@
 
 # The benchmark suite (bench/run.py): MACP against peers (nq, jq) where they are installed;
 # the table goes to the terminal and bench/latest.json. Targets live here, not in tests.

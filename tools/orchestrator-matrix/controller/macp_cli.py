@@ -19,6 +19,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from controller.deliver_cli import RECORDING_COMMANDS, deliver_after_command, delivery_lines, delivery_status
 from macp import __version__, clock
 from macp.cliutil import OneLineParser, add_workers_option, note, out, positive_int, print_json, resolve_repo, run_main
 from macp.config import TEMPLATE_STATE_DIR, load_config, max_attempts
@@ -327,11 +328,15 @@ def cmd_status(args) -> int:
     tasks = [document.get(args.task_id)] if args.task_id else document.tasks
     rows = [task_view(task, by_id, now, layout) for task in tasks]
     counts = Counter(status_of(task) for task in tasks)
+    delivery = delivery_status(layout)
     if args.json:
-        print_json({"repo": str(layout.repo_root), "counts": {s: counts[s] for s in STATUSES}, "tasks": rows})
+        transport = {"transport": delivery} if delivery is not None else {}
+        print_json({"repo": str(layout.repo_root), "counts": {s: counts[s] for s in STATUSES}, "tasks": rows, **transport})
         return EXIT_OK
     summary = ", ".join(f"{counts[s]} {s}" for s in STATUSES if counts[s]) or "no tasks"
     out(f"{len(tasks)} task(s): {summary}")
+    for line in delivery_lines(delivery) if delivery is not None else []:
+        out(line)
     if rows:
         out()
         columns = [
@@ -402,6 +407,12 @@ def cmd_report(args) -> int:
     from controller.report_cli import cmd_report as run_report
 
     return run_report(args)
+
+
+def cmd_deliver(args) -> int:
+    from controller.deliver_cli import cmd_deliver as run_deliver
+
+    return run_deliver(args)
 
 
 def cmd_history(args) -> int:
@@ -710,6 +721,9 @@ def build_parser() -> OneLineParser:
     p = command("report", cmd_report, "write the quality-gate results of every finished task as JUnit XML, for CI")
     p.add_argument("--junit", required=True, metavar="FILE", help="where to write the JUnit XML (outside .mosaic/orchestrator)")
 
+    p = command("deliver", cmd_deliver, "send the events not yet delivered to the Matrix room now (docs/transport.md)")
+    p.add_argument("--json", action="store_true", help="print what was delivered and what waits as JSON")
+
     p = command("history", cmd_history, "show the event log")
     p.add_argument("--task-id", help="only this task's events (default: every event)")
     p.add_argument("--json", action="store_true", help="print the events as JSON lines")
@@ -754,4 +768,11 @@ def build_parser() -> OneLineParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``mosaic-macp`` / ``mosaic macp``; returns the exit code."""
     args = build_parser().parse_args(argv)
-    return run_main(f"{PROG} {args.subcommand}", lambda: args.handler(args))
+
+    def body() -> int:
+        code = args.handler(args)
+        if args.subcommand in RECORDING_COMMANDS:
+            deliver_after_command(args.repo)
+        return code
+
+    return run_main(f"{PROG} {args.subcommand}", body)

@@ -36,7 +36,7 @@ if __package__ in (None, ""):  # run as a script: make the tools folder importab
 
 from controller import recovery
 from controller.planning import plan_lines, remaining_lines
-from controller.run_report import run_document, summary_lines, task_rows
+from controller.run_report import run_document, summary_event, summary_lines, task_rows
 from dispatcher import macp_dispatcher as dispatcher
 from macp import __version__, clock, gitops, proctree, verdicts
 from macp.admission import Hold, admit
@@ -255,7 +255,7 @@ class Controller:
         began = self.in_flight.pop(task_id)
         self.summary.outcomes[task_id] = outcome
         self.summary.seconds[task_id] = self.summary.seconds.get(task_id, 0.0) + time.monotonic() - began
-        self.transport.deliver_pending()
+        self.transport.deliver(between_tasks=True)
 
     def internal_failure(self, task_id: str, exc: Exception) -> str:
         """End a task whose handling raised: ``failed`` with the internal error in its result
@@ -693,7 +693,7 @@ def run_controller(
     lines go to stderr."""
     if json_output:
         say = warn_plain
-    started_at = clock.timestamp()
+    started_at, began = clock.timestamp(), time.monotonic()
     layout = Layout(resolve_repo(repo))
     config = load_config(layout.config_file)
     if not layout.tasks_file.exists():
@@ -723,7 +723,7 @@ def run_controller(
     try:
         recovery.recover(controller, lock.previous)
         lock.recovered()
-        controller.transport.deliver_pending()
+        controller.transport.deliver(between_tasks=True)
         controller.run(workers, until_drained)
         if not until_drained and not controller.summary.outcomes:
             say("no runnable task")
@@ -734,6 +734,9 @@ def run_controller(
                 say(line)
         summary = controller.summary
         rows = task_rows(tasks, summary.outcomes, summary.seconds, controller.read_result)
+        if until_drained and rows:
+            append_event(layout.events_file, summary_event(rows, time.monotonic() - began, summary.exit_code))
+        controller.transport.deliver()
         if json_output:
             print_json(run_document(str(layout.repo_root), started_at, clock.timestamp(), summary.exit_code, rows, tasks, summary.refused))
         else:

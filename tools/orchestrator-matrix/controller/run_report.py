@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable
 
+from macp.events import make_event
 from macp.lifecycle import STATUSES, status_of
 from macp.textview import duration_text, fit, one_line, render_table
 
@@ -89,3 +90,20 @@ def run_document(repo: str, started_at: str, finished_at: str, exit_code: int, r
         "refused": [{"id": task_id, "reason": reason} for task_id, reason in refused.items()],
         "queue": {status: counts[status] for status in STATUSES},
     }
+
+
+def summary_event(rows: list[dict], seconds: float, exit_code: int) -> dict:
+    """The ``controller.stopped`` event that ends a drain which touched tasks: the run's
+    summary for the event log and the room (issue 13) -- ``3 task(s) in 12.0s: 2 completed,
+    1 failed — B failed`` -- with the counts, the unfinished tasks, the run's length
+    (``seconds``) and its exit code as metadata."""
+    counts = Counter(row["status"] for row in rows)
+    unfinished = {row["id"]: row["status"] for row in rows if row["status"] != "completed"}
+    line = f"{len(rows)} task(s) in {duration_text(seconds)}: " + ", ".join(f"{counts[s]} {s}" for s in STATUSES if counts[s])
+    listed = ", ".join(f"{task_id} {status}" for task_id, status in unfinished.items())
+    return make_event(
+        "controller.stopped",
+        source="controller",
+        message=f"{line} — {listed}" if listed else line,
+        metadata={"counts": {s: counts[s] for s in STATUSES if counts[s]}, "unfinished": unfinished, "seconds": round(seconds, 3), "exit_code": exit_code},
+    )

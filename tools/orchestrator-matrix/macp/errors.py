@@ -11,9 +11,11 @@ import errno
 EXIT_OK = 0
 EXIT_TASKS_FAILED = 1
 EXIT_USAGE = 2
+EXIT_UNAVAILABLE = 69  # ``mosaic macp deliver``: the homeserver could not be reached in time
 EXIT_INTERNAL = 70
 EXIT_IO = 74
 EXIT_BUSY = 75
+EXIT_REFUSED = 77  # ``mosaic macp deliver``: the homeserver refused the token or the room
 EXIT_NOT_INSTALLED = 127
 
 

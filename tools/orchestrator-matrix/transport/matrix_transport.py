@@ -1,112 +1,367 @@
-"""Deliver MACP events to a Matrix room (DESIGN.md "Transport"). Disabled by default.
+"""Deliver MACP events to a Matrix room (DESIGN.md "Transport", issue 13). Off by default.
 
-Turned on by ``"enabled": true`` with ``"transport": "matrix"`` in config, and
-``matrix.homeserver`` / ``matrix.room_id``; the access token is read from the environment
+Turned on by ``"enabled": true`` with ``"transport": "matrix"`` in config, with
+``matrix.homeserver`` and ``matrix.room_id``; the access token is read from the environment
 variable ``matrix.token_env`` (default ``MACP_MATRIX_TOKEN``), never from a file.
 
-``events.ndjson`` is the outbox: ``.transport-cursor`` in the state folder holds the byte
-offset of the first event not yet delivered. Each event is sent with the Matrix
-client-server API, ``PUT /_matrix/client/v3/rooms/{roomId}/send/m.room.message/{txnId}``,
-with the event id as the transaction id, so a resend after a crash is idempotent. A failed
-delivery stops the round and leaves the cursor where it was; the next run retries. Delivery
-never changes a task.
+``events.ndjson`` is the outbox and :mod:`transport.matrix_state` says how far it is
+delivered. A *delivery round* sends the events after the cursor, in order, over one
+keep-alive connection (:mod:`transport.matrix_http`), each with ``PUT
+…/send/m.room.message/{event_id}`` so a resend is idempotent, rendered for people by
+:mod:`transport.matrix_messages`. A round:
+
+- has a total deadline (``matrix.round_deadline_seconds``, default 5 s) that bounds every
+  connect, send, read and rate-limit wait; what is left waits for the next round;
+- runs after recovery and between tasks in the controller (between tasks only until a round
+  of this run met a slow or unreachable homeserver), at the end of a drain, after every CLI
+  command that records events, and on demand (``mosaic macp deliver``);
+- treats failures by class (:mod:`transport.matrix_errors`): a 429 waits and goes on; a
+  network error or 5xx ends the round and backs off (5 s doubling to 5 min) for the
+  automatic rounds; an event the homeserver refuses is shrunk, then set aside in
+  ``transport-dead-letter.ndjson``; a refused token or room stops delivery, reported with
+  its errcode, until the token changes or ``mosaic macp deliver`` is run; a malformed log
+  line is skipped with a note;
+- refuses to post into an encrypted room unless ``matrix.allow_plaintext_in_encrypted_room``;
+- after the access token changed, looks through the room's recent messages for the events
+  it is about to send (by ``dev.mosaicstack.macp.event_id``) so a new token resends nothing.
+
+Delivery never changes a task and never changes a run's exit code; ``status`` shows the
+backlog and the last error.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
-import urllib.error
-import urllib.request
+import re
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
 
+from macp import clock
 from macp.cliutil import note
-from macp.config import matrix_token_env
-from macp.fsio import write_atomic
+from macp.config import matrix_token_env, worktree_base
+from macp.fsio import append_line
 from macp.layout import Layout
+from transport.matrix_errors import DeliveryError, RateLimited, Refused, Rejected, Unreachable
+from transport.matrix_http import MatrixClient, room_path, send_path
+from transport.matrix_messages import EVENT_ID_KEY, RenderContext, message_content, minimal_content
+from transport.matrix_state import DEAD_LETTER_NAME, DeliveryState, backlog, events_after, load_state, save_state
 
-TIMEOUT_SECONDS = 10
+BACKOFF_BASE_SECONDS = 5.0
+BACKOFF_MAX_SECONDS = 300.0
+HISTORY_PAGES = 10  # pages of 100 recent room messages looked through after a token change
+LOCK_NAME = ".transport.lock"
+SAFE_TXN_ID = re.compile(r"[A-Za-z0-9._~-]{1,128}")
 
 
-def send_url(homeserver: str, room_id: str, txn_id: str) -> str:
-    """The client-server API URL that sends one message event to ``room_id``."""
-    return f"{homeserver.rstrip('/')}/_matrix/client/v3/rooms/{quote(room_id, safe='')}/send/m.room.message/{quote(txn_id, safe='')}"
+@dataclass
+class RoundReport:
+    """What one round did. ``outcome``: ``delivered`` (the round ran; ``error`` may say why
+    it stopped early), ``disabled``, ``unconfigured``, ``busy`` (another process was
+    delivering until the deadline), ``backoff`` or ``blocked`` (an automatic round that
+    waited, see the module docstring)."""
+
+    outcome: str = "delivered"
+    delivered: int = 0
+    recognised: int = 0
+    skipped: int = 0
+    dead_lettered: int = 0
+    rate_limited: int = 0
+    backlog: int = 0
+    error: DeliveryError | None = None
 
 
-def message_body(event: dict) -> dict:
-    """An ``m.notice`` for ``event``: a readable line plus the whole event under a namespaced key."""
-    status = f" ({event['status']})" if event.get("status") else ""
-    text = f"[{event.get('event_type')}] {event.get('task_id') or '-'}{status}: {event.get('message', '')}".rstrip(": ")
-    return {"msgtype": "m.notice", "body": text, "dev.mosaicstack.macp.event": event}
+def token_fingerprint(token: str) -> str:
+    """16 hex digits of the token's SHA-256: tells tokens apart without storing one."""
+    import hashlib
+
+    return hashlib.sha256(token.encode()).hexdigest()[:16]
+
+
+def backoff_seconds(failures: int) -> float:
+    """Seconds automatic rounds wait after ``failures`` failed rounds in a row."""
+    return min(BACKOFF_MAX_SECONDS, BACKOFF_BASE_SECONDS * 2 ** max(0, failures - 1))
+
+
+def error_record(exc: DeliveryError, kind: str) -> dict:
+    """The ``last_error`` kept in the state and shown by ``status``."""
+    return {"kind": kind, "status": exc.status, "errcode": exc.errcode, "error": exc.error, "at": clock.timestamp()}
+
+
+@contextlib.contextmanager
+def transport_lock(orch_dir: Path, deadline: float) -> Iterator[bool]:
+    """Hold the transport's ``flock`` (one delivering process per repository), waiting for
+    it until ``deadline`` (monotonic); yields whether it was taken."""
+    fd = os.open(orch_dir / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    yield False
+                    return
+                time.sleep(0.05)
+        yield True
+    finally:
+        os.close(fd)
 
 
 class MatrixTransport:
-    """Sends the events after the cursor; ``opener`` is ``urllib.request.urlopen`` (tests may
-    pass another)."""
+    """Delivery rounds for one repository; keeps its connection between rounds."""
 
-    def __init__(self, layout: Layout, config: dict, opener=urllib.request.urlopen) -> None:
+    def __init__(self, layout: Layout, config: dict) -> None:
         self.layout = layout
+        self.config = config
         self.matrix = config.get("matrix") or {}
         self.token_env = matrix_token_env(config)
         self.active = bool(config.get("enabled")) and config.get("transport") == "matrix"
-        self.opener = opener
-        self.cursor_file = layout.orch_dir / ".transport-cursor"
+        self.client: MatrixClient | None = None
+        self.room_checked = False
+        self.stalled = False
+        self.said_blocked = False
 
-    def _cursor(self) -> int:
-        try:
-            return int(self.cursor_file.read_text().strip() or 0)
-        except (OSError, ValueError):
-            return 0
+    @property
+    def state_dir(self) -> Path:
+        return self.layout.orch_dir
 
-    def deliver_pending(self) -> int:
-        """Send every undelivered event; return how many were delivered. Never raises for a
-        network or server problem: it says so on stderr and stops."""
+    def deliver(self, *, forced: bool = False, between_tasks: bool = False) -> RoundReport:
+        """Run one delivery round and report it. ``forced`` (``mosaic macp deliver``) runs
+        even during a backoff or after a refused token; ``between_tasks`` rounds are skipped
+        once a round of this process met a slow or unreachable homeserver. Raises nothing
+        for a network or homeserver problem (it is noted on stderr and kept in the state)."""
         if not self.active:
-            return 0
-        token = os.environ.get(self.token_env)
+            return RoundReport("disabled")
+        if between_tasks and self.stalled:
+            return RoundReport("backoff")
+        token = os.environ.get(self.token_env, "")
         if not token or not self.matrix.get("homeserver") or not self.matrix.get("room_id"):
-            note("matrix transport is enabled but homeserver, room_id or the token is missing; events stay queued")
-            return 0
-        delivered = 0
-        offset = self._cursor()
-        for line, end in _lines_from(self.layout.events_file, offset):
+            note(f"matrix transport is enabled but matrix.homeserver, matrix.room_id or ${self.token_env} is missing; events stay queued")
+            return RoundReport("unconfigured")
+        fingerprint = token_fingerprint(token)
+        deadline = time.monotonic() + float(self.matrix["round_deadline_seconds"])
+        with transport_lock(self.state_dir, deadline) as locked:
+            if not locked:
+                return RoundReport("busy")
+            state = load_state(self.state_dir)
+            waiting = self._waiting(state, fingerprint, forced)
+            if waiting is not None:
+                waiting.backlog = backlog(self.layout.events_file, state.cursor)
+                return waiting
+            report = RoundReport()
             try:
-                event = json.loads(line)
-                self._send(event, token)
-            except ValueError:
-                pass  # a line that is not an event is skipped, not retried forever
-            except (urllib.error.URLError, OSError) as exc:
-                note(f"matrix delivery failed ({exc}); will retry on the next run")
-                break
-            offset = end
-            write_atomic(self.cursor_file, f"{offset}\n")
-            delivered += 1
-        return delivered
+                self._round(state, token, fingerprint, deadline, report)
+            except (RateLimited, Unreachable) as exc:
+                self.stalled = True
+                report.error = exc
+                if isinstance(exc, RateLimited):
+                    state.retry_at = time.time() + exc.retry_after
+                else:
+                    state.failures += 1
+                    state.retry_at = time.time() + backoff_seconds(state.failures)
+                    state.last_error = error_record(exc, "unreachable")
+            except Refused as exc:
+                report.error = exc
+                state.blocked_token = fingerprint
+                state.last_error = error_record(exc, "refused")
+            finally:
+                save_state(self.state_dir, state)
+            report.backlog = backlog(self.layout.events_file, state.cursor)
+            self._say(report, state)
+            return report
 
-    def _send(self, event: dict, token: str) -> None:
-        request = urllib.request.Request(
-            send_url(self.matrix["homeserver"], self.matrix["room_id"], event["event_id"]),
-            data=json.dumps(message_body(event)).encode(),
-            method="PUT",
-            headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
-        )
-        with self.opener(request, timeout=TIMEOUT_SECONDS) as response:
-            response.read()
+    def _waiting(self, state: DeliveryState, fingerprint: str, forced: bool) -> RoundReport | None:
+        """The report of an automatic round that must not run now, or ``None``."""
+        if forced:
+            return None
+        if state.blocked_token == fingerprint:
+            if not self.said_blocked:
+                self.said_blocked = True
+                error = state.last_error or {}
+                note(f"matrix delivery is stopped since {error.get('at')}: {error.get('errcode')} {error.get('error')}; fix the token or room, then run 'mosaic macp deliver'")
+            return RoundReport("blocked")
+        if state.retry_at > time.time():
+            return RoundReport("backoff")
+        return None
 
+    def _say(self, report: RoundReport, state: DeliveryState) -> None:
+        """One stderr line for a round that stopped on an error."""
+        error = report.error
+        if error is None:
+            return
+        if isinstance(error, Refused):
+            note(f"matrix delivery refused: {error.describe()}; {report.backlog} event(s) wait until the token or room is fixed, then run 'mosaic macp deliver'")
+        elif isinstance(error, RateLimited):
+            note(f"matrix delivery rate-limited beyond this round's deadline; {report.backlog} event(s) wait for the next round")
+        else:
+            wait = round(max(0.0, state.retry_at - time.time()))
+            note(f"matrix delivery failed: {error.describe()}; {report.backlog} event(s) wait, next automatic try in {wait}s")
 
-def _lines_from(path: Path, offset: int):
-    """``(line, offset after it)`` for each complete line of ``path`` from ``offset``."""
-    try:
-        handle = path.open("rb")
-    except FileNotFoundError:
-        return
-    with handle:
-        handle.seek(offset)
-        position = offset
-        for raw in handle:
-            if not raw.endswith(b"\n"):
+    def _client(self, token: str) -> MatrixClient:
+        if self.client is None or self.client.token != token:
+            if self.client is not None:
+                self.client.close()
+            try:
+                self.client = MatrixClient(self.matrix["homeserver"], token)
+            except ValueError as exc:
+                raise Refused(str(exc), "MACP_BAD_CONFIG") from None
+        return self.client
+
+    def _round(self, state: DeliveryState, token: str, fingerprint: str, deadline: float, report: RoundReport) -> None:
+        """Send the events after the cursor until the end of the log or the deadline,
+        advancing ``state`` (saved by the caller, once)."""
+        pending = events_after(self.layout.events_file, state.cursor)
+        first = next(pending, None)
+        if first is None:
+            return
+        client = self._client(token)
+        if not self.room_checked:
+            self._check_room(client, deadline)
+            self.room_checked = True
+        state.enter_room(self.matrix["room_id"])
+        known = self._already_in_room(client, deadline) if state.token and state.token != fingerprint else {}
+        state.token = fingerprint
+        context = self._context()
+        for raw, end in _chain(first, pending):
+            if time.monotonic() >= deadline:
                 return
-            position += len(raw)
-            if raw.strip():
-                yield raw.decode("utf-8", errors="replace"), position
+            event = parse_event(raw)
+            if event is None:
+                report.skipped += 1
+                state.skipped_lines += 1
+                note(f"matrix: skipped a line of {self.layout.events_file.name} that is not an event with an event_id (byte {end - len(raw)})")
+            elif event["event_id"] in known:
+                report.recognised += 1
+                matrix_id, threaded = known[event["event_id"]]
+                if event.get("task_id") and not threaded:
+                    state.threads.setdefault(str(event["task_id"]), matrix_id)
+            else:
+                self._send_event(client, event, state, context, deadline, report)
+            state.cursor = end
+
+    def _context(self) -> RenderContext:
+        root = self.layout.repo_root
+        return RenderContext(
+            repo_name=root.name,
+            repo_root=str(root),
+            worktree_base=str(worktree_base(self.config, root)),
+            home=os.path.expanduser("~"),
+            mention_user_ids=tuple(self.matrix.get("mention_user_ids") or ()),
+            late_after_seconds=float(self.matrix["late_after_seconds"]),
+            now=clock.now(),
+        )
+
+    def _check_room(self, client: MatrixClient, deadline: float) -> None:
+        """Raise :class:`Refused` for an encrypted room unless plaintext is allowed there."""
+        try:
+            client.request("GET", room_path(self.matrix["room_id"], "state/m.room.encryption/"), None, deadline)
+        except Refused as exc:
+            if exc.errcode == "M_NOT_FOUND":
+                return
+            raise
+        if not self.matrix.get("allow_plaintext_in_encrypted_room"):
+            raise Refused(
+                "the room is end-to-end encrypted and MACP does not encrypt; nothing was posted "
+                "(set matrix.allow_plaintext_in_encrypted_room to post plaintext there anyway)",
+                "MACP_ENCRYPTED_ROOM",
+            )
+
+    def _already_in_room(self, client: MatrixClient, deadline: float) -> dict[str, tuple[str, bool]]:
+        """MACP event id → (Matrix event id, whether it is threaded) for the MACP messages
+        among the room's most recent ones (:data:`HISTORY_PAGES` pages of 100)."""
+        found: dict[str, tuple[str, bool]] = {}
+        room_filter = quote(json.dumps({"types": ["m.room.message"]}), safe="")
+        start = ""
+        for _ in range(HISTORY_PAGES):
+            page = client.request("GET", room_path(self.matrix["room_id"], f"messages?dir=b&limit=100&filter={room_filter}{start}"), None, deadline)
+            for message in page.get("chunk") or []:
+                content = message.get("content") or {}
+                macp_id = content.get(EVENT_ID_KEY)
+                if isinstance(macp_id, str):
+                    relation = content.get("m.relates_to") or {}
+                    found.setdefault(macp_id, (message.get("event_id", ""), relation.get("rel_type") == "m.thread"))
+            if not page.get("chunk") or not page.get("end"):
+                break
+            start = f"&from={quote(str(page['end']), safe='')}"
+        return found
+
+    def _send_event(self, client: MatrixClient, event: dict, state: DeliveryState, context: RenderContext, deadline: float, report: RoundReport) -> None:
+        """Send one event (threaded under its task's root), shrinking it or setting it aside
+        when the homeserver refuses it."""
+        task_id = str(event["task_id"]) if event.get("task_id") else ""
+        root = state.threads.get(task_id) if task_id else None
+        content = message_content(event, root, context)
+        rejection: Rejected | None = None
+        txn_id = transaction_id(event["event_id"])
+        for txn, attempt in ((txn_id, content), (f"{txn_id}.min", minimal_content(content))):
+            try:
+                matrix_id = self._put(client, txn, attempt, deadline, report, state)
+            except Rejected as exc:
+                rejection = exc
+                continue
+            if task_id and root is None:
+                state.remember_thread(task_id, matrix_id)
+            state.delivered += 1
+            state.failures = 0
+            state.blocked_token = ""
+            state.last_error = None
+            state.last_delivery_at = clock.timestamp()
+            report.delivered += 1
+            return
+        assert rejection is not None
+        append_line(self.state_dir / DEAD_LETTER_NAME, json.dumps({"event": event, **error_record(rejection, "rejected")}, ensure_ascii=False))
+        state.dead_letters += 1
+        state.last_error = error_record(rejection, "rejected")
+        report.dead_lettered += 1
+        note(f"matrix: event {event['event_id']} ({event.get('event_type')}, task {task_id or '-'}) refused even when shrunk ({rejection.describe()}); set aside in {DEAD_LETTER_NAME}")
+
+    def _put(self, client: MatrixClient, txn_id: str, content: dict, deadline: float, report: RoundReport, state: DeliveryState) -> str:
+        """PUT one message, waiting out 429s within the deadline; returns its Matrix event id."""
+        while True:
+            try:
+                reply = client.request("PUT", send_path(self.matrix["room_id"], txn_id), content, deadline)
+            except RateLimited as exc:
+                report.rate_limited += 1
+                state.rate_limited += 1
+                if time.monotonic() + exc.retry_after >= deadline:
+                    raise
+                time.sleep(exc.retry_after)
+                continue
+            matrix_id = reply.get("event_id")
+            if not isinstance(matrix_id, str):
+                raise Unreachable("the homeserver's reply has no event_id")
+            return matrix_id
+
+
+def _chain(first: tuple[bytes, int], rest: Iterator[tuple[bytes, int]]) -> Iterator[tuple[bytes, int]]:
+    yield first
+    yield from rest
+
+
+def transaction_id(event_id: str) -> str:
+    """The transaction id of an event's message: its event id when that is a short, plain
+    token (MACP's own are 32 hex digits), else a digest of it, so any line's id makes a
+    valid URL path segment."""
+    if SAFE_TXN_ID.fullmatch(event_id):
+        return event_id
+    import hashlib
+
+    return "sha256-" + hashlib.sha256(event_id.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def parse_event(raw: bytes) -> dict | None:
+    """The event on one log line, or ``None`` when the line is not a JSON object with a
+    string ``event_id`` (such a line is skipped, never retried)."""
+    try:
+        event = json.loads(raw)
+    except ValueError:
+        return None
+    if not isinstance(event, dict) or not isinstance(event.get("event_id"), str) or not event["event_id"]:
+        return None
+    return event
