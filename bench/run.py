@@ -233,7 +233,69 @@ def parallel_sleeps(workers: int = 2, count: int = 4, seconds: int = 2) -> tuple
     return macp, xargs
 
 
-def measurements() -> dict[str, Callable[[], tuple[Callable[[], float], Callable[[], float] | None, str, float]]]:
+def matrix_delivery(count: int = 30) -> tuple[Callable[[], float] | None, Callable[[], float] | None]:
+    """What Matrix delivery adds to a drain of ``count`` trivial tasks (the drain with the
+    transport on, minus the same drain with it off; issue 13), against the homeserver's own
+    cost: the same messages sent to a new room over one keep-alive connection. A real Synapse
+    on 127.0.0.1 (``make synapse``); ``(None, None)`` when it is not installed."""
+    sys.path.insert(0, str(ROOT / "tests"))
+    import http.client
+    from urllib.parse import quote
+
+    from synapse_harness import Synapse, available
+
+    if not available():
+        return None, None
+    server = Synapse(Path(tempfile.mkdtemp(prefix="macp-bench-synapse-")))
+    server.start()
+    atexit.register(server.stop)
+    bot = server.register("bench", admin=True)
+    sent: list[tuple[str, dict]] = []  # (Matrix event id, content) of the last drain's messages
+
+    def drain(room_id: str | None) -> float:
+        ws = Workspace()
+        try:
+            ws.tasks(legacy_tasks(count))
+            if room_id:
+                config = {"enabled": True, "transport": "matrix", "matrix": {"homeserver": server.url, "room_id": room_id}}
+                (ws.repo / ".mosaic" / "orchestrator" / "config.json").write_text(json.dumps(config))
+                ws.env["MACP_MATRIX_TOKEN"] = bot["access_token"]
+            return timed(lambda: ws.run([*CONTROLLER, "--repo", str(ws.repo), "--until-drained"]))
+        finally:
+            ws.close()
+
+    def macp() -> float:
+        room_id = server.create_room(bot["access_token"])
+        added = drain(room_id) - drain(None)
+        sent[:] = [(message["event_id"], message["content"]) for message in server.messages(bot["access_token"], room_id)]
+        return added
+
+    def homeserver() -> float:
+        room_id = server.create_room(bot["access_token"])
+        connection = http.client.HTTPConnection("127.0.0.1", server.port)
+        headers = {"Authorization": f"Bearer {bot['access_token']}", "Content-Type": "application/json"}
+        roots: dict[str, str] = {}  # thread root in the drain's room -> the same message here
+
+        def send_all() -> None:
+            for number, (original, content) in enumerate(sent):
+                relation = content.get("m.relates_to")
+                body = dict(content)
+                if relation:
+                    root = roots[relation["event_id"]]
+                    body["m.relates_to"] = {**relation, "event_id": root, "m.in_reply_to": {"event_id": root}}
+                path = f"/_matrix/client/v3/rooms/{quote(room_id, safe='')}/send/m.room.message/floor{number}"
+                connection.request("PUT", path, body=json.dumps(body), headers=headers)
+                roots[original] = json.loads(connection.getresponse().read())["event_id"]
+
+        try:
+            return timed(send_all)
+        finally:
+            connection.close()
+
+    return macp, homeserver
+
+
+def measurements() -> dict[str, Callable[[], tuple[Callable[[], float] | None, Callable[[], float] | None, str, float]]]:
     """name -> a builder of (MACP, peer or None, what the peer is, goal ratio)."""
     return {
         "drain per trivial task, no worktree (s)": lambda: (drain_per_task(0, 50), nq_jobs(50, wait=True), "nq", 3.0),
@@ -247,6 +309,7 @@ def measurements() -> dict[str, Callable[[], tuple[Callable[[], float], Callable
         "status --json on 10,000 tasks (s)": lambda: (*status_json(), "jq", 1.5),
         "start-up of a read command (s)": lambda: (*start_up(), "python3 -c pass", 2.0),
         "four 2-s tasks with --workers 2, whole run (s)": lambda: (*parallel_sleeps(), "xargs -P 2", 1.25),
+        "Matrix delivery added to a drain of 30 tasks (s)": lambda: (*matrix_delivery(), "Synapse accepting them", 1.5),
     }
 
 
@@ -261,6 +324,9 @@ def main() -> int:
         if args.only and args.only not in name:
             continue
         macp, peer, peer_name, goal = build()
+        if macp is None:
+            print(f"{name:<52} skipped: {peer_name} is not installed", flush=True)
+            continue
         a, b = [], []
         for _ in range(args.rounds):
             a.append(macp())

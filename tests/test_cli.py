@@ -149,7 +149,9 @@ def test_history_shows_a_tasks_events_in_order(sandbox):
     assert [line.split()[2] for line in lines] == [
         "task.submitted", "task.started", "worktree.created", "task.gated", "task.completed", "worktree.removed"]
     events = json.loads(sandbox.macp("history", "--json", check=True).stdout)
-    assert [e["event_type"] for e in events][-2:] == ["task.completed", "worktree.removed"]
+    assert [e["event_type"] for e in events][-3:] == ["task.completed", "worktree.removed", "controller.stopped"]
+    assert events[-1]["task_id"] is None and events[-1]["message"].startswith("1 task(s) in ")
+    assert events[-1]["metadata"]["counts"] == {"completed": 1} and events[-1]["metadata"]["exit_code"] == 0
 
 
 def test_retry_grants_a_fresh_attempt_and_cancel_refuses_finished_tasks(sandbox):

@@ -90,7 +90,7 @@ def headline(event: dict, context: RenderContext) -> tuple[str, str]:
     happened (``completed``, ``retry scheduled · attempt 1``, ``gate failed``…)."""
     event_type = str(event.get("event_type") or "event")
     what = event_type.removeprefix("task.").replace(".", " ").replace("_", " ")
-    if event.get("attempt"):
+    if event.get("attempt") and not str(event.get("message") or "").startswith("attempt "):
         what += f" · attempt {event['attempt']}"
     subject = str(event.get("task_id") or f"MACP {context.repo_name}")
     if event_type == SUMMARY_EVENT:
