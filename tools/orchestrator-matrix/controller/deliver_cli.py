@@ -92,7 +92,7 @@ def delivery_status(layout: Layout) -> dict | None:
     return {
         "backlog": backlog(layout.events_file, state.cursor),
         "last_error": state.last_error,
-        "stopped": bool(state.blocked_token),
+        "stopped": bool(state.blocked),
         "dead_letters": state.dead_letters,
         "last_delivery_at": state.last_delivery_at,
         "next_try_at": retry,

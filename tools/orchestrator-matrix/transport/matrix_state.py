@@ -29,14 +29,16 @@ MAX_THREADS = 2000  # thread roots remembered; a task older than that starts a n
 @dataclass
 class DeliveryState:
     """One repository's delivery state (see the module docstring). Times are RFC 3339
-    strings, except ``retry_at``: seconds since the epoch before which automatic rounds wait."""
+    strings, except ``retry_at``: seconds since the epoch before which automatic rounds wait.
+    ``blocked`` is the fingerprint of the settings (token, room, plaintext permission) the
+    homeserver refused; automatic rounds wait until they change."""
 
     cursor: int = 0
     room: str = ""
     threads: dict[str, str] = field(default_factory=dict)
     token: str = ""
     last_error: dict | None = None
-    blocked_token: str = ""
+    blocked: str = ""
     failures: int = 0
     retry_at: float = 0.0
     last_delivery_at: str | None = None

@@ -76,11 +76,12 @@ class RoundReport:
     error: DeliveryError | None = None
 
 
-def token_fingerprint(token: str) -> str:
-    """16 hex digits of the token's SHA-256: tells tokens apart without storing one."""
+def fingerprint(*parts: str) -> str:
+    """16 hex digits of the SHA-256 of ``parts``: tells tokens (and settings) apart without
+    storing them."""
     import hashlib
 
-    return hashlib.sha256(token.encode()).hexdigest()[:16]
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
 
 
 def backoff_seconds(failures: int) -> float:
@@ -144,19 +145,20 @@ class MatrixTransport:
         if not token or not self.matrix.get("homeserver") or not self.matrix.get("room_id"):
             note(f"matrix transport is enabled but matrix.homeserver, matrix.room_id or ${self.token_env} is missing; events stay queued")
             return RoundReport("unconfigured")
-        fingerprint = token_fingerprint(token)
+        token_id = fingerprint(token)
+        settings_id = fingerprint(token, self.matrix["room_id"], str(bool(self.matrix.get("allow_plaintext_in_encrypted_room"))))
         deadline = time.monotonic() + float(self.matrix["round_deadline_seconds"])
         with transport_lock(self.state_dir, deadline) as locked:
             if not locked:
                 return RoundReport("busy")
             state = load_state(self.state_dir)
-            waiting = self._waiting(state, fingerprint, forced)
+            waiting = self._waiting(state, settings_id, forced)
             if waiting is not None:
                 waiting.backlog = backlog(self.layout.events_file, state.cursor)
                 return waiting
             report = RoundReport()
             try:
-                self._round(state, token, fingerprint, deadline, report)
+                self._round(state, token, token_id, deadline, report)
             except (RateLimited, Unreachable) as exc:
                 self.stalled = True
                 report.error = exc
@@ -168,19 +170,28 @@ class MatrixTransport:
                     state.last_error = error_record(exc, "unreachable")
             except Refused as exc:
                 report.error = exc
-                state.blocked_token = fingerprint
+                state.blocked = settings_id
                 state.last_error = error_record(exc, "refused")
             finally:
-                save_state(self.state_dir, state)
+                self._save(state)
             report.backlog = backlog(self.layout.events_file, state.cursor)
             self._say(report, state)
             return report
 
-    def _waiting(self, state: DeliveryState, fingerprint: str, forced: bool) -> RoundReport | None:
+    def _save(self, state: DeliveryState) -> None:
+        """Save the round's state; a state folder that cannot be written (a full disk) is
+        noted, not raised: the next round resends from the last saved cursor and the
+        homeserver recognises what it already has."""
+        try:
+            save_state(self.state_dir, state)
+        except OSError as exc:
+            note(f"matrix delivery state not saved ({exc}); the next round resends this round's events")
+
+    def _waiting(self, state: DeliveryState, settings_id: str, forced: bool) -> RoundReport | None:
         """The report of an automatic round that must not run now, or ``None``."""
         if forced:
             return None
-        if state.blocked_token == fingerprint:
+        if state.blocked == settings_id:
             if not self.said_blocked:
                 self.said_blocked = True
                 error = state.last_error or {}
@@ -213,7 +224,7 @@ class MatrixTransport:
                 raise Refused(str(exc), "MACP_BAD_CONFIG") from None
         return self.client
 
-    def _round(self, state: DeliveryState, token: str, fingerprint: str, deadline: float, report: RoundReport) -> None:
+    def _round(self, state: DeliveryState, token: str, token_id: str, deadline: float, report: RoundReport) -> None:
         """Send the events after the cursor until the end of the log or the deadline,
         advancing ``state`` (saved by the caller, once)."""
         pending = events_after(self.layout.events_file, state.cursor)
@@ -225,8 +236,8 @@ class MatrixTransport:
             self._check_room(client, deadline)
             self.room_checked = True
         state.enter_room(self.matrix["room_id"])
-        known = self._already_in_room(client, deadline) if state.token and state.token != fingerprint else {}
-        state.token = fingerprint
+        known = self._already_in_room(client, deadline) if state.token and state.token != token_id else {}
+        state.token = token_id
         context = self._context()
         for raw, end in _chain(first, pending):
             if time.monotonic() >= deadline:
@@ -309,7 +320,7 @@ class MatrixTransport:
                 state.remember_thread(task_id, matrix_id)
             state.delivered += 1
             state.failures = 0
-            state.blocked_token = ""
+            state.blocked = ""
             state.last_error = None
             state.last_delivery_at = clock.timestamp()
             report.delivered += 1
