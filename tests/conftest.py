@@ -42,7 +42,7 @@ class Sandbox:
         self.repo = tmp_path / "project"
         self.repo.mkdir()
         self.env = {
-            **{k: v for k, v in os.environ.items() if not k.startswith(("MACP_", "GIT_"))},
+            **{k: v for k, v in os.environ.items() if not k.startswith(("MACP_", "GIT_")) and not k.lower().endswith("_proxy")},
             **GIT_IDENTITY,
             "HOME": str(self.home),
             "PATH": f"{self.fake_bin}{os.pathsep}{os.environ.get('PATH', '')}",

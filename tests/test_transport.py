@@ -367,6 +367,32 @@ def test_a_misbehaving_homeserver_costs_one_bounded_round_and_changes_nothing(sa
         server.close()
 
 
+def proxy_refusing(connection, closing) -> None:
+    connection.sendall(b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+
+
+@pytest.mark.parametrize("scheme, first_line", [
+    ("http", "GET http://matrix.invalid:8008/_matrix/client/v3/rooms/"),
+    ("https", "CONNECT matrix.invalid:8008 HTTP/1.0"),
+])
+def test_the_proxy_the_environment_names_is_used(sandbox, scheme, first_line):
+    requests: list[str] = []
+
+    def record(connection, closing) -> None:
+        requests.append(connection.recv(65536).decode("latin-1"))
+        proxy_refusing(connection, closing)
+
+    proxy = SocketServer(record)
+    try:
+        enable(sandbox, f"{scheme}://matrix.invalid:8008")
+        sandbox.env[f"{scheme}_proxy"] = proxy.url
+        sandbox.macp("submit", "--task-id", "A", "--command", "true", check=True)
+        assert sandbox.macp("deliver").returncode == 69
+        assert requests and requests[0].startswith(first_line)
+    finally:
+        proxy.close()
+
+
 def test_transport_is_off_by_default(sandbox):
     server = SocketServer(silent)
     try:

@@ -5,7 +5,9 @@ that stays open between requests and rounds (keep-alive), and turns every way a 
 go wrong into one of the failure classes of :mod:`transport.matrix_errors`. The deadline is
 an absolute ``time.monotonic()`` value that bounds connecting, sending *and* reading the
 whole reply: a server that answers one byte every few seconds is cut off when the deadline
-passes, not only when one read stalls (issue 13).
+passes, not only when one read stalls (issue 13). Proxies are taken from the environment
+as ``urllib`` takes them (``https_proxy`` with a ``CONNECT`` tunnel, ``http_proxy``,
+``no_proxy``).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import json
 import socket
 import time
 from typing import Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import SplitResult, quote, unquote, urlsplit
 
 from transport.matrix_errors import DeliveryError, Unreachable, failure_from_reply
 
@@ -83,6 +85,7 @@ class MatrixClient:
         self.port = parts.port or (443 if parts.scheme == "https" else 80)
         self.prefix = parts.path.rstrip("/")
         self.token = token
+        self.proxy = proxy_for(parts.scheme, self.host)
         self.connection: http.client.HTTPConnection | None = None
         self._deadline = 0.0
 
@@ -94,10 +97,13 @@ class MatrixClient:
 
     def _connect(self) -> http.client.HTTPConnection:
         left = _remaining(self._deadline)
+        host, port = (self.proxy.hostname or "", self.proxy.port or 80) if self.proxy else (self.host, self.port)
         if self.scheme == "https":
-            connection: http.client.HTTPConnection = http.client.HTTPSConnection(self.host, self.port, timeout=left)
+            connection: http.client.HTTPConnection = http.client.HTTPSConnection(host, port, timeout=left)
+            if self.proxy:
+                connection.set_tunnel(self.host, self.port, headers=proxy_headers(self.proxy))
         else:
-            connection = http.client.HTTPConnection(self.host, self.port, timeout=left)
+            connection = http.client.HTTPConnection(host, port, timeout=left)
         connection.connect()
         assert connection.sock is not None
         connection.sock = _DeadlineSocket(connection.sock, lambda: self._deadline)
@@ -116,11 +122,15 @@ class MatrixClient:
         self._deadline = deadline
         payload = json.dumps(body).encode("ascii") if body is not None else None  # \u escapes: any str encodes
         headers = {"Authorization": f"Bearer {self.token}", "Content-Type": "application/json"}
+        target = self.prefix + path
+        if self.proxy and self.scheme == "http":  # a plain-HTTP proxy takes the absolute URL
+            target = f"http://{self.host}:{self.port}{target}"
+            headers.update(proxy_headers(self.proxy))
         for reused in (self.connection is not None, False):
             try:
                 if self.connection is None:
                     self.connection = self._connect()
-                self.connection.request(method, self.prefix + path, body=payload, headers=headers)
+                self.connection.request(method, target, body=payload, headers=headers)
                 response = self.connection.getresponse()
                 status, raw = response.status, response.read()
                 retry_after = response.getheader("Retry-After")
@@ -151,6 +161,29 @@ class MatrixClient:
         if not isinstance(reply, dict):
             raise Unreachable(f"HTTP {status}: the reply is not a JSON object")
         return reply
+
+
+def proxy_for(scheme: str, host: str) -> SplitResult | None:
+    """The proxy the environment names for ``scheme`` (``https_proxy``/``http_proxy``,
+    bypassed by ``no_proxy``), as ``urllib`` finds it; ``None`` for a direct connection."""
+    from urllib.request import getproxies, proxy_bypass  # here: it costs ~20 ms to import
+
+    if proxy_bypass(host):
+        return None
+    proxy = getproxies().get(scheme)
+    if not proxy:
+        return None
+    return urlsplit(proxy if "://" in proxy else f"http://{proxy}")
+
+
+def proxy_headers(proxy: SplitResult) -> dict[str, str]:
+    """``Proxy-Authorization`` (basic) for a proxy URL with a user name, else nothing."""
+    if not proxy.username:
+        return {}
+    import base64
+
+    credentials = f"{unquote(proxy.username)}:{unquote(proxy.password or '')}".encode()
+    return {"Proxy-Authorization": "Basic " + base64.b64encode(credentials).decode()}
 
 
 def room_path(room_id: str, tail: str) -> str:
