@@ -352,9 +352,10 @@ def test_a_misbehaving_homeserver_costs_one_bounded_round_and_changes_nothing(sa
     server = SocketServer(serve)
     try:
         enable(sandbox, server.url, round_deadline_seconds=1)
-        for task_id in ("A", "B", "C"):
-            sandbox.macp("submit", "--task-id", task_id, "--command", "true", check=True)
-        assert server.connections == 1 and not (sandbox.orch / ".transport-state.json").read_text().count('"failures": 0')
+        lines = "".join(json.dumps({"id": task_id, "command": "true"}) + "\n" for task_id in "ABC")
+        submit = sandbox.macp("submit", "--from", "-", input=lines, timeout=60)
+        assert submit.returncode == 0 and says in submit.stderr
+        assert server.connections == 1 and state(sandbox)["failures"] == 1
         drain = sandbox.macp("drain", timeout=60)
         assert drain.returncode == 0 and "Traceback" not in drain.stderr
         assert [sandbox.task(t)["status"] for t in "ABC"] == ["completed"] * 3
