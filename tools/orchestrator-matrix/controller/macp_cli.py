@@ -19,7 +19,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from controller.deliver_cli import RECORDING_COMMANDS, deliver_after_command, delivery_lines, delivery_status
+from controller.deliver_cli import RECORDING_COMMANDS, cmd_deliver, deliver_after_command, delivery_lines, delivery_status
 from macp import __version__, clock
 from macp.cliutil import OneLineParser, add_workers_option, note, out, positive_int, print_json, resolve_repo, run_main
 from macp.config import TEMPLATE_STATE_DIR, load_config, max_attempts
@@ -379,40 +379,16 @@ def cmd_show(args) -> int:
 # -- history ----------------------------------------------------------------------------
 
 
-def cmd_log(args) -> int:
-    from controller.inspect_cli import cmd_log as run_log
+def delegated(module: str, name: str) -> Callable[[argparse.Namespace], int]:
+    """A handler that imports ``controller.<module>`` only when its command runs (start-up
+    stays small: docs/performance.md) and calls its ``name``."""
 
-    return run_log(args)
+    def handler(args: argparse.Namespace) -> int:
+        import importlib
 
+        return getattr(importlib.import_module(f"controller.{module}"), name)(args)
 
-def cmd_diff(args) -> int:
-    from controller.inspect_cli import cmd_diff as run_diff
-
-    return run_diff(args)
-
-
-def cmd_prune(args) -> int:
-    from controller.prune import cmd_prune as run_prune
-
-    return run_prune(args)
-
-
-def cmd_archive(args) -> int:
-    from controller.archive_cli import cmd_archive as run_archive
-
-    return run_archive(args)
-
-
-def cmd_report(args) -> int:
-    from controller.report_cli import cmd_report as run_report
-
-    return run_report(args)
-
-
-def cmd_deliver(args) -> int:
-    from controller.deliver_cli import cmd_deliver as run_deliver
-
-    return run_deliver(args)
+    return handler
 
 
 def cmd_history(args) -> int:
@@ -700,25 +676,25 @@ def build_parser() -> OneLineParser:
     p.add_argument("--json", action="store_true", help="print the run's summary as one JSON document on stdout (progress goes to stderr)")
     add_workers_option(p)
 
-    p = command("log", cmd_log, "print a task's worker or gate log; --follow streams it while the task runs")
+    p = command("log", delegated("inspect_cli", "cmd_log"), "print a task's worker or gate log; --follow streams it while the task runs")
     p.add_argument("task_id", help="the task whose log to print")
     p.add_argument("--follow", "-f", action="store_true", help="keep printing until the task is no longer pending, running or gated")
     p.add_argument("--attempt", type=positive_int, help="which attempt (default: the latest; with --follow, each new one)")
     p.add_argument("--gate", metavar="NAME", help="a quality gate's log, by name or number (default: the worker's log)")
 
-    p = command("diff", cmd_diff, "show what a task's branch changed since the commit it started from (git diff BASE...BRANCH)")
+    p = command("diff", delegated("inspect_cli", "cmd_diff"), "show what a task's branch changed since the commit it started from (git diff BASE...BRANCH)")
     p.add_argument("task_id", help="the task whose work to show")
     p.add_argument("--stat", action="store_true", help="only the summary of changed files")
 
-    p = command("prune", cmd_prune, "remove finished tasks' worktrees that hold no work and their branches already in the base")
+    p = command("prune", delegated("prune", "cmd_prune"), "remove finished tasks' worktrees that hold no work and their branches already in the base")
     p.add_argument("--dry-run", action="store_true", help="say what would go, remove nothing")
     p.add_argument("--wait", action="store_true", help="wait for a running controller instead of exiting 75")
 
-    p = command("archive", cmd_archive, "move finished tasks out of tasks.json into archive/<YYYY-MM>.ndjson (status --all and history still see them)")
+    p = command("archive", delegated("archive_cli", "cmd_archive"), "move finished tasks out of tasks.json into archive/<YYYY-MM>.ndjson (status --all and history still see them)")
     p.add_argument("--before", metavar="DATE", help="only tasks finished before this date or timestamp (default: every finished task)")
     p.add_argument("--dry-run", action="store_true", help="say how many would go, move nothing")
 
-    p = command("report", cmd_report, "write the quality-gate results of every finished task as JUnit XML, for CI")
+    p = command("report", delegated("report_cli", "cmd_report"), "write the quality-gate results of every finished task as JUnit XML, for CI")
     p.add_argument("--junit", required=True, metavar="FILE", help="where to write the JUnit XML (outside .mosaic/orchestrator)")
 
     p = command("deliver", cmd_deliver, "send the events not yet delivered to the Matrix room now (docs/transport.md)")
