@@ -296,6 +296,7 @@ def test_a_homeserver_stopped_mid_drain_loses_and_duplicates_nothing(sandbox, tm
         server.start()
         assert sandbox.macp("deliver").returncode == 0
         assert_room_matches_log(sandbox, room)
+        assert state(sandbox)["retry_at"] == 0, "a delivery that got through ends the backoff"
     finally:
         server.stop()
 

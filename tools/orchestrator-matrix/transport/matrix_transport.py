@@ -320,6 +320,7 @@ class MatrixTransport:
                 state.remember_thread(task_id, matrix_id)
             state.delivered += 1
             state.failures = 0
+            state.retry_at = 0.0
             state.blocked = ""
             state.last_error = None
             state.last_delivery_at = clock.timestamp()
