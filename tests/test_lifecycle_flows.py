@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 
 
@@ -36,11 +37,19 @@ def test_worker_failure_with_attempts_left_is_retried_then_fails(sandbox):
     assert result["failed_at"] == result["completed_at"]
 
 
-def test_gate_failure_retries_with_guidance_and_ends_escalated(sandbox):
-    sandbox.write_config({"quality_gates": [{"name": "tests", "command": "echo 'FAILED test_parse - AssertionError: 2 != 3'; exit 1"}]})
-    sandbox.write_tasks({"tasks": [exec_task("T1", 'cp "$MACP_BRIEF" ../brief-$MACP_ATTEMPT.md', max_attempts=2)]})
+def drain_with_gate(sandbox, gate_command: str, task: dict) -> subprocess.CompletedProcess:
+    """Drain ``task`` with one quality gate ``tests`` running ``gate_command``; the run must
+    exit 1 (the gate ends the task). Returns the run."""
+    sandbox.write_config({"quality_gates": [{"name": "tests", "command": gate_command}]})
+    sandbox.write_tasks({"tasks": [task]})
     proc = sandbox.controller("--until-drained")
     assert proc.returncode == 1
+    return proc
+
+
+def test_gate_failure_retries_with_guidance_and_ends_escalated(sandbox):
+    proc = drain_with_gate(sandbox, "echo 'FAILED test_parse - AssertionError: 2 != 3'; exit 1",
+                           exec_task("T1", 'cp "$MACP_BRIEF" ../brief-$MACP_ATTEMPT.md', max_attempts=2))
     task = sandbox.task("T1")
     assert task["status"] == "escalated"
     assert task["escalation_reason"] == "quality gate `tests` (test) exited 1 after 2 attempt(s)"
@@ -243,10 +252,7 @@ def test_ids_differing_only_in_case_or_punctuation_get_distinct_worktrees(sandbo
 
 
 def test_a_gate_whose_command_is_not_found_is_config_and_not_retried(sandbox):
-    sandbox.write_config({"quality_gates": [{"name": "tests", "command": "no-such-test-runner --all"}]})
-    sandbox.write_tasks({"tasks": [exec_task("N1", "true", max_attempts=3)]})
-    proc = sandbox.controller("--until-drained")
-    assert proc.returncode == 1
+    drain_with_gate(sandbox, "no-such-test-runner --all", exec_task("N1", "true", max_attempts=3))
     task = sandbox.task("N1")
     assert task["status"] == "escalated" and task["attempts"] == 1, "no retry: a change to the work cannot fix it"
     assert task["last_failure"]["classification"] == "config"

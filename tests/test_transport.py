@@ -90,7 +90,7 @@ def assert_room_matches_log(sandbox, room: Room) -> None:
 
 def test_a_drain_reaches_the_room_once_threaded_per_task_with_a_summary(sandbox, room):
     enable(sandbox, room)
-    sandbox.macp("submit", "--task-id", "A", "--title", "Fix <b>parser</b> & lexer", "--command", f"echo hi > {sandbox.repo}/../a.txt", check=True)
+    sandbox.macp("submit", "--task-id", "A", "--title", "Fix <b>parser</b> & lexer", "--command", "echo hi > a.txt", check=True)
     sandbox.macp("submit", "--task-id", "B", "--command", "exit 3", check=True)
     sandbox.macp("submit", "--task-id", "C", "--command", "true", "--depends-on", "A", check=True)
     drain = sandbox.macp("drain")
@@ -180,6 +180,19 @@ def test_an_event_refused_even_when_shrunk_is_set_aside_and_never_blocks(sandbox
     assert status["dead_letters"] == 1 and status["backlog"] == 0
 
 
+def test_a_lone_surrogate_in_a_line_is_shown_escaped_and_blocks_nothing(sandbox, room):
+    """``"\\udc80"`` is valid JSON text but no Unicode string; Synapse answers 500 to it every
+    time, so it must never reach the homeserver as such."""
+    enable(sandbox, room)
+    sandbox.macp("submit", "--task-id", "A", "--command", "true", check=True)
+    with (sandbox.orch / "events.ndjson").open("a") as log:
+        log.write('{"event_id": "lone", "event_type": "task.progress", "task_id": "A", "message": "\\udc80 broken"}\n')
+    drain = sandbox.macp("drain")
+    assert drain.returncode == 0 and "matrix" not in drain.stderr, drain.stderr
+    assert_room_matches_log(sandbox, room)
+    assert room.messages()[1]["content"]["body"] == "A · progress: \\udc80 broken"
+
+
 def test_malformed_log_lines_are_skipped_with_a_note(sandbox, room):
     enable(sandbox, room)
     sandbox.macp("submit", "--task-id", "A", "--command", "true", check=True)
@@ -243,9 +256,11 @@ def test_an_encrypted_room_is_refused_unless_plaintext_is_allowed(sandbox, synap
 
 
 def test_rate_limits_are_waited_out_in_the_same_round(sandbox, room):
-    room.server.limit_messages(room.token, room.user_id, per_second=2, burst=1)
+    # One message a second: the second one is refused unless Synapse took a whole second
+    # over the first, some fifty times its usual time.
+    room.server.limit_messages(room.token, room.user_id, per_second=1, burst=1)
     enable(sandbox, room, round_deadline_seconds=60)
-    lines = "".join(json.dumps({"id": f"T{i}", "command": "true"}) + "\n" for i in range(6))
+    lines = "".join(json.dumps({"id": f"T{i}", "command": "true"}) + "\n" for i in range(4))
     sandbox.macp("submit", "--from", "-", input=lines, check=True)
     assert_room_matches_log(sandbox, room)
     assert state(sandbox)["rate_limited"] >= 1, "Synapse answered 429 and the round waited instead of stopping"

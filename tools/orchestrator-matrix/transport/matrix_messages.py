@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from macp import clock
+from macp.fsio import json_object
 
 EVENT_ID_KEY = "dev.mosaicstack.macp.event_id"
 EVENT_KEY = "dev.mosaicstack.macp.event"
@@ -65,14 +66,21 @@ def relative(text: str, context: RenderContext) -> str:
     return text.replace(context.repo_root, ".") if context.repo_root else text
 
 
+def unicode_text(text: str) -> str:
+    """``text`` with lone surrogates (``"\\udc80"`` in a log line is valid JSON but no
+    Unicode) written out as ``\\udc80``: Synapse answers 500 to them, every time."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def room_value(value: object, context: RenderContext) -> object:
-    """``value`` as a Matrix event may carry it: :func:`relative` applied to every string,
-    and numbers the spec's canonical JSON forbids (floats, integers beyond ±(2**53 - 1)),
-    which Synapse refuses with ``M_BAD_JSON``, written as strings."""
+    """``value`` as a Matrix event may carry it: every string valid Unicode
+    (:func:`unicode_text`) and made :func:`relative`, and numbers the spec's canonical JSON
+    forbids (floats, integers beyond ±(2**53 - 1)), which Synapse refuses with
+    ``M_BAD_JSON``, written as strings."""
     if isinstance(value, str):
-        return relative(value, context)
+        return relative(unicode_text(value), context)
     if isinstance(value, dict):
-        return {key: room_value(item, context) for key, item in value.items()}
+        return {unicode_text(str(key)): room_value(item, context) for key, item in value.items()}
     if isinstance(value, list):
         return [room_value(item, context) for item in value]
     if isinstance(value, float) or (isinstance(value, int) and not isinstance(value, bool) and abs(value) > CANONICAL_INT_MAX):
@@ -118,8 +126,9 @@ def mentions_for(event: dict, context: RenderContext) -> list[str]:
 def message_content(event: dict, thread_root: str | None, context: RenderContext) -> dict:
     """The ``m.room.message`` content for ``event``; threaded under ``thread_root`` (a
     Matrix event id) when given. Fits :data:`CONTENT_BUDGET_BYTES`. Pure."""
+    event = json_object(room_value(event, context))
     subject, what = headline(event, context)
-    message = capped(relative(str(event.get("message") or ""), context))
+    message = capped(str(event.get("message") or ""))
     late = late_note(event, context)
     users = mentions_for(event, context)
     text = f"{subject} · {what}" + (f": {message}" if message else "") + late
@@ -134,7 +143,7 @@ def message_content(event: dict, thread_root: str | None, context: RenderContext
         "formatted_body": markup,
         "m.mentions": {"user_ids": users} if users else {},
         EVENT_ID_KEY: event.get("event_id"),
-        EVENT_KEY: room_value(event, context),
+        EVENT_KEY: event,
     }
     if thread_root:
         content["m.relates_to"] = {

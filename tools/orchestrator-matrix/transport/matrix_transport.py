@@ -327,7 +327,7 @@ class MatrixTransport:
             report.delivered += 1
             return
         assert rejection is not None
-        append_line(self.state_dir / DEAD_LETTER_NAME, json.dumps({"event": event, **error_record(rejection, "rejected")}, ensure_ascii=False))
+        append_line(self.state_dir / DEAD_LETTER_NAME, json.dumps({"event": event, **error_record(rejection, "rejected")}))
         state.dead_letters += 1
         state.last_error = error_record(rejection, "rejected")
         report.dead_lettered += 1
