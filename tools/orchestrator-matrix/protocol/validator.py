@@ -185,6 +185,7 @@ class Registry:
     def __init__(self, schemas: list[Any] | None = None) -> None:
         self._resources: dict[str, Any] = {}
         self._bases: dict[int, str] = {}
+        self._resolved: dict[tuple[str, str], tuple[Any, str]] = {}
         for schema in schemas or []:
             self.add(schema)
 
@@ -223,8 +224,15 @@ class Registry:
     def resolve(self, base_uri: str, ref: str) -> tuple[Any, str]:
         """Return ``(schema, base URI of its enclosing resource)`` for ``ref`` seen under ``base_uri``.
 
-        Raises :class:`SchemaError` when the reference points outside the registry.
+        Raises :class:`SchemaError` when the reference points outside the registry. A
+        resolution is remembered: the registry's schemas are not changed once added.
         """
+        found = self._resolved.get((base_uri, ref))
+        if found is None:
+            found = self._resolved[(base_uri, ref)] = self._resolve(base_uri, ref)
+        return found
+
+    def _resolve(self, base_uri: str, ref: str) -> tuple[Any, str]:
         document_uri, fragment = urldefrag(join_uri(base_uri, ref))
         if fragment and not fragment.startswith("/"):
             anchored = self._resources.get(f"{document_uri}#{fragment}")
@@ -263,6 +271,7 @@ class Validator:
         self.base_uri = self.registry.add(schema)
         self.format_assertion = format_assertion
         self._patterns: dict[str, re.Pattern[str]] = {}
+        self._plans: dict[int, tuple[dict, list[tuple[str, Check]]]] = {}
 
     def iter_errors(self, instance: Any) -> Iterator[ValidationError]:
         """Yield every error of ``instance``, outermost first."""
@@ -290,17 +299,26 @@ class Validator:
         if not isinstance(schema, dict):
             raise SchemaError(f"a schema must be an object or a boolean, not {json_type_name(schema)}")
         base = self.registry.base_of(schema, base)
+        for keyword, check in self._plan(schema):
+            try:
+                yield from check(self, schema, instance, path, base)
+            except (TypeError, ValueError, AttributeError, KeyError, IndexError, ArithmeticError) as exc:
+                raise SchemaError(f"invalid value for keyword {keyword!r}: {exc}") from None
+            except RecursionError:
+                raise SchemaError("the schema nests too deeply or its $ref loops") from None
+
+    def _plan(self, schema: dict) -> list[tuple[str, Check]]:
+        """The keyword checks that apply to ``schema``, in :data:`_KEYWORDS` order, found
+        once per schema object (a schema is not changed while it is validated against)."""
+        cached = self._plans.get(id(schema))
+        if cached is not None and cached[0] is schema:
+            return cached[1]
         unsupported = UNSUPPORTED_KEYWORDS.intersection(schema)
         if unsupported:
             raise SchemaError(f"unsupported keyword {min(unsupported)!r}")
-        for keyword, check in _KEYWORDS:
-            if keyword in schema:
-                try:
-                    yield from check(self, schema, instance, path, base)
-                except (TypeError, ValueError, AttributeError, KeyError, IndexError, ArithmeticError) as exc:
-                    raise SchemaError(f"invalid value for keyword {keyword!r}: {exc}") from None
-                except RecursionError:
-                    raise SchemaError("the schema nests too deeply or its $ref loops") from None
+        plan = [(keyword, check) for keyword, check in _KEYWORDS if keyword in schema]
+        self._plans[id(schema)] = (schema, plan)
+        return plan
 
     def _any_valid(self, schemas: list[Any], instance: Any, path: str, base: str) -> list[bool]:
         return [next(self._validate(s, instance, path, base), None) is None for s in schemas]
