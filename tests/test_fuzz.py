@@ -66,3 +66,19 @@ def test_validator_raises_only_schema_errors(schema, instance):
         return
     assert all(error.path.startswith("$") for error in errors)
     assert validator.is_valid(instance) is (not errors)
+
+
+@FUZZ
+@given(schemas, json_values)
+def test_the_compiled_predicate_never_accepts_what_the_walk_refuses(schema, instance):
+    """protocol.fastcheck answers first; when it says valid, the schema walk must find no
+    error and raise nothing (it is asked only when the predicate says no)."""
+    try:
+        validator = Validator(schema)
+    except SchemaError:
+        return
+    try:
+        errors = list(validator._validate(schema, instance, "$", validator.base_uri))
+    except SchemaError:
+        errors = None  # the walk cannot apply the schema: the predicate must not accept
+    assert validator._accepts(instance) is (errors == [])

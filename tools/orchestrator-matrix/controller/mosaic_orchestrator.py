@@ -39,7 +39,8 @@ from controller.planning import plan_lines, remaining_lines
 from controller.run_report import run_document, summary_event, summary_lines, task_rows
 from dispatcher import macp_dispatcher as dispatcher
 from macp import __version__, clock, gitops, proctree, verdicts
-from macp.admission import Hold, admit
+from macp.admission import Hold
+from macp.admission_index import Admitter
 from macp.cliutil import OneLineParser, add_workers_option, print_json, resolve_repo, run_main
 from macp.config import load_config, max_attempts, timeout_seconds
 from macp.decide import AttemptOutcome, Decision, Ending, attempt_failed, decide
@@ -83,14 +84,15 @@ class RunSummary:
         return EXIT_TASKS_FAILED if failed else EXIT_OK
 
 
-def task_problem(document, task: dict, repo_root: Path, config: dict) -> str | None:
+def task_problem(document, task: dict, repo_root: Path, config: dict, derived: bool = True) -> str | None:
     """Why the controller must not run ``task`` -- its first schema error (with its JSON
-    path in tasks.json) or a path that leaves where it must stay -- or None."""
+    path in tasks.json) or a path that leaves where it must stay -- or None. ``derived``:
+    see :func:`dispatcher.macp_dispatcher.check_task_paths`."""
     errors = task_errors(document, task)
     if errors:
         return f"{document.label}: {errors[0]}"
     try:
-        dispatcher.check_task_paths(task, repo_root, config)
+        dispatcher.check_task_paths(task, repo_root, config, derived)
     except MacpError as exc:
         return str(exc)
     return None
@@ -98,11 +100,13 @@ def task_problem(document, task: dict, repo_root: Path, config: dict) -> str | N
 
 def refused_tasks(document, repo_root: Path, config: dict) -> dict[str, str]:
     """``{task id: why}`` for every task not completed or cancelled that the controller must
-    not run (:func:`task_problem`). One bad task is set aside; the others run."""
+    not run (:func:`task_problem`), found at start-up. One bad task is set aside; the others
+    run. The paths MACP derives from a task's id are checked when the task is claimed or
+    held, not here: a queue of 10,000 tasks starts without 20,000 path resolutions."""
     refused = {}
     for task in document.tasks:
         if status_of(task) not in ("completed", "cancelled"):
-            problem = task_problem(document, task, repo_root, config)
+            problem = task_problem(document, task, repo_root, config, derived=False)
             if problem is not None:
                 refused[task["id"]] = problem
     return refused
@@ -140,6 +144,7 @@ class Controller:
         self.summary = RunSummary(refused=dict(refused or {}))
         self.transport = MatrixTransport(layout, config)
         self.queue = QueueSession(layout)  # state changes are journaled (macp.journal)
+        self.admitter = Admitter()  # admission kept across claims (macp.admission_index)
         # An event could not be appended after a state change: the next controller must
         # log it on recovery, as after a crash (see run_controller).
         self.unlogged = False
@@ -295,21 +300,22 @@ class Controller:
                         return resumed, True
                 runtime_state = load_runtime_state(self.layout)
                 while True:
-                    admission = admit(
-                        document.tasks,
+                    admission = self.admitter.admit(
+                        document,
                         self.config,
                         runtime_state,
                         now,
                         lambda task: dispatcher.brief_for_review(task, self.layout.repo_root),
                         refused=self.summary.refused,
                     )
-                    # Checked again at the claim: the task may have been edited since start-up.
-                    if admission.task is None:
+                    # Checked again where it is used: the task may have been edited since
+                    # start-up, and the paths MACP derives from an id are checked here only.
+                    decided = [hold.task_id for hold in admission.holds] + ([admission.task["id"]] if admission.task else [])
+                    problems = {task_id: problem for task_id in decided if (problem := self.problem_with(document, task_id))}
+                    if not problems:
                         break
-                    problem = task_problem(document, admission.task, self.layout.repo_root, self.config)
-                    if not problem:
-                        break
-                    self.refuse(admission.task["id"], problem)
+                    for task_id, problem in problems.items():
+                        self.refuse(task_id, problem)
                 held = [self.apply_hold(document, hold) for hold in admission.holds]
                 task = None
                 if admission.task is not None:
@@ -327,6 +333,10 @@ class Controller:
             self.emit("task.started", task, f"attempt {task['attempts']}/{task['max_attempts']} ({kind}{runtime})", **metadata)
         self.say(f"{task['id']}: started attempt {task['attempts']}/{task['max_attempts']} ({kind}{runtime})")
         return task, False
+
+    def problem_with(self, document, task_id: str) -> str | None:
+        """:func:`task_problem` of the stored task ``task_id``."""
+        return task_problem(document, document.get(task_id), self.layout.repo_root, self.config)
 
     def apply_hold(self, document, hold: Hold) -> dict:
         """Apply an admission hold to the task in ``document``; returns the stored task."""

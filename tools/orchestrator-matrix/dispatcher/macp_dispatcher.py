@@ -276,14 +276,19 @@ def read_brief(task: dict, repo_root: Path) -> str | None:
         raise MacpError(f"task {task['id']}: cannot read brief {task['brief_path']}: {exc.strerror}") from None
 
 
-def check_task_paths(task: dict, repo_root: Path, config: dict) -> None:
+def check_task_paths(task: dict, repo_root: Path, config: dict, derived: bool = True) -> None:
     """Refuse a task whose paths leave where they must stay: ``brief_path`` and
     ``result_path`` inside the repository, ``worktree`` inside ``macp.worktree_base``
-    (symlinks resolved). Raises :class:`MacpError` naming the task and the field."""
+    (symlinks resolved). With ``derived`` False only the paths the task names are checked,
+    not the defaults MACP derives from its id (those can leave only through a symbolic link
+    in MACP's own folders, and are checked where they are used). Raises :class:`MacpError`
+    naming the task and the field."""
     if task.get("brief_path"):
         confine(task["brief_path"], repo_root, f"task {task['id']}: brief_path")
-    result_file(task, Layout(repo_root).orch_dir)
-    worktree_path(task, repo_root, config)
+    if derived or task.get("result_path"):
+        result_file(task, Layout(repo_root).orch_dir)
+    if derived or task.get("worktree"):
+        worktree_path(task, repo_root, config)
 
 
 def brief_for_review(task: dict, repo_root: Path) -> str:

@@ -145,6 +145,36 @@ def stand_in(task: dict) -> dict:
     return {"id": task["id"], "status": status if status in STATUSES else "pending"}
 
 
+def admission_view(tasks: list[dict], refused: Mapping[str, str], by_id: Mapping[str, dict]) -> list[dict]:
+    """What admission reasons over: :func:`in_play` of ``tasks`` (``by_id`` maps their ids to
+    them), refused tasks as their :func:`stand_in`."""
+    return [stand_in(task) if task["id"] in refused else task for task in in_play(tasks, by_id)]
+
+
+Verdict = Hold | tuple[str | None, str] | None
+"""What :func:`consider` decides for a ready task: claim it on ``(runtime, why)``, hold it
+(:class:`Hold`), or pass over it for now (None)."""
+
+
+def consider(task: dict, busy: Busy, config: dict, history: list[dict], runtime_state: dict, now: datetime, brief_text: Callable[[dict], str]) -> Verdict:
+    """The verdict on ``task``, the first ready task in queue order: passed over while it
+    must wait for a running task, held by the risk policy, held until a runtime is back
+    (or escalated when none is configured), else claimed."""
+    if busy.wait_reason(task, None, config):
+        return None
+    hold = risk_hold(task, config, brief_text(task))
+    if hold is not None or task.get("dispatch") not in ("yolo", "acp"):
+        return hold or (None, "")
+    runtime, why, back_at = choose_runtime(task, config, history, runtime_state, now)
+    if runtime is not None:
+        return None if busy.wait_reason(task, runtime, config) else (runtime, why)
+    if back_at is None:
+        reason = "no runtime is configured for this task"
+        return Hold(task["id"], "escalated", {"escalation_reason": reason}, "task.escalated", reason)
+    until = clock.format_timestamp(back_at)
+    return Hold(task["id"], None, {"not_before": until}, "task.updated", f"every runtime is cooling down; waiting until {until}")
+
+
 def admit(
     tasks: list[dict],
     config: dict,
@@ -154,11 +184,13 @@ def admit(
     refused: Mapping[str, str] | None = None,
 ) -> Admission:
     """What to claim next from ``tasks`` at ``now``; ``brief_text(task)`` reads a brief;
-    ``refused`` maps the ids of tasks never to claim to why (see the module docstring)."""
+    ``refused`` maps the ids of tasks never to claim to why (see the module docstring).
+    The reference: :class:`macp.admission_index.Admitter` gives the same answer at a cost in
+    the tasks changed since its last claim."""
     refused = refused or {}
     stored = {task["id"]: task for task in tasks}
     history = tasks  # runtime selection weighs every finished task's outcome
-    tasks = [stand_in(task) if task["id"] in refused else task for task in in_play(tasks, stored)]
+    tasks = admission_view(tasks, refused, stored)
     holds = dependency_holds(tasks)
     view = {task["id"]: dict(task) for task in tasks}
     busy = Busy.of(tasks)
@@ -170,25 +202,12 @@ def admit(
     for dependency_hold in holds:
         apply(dependency_hold)
     while (task := pick_next([task for task in view.values() if task["id"] not in refused and task["id"] not in passed_over], now)) is not None:
-        if busy.wait_reason(task, None, config):
+        verdict = consider(task, busy, config, history, runtime_state, now, brief_text)
+        if verdict is None:
             passed_over.add(task["id"])
-            continue
-        hold = risk_hold(task, config, brief_text(task))
-        if hold is None and task.get("dispatch") in ("yolo", "acp"):
-            runtime, why, back_at = choose_runtime(task, config, history, runtime_state, now)
-            if runtime is not None and busy.wait_reason(task, runtime, config):
-                passed_over.add(task["id"])
-                continue
-            if runtime is not None:
-                return Admission(stored[task["id"]], runtime, why, holds)
-            if back_at is None:
-                reason = "no runtime is configured for this task"
-                hold = Hold(task["id"], "escalated", {"escalation_reason": reason}, "task.escalated", reason)
-            else:
-                until = clock.format_timestamp(back_at)
-                hold = Hold(task["id"], None, {"not_before": until}, "task.updated", f"every runtime is cooling down; waiting until {until}")
-        if hold is None:
-            return Admission(stored[task["id"]], None, "", holds)
-        holds.append(hold)
-        apply(hold)
+        elif isinstance(verdict, Hold):
+            holds.append(verdict)
+            apply(verdict)
+        else:
+            return Admission(stored[task["id"]], *verdict, holds)
     return Admission(None, None, "", holds)

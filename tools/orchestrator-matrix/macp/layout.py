@@ -8,6 +8,8 @@ symlinks included.
 
 from __future__ import annotations
 
+import os
+import stat
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -96,10 +98,41 @@ def confine(candidate: str | Path, root: Path, what: str) -> Path:
     if not text or "\0" in text:
         raise MacpError(f"{what}: empty or invalid path")
     root_resolved = resolved_root(root)
+    inside = _resolve_inside(str(root_resolved), text)
+    if inside is not None:
+        return Path(inside)
     resolved = (root_resolved / candidate).resolve()
     if resolved != root_resolved and root_resolved not in resolved.parents:
         raise MacpError(f"{what}: {text!r} is outside {root_resolved}")
     return resolved
+
+
+def _resolve_inside(root: str, candidate: str) -> str | None:
+    """``root`` (resolved) joined with ``candidate`` and resolved, when that is plainly inside
+    ``root``: no ``..`` and no symbolic link among the components below ``root`` that exist
+    (one ``lstat`` each, stopping at the first that does not exist, as ``Path.resolve``
+    does). None when the full resolution must decide. The same answer as
+    ``Path(root, candidate).resolve()`` at a fraction of its cost, which matters when
+    10,000 tasks are checked (issue 11)."""
+    joined = os.path.join(root, candidate)
+    prefix = root.rstrip("/") + "/"
+    if not joined.startswith(prefix):
+        return None
+    parts = [part for part in joined[len(prefix) :].split("/") if part and part != "."]
+    if ".." in parts:
+        return None
+    current = prefix.rstrip("/")
+    for part in parts:
+        current = f"{current}/{part}"
+        try:
+            mode = os.lstat(current).st_mode
+        except FileNotFoundError:
+            break
+        except OSError:
+            return None
+        if stat.S_ISLNK(mode):
+            return None
+    return "/".join([prefix.rstrip("/"), *parts]) if parts else root
 
 
 def confine_output(candidate: str | Path, layout: Layout, what: str) -> Path:
@@ -108,10 +141,11 @@ def confine_output(candidate: str | Path, layout: Layout, what: str) -> Path:
     state folder itself, where tasks.json, config.json and events.ndjson live. Returns the
     resolved path; raises :class:`MacpError` (exit 2) naming ``what`` otherwise."""
     resolved = confine(candidate, layout.repo_root, what)
-    if ".git" in resolved.relative_to(resolved_root(layout.repo_root)).parts:
+    text, root = str(resolved), str(resolved_root(layout.repo_root))
+    if ".git" in text[len(root) :].split("/"):
         raise MacpError(f"{what}: {str(candidate)!r} is inside .git")
-    state = resolved_root(layout.orch_dir)
-    if resolved == state or resolved.parent == state:
+    state = str(resolved_root(layout.orch_dir))
+    if text == state or os.path.dirname(text) == state:
         raise MacpError(f"{what}: {str(candidate)!r} would land among MACP's state files in {state}; use a folder such as results/")
     return resolved
 

@@ -48,6 +48,9 @@ class TaskDocument:
     _positions: dict[object, int] = field(default_factory=dict, init=False, repr=False, compare=False)
     # ids given a new state through replace()/put() since this set was last cleared
     changed: set[str] = field(default_factory=set, init=False, repr=False, compare=False)
+    # every id given a new state through replace()/put(), in order, for the life of this
+    # document (macp.admission_index reads the changes since it last looked)
+    change_log: list[str] = field(default_factory=list, init=False, repr=False, compare=False)
 
     def position(self, task_id: object) -> int | None:
         """Index of the task with ``task_id`` in ``tasks``, or None."""
@@ -77,12 +80,14 @@ class TaskDocument:
             raise MacpError(f"unknown task: {task['id']}")
         self.tasks[index] = task
         self.changed.add(task["id"])
+        self.change_log.append(task["id"])
 
     def put(self, task: dict) -> None:
         """Put ``task`` in place of the task with its id, or append it when there is none."""
         if self.position(task["id"]) is None:
             self.tasks.append(task)
             self.changed.add(task["id"])
+            self.change_log.append(task["id"])
         else:
             self.replace(task)
 

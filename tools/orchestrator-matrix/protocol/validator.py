@@ -272,14 +272,29 @@ class Validator:
         self.format_assertion = format_assertion
         self._patterns: dict[str, re.Pattern[str]] = {}
         self._plans: dict[int, tuple[dict, list[tuple[str, Check]]]] = {}
+        self._predicate: Callable[[Any], bool] | None = None
 
     def iter_errors(self, instance: Any) -> Iterator[ValidationError]:
         """Yield every error of ``instance``, outermost first."""
+        if self._accepts(instance):
+            return
         yield from self._validate(self.schema, instance, "$", self.base_uri)
 
     def is_valid(self, instance: Any) -> bool:
         """True when ``instance`` has no error."""
         return next(self.iter_errors(instance), None) is None
+
+    def _accepts(self, instance: Any) -> bool:
+        """True when the compiled predicate (:mod:`protocol.fastcheck`) finds ``instance``
+        valid; False when it does not or cannot tell (the walk then finds the errors)."""
+        if self._predicate is None:
+            from protocol.fastcheck import compile_schema
+
+            self._predicate = compile_schema(self, self.schema, self.base_uri, {})
+        try:
+            return self._predicate(instance)
+        except Exception:  # noqa: BLE001 -- the walk raises the proper SchemaError, or finds errors
+            return False
 
     def _pattern(self, pattern: str) -> re.Pattern[str]:
         compiled = self._patterns.get(pattern)
