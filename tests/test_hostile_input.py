@@ -94,6 +94,30 @@ def test_symlinked_brief_pointing_out_is_refused_at_run_time_too(sandbox, tmp_pa
     assert proc.returncode == 2 and "brief_path" in proc.stderr and "is outside" in proc.stderr
 
 
+def test_a_result_file_symlinked_out_is_refused_when_the_task_is_claimed_or_held(sandbox, tmp_path):
+    """The paths MACP derives from an id (results/<id>.json) are checked where they are used:
+    C is refused at its claim; H, held (escalated) once F fails, is refused instead of having
+    its result written through the link."""
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    results = sandbox.orch / "results"
+    results.mkdir(parents=True, exist_ok=True)
+    for task_id in ("C", "H"):
+        (results / f"{task_id}.json").symlink_to(outside / f"{task_id}.json")
+    untouched = {
+        "H": {"id": "H", "dispatch": "exec", "command": "true", "depends_on": ["F"]},
+        "C": {"id": "C", "dispatch": "exec", "command": "true"},
+    }
+    sandbox.write_tasks({"tasks": [{"id": "F", "dispatch": "exec", "command": "false"}, *untouched.values()]})
+    proc = sandbox.controller("--until-drained")
+    assert proc.returncode == 2, proc.stderr
+    for task_id in ("C", "H"):
+        assert f"task {task_id} not run: task {task_id}: result_path" in proc.stderr and "is outside" in proc.stderr
+        assert sandbox.task(task_id) == untouched[task_id]
+    assert sandbox.task("F")["status"] == "failed"
+    assert list(outside.iterdir()) == []
+
+
 def test_a_brief_of_several_megabytes_goes_by_stdin(sandbox):
     sandbox.fake_cli("codex", 'wc -c < /dev/stdin > "$HOME/bytes.txt"; printf "%s" "$#" > "$HOME/argc.txt"')
     sandbox.write_config({"macp": {"risk": {"enabled": False}}})
