@@ -58,8 +58,26 @@ def note(line: str) -> None:
 
 
 def print_json(value: object) -> None:
-    """Write ``value`` as indented JSON to stdout."""
-    out(json.dumps(value, indent=2, ensure_ascii=False))
+    """Write ``value`` as JSON to stdout: :func:`json_text` with two levels indented, so a
+    list of tasks is one task per line."""
+    out(json_text(value, 2))
+
+
+def json_text(value: object, levels: int, indent: int = 0) -> str:
+    """``value`` as JSON with objects and arrays indented by two spaces for ``levels`` levels
+    and every deeper value compact on one line. The deep part goes through Python's C
+    encoder, which the indenting encoder cannot use: ``status --json`` on 10,000 tasks spent
+    more time indenting than reading the queue (issue 11)."""
+    if levels == 0 or not isinstance(value, (dict, list)) or not value:
+        return json.dumps(value, ensure_ascii=False)
+    pad = "  " * (indent + 1)
+    if isinstance(value, dict):
+        items = [f"{pad}{json.dumps(str(key), ensure_ascii=False)}: {json_text(item, levels - 1, indent + 1)}" for key, item in value.items()]
+        opening, closing = "{", "}"
+    else:
+        items = [f"{pad}{json_text(item, levels - 1, indent + 1)}" for item in value]
+        opening, closing = "[", "]"
+    return opening + "\n" + ",\n".join(items) + "\n" + "  " * indent + closing
 
 
 def resolve_repo(repo: str | None) -> Path:
