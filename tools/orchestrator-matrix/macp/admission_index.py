@@ -30,7 +30,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
-from macp.admission import Admission, Busy, Hold, admission_view, consider, dependency_holds, stand_in
+from macp.admission import Admission, Busy, Hold, Verdict, admission_view, consider, dependency_holds, stand_in
 from macp.clock import parse_timestamp
 from macp.dependencies import DEAD_ENDS
 from macp.lifecycle import ACTIVE, status_of
@@ -101,7 +101,11 @@ class Admitter:
         if self._dirty:
             holds = dependency_holds(admission_view(document.tasks, refused, {task["id"]: task for task in document.tasks}))
             self._dirty = bool(holds)  # until they are applied and come back as changes
-        return self._pick(document, config, runtime_state, now, brief_text, holds)
+
+        def judge(task: dict, busy: Busy) -> Verdict:
+            return consider(task, busy, config, document.tasks, runtime_state, now, brief_text)
+
+        return self._pick(document, now, judge, holds)
 
     # -- keeping the index ---------------------------------------------------------------
 
@@ -185,16 +189,9 @@ class Admitter:
 
     # -- the claim -----------------------------------------------------------------------
 
-    def _pick(
-        self,
-        document: TaskDocument,
-        config: dict,
-        runtime_state: dict,
-        now: datetime,
-        brief_text: Callable[[dict], str],
-        holds: list[Hold],
-    ) -> Admission:
-        """The loop of :func:`macp.admission.admit`, over the eligible tasks in queue order."""
+    def _pick(self, document: TaskDocument, now: datetime, judge: Callable[[dict, Busy], Verdict], holds: list[Hold]) -> Admission:
+        """The loop of :func:`macp.admission.admit`, over the eligible tasks in queue order;
+        ``judge(task, busy)`` is :func:`macp.admission.consider` with the call's inputs."""
         while self._sleeping and self._sleeping[0][0] <= now:
             _, _, task_id, generation = heapq.heappop(self._sleeping)
             if self._live(task_id, generation):
@@ -214,7 +211,7 @@ class Admitter:
                     continue
                 examined.append(entry)
                 task = document.get(task_id)
-                verdict = consider(task, busy, config, document.tasks, runtime_state, now, brief_text)
+                verdict = judge(task, busy)
                 if isinstance(verdict, Hold):
                     holds.append(verdict)
                 elif verdict is not None:
