@@ -7,6 +7,9 @@ import json
 
 import pytest
 
+from macp.errors import MacpError
+from macp.layout import confine
+
 METACHARS = [
     "$(touch {pwn})",
     "`touch {pwn}`",
@@ -92,6 +95,27 @@ def test_symlinked_brief_pointing_out_is_refused_at_run_time_too(sandbox, tmp_pa
     sandbox.write_tasks({"tasks": [{"id": "S", "dispatch": "exec", "command": "true", "brief_path": "docs/link.md"}]})
     proc = sandbox.controller("--once")
     assert proc.returncode == 2 and "brief_path" in proc.stderr and "is outside" in proc.stderr
+
+
+@pytest.mark.parametrize("candidate", [
+    "a/b/c.json", "./a//b/", "a/b", ".", "a/file.txt", "a/file.txt/x", "a/missing/x/y", "a/../a/b",
+    "in/c.json", "out/c.json", "{root}/a/b", "{root}/out/x", "/etc/passwd", "{root}x/y",
+])
+def test_the_fast_confinement_resolves_as_path_resolve_does(tmp_path, candidate):
+    """macp.layout.confine's shortcut (lstat of the components below the root) gives the
+    answer Path.resolve gives, or leaves the case to it: symlinks in and out, .., files."""
+    root = tmp_path / "root"
+    (root / "a" / "b").mkdir(parents=True)
+    (root / "a" / "file.txt").write_text("x")
+    (root / "in").symlink_to(root / "a")
+    (root / "out").symlink_to(tmp_path)
+    text = candidate.format(root=root)
+    expected = (root / text).resolve()
+    inside = expected == root or root in expected.parents
+    try:
+        assert confine(text, root, "field") == expected and inside
+    except MacpError as exc:
+        assert not inside and "is outside" in str(exc)
 
 
 def test_a_result_file_symlinked_out_is_refused_when_the_task_is_claimed_or_held(sandbox, tmp_path):
