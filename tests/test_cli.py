@@ -357,3 +357,20 @@ def test_submit_from_a_file_adds_every_task_in_one_update_or_none(sandbox, tmp_p
     assert (sandbox.orch / "tasks.json").read_text() == before, "all or nothing"
     proc = sandbox.macp("submit", "--from", str(batch), "--task-id", "X")
     assert proc.returncode == 2 and "cannot be used together" in proc.stderr
+
+
+def test_a_task_without_an_attempt_budget_shows_and_records_the_configs(sandbox):
+    """A hand-written task without ``max_attempts`` gets ``worker.max_attempts``: ``status``
+    shows that budget before the task runs, and a result written without a claim (a hold
+    escalating it) records it -- not a budget of 1 made up where the value is shown."""
+    sandbox.write_config({"worker": {"max_attempts": 3}})
+    sandbox.write_tasks({"tasks": [
+        {"id": "A", "dispatch": "exec", "command": "true", "depends_on": ["B"]},
+        {"id": "B", "dispatch": "exec", "command": "true", "depends_on": ["A"]},
+        {"id": "C", "dispatch": "exec", "command": "true", "max_attempts": 2},
+    ]})
+    rows = {row["id"]: row for row in json.loads(sandbox.macp("status", "--json", check=True).stdout)["tasks"]}
+    assert (rows["A"]["max_attempts"], rows["C"]["max_attempts"]) == (3, 2)
+    sandbox.controller("--until-drained")
+    assert sandbox.task("A")["status"] == "escalated"
+    assert sandbox.result("A")["max_attempts"] == 3

@@ -116,14 +116,15 @@ def cmd_diff(args) -> int:
     exit code. Raises :class:`MacpError` for a task that has no branch of its own yet."""
     layout = Layout(resolve_repo(args.repo))
     task = load_tasks(layout).get(args.task_id)
-    if not task.get("base_commit") or not task.get("branch"):
+    base_commit, branch = task.get("base_commit"), task.get("branch")
+    if not base_commit or not branch:
         raise MacpError(f"task {args.task_id} has no branch of its own yet ({status_of(task)}; legacy tasks run in the repository itself)")
     try:
-        text = gitops.diff(layout.repo_root, task["base_commit"], task["branch"], stat=args.stat)
+        text = gitops.diff(layout.repo_root, base_commit, branch, stat=args.stat)
     except gitops.GitError as exc:
         raise MacpError(f"task {args.task_id}: {exc}") from None
     if text:
         sys.stdout.write(text)
     else:
-        out(f"task {args.task_id}: no changes on {task['branch']} since {task['base_commit'][:12]}")
+        out(f"task {args.task_id}: no changes on {branch} since {base_commit[:12]}")
     return EXIT_OK

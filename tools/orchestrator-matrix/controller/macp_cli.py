@@ -16,8 +16,10 @@ import json
 import shutil
 import sys
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime
 from pathlib import Path
+from typing import Any, cast, get_args
 
 from controller.deliver_cli import RECORDING_COMMANDS, cmd_deliver, deliver_after_command, delivery_lines, delivery_status
 from macp import __version__, clock
@@ -28,6 +30,7 @@ from macp.events import make_event, read_events
 from macp.layout import Layout, confine
 from macp.lifecycle import STATUSES, status_of, transition
 from macp.locks import live_holder
+from macp.model import AcpState, Config, Dispatch, Task, TaskChanges, TaskStatus, TaskType
 from macp.recording import recorded
 from macp.scheduler import hold_reason
 from macp.taskstore import edit_tasks, load_tasks
@@ -35,8 +38,8 @@ from macp.textview import duration_text, fit, one_line, readable, render_table
 from protocol.schemas import schema_errors
 
 PROG = "mosaic macp"
-TASK_TYPES = ("coding", "deploy", "research", "review", "documentation", "infrastructure")
-DISPATCHES = ("yolo", "acp", "exec")
+TASK_TYPES: tuple[TaskType, ...] = get_args(TaskType)
+DISPATCHES: tuple[Dispatch, ...] = get_args(Dispatch)
 TEMPLATE_FILES = ("config.json", "tasks.json", ".gitignore")
 
 
@@ -73,7 +76,7 @@ def split_ids(values: list[str] | None) -> list[str]:
     return [part.strip() for value in values or [] for part in value.split(",") if part.strip()]
 
 
-def brief_path_for(args, layout: Layout, config: dict) -> str | None:
+def brief_path_for(args, layout: Layout, config: Config) -> str | None:
     """The brief path to record, relative to the repository: ``--brief`` (must exist inside the
     repository) or ``<brief_dir>/<task-id>.md`` when that file exists. A relative ``--brief``
     is read from the current folder when that lies inside the repository, else from the
@@ -94,7 +97,7 @@ def brief_path_for(args, layout: Layout, config: dict) -> str | None:
     return str(resolved.relative_to(layout.repo_root.resolve()))
 
 
-def implied_dispatch(args, default: str) -> str:
+def implied_dispatch(args, default: Dispatch) -> Dispatch:
     """``--dispatch`` when given; else ``yolo`` when ``--runtime`` or ``--brief`` names an
     agent's work and no ``--command`` does (the brief's own ``submit`` example); else
     ``default`` (``macp.default_dispatch``)."""
@@ -105,14 +108,14 @@ def implied_dispatch(args, default: str) -> str:
     return default
 
 
-def build_task(args, layout: Layout, config: dict) -> dict:
+def build_task(args, layout: Layout, config: Config) -> Task:
     """The new task from ``submit``'s arguments; raises :class:`MacpError` for bad input."""
     from dispatcher.macp_dispatcher import resolve_runtime
     from macp import gitops
 
     dispatch = implied_dispatch(args, config["macp"]["default_dispatch"])
-    task: dict = {"id": args.task_id, "title": args.title or args.task_id, "status": "pending", "dispatch": dispatch}
-    optional = {
+    task: Task = {"id": args.task_id, "title": args.title or args.task_id, "status": "pending", "dispatch": dispatch}
+    optional: TaskChanges = {
         "type": args.type,
         "runtime": args.runtime,
         "command": args.command,
@@ -123,12 +126,12 @@ def build_task(args, layout: Layout, config: dict) -> dict:
         "issue": args.issue,
         "description": args.description,
     }
-    task.update({key: value for key, value in optional.items() if value is not None})
+    task.update(cast(TaskChanges, {key: value for key, value in optional.items() if value is not None}))
     task["brief_path"] = brief_path_for(args, layout, config)
     task["depends_on"] = split_ids(args.depends_on)
     if args.gate:
         task["quality_gates"] = args.gate
-    task["max_attempts"] = args.max_attempts or max_attempts({}, config)
+    task["max_attempts"] = args.max_attempts or max_attempts(task, config)
     task["attempts"] = 0
     task["created_at"] = clock.timestamp()
     if dispatch == "exec" and not args.command:
@@ -143,12 +146,12 @@ def build_task(args, layout: Layout, config: dict) -> dict:
     return task
 
 
-def check_default_branch(task: dict, layout: Layout) -> None:
+def check_default_branch(task: Task, layout: Layout) -> None:
     """Refuse a task whose branch (the default one included) git would refuse at run time."""
     from dispatcher.macp_dispatcher import branch_name
     from macp import gitops
 
-    if task["dispatch"] == "legacy" or (not task.get("branch") and "." not in task["id"]):
+    if not task.get("branch") and "." not in task["id"]:
         # The default branch feat/<id>-<slug> of an id without "." is always valid: ids are
         # [A-Za-z0-9_-] then, slugs [a-z0-9-]; git's ref rules only bite on "..", ".lock" or
         # a trailing "." -- so no git process per task (a batch submit has thousands).
@@ -158,7 +161,7 @@ def check_default_branch(task: dict, layout: Layout) -> None:
         raise MacpError(f"task {task['id']}: its branch {branch!r} is not a valid git branch name; give one with --branch")
 
 
-def check_new_task(document, task: dict) -> None:
+def check_new_task(document, task: Task) -> None:
     """Refuse a duplicate id or a dependency that is not in the queue (MacpError)."""
     if document.find(task["id"]):
         raise MacpError(f"task {task['id']} already exists")
@@ -198,7 +201,7 @@ def cmd_submit(args) -> int:
     return EXIT_OK
 
 
-def add_checked(document, submissions: Sequence[tuple[str, object]], tasks: list[dict]) -> None:
+def add_checked(document, submissions: Sequence[tuple[str, object]], tasks: list[Task]) -> None:
     """Append ``tasks`` to ``document`` in order, each checked against what is already there
     (:func:`check_new_task`: no duplicate, dependencies known or earlier in the batch)."""
     for (where, _spec), task in zip(submissions, tasks, strict=True):
@@ -209,7 +212,7 @@ def add_checked(document, submissions: Sequence[tuple[str, object]], tasks: list
         document.tasks.append(task)
 
 
-def checked_task(spec, layout: Layout, config: dict) -> dict:
+def checked_task(spec, layout: Layout, config: Config) -> Task:
     """The new task from ``submit``'s arguments (or one ``--from`` line), checked against
     the task schema and git's branch rules; raises :class:`MacpError`."""
     task = build_task(spec, layout, config)
@@ -266,35 +269,37 @@ def read_submissions(source: str) -> list[tuple[str, argparse.Namespace]]:
 # -- status / show ----------------------------------------------------------------------
 
 
-def task_view(task: dict, by_id: dict[str, dict], now, layout: Layout) -> dict:
+def task_view(task: Task, by_id: Mapping[str, Task], now: datetime, layout: Layout, config: Config | None) -> dict[str, Any]:
     """One row of ``status``: id, status, view (ready/blocked/waiting/...), note and basics;
     a task a controller is running also has ``elapsed_seconds`` (of its attempt) and
-    ``last_output`` (the last line of its newest log)."""
+    ``last_output`` (the last line of its newest log). ``config`` gives the attempt budget
+    of a task without ``max_attempts`` (None: every task has one)."""
     status = status_of(task)
-    view, why = status, ""
-    extra: dict = {}
+    view: str = status
+    why = ""
+    extra: dict[str, Any] = {}
     if status in ("running", "gated") and task.get("claim"):
         extra = attempt_progress(task, now, layout)
         why = f"{duration_text(extra['elapsed_seconds'])} in; last output: {extra['last_output'] or '(none yet)'}"
     elif status == "pending":
         why = hold_reason(task, by_id, now) or ""
         view = "ready" if not why else ("waiting" if why.startswith("waiting") else "blocked")
-    elif status == "running" and task.get("acp") and not task.get("claim"):
-        if task["acp"].get("reported_at"):
+    elif status == "running" and (acp := task.get("acp")) and not task.get("claim"):
+        if acp.get("reported_at"):
             why = "acp: report in; the next drain runs its quality gates"
         else:
             view, why = "awaiting-report", "acp: waiting for mosaic macp complete"
     elif status in ("failed", "escalated"):
         why = task.get("escalation_reason") or task.get("error") or ""
-    elif status == "completed" and task.get("uncommitted_work"):
-        why = f"not committed (macp.commit_leftovers is off): {task['uncommitted_work']}"
+    elif status == "completed" and (uncommitted := task.get("uncommitted_work")):
+        why = f"not committed (macp.commit_leftovers is off): {uncommitted}"
     return {
         "id": task["id"],
         "status": status,
         "view": view,
         "note": one_line(why),
         "attempts": task.get("attempts", 0),
-        "max_attempts": task.get("max_attempts", 1),
+        "max_attempts": max_attempts(task, config) if config is not None else task["max_attempts"],
         "dispatch": task.get("dispatch") or "legacy",
         "runtime": (task.get("attempt_runtime") if extra else None) or task.get("runtime") or task.get("attempt_runtime") or "",
         "title": one_line(task.get("title") or ""),
@@ -302,7 +307,7 @@ def task_view(task: dict, by_id: dict[str, dict], now, layout: Layout) -> dict:
     }
 
 
-def attempt_progress(task: dict, now, layout: Layout) -> dict:
+def attempt_progress(task: Task, now: datetime, layout: Layout) -> dict[str, Any]:
     """``{"elapsed_seconds", "last_output"}`` of a running attempt: seconds since it was
     claimed (``attempt_started_at``), and the last non-empty line of the newest log in its
     attempt folder (the worker's, or a gate's), "" when there is none yet."""
@@ -326,7 +331,9 @@ def cmd_status(args) -> int:
     now = clock.now()
     by_id = {task["id"]: task for task in document.tasks}
     tasks = [document.get(args.task_id)] if args.task_id else document.tasks
-    rows = [task_view(task, by_id, now, layout) for task in tasks]
+    # The config is read only when a task leaves its attempt budget to worker.max_attempts.
+    config = load_config(layout.config_file) if any(not task.get("max_attempts") for task in tasks) else None
+    rows = [task_view(task, by_id, now, layout, config) for task in tasks]
     counts = Counter(status_of(task) for task in tasks)
     delivery = delivery_status(layout)
     if args.json:
@@ -426,8 +433,8 @@ def cmd_drain(args) -> int:
 
 
 def change_task(
-    layout: Layout, task_id: str, decide: Callable[[dict], dict], new_status: str, event: Callable[[dict, dict], dict]
-) -> tuple[dict, dict]:
+    layout: Layout, task_id: str, decide: Callable[[Task], TaskChanges], new_status: TaskStatus, event: Callable[[Task, Task], dict]
+) -> tuple[Task, Task]:
     """Under the tasks.json lock, move ``task_id`` to ``new_status`` and record
     ``event(before, after)`` with it (:func:`macp.recording.recorded`).
 
@@ -442,7 +449,7 @@ def change_task(
     return before, after
 
 
-def cli_event(event_type: str, task: dict, message: str, **metadata: object) -> dict:
+def cli_event(event_type: str, task: Task, message: str, **metadata: object) -> dict:
     """A ``cli`` event about ``task`` (its status and attempt)."""
     return make_event(
         event_type,
@@ -466,15 +473,15 @@ def cmd_retry(args) -> int:
         for line in start_over(task, layout.repo_root, config):
             out(f"{args.task_id}: {line}")
 
-    def decide(task: dict) -> dict:
+    def decide(task: Task) -> TaskChanges:
         check_retryable(task)
         budget = task.get("attempts", 0) + args.attempts
-        fresh: dict[str, object] = {"worktree": None, "base_commit": None, "stacked_on": [], "last_failure": None} if args.fresh else {}
+        fresh: TaskChanges = {"worktree": None, "base_commit": None, "stacked_on": [], "last_failure": None} if args.fresh else {}
         return {**RETRY_RESETS, "max_attempts": budget, **fresh}
 
     how = "from the base, in a new worktree" if args.fresh else "in its worktree"
 
-    def event(before: dict, task: dict) -> dict:
+    def event(before: Task, task: Task) -> dict:
         return cli_event(
             "task.retried",
             task,
@@ -492,7 +499,7 @@ def cmd_retry(args) -> int:
 
 
 # Fields a retry clears: the claim, the outcome, waits, the provider-failure budget, an acp report.
-RETRY_RESETS: dict[str, object] = {
+RETRY_RESETS: TaskChanges = {
     "claim": None,
     "error": None,
     "escalation_reason": None,
@@ -504,16 +511,16 @@ RETRY_RESETS: dict[str, object] = {
 }
 
 
-def check_retryable(task: dict) -> None:
+def check_retryable(task: Task) -> None:
     """Refuse (MacpError) a task that is not failed, escalated or cancelled."""
     if status_of(task) not in ("failed", "escalated", "cancelled"):
         raise MacpError(f"task {task['id']} is {status_of(task)}; only failed, escalated or cancelled tasks can be retried")
 
 
-def requeue_downstream(layout: Layout, task_id: str) -> list[dict]:
+def requeue_downstream(layout: Layout, task_id: str) -> list[Task]:
     """Put back to pending the tasks escalated only because ``task_id`` (or a task so
     escalated because of it) failed (``upstream_failed``); returns them."""
-    requeued: list[dict] = []
+    requeued: list[Task] = []
     with recorded(edit_tasks(layout), layout.events_file) as (document, events):
         frontier = [task_id]
         while frontier:
@@ -544,7 +551,7 @@ def cmd_edit(args) -> int:
         if status_of(task) not in ("pending", "escalated"):
             raise MacpError(f"task {task['id']} is {status_of(task)}; only pending or escalated tasks can be edited")
         changed = {field: {"from": task.get(field), "to": value} for field, value in wanted.items() if task.get(field) != value}
-        edited = {**task, **wanted, "updated_at": clock.timestamp()}
+        edited = cast(Task, {**task, **wanted, "updated_at": clock.timestamp()})  # schema-checked next
         errors = schema_errors("task", edited)
         if errors:
             raise MacpError(f"invalid change: {errors[0]}")
@@ -562,7 +569,7 @@ def cmd_edit(args) -> int:
 def cmd_cancel(args) -> int:
     layout = Layout(resolve_repo(args.repo))
 
-    def decide(task: dict) -> dict:
+    def decide(task: Task) -> TaskChanges:
         claim = task.get("claim")
         holder = live_holder(layout.controller_lock) if claim else None
         if claim and holder is not None and holder.get("token") in (None, claim.get("token")):
@@ -579,12 +586,12 @@ def cmd_cancel(args) -> int:
 def cmd_approve(args) -> int:
     layout = Layout(resolve_repo(args.repo))
 
-    def decide(task: dict) -> dict:
+    def decide(task: Task) -> TaskChanges:
         if status_of(task) != "escalated" or not task.get("risk_hold"):
             raise MacpError(f"task {task['id']} is not held for risk review")
         return {"approved": True, "risk_hold": None, "escalation_reason": None}
 
-    def event(before: dict, task: dict) -> dict:
+    def event(before: Task, task: Task) -> dict:
         return cli_event("task.approved", task, f"approved past the risk hold on {before['risk_hold']!r}", risk_term=before["risk_hold"])
 
     _before, task = change_task(layout, args.task_id, decide, "pending", event)
@@ -596,13 +603,14 @@ def cmd_complete(args) -> int:
     layout = Layout(resolve_repo(args.repo))
     with recorded(edit_tasks(layout), layout.events_file) as (document, events):
         task = document.get(args.task_id)
-        acp = task.get("acp") or {}
+        acp: AcpState = task.get("acp") or {}
         if task.get("dispatch") != "acp" or status_of(task) != "running" or not acp.get("requested_at"):
             raise MacpError(f"task {task['id']} is not an acp task waiting for its completion report")
         if acp.get("reported_at"):
             raise MacpError(f"task {task['id']} already has a completion report")
-        acp = {**acp, "reported_exit_code": args.exit_code, "reported_summary": args.summary, "reported_at": clock.timestamp()}
-        task = {**task, "acp": acp, "updated_at": acp["reported_at"]}
+        reported_at = clock.timestamp()
+        acp = {**acp, "reported_exit_code": args.exit_code, "reported_summary": args.summary, "reported_at": reported_at}
+        task = {**task, "acp": acp, "updated_at": reported_at}
         document.replace(task)
         events.append(cli_event("task.acp.reported", task, f"external worker exited {args.exit_code}", exit_code=args.exit_code))
     out(f"{task['id']}: completion recorded (exit {args.exit_code}); the next drain runs its quality gates")

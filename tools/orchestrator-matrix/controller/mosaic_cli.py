@@ -26,12 +26,13 @@ from macp.cliutil import EPILOG, OneLineParser, run_main
 from macp.config import load_config
 from macp.errors import EXIT_NOT_INSTALLED, MacpError
 from macp.layout import Layout
+from macp.model import Config
 from macp.runtimes import build_invocation, describe_invocation, running_as_root, runtime_spec
 
 PROG = "mosaic"
 
 
-def yolo_config() -> dict:
+def yolo_config() -> Config:
     """Config for ``mosaic yolo``: ``$MACP_CONFIG``, the current repository's, or the defaults."""
     if os.environ.get("MACP_CONFIG"):
         return load_config(Path(os.environ["MACP_CONFIG"]))

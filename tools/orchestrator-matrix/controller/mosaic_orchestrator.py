@@ -38,11 +38,11 @@ from controller import recovery
 from controller.planning import plan_lines, remaining_lines
 from controller.run_report import run_document, summary_event, summary_lines, task_rows
 from dispatcher import macp_dispatcher as dispatcher
-from macp import __version__, clock, gitops, proctree, verdicts
+from macp import __version__, clock, gitops, proctree
 from macp.admission import Hold
 from macp.admission_index import Admitter
 from macp.cliutil import OneLineParser, add_workers_option, print_json, resolve_repo, run_main
-from macp.config import load_config, max_attempts, timeout_seconds
+from macp.config import idle_timeout, load_config, max_attempts, timeout_seconds
 from macp.decide import AttemptOutcome, Decision, Ending, attempt_failed, decide
 from macp.decide import finish as finish_decision
 from macp.errors import EXIT_OK, EXIT_TASKS_FAILED, EXIT_USAGE, Interrupted, MacpError, is_storage_error
@@ -52,14 +52,28 @@ from macp.gates import GateLimits, gate_specs, gate_steps
 from macp.layout import Layout, check_output_folders
 from macp.lifecycle import ACTIVE, status_of, transition
 from macp.locks import ControllerLock
-from macp.model import GateResult, GateSpec
+from macp.model import (
+    AcpState,
+    Claim,
+    Config,
+    Failure,
+    GateResult,
+    GateSpec,
+    KeptCommit,
+    Result,
+    Run,
+    Task,
+    TaskChanges,
+    TaskStatus,
+    WorkerRun,
+)
 from macp.pool import Crashed, StepPool, Steps
 from macp.procs import OWNER_ENV, Command, ProcessResult, read_log_tail
 from macp.recording import recorded
 from macp.runtime_state import load_runtime_state, record_cooldown
 from macp.scheduler import queue_order
 from macp.signals import SignalGuard
-from macp.taskstore import QueueSession, load_tasks, task_errors
+from macp.taskstore import QueueSession, TaskDocument, load_tasks, task_errors
 from transport.matrix_transport import MatrixTransport
 
 PROG = "mosaic-orchestrator-run"
@@ -84,7 +98,7 @@ class RunSummary:
         return EXIT_TASKS_FAILED if failed else EXIT_OK
 
 
-def task_problem(document, task: dict, repo_root: Path, config: dict, derived: bool = True) -> str | None:
+def task_problem(document, task: Task, repo_root: Path, config: Config, derived: bool = True) -> str | None:
     """Why the controller must not run ``task`` -- its first schema error (with its JSON
     path in tasks.json) or a path that leaves where it must stay -- or None. ``derived``:
     see :func:`dispatcher.macp_dispatcher.check_task_paths`."""
@@ -98,7 +112,7 @@ def task_problem(document, task: dict, repo_root: Path, config: dict, derived: b
     return None
 
 
-def refused_tasks(document, repo_root: Path, config: dict) -> dict[str, str]:
+def refused_tasks(document, repo_root: Path, config: Config) -> dict[str, str]:
     """``{task id: why}`` for every task not completed or cancelled that the controller must
     not run (:func:`task_problem`), found at start-up. One bad task is set aside; the others
     run. The paths MACP derives from a task's id are checked when the task is claimed or
@@ -112,7 +126,7 @@ def refused_tasks(document, repo_root: Path, config: dict) -> dict[str, str]:
     return refused
 
 
-def one_line_title(task: dict) -> str:
+def one_line_title(task: Task) -> str:
     """The task's title (else its id) on one line, for commit messages."""
     title = " ".join((task.get("title") or task["id"]).split())
     return title[:200]
@@ -134,7 +148,7 @@ class Controller:
     ``say`` receives one human-readable line per step (stdout by default).
     """
 
-    def __init__(self, layout: Layout, config: dict, guard: SignalGuard, owner: dict, say=print, refused: dict | None = None) -> None:
+    def __init__(self, layout: Layout, config: Config, guard: SignalGuard, owner: Claim, say=print, refused: dict | None = None) -> None:
         self.layout = layout
         self.config = config
         self.guard = guard
@@ -157,7 +171,7 @@ class Controller:
 
     # -- recording -----------------------------------------------------------------------
 
-    def event(self, event_type: str, task: dict, message: str, *, source: str = "controller", **metadata: object) -> dict:
+    def event(self, event_type: str, task: Task, message: str, *, source: str = "controller", **metadata: object) -> dict:
         """An event about ``task`` (its current status and attempt)."""
         return make_event(
             event_type,
@@ -169,7 +183,7 @@ class Controller:
             metadata=metadata,
         )
 
-    def emit(self, event_type: str, task: dict, message: str, *, source: str = "controller", **metadata: object) -> None:
+    def emit(self, event_type: str, task: Task, message: str, *, source: str = "controller", **metadata: object) -> None:
         """Append one event about ``task`` (:meth:`event`)."""
         try:
             append_event(self.layout.events_file, self.event(event_type, task, message, source=source, **metadata))
@@ -181,19 +195,21 @@ class Controller:
         """A state change was written but its event was not: the next run logs it."""
         self.unlogged = True
 
-    def change(self, task_id: str, new_status: str, event_type: str, message: str, metadata: dict | None = None, **changes: object) -> dict:
-        """Move ``task_id`` to ``new_status`` with ``changes`` and record ``event_type``, as
-        one unit (:func:`macp.recording.recorded`)."""
+    def change(
+        self, task_id: str, new_status: TaskStatus, event_type: str, message: str, changes: TaskChanges | None = None, metadata: dict[str, Any] | None = None
+    ) -> Task:
+        """Move ``task_id`` to ``new_status`` with ``changes`` and record ``event_type`` (with
+        ``metadata``), as one unit (:func:`macp.recording.recorded`); returns the stored task."""
         with recorded(self.queue.edit(), self.layout.events_file, self.guard, self.mark_unlogged) as (document, events):
-            task = transition(document.get(task_id), new_status, clock.timestamp(), **changes)
+            task = transition(document.get(task_id), new_status, clock.timestamp(), **(changes or {}))
             document.replace(task)
             events.append(self.event(event_type, task, message, **(metadata or {})))
         return task
 
-    def update(self, task_id: str, **changes: object) -> dict:
+    def update(self, task_id: str, changes: TaskChanges) -> Task:
         """Set fields of ``task_id`` without a status change; returns the stored task."""
         with self.guard.critical(), self.queue.edit() as document:
-            task = {**document.get(task_id), **changes, "updated_at": clock.timestamp()}
+            task: Task = {**document.get(task_id), **changes, "updated_at": clock.timestamp()}
             document.replace(task)
         return task
 
@@ -240,13 +256,13 @@ class Controller:
             pool.stop_all()
             raise
 
-    def task_steps(self, task: dict, resumed: bool) -> Steps:
+    def task_steps(self, task: Task, resumed: bool) -> Steps:
         """The steps of one claimed task (:mod:`macp.pool`): its attempt, or -- for an acp
         task whose report is in -- what that report means. Returns the task's status."""
         if resumed:
-            acp = task["acp"]
-            report = {"summary": acp["reported_summary"]} if acp.get("reported_summary") else {}
-            return (yield from self.after_worker(task, AttemptOutcome(acp["reported_exit_code"], report=report)))
+            acp = task.get("acp") or {}  # resumed: the report is in (claim_next)
+            summary = acp.get("reported_summary")
+            return (yield from self.after_worker(task, AttemptOutcome(acp.get("reported_exit_code"), report={"summary": summary} if summary else {})))
         return (yield from self.run_attempt(task))
 
     def settle(self, task_id: str, outcome: str | Crashed) -> None:
@@ -283,7 +299,7 @@ class Controller:
         self.say(f"{task_id}: failed ({message})")
         return "failed"
 
-    def claim_next(self) -> tuple[dict, bool] | None:
+    def claim_next(self) -> tuple[Task, bool] | None:
         """Claim the next task: an acp task with its report in (``resumed`` True), else the
         task :func:`macp.admission.admit` picks (``pending -> running``, attempt counted),
         after applying the holds it decided (escalations, waits)."""
@@ -293,9 +309,9 @@ class Controller:
                 for waiting in queue_order([task for task in document.tasks if task.get("status") == "running"]):
                     if waiting["id"] in self.summary.refused:
                         continue
-                    acp = waiting.get("acp") or {}
-                    if status_of(waiting) == "running" and not waiting.get("claim") and acp.get("reported_at"):
-                        resumed = {**waiting, "claim": self.owner, "updated_at": clock.timestamp()}
+                    acp = waiting.get("acp")
+                    if status_of(waiting) == "running" and not waiting.get("claim") and acp and acp.get("reported_at"):
+                        resumed: Task = {**waiting, "claim": self.owner, "updated_at": clock.timestamp()}
                         document.replace(resumed)
                         return resumed, True
                 runtime_state = load_runtime_state(self.layout)
@@ -338,7 +354,7 @@ class Controller:
         """:func:`task_problem` of the stored task ``task_id``."""
         return task_problem(document, document.get(task_id), self.layout.repo_root, self.config)
 
-    def apply_hold(self, document, hold: Hold) -> dict:
+    def apply_hold(self, document: TaskDocument, hold: Hold) -> Task:
         """Apply an admission hold to the task in ``document``; returns the stored task."""
         task = document.get(hold.task_id)
         if hold.status:
@@ -348,17 +364,19 @@ class Controller:
         document.replace(task)
         return task
 
-    def record_hold(self, hold: Hold, task: dict) -> None:
+    def record_hold(self, hold: Hold, task: Task) -> None:
         """Log a hold; an escalated task also gets its result file, like any final status."""
         if hold.status == "escalated":
-            dispatcher.collect_result(task, None, [], self.layout.orch_dir, status="escalated", escalation_reason=hold.message)
+            dispatcher.collect_result(
+                task, None, [], self.layout.orch_dir, status="escalated", escalation_reason=hold.message, max_attempts=max_attempts(task, self.config)
+            )
             self.summary.outcomes[task["id"]] = "escalated"
         self.emit(hold.event_type, task, hold.message, **hold.metadata)
         self.say(f"{task['id']}: {status_of(task)} ({hold.message})")
 
-    def _claimed(self, task: dict, runtime: str | None) -> dict:
+    def _claimed(self, task: Task, runtime: str | None) -> Task:
         now = clock.timestamp()
-        changes: dict = {
+        changes: TaskChanges = {
             "attempts": task.get("attempts", 0) + 1,
             "max_attempts": max_attempts(task, self.config),
             "claim": self.owner,
@@ -372,11 +390,12 @@ class Controller:
             changes["attempt_runtime"] = runtime
         return transition(task, "running", now, **changes)
 
-    def workdir(self, task: dict) -> Path:
+    def workdir(self, task: Task) -> Path:
         """Where the task's worker and gates run: its worktree, else the repository root."""
-        return Path(task["worktree"]) if task.get("worktree") else self.layout.repo_root
+        worktree = task.get("worktree")
+        return Path(worktree) if worktree else self.layout.repo_root
 
-    def environment(self, task: dict) -> dict[str, str]:
+    def environment(self, task: Task) -> dict[str, str]:
         """The environment of the task's worker and gates for its current attempt."""
         attempt_dir = self.layout.attempt_dir(task["id"], task["attempts"])
         return dispatcher.worker_env(
@@ -391,7 +410,7 @@ class Controller:
 
     # -- one attempt ---------------------------------------------------------------------
 
-    def run_attempt(self, task: dict) -> Steps:
+    def run_attempt(self, task: Task) -> Steps:
         """A claimed task's attempt, as steps: the worker, then :meth:`after_worker`.
         Returns the task's status after it."""
         kind = dispatcher.dispatch_kind(task)
@@ -399,7 +418,7 @@ class Controller:
             try:
                 task = self.enter_worktree(task)
             except dispatcher.StackConflict as exc:
-                failure = {"kind": "merge", "attempt": task["attempts"], "exit_code": None, "conflicts": exc.paths, "output_tail": str(exc)}
+                failure: Failure = {"kind": "merge", "attempt": task["attempts"], "exit_code": None, "conflicts": exc.paths, "output_tail": str(exc)}
                 return self.apply(task, attempt_failed(task, failure, "failed", [], {"exit_code": None, "error": str(exc)}, self.config, clock.now()))
             except MacpError as exc:
                 return self.finish(task, Ending("failed", exit_code=None, error=f"worktree creation failed: {exc}"))
@@ -412,7 +431,7 @@ class Controller:
         except MacpError as exc:
             return self.finish(task, Ending("failed", exit_code=None, error=str(exc)))
         timeout = timeout_seconds(task, self.config)
-        idle = verdicts.idle_timeout(self.config, dispatcher.resolve_runtime(task, self.config)) if kind == "yolo" else None
+        idle = idle_timeout(self.config, dispatcher.resolve_runtime(task, self.config)) if kind == "yolo" else None
         log_path = attempt_dir / "worker.log"
         proc = yield dispatcher.worker_command(
             argv,
@@ -428,11 +447,11 @@ class Controller:
         if proc.idle_timed_out:
             self.say(f"{task['id']}: worker printed nothing for {idle}s; its process group was stopped")
         report = dispatcher.read_worker_report(attempt_dir / "report.json")
-        run = {"started_at": proc.started_at, "duration_seconds": proc.duration_seconds}
+        run: WorkerRun = {"started_at": proc.started_at, "duration_seconds": proc.duration_seconds}
         outcome = AttemptOutcome(proc.exit_code, proc.timed_out, proc.output_tail, report, proc.spawn_error, proc.idle_timed_out, log_path, run)
         return (yield from self.after_worker(task, outcome))
 
-    def fresh_attempt_dir(self, task: dict) -> Path:
+    def fresh_attempt_dir(self, task: Task) -> Path:
         """The log folder of this attempt; logs of an earlier run of the same attempt number
         that did not count (recovery, provider failure) are moved aside, not overwritten."""
         path = self.layout.attempt_dir(task["id"], task["attempts"])
@@ -443,45 +462,46 @@ class Controller:
             path.rename(path.with_name(f"{path.name}.uncounted-{number}"))
         return path
 
-    def enter_worktree(self, task: dict) -> dict:
+    def enter_worktree(self, task: Task) -> Task:
         """Create or reuse the task's worktree and record it on the task; a new branch starts
         from its completed dependencies' work (``stacked_on``, :func:`dispatcher.stacked_branches`)."""
         stack = dispatcher.stacked_branches(task, self.queue.snapshot().tasks, self.layout.repo_root, self.config)
         if self.base is None:
             self.base = dispatcher.base_ref(self.layout.repo_root, self.config)  # once per run (issue 11)
         path, created, base_commit, repaired = dispatcher.prepare_worktree(task, self.layout.repo_root, self.config, stack, self.base)
-        changes: dict = {"worktree": str(path), "branch": dispatcher.branch_name(task), "base_commit": base_commit}
+        branch = dispatcher.branch_name(task)
+        changes: TaskChanges = {"worktree": str(path), "branch": branch, "base_commit": base_commit}
         if created:
             changes["stacked_on"] = stack
-        task = self.update(task["id"], **changes)
+        task = self.update(task["id"], changes)
         event = "worktree.created" if created else "worktree.reused"
-        metadata = {"worktree": str(path), "branch": task["branch"], **({"repaired": repaired} if repaired else {})}
+        metadata: dict[str, Any] = {"worktree": str(path), "branch": branch, **({"repaired": repaired} if repaired else {})}
         if created and stack:
             metadata["stacked_on"] = stack
         with self.guard.critical():
-            self.emit(event, task, f"{path} on branch {task['branch']}", source="dispatcher", **metadata)
+            self.emit(event, task, f"{path} on branch {branch}", source="dispatcher", **metadata)
         for line in repaired:
             self.say(f"{task['id']}: {line}")
         return task
 
-    def request_acp(self, task: dict, prompt: str) -> str:
+    def request_acp(self, task: Task, prompt: str) -> str:
         """Write the acp task's ``sessions_spawn`` file and leave it waiting in ``running``."""
         params = dispatcher.acp_spawn_params(task, self.config, self.workdir(task), prompt)
         spawn_file = self.layout.acp_file(task["id"])
         write_atomic(spawn_file, dump_json(params))
-        acp = {"spawn_file": str(spawn_file), "requested_at": clock.timestamp(), "reported_exit_code": None, "reported_summary": None, "reported_at": None}
-        task = self.update(task["id"], acp=acp, claim=None)
+        acp: AcpState = {"spawn_file": str(spawn_file), "requested_at": clock.timestamp(), "reported_exit_code": None, "reported_summary": None, "reported_at": None}
+        task = self.update(task["id"], {"acp": acp, "claim": None})
         with self.guard.critical():
             self.emit("task.acp.requested", task, f"sessions_spawn parameters in {spawn_file}", source="dispatcher", spawn_file=str(spawn_file))
         self.say(f"{task['id']}: waiting for an external acp completion report (spawn file {spawn_file})")
         return "running"
 
-    def after_worker(self, task: dict, outcome: AttemptOutcome) -> Steps:
+    def after_worker(self, task: Task, outcome: AttemptOutcome) -> Steps:
         """Apply what the worker's exit means (:func:`macp.decide.decide`): a provider
         failure, escalation, a failed attempt, or the gates (as steps) and then their
         verdict. Returns the task's status."""
-        if task.get("attempt_runtime"):
-            task = self.record_run(task, outcome)
+        if runtime := task.get("attempt_runtime"):
+            task = self.record_run(task, runtime, outcome)
         if outcome.log_path:
             outcome = replace(outcome, output=read_log_tail(outcome.log_path))
         decision = self.decide(task, outcome, None)
@@ -494,15 +514,15 @@ class Controller:
             decision = self.decide(task, outcome, (yield from self.run_quality_gates(task, specs)))
         return self.apply(task, decision)
 
-    def decide(self, task: dict, outcome: AttemptOutcome, gate_results: list[GateResult] | None) -> Decision:
+    def decide(self, task: Task, outcome: AttemptOutcome, gate_results: list[GateResult] | None) -> Decision:
         """:func:`macp.decide.decide` with this run's config, the clock, and -- for a provider
         failure, which picks the next runtime -- the queue and runtimes.json."""
-        provider_inputs: dict = {}
+        provider_inputs: dict[str, Any] = {}
         if dispatcher.dispatch_kind(task) == "yolo":
             provider_inputs = {"tasks": self.queue.snapshot().tasks, "runtime_state": load_runtime_state(self.layout)}
         return decide(task, outcome, gate_results, self.config, clock.now(), **provider_inputs)
 
-    def apply(self, task: dict, decision: Decision) -> str:
+    def apply(self, task: Task, decision: Decision) -> str:
         """Carry out ``decision`` for ``task`` (the controller follows it; the policy is in
         :mod:`macp.decide`); returns the task's status afterwards."""
         if decision.cooldown is not None:
@@ -510,31 +530,31 @@ class Controller:
             record_cooldown(self.layout, cooldown.runtime, cooldown.until, cooldown.kind, cooldown.evidence, task["id"])
         if decision.action == "finish" and decision.ending is not None:
             if decision.changes:  # a provider escalation: the uncounted attempt and its own event first
-                task = self.update(task["id"], **decision.changes)
+                task = self.update(task["id"], decision.changes)
                 with self.guard.critical():
                     self.emit(decision.event_type, task, decision.message, **decision.metadata)
             if decision.say:
                 self.say(decision.say)
             return self.finish(task, decision.ending)
         assert decision.status is not None
-        self.change(task["id"], decision.status, decision.event_type, decision.message, decision.metadata, **decision.changes)
+        self.change(task["id"], decision.status, decision.event_type, decision.message, decision.changes, decision.metadata)
         if decision.say:
             self.say(decision.say)
         return decision.status
 
-    def commit_leftovers(self, task: dict) -> dict:
+    def commit_leftovers(self, task: Task) -> Task:
         """Commit what a worker that exited 0 left uncommitted on the task branch, so the
         gates test what the branch holds (``macp.commit_leftovers``, DESIGN.md "Worktrees";
         message ``<id>: <title>``, ignored files left out). With it off, the uncommitted
         work is noted on the task (``uncommitted_work``) for ``status``, ``show`` and the
         result. A commit git refuses is logged and the gates run on the worktree as it is."""
-        worktree = Path(task["worktree"]) if task.get("worktree") else None
+        worktree = self.workdir(task) if task.get("worktree") else None
         if worktree is None or not worktree.exists():
             return task
         message = f"{task['id']}: {one_line_title(task)}"
         try:
             if not self.config["macp"]["commit_leftovers"]:
-                return self.update(task["id"], uncommitted_work=dispatcher.uncommitted_work(worktree, remove_ignored=True))
+                return self.update(task["id"], {"uncommitted_work": dispatcher.uncommitted_work(worktree, remove_ignored=True)})
             commit = gitops.commit_all(worktree, message)
         except gitops.GitError as exc:
             with self.guard.critical():
@@ -546,19 +566,19 @@ class Controller:
             self.say(f"{task['id']}: committed the worker's uncommitted changes ({commit[:12]})")
         return task
 
-    def record_run(self, task: dict, outcome: AttemptOutcome) -> dict:
-        """Append where this attempt ran and how it ended to the task's ``runs``."""
-        run = {
+    def record_run(self, task: Task, runtime: str, outcome: AttemptOutcome) -> Task:
+        """Append where this attempt ran (on ``runtime``) and how it ended to the task's ``runs``."""
+        run: Run = {
             "attempt": task["attempts"],
-            "runtime": task["attempt_runtime"],
+            "runtime": runtime,
             "exit_code": outcome.exit_code,
             "timed_out": outcome.timed_out,
             "idle_timed_out": outcome.idle_timed_out,
             "at": clock.timestamp(),
         }
-        return self.update(task["id"], runs=[*(task.get("runs") or []), run])
+        return self.update(task["id"], {"runs": [*(task.get("runs") or []), run]})
 
-    def run_quality_gates(self, task: dict, specs: list[GateSpec]) -> Generator[Command, ProcessResult, list[GateResult]]:
+    def run_quality_gates(self, task: Task, specs: list[GateSpec]) -> Generator[Command, ProcessResult, list[GateResult]]:
         """Run ``specs`` in the task's working folder (as steps) and record one event per gate."""
         macp = self.config["macp"]
         limits = GateLimits(
@@ -583,20 +603,23 @@ class Controller:
                 )
         return results
 
-    def finish(self, task: dict, ending: Ending) -> str:
+    def finish(self, task: Task, ending: Ending) -> str:
         """End the task as ``ending`` says: write its result, record the status, then remove
         its worktree. In that order, so a crash can leak a worktree but never lose an outcome."""
         status, report, error, escalation_reason = ending.status, ending.report, ending.error, ending.escalation_reason
         files = report.get("files_changed")
-        kept, kept_commits, commits = None, [], []
-        worktree = Path(task["worktree"]) if task.get("worktree") else None
+        kept: str | None = None
+        kept_commits: list[KeptCommit] = []
+        commits: list[str] = []
+        worktree = self.workdir(task) if task.get("worktree") else None
+        base_commit = task.get("base_commit")
         if worktree and worktree.exists():
             try:
-                if task.get("base_commit"):
-                    files = gitops.changed_files(worktree, task["base_commit"])
+                if base_commit:
+                    files = gitops.changed_files(worktree, base_commit)
                 kept = dispatcher.uncommitted_work(worktree, self.config["macp"]["remove_ignored_files"])
                 kept_commits = dispatcher.preserve_commits(task, worktree)
-                commits = gitops.commits_since(worktree, task["base_commit"]) if task.get("base_commit") else []
+                commits = gitops.commits_since(worktree, base_commit) if base_commit else []
             except gitops.GitError as exc:
                 kept = f"could not inspect it: {exc}"
         result = dispatcher.collect_result(
@@ -605,25 +628,25 @@ class Controller:
             ending.gate_results,
             self.layout.orch_dir,
             status=status,
-            summary=report.get("summary"),
-            files_changed=files,
+            summary=report.get("summary") or "",
+            files_changed=files or [],
             error=error,
             escalation_reason=escalation_reason,
             timed_out=ending.timed_out,
             worktree_kept=kept,
             kept_commits=kept_commits,
             output_tail=ending.output_tail,
-            base_commit=task.get("base_commit"),
+            base_commit=base_commit,
             commits=commits,
             worker=ending.worker_run,
             metadata={
                 "log_dir": str(self.layout.attempt_dir(task["id"], task.get("attempts", 0))),
-                **({"uncommitted_work": task["uncommitted_work"]} if task.get("uncommitted_work") else {}),
+                **({"uncommitted_work": uncommitted} if (uncommitted := task.get("uncommitted_work")) else {}),
                 **({"report_note": report["note"]} if report.get("note") else {}),
             },
         )
         message = finish_decision(ending).message
-        changes = {
+        changes: TaskChanges = {
             "claim": None,
             "completed_at": result["completed_at"],
             "error": error,
@@ -633,7 +656,7 @@ class Controller:
         if ending.last_failure:
             changes["last_failure"] = ending.last_failure
         result_path = str(dispatcher.result_file(task, self.layout.orch_dir))
-        task = self.change(task["id"], status, f"task.{status}", message, metadata={"result": result_path}, **changes)
+        task = self.change(task["id"], status, f"task.{status}", message, changes, {"result": result_path})
         self.say(f"{task['id']}: {status}" + (f" ({message})" if status != "completed" else ""))
         if worktree and worktree.exists() and kept is None and self.config["macp"]["cleanup_worktrees"]:
             self.remove_worktree(task, verified=True)  # checked and its commits kept just above
@@ -643,7 +666,7 @@ class Controller:
             self.say(f"{task['id']}: worktree kept ({kept})")
         return status
 
-    def remove_worktree(self, task: dict, verified: bool = False) -> None:
+    def remove_worktree(self, task: Task, verified: bool = False) -> None:
         """Remove a finished task's worktree unless it holds uncommitted work; log either way
         (``verified``: see :func:`dispatcher.cleanup_worktree`).
 
@@ -663,7 +686,7 @@ class Controller:
                 write_atomic(dispatcher.result_file(task, self.layout.orch_dir), dump_json({**result, "worktree_kept": kept}))
         self.say(f"{task['id']}: worktree kept ({kept})")
 
-    def read_result(self, task: dict) -> dict | None:
+    def read_result(self, task: Task) -> Result | None:
         """The task's result file, or None when it has none (yet) or it cannot be read."""
         try:
             return read_json(dispatcher.result_file(task, self.layout.orch_dir))
@@ -743,7 +766,7 @@ def run_controller(
             for line in remaining_lines(tasks, clock.now(), controller.summary.refused):
                 say(line)
         summary = controller.summary
-        rows = task_rows(tasks, summary.outcomes, summary.seconds, controller.read_result)
+        rows = task_rows(tasks, summary.outcomes, summary.seconds, controller.read_result, config)
         if until_drained and rows:
             append_event(layout.events_file, summary_event(rows, time.monotonic() - began, summary.exit_code))
         controller.transport.deliver()

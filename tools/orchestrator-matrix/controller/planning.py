@@ -16,18 +16,20 @@ from datetime import datetime
 from pathlib import Path
 
 from dispatcher import macp_dispatcher as dispatcher
+from macp import clock
 from macp.admission import admit
 from macp.gates import gate_specs
 from macp.layout import Layout
 from macp.lifecycle import STATUSES, status_of
+from macp.model import Claim, Config, Task
 from macp.runtimes import build_invocation, describe_invocation, running_as_root, runtime_spec
 from macp.scheduler import hold_reason
 
 
 def plan_lines(
-    tasks: list[dict],
+    tasks: list[Task],
     repo_root: Path,
-    config: dict,
+    config: Config,
     runtime_state: dict,
     now: datetime,
     refused: dict[str, str] | None = None,
@@ -39,21 +41,23 @@ def plan_lines(
     tasks claimed together while up to ``workers`` run at once (exclusive groups and
     runtime caps applied), each wave taken to finish before the next is claimed."""
     refused = refused or {}
-    simulated = [dict(task) for task in tasks]
+    simulated = [task.copy() for task in tasks]
+    # A stand-in claim: a simulated running task holds its runtime's slot as a real one does.
+    claim: Claim = {"pid": 1, "host": "(dry run)", "started_at": clock.format_timestamp(now)}
     by_id = {task["id"]: task for task in simulated}
     lines = [f"refused: {task_id}: {problem}" for task_id, problem in refused.items()]
     planned = waves = 0
     while True:
-        wave: list[dict] = []
+        wave: list[Task] = []
         while len(wave) < workers:
             admission = admit(simulated, config, runtime_state, now, lambda task: dispatcher.brief_for_review(task, repo_root), refused)
             for hold in admission.holds:
-                by_id[hold.task_id].update(hold.changes, **({"status": hold.status} if hold.status else {}))
+                hold.apply(by_id[hold.task_id])
                 lines.append(f"held: {hold.task_id}: {hold.message}")
             if admission.task is None:
                 break
             task = by_id[admission.task["id"]]
-            task.update(status="running", claim={"dry_run": True})
+            task.update({"status": "running", "claim": claim})
             if admission.runtime:
                 task["attempt_runtime"] = admission.runtime
             wave.append(task)
@@ -66,7 +70,7 @@ def plan_lines(
             planned += 1
             lines.extend(_describe(planned, task, repo_root, config))
             lines.extend(_base_line(task, tasks, repo_root, config))
-            task.update(status="completed", claim=None)
+            task.update({"status": "completed", "claim": None})
     order = f"in {waves} wave(s) of up to {workers} at once" if workers > 1 else "in this order"
     header = [f"dry run: {planned} task(s) would run, {order} (nothing was run)"]
     held = [
@@ -77,7 +81,7 @@ def plan_lines(
     return header + lines + held
 
 
-def _base_line(task: dict, tasks: list[dict], repo_root: Path, config: dict) -> list[str]:
+def _base_line(task: Task, tasks: list[Task], repo_root: Path, config: Config) -> list[str]:
     """Where a new branch of ``task`` would start when it depends on others: the branches
     of dependencies that already completed with commits, else theirs once they do."""
     if dispatcher.dispatch_kind(task) == "legacy" or not task.get("depends_on") or task.get("base_commit"):
@@ -90,7 +94,7 @@ def _base_line(task: dict, tasks: list[dict], repo_root: Path, config: dict) -> 
     return []
 
 
-def _describe(number: int, task: dict, repo_root: Path, config: dict) -> list[str]:
+def _describe(number: int, task: Task, repo_root: Path, config: Config) -> list[str]:
     kind = dispatcher.dispatch_kind(task)
     attempt = task.get("attempts", 0) + 1
     brief_file = Layout(repo_root).attempt_dir(task["id"], attempt) / "brief.md"
@@ -111,7 +115,7 @@ def _describe(number: int, task: dict, repo_root: Path, config: dict) -> list[st
     return lines
 
 
-def remaining_lines(tasks: list[dict], now: datetime, refused: dict[str, str] | None = None) -> list[str]:
+def remaining_lines(tasks: list[Task], now: datetime, refused: dict[str, str] | None = None) -> list[str]:
     """After a drain: status counts, then each unfinished task with the reason it waits
     (``refused``: the tasks the controller set aside, id -> why)."""
     refused = refused or {}

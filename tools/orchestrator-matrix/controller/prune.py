@@ -24,6 +24,7 @@ from macp.events import append_event, make_event
 from macp.layout import Layout
 from macp.lifecycle import FINISHED, status_of
 from macp.locks import ControllerLock
+from macp.model import Config, Task
 from macp.taskstore import load_tasks
 
 
@@ -52,7 +53,7 @@ def cmd_prune(args) -> int:
     return EXIT_OK
 
 
-def prune(layout: Layout, config: dict, *, dry_run: bool) -> list[str]:
+def prune(layout: Layout, config: Config, *, dry_run: bool) -> list[str]:
     """Do (or with ``dry_run`` describe) the pruning; one line per worktree and branch."""
     repo = layout.repo_root
     base = dispatcher.base_ref(repo, config)
@@ -60,7 +61,7 @@ def prune(layout: Layout, config: dict, *, dry_run: bool) -> list[str]:
     lines = []
     for task in load_tasks(layout).tasks:
         status = status_of(task)
-        worktree = Path(task["worktree"]) if task.get("worktree") else None
+        worktree = Path(named) if (named := task.get("worktree")) else None
         branch = task.get("branch")
         if status not in FINISHED:
             if (worktree and worktree.exists()) or (branch and gitops.branch_exists(repo, branch)):
@@ -73,7 +74,7 @@ def prune(layout: Layout, config: dict, *, dry_run: bool) -> list[str]:
     return lines
 
 
-def _prune_worktree(layout: Layout, config: dict, task: dict, worktree: Path, dry_run: bool, verb: str) -> str:
+def _prune_worktree(layout: Layout, config: Config, task: Task, worktree: Path, dry_run: bool, verb: str) -> str:
     remove_ignored = config["macp"]["remove_ignored_files"]
     if dry_run:
         kept = dispatcher.uncommitted_work(worktree, remove_ignored)
@@ -86,7 +87,7 @@ def _prune_worktree(layout: Layout, config: dict, task: dict, worktree: Path, dr
     return f"{verb} worktree {worktree} ({task['id']})"
 
 
-def _prune_branch(layout: Layout, task: dict, branch: str, base: str, dry_run: bool, verb: str, worktree: Path | None) -> str:
+def _prune_branch(layout: Layout, task: Task, branch: str, base: str, dry_run: bool, verb: str, worktree: Path | None) -> str:
     if worktree is not None and worktree.exists() and not dry_run:
         return f"kept branch {branch} ({task['id']}): its worktree is still there"
     landed = branch_landed(layout.repo_root, branch, base)
@@ -98,6 +99,6 @@ def _prune_branch(layout: Layout, task: dict, branch: str, base: str, dry_run: b
     return f"{verb} branch {branch} ({task['id']}): {landed}"
 
 
-def _log(layout: Layout, event_type: str, task: dict, message: str) -> None:
+def _log(layout: Layout, event_type: str, task: Task, message: str) -> None:
     event = make_event(event_type, source="cli", task_id=task["id"], status=status_of(task), attempt=task.get("attempts", 0), message=message)
     append_event(layout.events_file, event)

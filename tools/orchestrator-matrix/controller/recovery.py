@@ -16,6 +16,7 @@ from dispatcher import macp_dispatcher as dispatcher
 from macp import clock, gitops
 from macp.events import read_tail
 from macp.lifecycle import ACTIVE, FINISHED, status_of, transition
+from macp.model import Task
 from macp.procs import OWNER_ENV
 from macp.proctree import processes_with_env, terminate
 
@@ -35,7 +36,7 @@ def recover(ctl: Controller, previous: dict | None) -> list[str]:
     """
     if previous:
         stop_orphans(ctl, previous)
-    recovered: list[dict] = []
+    recovered: list[Task] = []
     with ctl.guard.critical():
         with ctl.queue.edit() as document:
             for task in list(document.tasks):
@@ -54,7 +55,7 @@ def recover(ctl: Controller, previous: dict | None) -> list[str]:
         gitops.prune_worktrees(ctl.layout.repo_root)
     if previous and ctl.config["macp"]["cleanup_worktrees"]:
         for task in document.tasks:
-            if status_of(task) in ("completed", "failed", "escalated") and task.get("worktree") and Path(task["worktree"]).exists():
+            if status_of(task) in ("completed", "failed", "escalated") and (worktree := task.get("worktree")) and Path(worktree).exists():
                 ctl.remove_worktree(task)
     return [task["id"] for task in recovered]
 
@@ -68,7 +69,7 @@ def stop_orphans(ctl: Controller, previous: dict) -> None:
         ctl.say(f"stopped {len(orphans)} process(es) left by the controller that died (pid {previous.get('pid')})")
 
 
-def log_unlogged_changes(ctl: Controller, tasks: list[dict], previous: dict, recovered: set[str]) -> None:
+def log_unlogged_changes(ctl: Controller, tasks: list[Task], previous: dict, recovered: set[str]) -> None:
     """Append the event a crashed controller did not get to write after its last state change.
 
     Looks at tasks changed since ``previous`` started; when the log's latest event for one
@@ -88,13 +89,13 @@ def log_unlogged_changes(ctl: Controller, tasks: list[dict], previous: dict, rec
         ctl.emit(event_type, task, "logged on recovery: the controller stopped before writing this event")
 
 
-def awaiting_acp_report(task: dict) -> bool:
+def awaiting_acp_report(task: Task) -> bool:
     """True for an acp task whose sessions_spawn request is out: it waits in ``running``
     without a claim on purpose (``mosaic macp complete`` ends the wait)."""
     return dispatcher.dispatch_kind(task) == "acp" and bool((task.get("acp") or {}).get("requested_at"))
 
 
-def released(task: dict) -> dict:
+def released(task: Task) -> Task:
     """``task`` handed back after its attempt was cut short (recovery or a signal)."""
     now = clock.timestamp()
     if dispatcher.dispatch_kind(task) == "acp" and (task.get("acp") or {}).get("reported_at"):

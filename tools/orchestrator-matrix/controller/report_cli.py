@@ -17,6 +17,7 @@ from macp.cliutil import out, resolve_repo
 from macp.errors import EXIT_OK, MacpError
 from macp.fsio import read_json, write_atomic
 from macp.layout import Layout
+from macp.model import GateResult, Result
 from macp.taskstore import load_tasks
 from macp.textview import one_line
 
@@ -24,7 +25,7 @@ from macp.textview import one_line
 _XML_SAFE = {code: None for code in (*range(0, 9), 11, 12, *range(14, 32))}
 
 
-def junit_suites(results: list[dict]) -> ET.Element:
+def junit_suites(results: list[Result]) -> ET.Element:
     """The ``<testsuites>`` element for ``results`` (result.schema.json documents)."""
     root = ET.Element("testsuites", name="macp")
     totals = {"tests": 0, "failures": 0, "skipped": 0, "time": 0.0}
@@ -47,9 +48,10 @@ def junit_suites(results: list[dict]) -> ET.Element:
     return root
 
 
-def _worker_case(result: dict) -> ET.Element:
-    worker = result.get("worker") or {}
-    case = ET.Element("testcase", classname=f"macp.{result['task_id']}", name="worker", time=f"{worker.get('duration_seconds', 0):.3f}")
+def _worker_case(result: Result) -> ET.Element:
+    worker = result.get("worker")
+    seconds = (worker.get("duration_seconds") if worker else None) or 0
+    case = ET.Element("testcase", classname=f"macp.{result['task_id']}", name="worker", time=f"{seconds:.3f}")
     code = result.get("exit_code")
     if result["status"] != "completed" and (code != 0 or result.get("timed_out")):
         reason = "timed out" if result.get("timed_out") else f"exit {code}"
@@ -60,7 +62,7 @@ def _worker_case(result: dict) -> ET.Element:
     return case
 
 
-def _gate_case(task_id: str, gate: dict) -> ET.Element:
+def _gate_case(task_id: str, gate: GateResult) -> ET.Element:
     case = ET.Element("testcase", classname=f"macp.{task_id}", name=gate.get("name") or "gate", time=f"{gate.get('duration_seconds', 0):.3f}")
     if not gate.get("passed"):
         how = "timed out" if gate.get("timed_out") else f"exit {gate.get('exit_code')}"
@@ -76,7 +78,7 @@ def _clean(text: str) -> str:
 def cmd_report(args) -> int:
     """Write the JUnit XML of every task that has a result to ``--junit FILE``."""
     layout = Layout(resolve_repo(args.repo))
-    results = []
+    results: list[Result] = []
     for task in load_tasks(layout).tasks:
         path = result_file(task, layout.orch_dir)
         if path.exists():

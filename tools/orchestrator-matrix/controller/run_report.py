@@ -11,12 +11,14 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable
 
+from macp.config import max_attempts
 from macp.events import make_event
 from macp.lifecycle import STATUSES, status_of
+from macp.model import Config, Result, Task
 from macp.textview import duration_text, fit, one_line, render_table
 
 
-def reason_of(task: dict) -> str:
+def reason_of(task: Task) -> str:
     """One line on why a touched task ended where it did ("" when it simply completed)."""
     status = status_of(task)
     if status in ("failed", "escalated"):
@@ -27,17 +29,18 @@ def reason_of(task: dict) -> str:
         return "back in the queue (attempt not counted)"
     if status == "running" and (task.get("acp") or {}).get("requested_at"):
         return "waiting for its acp completion report"
-    if status == "completed" and task.get("uncommitted_work"):
-        return f"not committed: {task['uncommitted_work']}"
+    if status == "completed" and (uncommitted := task.get("uncommitted_work")):
+        return f"not committed: {uncommitted}"
     return ""
 
 
 def task_rows(
-    tasks: list[dict], outcomes: dict[str, str], seconds: dict[str, float], read_result: Callable[[dict], dict | None]
+    tasks: list[Task], outcomes: dict[str, str], seconds: dict[str, float], read_result: Callable[[Task], Result | None], config: Config
 ) -> list[dict]:
     """One row per task in ``outcomes`` (the tasks the run touched, in the order it touched
-    them): ``id``, ``status``, ``attempts``, ``max_attempts``, ``duration_seconds`` (time
-    this run spent on it), ``branch``, ``commits`` (from its result), ``reason``, ``result``."""
+    them): ``id``, ``status``, ``attempts``, ``max_attempts`` (:func:`macp.config.max_attempts`),
+    ``duration_seconds`` (time this run spent on it), ``branch``, ``commits`` (from its
+    result), ``reason``, ``result``."""
     by_id = {task["id"]: task for task in tasks}
     rows = []
     for task_id in outcomes:
@@ -50,10 +53,10 @@ def task_rows(
                 "id": task_id,
                 "status": status_of(task),
                 "attempts": task.get("attempts", 0),
-                "max_attempts": task.get("max_attempts", 1),
+                "max_attempts": max_attempts(task, config),
                 "duration_seconds": round(seconds.get(task_id, 0.0), 3),
                 "branch": task.get("branch"),
-                "commits": (result or {}).get("commits") or [],
+                "commits": (result.get("commits") if result else None) or [],
                 "reason": reason_of(task),
                 "result": task.get("result_path") if result else None,
             }
@@ -77,7 +80,7 @@ def summary_lines(rows: list[dict]) -> list[str]:
     return ["", "this run:", *render_table(rows, columns)]
 
 
-def run_document(repo: str, started_at: str, finished_at: str, exit_code: int, rows: list[dict], tasks: list[dict], refused: dict[str, str]) -> dict:
+def run_document(repo: str, started_at: str, finished_at: str, exit_code: int, rows: list[dict], tasks: list[Task], refused: dict[str, str]) -> dict:
     """The run as one JSON document: where and when, its exit code, every touched task's
     row, the tasks it refused, and the queue's counts afterwards."""
     counts = Counter(status_of(task) for task in tasks)

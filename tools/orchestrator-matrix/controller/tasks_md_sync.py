@@ -30,6 +30,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, cast
 
 from macp import clock
 from macp.archive import archived_tasks
@@ -41,6 +42,7 @@ from macp.fsio import write_atomic
 from macp.gfm_table import Cell, Table, parse_tables, replace_cells
 from macp.layout import Layout, confine
 from macp.lifecycle import status_of
+from macp.model import Config, Task, TaskChanges
 from macp.recording import recorded
 from macp.taskstore import edit_tasks
 from protocol.schemas import schema_errors
@@ -91,8 +93,8 @@ class SyncPlan:
     reported and the sync goes on.
     """
 
-    added: list[dict] = field(default_factory=list)
-    updated: list[tuple[str, dict]] = field(default_factory=list)
+    added: list[Task] = field(default_factory=list)
+    updated: list[tuple[str, TaskChanges]] = field(default_factory=list)
     removed: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     contradictions: list[str] = field(default_factory=list)
@@ -130,10 +132,10 @@ def split_list(text: str) -> list[str]:
     return [part for part in re.split(r"[,\s]+", text) if part]
 
 
-def owned_fields(row: Row, config: dict, is_new: bool) -> tuple[dict, list[str]]:
+def owned_fields(row: Row, config: Config, is_new: bool) -> tuple[dict[str, Any], list[str]]:
     """The task fields ``row`` sets, and the problems found reading it."""
     values = row.values
-    fields: dict = {}
+    fields: dict[str, Any] = {}
     problems: list[str] = []
     if values.get("title"):
         fields["title"] = values["title"]
@@ -161,7 +163,7 @@ def owned_fields(row: Row, config: dict, is_new: bool) -> tuple[dict, list[str]]
     return fields, problems
 
 
-def agent_prompt(row: Row, fields: dict, brief_dir: Path, repo_root: Path) -> dict:
+def agent_prompt(row: Row, fields: dict[str, Any], brief_dir: Path, repo_root: Path) -> TaskChanges:
     """What an agent task from ``row`` is told: ``brief_path`` = ``<brief_dir>/<id>.md``
     when that file exists, else a ``description`` made of the row's description, issue and
     branch. Returns the fields to add (none for a task that is not an agent's)."""
@@ -178,12 +180,12 @@ def agent_prompt(row: Row, fields: dict, brief_dir: Path, repo_root: Path) -> di
 
 def plan_sync(
     rows: list[Row],
-    tasks: list[dict],
-    config: dict,
+    tasks: list[Task],
+    config: Config,
     now: str,
     source: str = SOURCE,
     with_history: frozenset[str] = frozenset(),
-    prompt_for: Callable[[Row, dict], dict] = lambda _row, _fields: {},
+    prompt_for: Callable[[Row, dict[str, Any]], TaskChanges] = lambda _row, _fields: {},
 ) -> SyncPlan:
     """Compare the table's ``rows`` with ``tasks``; return the :class:`SyncPlan` (pure).
 
@@ -212,8 +214,9 @@ def plan_sync(
             if changes:
                 plan.updated.append((row.task_id, changes))
     known = set(by_id) | set(seen)
-    for task in [*plan.added, *(by_id[i] for i, _ in plan.updated)]:
-        merged = {**task, **dict(plan.updated).get(task["id"], {})}
+    updates = dict(plan.updated)
+    for task in [*plan.added, *(by_id[i] for i in updates)]:
+        merged: Task = {**task, **updates.get(task["id"], {})}
         for dependency in merged.get("depends_on", []):
             if dependency not in known:
                 plan.problems.append(f"line {seen.get(task['id'], 0)}: {task['id']}: unknown dependency {dependency}")
@@ -232,7 +235,7 @@ def plan_sync(
     return plan
 
 
-def _new_task(row: Row, fields: dict, config: dict, now: str, plan: SyncPlan, source: str) -> dict:
+def _new_task(row: Row, fields: dict[str, Any], config: Config, now: str, plan: SyncPlan, source: str) -> Task:
     status_text = row.values.get("status", "").strip().lower() or "not-started"
     status = STATUS_FROM_TABLE.get(status_text)
     if status is None:
@@ -241,16 +244,17 @@ def _new_task(row: Row, fields: dict, config: dict, now: str, plan: SyncPlan, so
     elif status_text == "in-progress":
         plan.notes.append(f"{row.task_id}: in-progress in the table but nothing runs it here; added as pending")
     metadata = {"source": source, **{k: row.values[k] for k in (*METADATA_FIELDS, "agent", "used") if row.values.get(k)}}
-    task = {"id": row.task_id, "status": status, **fields, "attempts": 0, "created_at": now, "metadata": metadata}
+    fresh: dict[str, Any] = {"id": row.task_id, "status": status, **fields, "attempts": 0, "created_at": now, "metadata": metadata}
     for column in ("started_at", "completed_at"):
         if row.values.get(column) and is_valid_date_time(row.values[column]):
-            task[column] = row.values[column]
+            fresh[column] = row.values[column]
+    task = cast(Task, fresh)  # checked against task.schema.json (plan_sync) before anything is written
     task.setdefault("max_attempts", max_attempts(task, config))
     return task
 
 
-def _owned_changes(task: dict, fields: dict, row: Row) -> dict:
-    changes = {key: value for key, value in fields.items() if task.get(key) != value}
+def _owned_changes(task: Task, fields: dict[str, Any], row: Row) -> TaskChanges:
+    changes = cast(TaskChanges, {key: value for key, value in fields.items() if task.get(key) != value})  # schema-checked (plan_sync)
     metadata = {**(task.get("metadata") or {}), **{k: row.values[k] for k in METADATA_FIELDS if row.values.get(k)}}
     if metadata != (task.get("metadata") or {}):
         changes["metadata"] = metadata
@@ -272,7 +276,7 @@ def blocks_contradictions(rows: list[Row]) -> list[str]:
     return found
 
 
-def table_values(task: dict) -> dict[str, str]:
+def table_values(task: Task) -> dict[str, str]:
     """What write-back puts in the MACP-owned columns for ``task``: its status always; the
     agent (runtime, or dispatch) once MACP has run it; timestamps once MACP has them. A cell
     MACP has nothing to say about is left as it is."""
@@ -280,8 +284,8 @@ def table_values(task: dict) -> dict[str, str]:
     if task.get("claim") or task.get("attempts"):
         values["agent"] = task.get("attempt_runtime") or task.get("runtime") or task.get("dispatch") or "legacy"
     for column in ("started_at", "completed_at"):
-        if task.get(column):
-            values[column] = task[column]
+        if stamp := task.get(column):
+            values[column] = str(stamp)
     return values
 
 
@@ -296,7 +300,7 @@ class CellEdit:
     new: str
 
 
-def write_back_edits(rows: list[Row], tasks: list[dict]) -> list[CellEdit]:
+def write_back_edits(rows: list[Row], tasks: list[Task]) -> list[CellEdit]:
     """Every MACP-owned cell (status, agent, started_at, completed_at) that differs from the tasks."""
     by_id = {task["id"]: task for task in tasks}
     edits = []
@@ -383,14 +387,14 @@ def apply_plan(document, plan) -> None:
     document.tasks[:] = [task for task in document.tasks if task["id"] not in plan.removed]
 
 
-def simulate_plan(tasks: list[dict], plan) -> list[dict]:
+def simulate_plan(tasks: list[Task], plan: SyncPlan) -> list[Task]:
     """The tasks as they would be after ``plan`` (for ``--dry-run``)."""
     updates = dict(plan.updated)
-    kept = [{**task, **updates.get(task["id"], {})} for task in tasks if task["id"] not in plan.removed]
+    kept: list[Task] = [{**task, **updates.get(task["id"], {})} for task in tasks if task["id"] not in plan.removed]
     return kept + plan.added
 
 
-def sync_events(plan, tasks: list[dict]) -> list[dict]:
+def sync_events(plan: SyncPlan, tasks: list[Task]) -> list[dict]:
     """One ``sync`` event per task the sync added, changed or removed (``tasks``: the queue
     after the sync)."""
     by_id = {task["id"]: task for task in tasks}

@@ -25,20 +25,23 @@ import re
 import shlex
 import stat
 from pathlib import Path
-from typing import Any, NamedTuple, cast
+from typing import TYPE_CHECKING, Any, NamedTuple, cast
 
 from macp import clock, gitops
-from macp.config import PROJECT_ROOT, load_config, matrix_token_env, timeout_seconds, worktree_base
+from macp.config import PROJECT_ROOT, idle_timeout, load_config, matrix_token_env, timeout_seconds, worktree_base
 from macp.errors import MacpError
 from macp.fsio import dump_json, write_atomic
 from macp.guidance import compose_brief
 from macp.layout import Layout, confine, confine_output, resolved_root
-from macp.model import GateResult
+from macp.model import Config, FinalStatus, GateResult, KeptCommit, Result, ResultDetails, Task
 from macp.pool import run_command
 from macp.procs import Command, read_log_tail
 from macp.redact import redact, redact_value
-from macp.verdicts import SUMMARY_MAX_CHARS, bounded, idle_timeout, judge_agent_run
+from macp.verdicts import SUMMARY_MAX_CHARS, bounded, judge_agent_run
 from protocol.schemas import schema_errors
+
+if TYPE_CHECKING:  # PEP 692 typed **kwargs: annotations only, never evaluated at run time
+    from typing_extensions import Unpack
 
 MOSAIC_BIN = PROJECT_ROOT / "bin" / "mosaic"
 USER_BIN = Path("~/.config/mosaic/bin")
@@ -63,23 +66,23 @@ def slugify(text: str, max_length: int = 40) -> str:
     return slug[:max_length].rstrip("-")
 
 
-def dispatch_kind(task: dict) -> str:
+def dispatch_kind(task: Task) -> str:
     """``legacy`` for a task without ``dispatch``, else its dispatch (``exec``/``yolo``/``acp``)."""
     return task.get("dispatch") or "legacy"
 
 
-def resolve_runtime(task: dict, config: dict) -> str:
+def resolve_runtime(task: Task, config: Config) -> str:
     """The runtime the task's attempt runs on: ``attempt_runtime`` (what the controller chose
     for the current attempt, after failover too), else the task's ``runtime`` (the user's
     choice), else ``worker.runtime``, else ``macp.default_runtime``."""
     return task.get("attempt_runtime") or task.get("runtime") or config["worker"].get("runtime") or config["macp"]["default_runtime"]
 
 
-def branch_name(task: dict) -> str:
+def branch_name(task: Task) -> str:
     """The task's ``branch``, else ``feat/<task-id>-<slug of title>`` (brief's convention);
     ``feat/<task-id>`` when the title adds nothing to the id."""
-    if task.get("branch"):
-        return task["branch"]
+    if branch := task.get("branch"):
+        return branch
     slug = slugify(task.get("title") or "")
     if not slug or slug == slugify(task["id"]):
         return f"feat/{task['id']}"
@@ -98,16 +101,16 @@ def task_folder_name(task_id: str) -> str:
     return f"{slug}--{hashlib.sha256(task_id.encode()).hexdigest()[:8]}"
 
 
-def worktree_path(task: dict, repo_root: Path, config: dict) -> Path:
+def worktree_path(task: Task, repo_root: Path, config: Config) -> Path:
     """``<worktree_base>/<task folder name>`` (:func:`task_folder_name`), or the task's
     ``worktree`` if it lies inside the base."""
     base = worktree_base(config, repo_root)
-    if task.get("worktree"):
-        return confine(os.path.expanduser(task["worktree"]), base, f"task {task['id']}: worktree")
+    if worktree := task.get("worktree"):
+        return confine(os.path.expanduser(worktree), base, f"task {task['id']}: worktree")
     return resolved_root(base) / task_folder_name(task["id"])
 
 
-def base_ref(repo_root: Path, config: dict) -> str:
+def base_ref(repo_root: Path, config: Config) -> str:
     """``macp.base_ref`` (default ``origin/main``) when it names a commit, else ``HEAD``."""
     configured = config["macp"].get("base_ref")
     if configured and gitops.resolve_commit(repo_root, configured):
@@ -125,7 +128,7 @@ class PreparedWorktree(NamedTuple):
     repaired: list[str]
 
 
-def stacked_branches(task: dict, tasks: list[dict], repo_root: Path, config: dict) -> list[str]:
+def stacked_branches(task: Task, tasks: list[Task], repo_root: Path, config: Config) -> list[str]:
     """The branches a new task branch starts from (``macp.stack_dependencies``, DESIGN.md
     "Worktrees"): those of its dependencies, in ``depends_on`` order, that completed with
     commits on their branch since the commit they started from. [] when stacking is off."""
@@ -134,9 +137,9 @@ def stacked_branches(task: dict, tasks: list[dict], repo_root: Path, config: dic
     by_id = {other["id"]: other for other in tasks}
     branches = []
     for dependency in task.get("depends_on") or []:
-        other = by_id.get(dependency) or {}
-        branch, base = other.get("branch"), other.get("base_commit")
-        if other.get("status") != "completed" or not branch or not base or not gitops.branch_exists(repo_root, branch):
+        other = by_id.get(dependency)
+        branch, base = (other.get("branch"), other.get("base_commit")) if other else (None, None)
+        if other is None or other.get("status") != "completed" or not branch or not base or not gitops.branch_exists(repo_root, branch):
             continue
         tip = gitops.resolve_commit(repo_root, f"refs/heads/{branch}")
         if tip and tip != base and branch not in branches:
@@ -145,7 +148,7 @@ def stacked_branches(task: dict, tasks: list[dict], repo_root: Path, config: dic
 
 
 def prepare_worktree(
-    task: dict, repo_root: Path, config: dict, stack: list[str] | None = None, base: str | None = None
+    task: Task, repo_root: Path, config: Config, stack: list[str] | None = None, base: str | None = None
 ) -> PreparedWorktree:
     """Create or reuse the task's worktree.
 
@@ -191,7 +194,7 @@ def prepare_worktree(
         raise WorktreeError(str(exc)) from None
 
 
-def _reuse(repo_root: Path, path: Path, branch: str, task: dict, repaired: list[str]) -> PreparedWorktree | None:
+def _reuse(repo_root: Path, path: Path, branch: str, task: Task, repaired: list[str]) -> PreparedWorktree | None:
     """The task's registered worktree made ready for reuse, or None when there is none to
     reuse (a worktree whose creation was cut short is discarded; ``repaired`` says so)."""
     gitops.prune_worktrees(repo_root)
@@ -230,7 +233,7 @@ def _merge_or_undo(repo_root: Path, path: Path, branch: str, other: str) -> None
         raise StackConflict(f"{exc}: the dependencies' work does not merge; resolve it on their branches", exc.paths) from None
 
 
-def start_over(task: dict, repo_root: Path, config: dict) -> list[str]:
+def start_over(task: Task, repo_root: Path, config: Config) -> list[str]:
     """Make room for a fresh start of ``task`` (``retry --fresh``): keep its branch tip under
     ``refs/macp/<task folder>/before-fresh-<attempts>``, remove its worktree and delete the
     branch, so the next attempt starts from the base in a new worktree. Nothing is lost:
@@ -238,7 +241,7 @@ def start_over(task: dict, repo_root: Path, config: dict) -> list[str]:
     reachable from a ref. Returns what was done, one line each."""
     done: list[str] = []
     branch = task.get("branch") or branch_name(task)
-    worktree = Path(task["worktree"]) if task.get("worktree") else None
+    worktree = Path(named) if (named := task.get("worktree")) else None
     if worktree is not None and worktree.exists():
         left = uncommitted_work(worktree, remove_ignored=True)
         if left:
@@ -256,7 +259,7 @@ def start_over(task: dict, repo_root: Path, config: dict) -> list[str]:
     return done
 
 
-def setup_worktree(task: dict, repo_root: Path, config: dict | None = None) -> Path:
+def setup_worktree(task: Task, repo_root: Path, config: Config | None = None) -> Path:
     """Create (or reuse) the git worktree for ``task``; return its path.
 
     ``config`` defaults to the repository's effective config. Raises :class:`WorktreeError`.
@@ -265,33 +268,34 @@ def setup_worktree(task: dict, repo_root: Path, config: dict | None = None) -> P
     return prepare_worktree(task, repo_root, config).path
 
 
-def read_brief(task: dict, repo_root: Path) -> str | None:
+def read_brief(task: Task, repo_root: Path) -> str | None:
     """The text of the task's ``brief_path`` (confined to the repository), or None without one."""
-    if not task.get("brief_path"):
+    brief_path = task.get("brief_path")
+    if not brief_path:
         return None
-    path = confine(task["brief_path"], repo_root, f"task {task['id']}: brief_path")
+    path = confine(brief_path, repo_root, f"task {task['id']}: brief_path")
     try:
         return path.read_bytes().decode("utf-8", errors="replace")
     except OSError as exc:
-        raise MacpError(f"task {task['id']}: cannot read brief {task['brief_path']}: {exc.strerror}") from None
+        raise MacpError(f"task {task['id']}: cannot read brief {brief_path}: {exc.strerror}") from None
 
 
-def check_task_paths(task: dict, repo_root: Path, config: dict, derived: bool = True) -> None:
+def check_task_paths(task: Task, repo_root: Path, config: Config, derived: bool = True) -> None:
     """Refuse a task whose paths leave where they must stay: ``brief_path`` and
     ``result_path`` inside the repository, ``worktree`` inside ``macp.worktree_base``
     (symlinks resolved). With ``derived`` False only the paths the task names are checked,
     not the defaults MACP derives from its id (those can leave only through a symbolic link
     in MACP's own folders, and are checked where they are used). Raises :class:`MacpError`
     naming the task and the field."""
-    if task.get("brief_path"):
-        confine(task["brief_path"], repo_root, f"task {task['id']}: brief_path")
+    if brief_path := task.get("brief_path"):
+        confine(brief_path, repo_root, f"task {task['id']}: brief_path")
     if derived or task.get("result_path"):
         result_file(task, Layout(repo_root).orch_dir)
     if derived or task.get("worktree"):
         worktree_path(task, repo_root, config)
 
 
-def brief_for_review(task: dict, repo_root: Path) -> str:
+def brief_for_review(task: Task, repo_root: Path) -> str:
     """The task's brief for the risk check: "" when it has none or it cannot be read (the
     attempt itself then fails with the reason)."""
     try:
@@ -300,7 +304,7 @@ def brief_for_review(task: dict, repo_root: Path) -> str:
         return ""
 
 
-def build_dispatch_argv(task: dict, config: dict, brief_file: Path) -> list[str]:
+def build_dispatch_argv(task: Task, config: Config, brief_file: Path) -> list[str]:
     """argv that runs ``task``'s worker: ``/bin/sh -c <command>`` for legacy and exec tasks,
     ``mosaic yolo <runtime> --prompt-file <brief_file>`` for yolo tasks.
 
@@ -320,7 +324,7 @@ def build_dispatch_argv(task: dict, config: dict, brief_file: Path) -> list[str]
     raise MacpError(f"task {task['id']}: {kind} tasks are not run as a command")
 
 
-def acp_spawn_params(task: dict, config: dict, worktree: Path, prompt: str) -> dict:
+def acp_spawn_params(task: Task, config: Config, worktree: Path, prompt: str) -> dict:
     """OpenClaw ``sessions_spawn`` parameters for an acp task (no timeout keys: OpenClaw
     rejects them for acp; MACP enforces timeouts itself)."""
     return {
@@ -334,7 +338,7 @@ def acp_spawn_params(task: dict, config: dict, worktree: Path, prompt: str) -> d
     }
 
 
-def build_dispatch_command(task: dict, repo_root: Path, config: dict | None = None, brief_file: Path | None = None) -> str:
+def build_dispatch_command(task: Task, repo_root: Path, config: Config | None = None, brief_file: Path | None = None) -> str:
     """The dispatch command as one string (brief, Task 4).
 
     exec/legacy: the task's shell command. yolo: the quoted ``mosaic yolo`` argv. acp: the
@@ -351,14 +355,14 @@ def build_dispatch_command(task: dict, repo_root: Path, config: dict | None = No
     return argv[2] if argv[:2] == ["/bin/sh", "-c"] else shlex.join(argv)
 
 
-def own_secret_names(config: dict) -> list[str]:
+def own_secret_names(config: Config) -> list[str]:
     """Environment variables that hold MACP's own secrets (the Matrix transport's
     ``matrix.token_env``): workers, gates and runtimes never see them (docs/security.md)."""
     return [matrix_token_env(config)]
 
 
 def worker_env(
-    task: dict, *, attempt: int, cwd: Path, brief_file: Path, report_file: Path, config_file: Path, hidden: list[str] | None = None
+    task: Task, *, attempt: int, cwd: Path, brief_file: Path, report_file: Path, config_file: Path, hidden: list[str] | None = None
 ) -> dict[str, str]:
     """The worker's environment: ours without the ``hidden`` variables (MACP's own secrets,
     :func:`own_secret_names`), ``~/.config/mosaic/bin`` first on PATH, and the
@@ -381,7 +385,7 @@ def worker_env(
 
 
 def worker_command(
-    argv: list[str], *, cwd: Path, env: dict[str, str], log_path: Path, timeout_seconds: int, config: dict, idle_timeout_seconds: int | None = None
+    argv: list[str], *, cwd: Path, env: dict[str, str], log_path: Path, timeout_seconds: int, config: Config, idle_timeout_seconds: int | None = None
 ) -> Command:
     """The worker's :class:`~macp.procs.Command`, with the config's output limits and grace."""
     macp = config["macp"]
@@ -434,13 +438,13 @@ def read_worker_report(report_file: Path) -> dict:
     return kept
 
 
-def default_result_path(task: dict, repo_root: Path, config: dict) -> str:
+def default_result_path(task: Task, repo_root: Path, config: Config) -> str:
     """``<macp.result_dir>/<task-id>.json`` as a ``result_path`` (relative to the state folder)."""
     target = confine_output(Path(config["macp"]["result_dir"]) / f"{task['id']}.json", Layout(repo_root), "macp.result_dir")
     return os.path.relpath(target, Layout(repo_root.resolve()).orch_dir)
 
 
-def result_file(task: dict, orch_dir: Path) -> Path:
+def result_file(task: Task, orch_dir: Path) -> Path:
     """Where the task's result goes: ``result_path`` (relative to the state folder) or
     ``results/<task-id>.json``, confined to an output folder (:func:`macp.layout.confine_output`:
     never under ``.git``, never on a state file)."""
@@ -448,20 +452,22 @@ def result_file(task: dict, orch_dir: Path) -> Path:
     return confine_output(orch_dir / relative, Layout(orch_dir.parents[1]), f"task {task['id']}: result_path")
 
 
-def collect_result(task: dict, exit_code: int | None, gate_results: list[GateResult], orch_dir: Path, **details: object) -> dict:
-    """Build the task's result (result.schema.json), validate it, and write it atomically.
+def collect_result(
+    task: Task, exit_code: int | None, gate_results: list[GateResult], orch_dir: Path, /, status: FinalStatus | None = None, **details: Unpack[ResultDetails]
+) -> Result:
+    """Build the task's result (result.schema.json), validate it, and write it atomically
+    (the brief's ``collect_result(task, exit_code, gate_results, orch_dir)``).
 
-    ``details`` may set ``status`` (default: completed when the worker exited 0 and every gate
-    passed, else failed), ``summary``, ``files_changed``, ``error``, ``escalation_reason``,
-    ``timed_out``, ``worktree_kept``, ``kept_commits``, ``output_tail``, ``runtime``,
-    ``base_commit``, ``commits``, ``worker`` (the final worker run: ``started_at``,
-    ``duration_seconds``), ``metadata``. Nothing is
-    written unless the result validates (ValueError otherwise). Returns the result.
+    ``status`` defaults to completed when the worker exited 0 and every gate passed (a gate
+    result without ``passed``: exit code 0), else failed. ``details`` set the other fields
+    (``summary``, ``files_changed``, ``error``, ``worktree_kept``, ``worker``: the final
+    worker run, ...); a None detail keeps the default. Nothing is written unless the result
+    validates (ValueError otherwise). Returns the result.
     """
     now = clock.timestamp()
     passed = exit_code == 0 and all(gate.get("passed", gate.get("exit_code") == 0) for gate in gate_results)
-    status = details.pop("status", None) or ("completed" if passed else "failed")
-    result = {
+    status = status or ("completed" if passed else "failed")
+    result: Result = {
         "task_id": task["id"],
         "status": status,
         "completed_at": now,
@@ -490,8 +496,8 @@ def collect_result(task: dict, exit_code: int | None, gate_results: list[GateRes
         "output_tail": "",
         "metadata": {},
     }
-    result.update({key: value for key, value in details.items() if value is not None})
-    result = cast(dict, redact_value(result))
+    result.update(cast(ResultDetails, {key: value for key, value in details.items() if value is not None}))
+    result = cast(Result, redact_value(result))
     errors = schema_errors("result", result)
     if errors:
         raise ValueError(f"refusing to write an invalid result for {task['id']}: {errors[0]}")
@@ -513,11 +519,11 @@ def uncommitted_work(worktree: Path, remove_ignored: bool = False) -> str | None
     return f"{len(dirty)} {label} path{'s' if len(dirty) != 1 else ''}: {shown}"
 
 
-def preserve_commits(task: dict, worktree: Path) -> list[dict]:
+def preserve_commits(task: Task, worktree: Path) -> list[KeptCommit]:
     """Keep every commit the worktree's HEAD reached that no ref reaches any more (a worker
     that committed on a detached HEAD) under ``refs/macp/<task>/<attempt>[-n]``; returns
     ``[{"ref", "commit"}]`` for the result. Idempotent."""
-    kept = []
+    kept: list[KeptCommit] = []
     base = f"refs/macp/{task_folder_name(task['id'])}/{task.get('attempts', 0)}"
     for number, commit in enumerate(gitops.unreachable_commits(worktree)):
         ref = base if number == 0 else f"{base}-{number + 1}"
@@ -526,7 +532,7 @@ def preserve_commits(task: dict, worktree: Path) -> list[dict]:
     return kept
 
 
-def cleanup_worktree(task: dict, repo_root: Path | None = None, remove_ignored: bool = False, verified: bool = False) -> str | None:
+def cleanup_worktree(task: Task, repo_root: Path | None = None, remove_ignored: bool = False, verified: bool = False) -> str | None:
     """Remove the task's worktree unless that would lose work; the branch always stays.
 
     Commits no ref reaches are kept under refs first (:func:`preserve_commits`). Returns
@@ -536,9 +542,10 @@ def cleanup_worktree(task: dict, repo_root: Path | None = None, remove_ignored: 
     ``verified``: the caller has just found no uncommitted work and kept the commits, so
     only the removal is left (git itself still refuses a dirty worktree).
     """
-    if not task.get("worktree"):
+    worktree = task.get("worktree")
+    if not worktree:
         return None
-    path = Path(task["worktree"])
+    path = Path(worktree)
     if not path.exists():
         return None
     if repo_root is None:
@@ -556,7 +563,7 @@ def cleanup_worktree(task: dict, repo_root: Path | None = None, remove_ignored: 
     return None
 
 
-def write_attempt_brief(task: dict, repo_root: Path, attempt_dir: Path) -> tuple[Path, str]:
+def write_attempt_brief(task: Task, repo_root: Path, attempt_dir: Path) -> tuple[Path, str]:
     """Compose the attempt's brief (:func:`macp.guidance.compose_brief`: the task, its brief
     file, the guidance of earlier attempts, and for yolo where to leave a report), redact it
     (:mod:`macp.redact`) and write it to ``<attempt_dir>/brief.md``. Returns ``(brief.md
@@ -570,7 +577,7 @@ def write_attempt_brief(task: dict, repo_root: Path, attempt_dir: Path) -> tuple
     return brief_file, prompt
 
 
-def dispatch_task(task: dict, repo_root: Path, orch_dir: Path, config: dict) -> tuple[int, str]:
+def dispatch_task(task: Task, repo_root: Path, orch_dir: Path, config: Config) -> tuple[int, str]:
     """One attempt without the controller: setup, execute, collect, clean up.
 
     Runs the worker of an exec/yolo/legacy task (no quality gates, no retry, no failover),
@@ -579,13 +586,13 @@ def dispatch_task(task: dict, repo_root: Path, orch_dir: Path, config: dict) -> 
     ``(exit_code, output tail)``; exit code 127 means the worker could not be started.
     """
     layout = Layout(repo_root)
-    task = dict(task, attempts=task.get("attempts", 0) + 1)
+    task = {**task, "attempts": task.get("attempts", 0) + 1}
     attempt_dir = layout.attempt_dir(task["id"], task["attempts"])
     cwd = repo_root
     if dispatch_kind(task) != "legacy":
         cwd, _created, base_commit, _repaired = prepare_worktree(task, repo_root, config)
-        task.update(worktree=str(cwd), branch=branch_name(task), base_commit=base_commit)
-        task.update(runtime=resolve_runtime(task, config))
+        task.update({"worktree": str(cwd), "branch": branch_name(task), "base_commit": base_commit})
+        task["runtime"] = resolve_runtime(task, config)
     brief_file, _prompt = write_attempt_brief(task, repo_root, attempt_dir)
     argv = build_dispatch_argv(task, config, brief_file)
     env = worker_env(
@@ -608,7 +615,7 @@ def dispatch_task(task: dict, repo_root: Path, orch_dir: Path, config: dict) -> 
         verdict = judge_agent_run(config, resolve_runtime(task, config), exit_code=proc.exit_code,
                                   idle_timed_out=proc.idle_timed_out, output=read_log_tail(log_path), now=clock.now())
         report["summary"] = verdict.summary
-    files = gitops.changed_files(cwd, task["base_commit"]) if task.get("base_commit") else report.get("files_changed")
+    files = gitops.changed_files(cwd, base_commit) if (base_commit := task.get("base_commit")) else report.get("files_changed")
     kept_commits = preserve_commits(task, cwd) if task.get("worktree") else []
     kept = cleanup_worktree(task, repo_root, config["macp"]["remove_ignored_files"]) if config["macp"]["cleanup_worktrees"] else None
     collect_result(
@@ -616,8 +623,8 @@ def dispatch_task(task: dict, repo_root: Path, orch_dir: Path, config: dict) -> 
         exit_code,
         [],
         orch_dir,
-        summary=report.get("summary"),
-        files_changed=files,
+        summary=report.get("summary") or "",
+        files_changed=files or [],
         timed_out=proc.timed_out,
         worktree_kept=kept,
         kept_commits=kept_commits,

@@ -27,11 +27,13 @@ from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 from macp import clock
 from macp.config import runtime_max_parallel
 from macp.dependencies import doomed_tasks, find_cycles
 from macp.lifecycle import ACTIVE, FINISHED, STATUSES, status_of
+from macp.model import Config, Task, TaskChanges, TaskStatus
 from macp.risk import risk_term
 from macp.scheduler import pick_next
 from macp.selection import choose_runtime
@@ -43,24 +45,30 @@ class Hold:
     status), field ``changes``, and the event that records it."""
 
     task_id: str
-    status: str | None
-    changes: dict
+    status: TaskStatus | None
+    changes: TaskChanges
     event_type: str
     message: str
-    metadata: dict = field(default_factory=dict)
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    def apply(self, task: Task) -> None:
+        """Make this hold's changes to ``task`` (a simulated copy) in place."""
+        task.update(self.changes)
+        if self.status:
+            task["status"] = self.status
 
 
 @dataclass(frozen=True)
 class Admission:
     """The task to claim (or None), the runtime it runs on and why, and the holds to apply."""
 
-    task: dict | None
+    task: Task | None
     runtime: str | None
     why: str
     holds: list[Hold]
 
 
-def dependency_holds(tasks: list[dict]) -> list[Hold]:
+def dependency_holds(tasks: list[Task]) -> list[Hold]:
     """Escalations for pending tasks in a dependency cycle or behind a dead dependency."""
     holds: list[Hold] = []
     held: set[str] = set()
@@ -72,15 +80,15 @@ def dependency_holds(tasks: list[dict]) -> list[Hold]:
                 reason = f"dependency cycle: {path}"
                 holds.append(Hold(task_id, "escalated", {"escalation_reason": reason}, "task.escalated", reason, {"cycle": cycle}))
                 held.add(task_id)
-    simulated = [{**task, "status": "escalated"} if task["id"] in held else task for task in tasks]
+    simulated: list[Task] = [{**task, "status": "escalated"} if task["id"] in held else task for task in tasks]
     for task_id, reason in doomed_tasks(simulated):
         # Marked, so that `retry` of the failed task re-queues the tasks it took down with it.
-        changes = {"escalation_reason": reason, "upstream_failed": reason.startswith("upstream failed")}
+        changes: TaskChanges = {"escalation_reason": reason, "upstream_failed": reason.startswith("upstream failed")}
         holds.append(Hold(task_id, "escalated", changes, "task.escalated", reason))
     return holds
 
 
-def risk_hold(task: dict, config: dict, brief_text: str) -> Hold | None:
+def risk_hold(task: Task, config: Config, brief_text: str) -> Hold | None:
     """The risk-policy escalation for ``task``, or None when it may be dispatched."""
     policy = config["macp"].get("risk") or {}
     if not policy.get("enabled") or task.get("approved"):
@@ -105,14 +113,14 @@ class Busy:
     runtimes: Counter
 
     @classmethod
-    def of(cls, tasks: list[dict]) -> Busy:
+    def of(cls, tasks: list[Task]) -> Busy:
         """What ``tasks`` that are ``running`` or ``gated`` occupy."""
         active = [task for task in tasks if status_of(task) in ACTIVE]
-        groups = frozenset(task["exclusive_group"] for task in active if task.get("exclusive_group"))
+        groups = frozenset(group for task in active if (group := task.get("exclusive_group")))
         runtimes = Counter(task["attempt_runtime"] for task in active if task.get("claim") and task.get("attempt_runtime"))
         return cls(groups, runtimes)
 
-    def wait_reason(self, task: dict, runtime: str | None, config: dict) -> str | None:
+    def wait_reason(self, task: Task, runtime: str | None, config: Config) -> str | None:
         """Why ``task`` (to run on ``runtime``) must wait for a running task, or None."""
         group = task.get("exclusive_group")
         if group and group in self.groups:
@@ -122,30 +130,31 @@ class Busy:
         return None
 
 
-def in_play(tasks: list[dict], by_id: Mapping[str, dict]) -> list[dict]:
+def in_play(tasks: list[Task], by_id: Mapping[str, Task]) -> list[Task]:
     """The tasks admission looks at: every unfinished task, in file order, then the finished
     tasks those depend on. Finished tasks nothing waits for cannot change what is claimed,
     so a queue of 10,000 finished tasks costs a claim no more than an empty one (issue 11)."""
     unfinished = [task for task in tasks if task.get("status") not in FINISHED]  # no status: pending
     open_ids = {task["id"] for task in unfinished}
-    needed = {dependency for task in unfinished for dependency in _dependencies(task) if dependency not in open_ids}
+    needed = {dependency for task in unfinished for dependency in dependency_ids(task) if dependency not in open_ids}
     return unfinished + [by_id[task_id] for task_id in sorted(needed) if task_id in by_id]
 
 
-def _dependencies(task: dict) -> list:
+def dependency_ids(task: Task) -> list[str]:
+    """The ids in the task's ``depends_on``, [] when it is no list (a refused task's may not be)."""
     dependencies = task.get("depends_on")
     return [d for d in dependencies if isinstance(d, str)] if isinstance(dependencies, list) else []
 
 
-def stand_in(task: dict) -> dict:
+def stand_in(task: Task) -> Task:
     """What the queue logic sees of a refused task: its id and, when valid, its status --
     none of the fields that made it refused (a ``not_before`` that is no timestamp, a
     ``depends_on`` that is no list)."""
     status = task.get("status")
-    return {"id": task["id"], "status": status if status in STATUSES else "pending"}
+    return {"id": task["id"], "status": status if status is not None and status in STATUSES else "pending"}
 
 
-def admission_view(tasks: list[dict], refused: Mapping[str, str], by_id: Mapping[str, dict]) -> list[dict]:
+def admission_view(tasks: list[Task], refused: Mapping[str, str], by_id: Mapping[str, Task]) -> list[Task]:
     """What admission reasons over: :func:`in_play` of ``tasks`` (``by_id`` maps their ids to
     them), refused tasks as their :func:`stand_in`."""
     return [stand_in(task) if task["id"] in refused else task for task in in_play(tasks, by_id)]
@@ -156,7 +165,9 @@ Verdict = Hold | tuple[str | None, str] | None
 (:class:`Hold`), or pass over it for now (None)."""
 
 
-def consider(task: dict, busy: Busy, config: dict, history: list[dict], runtime_state: dict, now: datetime, brief_text: Callable[[dict], str]) -> Verdict:
+def consider(
+    task: Task, busy: Busy, config: Config, history: list[Task], runtime_state: dict, now: datetime, brief_text: Callable[[Task], str]
+) -> Verdict:
     """The verdict on ``task``, the first ready task in queue order: passed over while it
     must wait for a running task, held by the risk policy, held until a runtime is back
     (or escalated when none is configured), else claimed."""
@@ -176,11 +187,11 @@ def consider(task: dict, busy: Busy, config: dict, history: list[dict], runtime_
 
 
 def admit(
-    tasks: list[dict],
-    config: dict,
+    tasks: list[Task],
+    config: Config,
     runtime_state: dict,
     now: datetime,
-    brief_text: Callable[[dict], str],
+    brief_text: Callable[[Task], str],
     refused: Mapping[str, str] | None = None,
 ) -> Admission:
     """What to claim next from ``tasks`` at ``now``; ``brief_text(task)`` reads a brief;
@@ -192,22 +203,19 @@ def admit(
     history = tasks  # runtime selection weighs every finished task's outcome
     tasks = admission_view(tasks, refused, stored)
     holds = dependency_holds(tasks)
-    view = {task["id"]: dict(task) for task in tasks}
+    view = {task["id"]: task.copy() for task in tasks}
     busy = Busy.of(tasks)
     passed_over: set[str] = set()  # must wait for a running task; not held, not changed
 
-    def apply(hold: Hold) -> None:
-        view[hold.task_id].update(hold.changes, **({"status": hold.status} if hold.status else {}))
-
     for dependency_hold in holds:
-        apply(dependency_hold)
+        dependency_hold.apply(view[dependency_hold.task_id])
     while (task := pick_next([task for task in view.values() if task["id"] not in refused and task["id"] not in passed_over], now)) is not None:
         verdict = consider(task, busy, config, history, runtime_state, now, brief_text)
         if verdict is None:
             passed_over.add(task["id"])
         elif isinstance(verdict, Hold):
             holds.append(verdict)
-            apply(verdict)
+            verdict.apply(view[verdict.task_id])
         else:
             return Admission(stored[task["id"]], *verdict, holds)
     return Admission(None, None, "", holds)

@@ -30,10 +30,12 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
-from macp.admission import Admission, Busy, Hold, Verdict, admission_view, consider, dependency_holds, stand_in
+from macp.admission import Admission, Busy, Hold, Verdict, admission_view, consider, dependency_holds, dependency_ids, stand_in
 from macp.clock import parse_timestamp
 from macp.dependencies import DEAD_ENDS
 from macp.lifecycle import ACTIVE, status_of
+from macp.model import Config, Task
+from macp.scheduler import queue_rank
 from macp.taskstore import TaskDocument
 
 
@@ -47,15 +49,8 @@ class _Seen:
     not_before: str | None
 
 
-def _seen(task: dict) -> _Seen:
-    dependencies = task.get("depends_on")
-    priority = task.get("priority", 0)
-    return _Seen(
-        status_of(task),
-        tuple(d for d in dependencies if isinstance(d, str)) if isinstance(dependencies, list) else (),
-        -priority if type(priority) is int else 0,
-        task.get("not_before") or None,
-    )
+def _seen(task: Task) -> _Seen:
+    return _Seen(status_of(task), tuple(dependency_ids(task)), queue_rank(task), task.get("not_before") or None)
 
 
 class Admitter:
@@ -82,10 +77,10 @@ class Admitter:
     def admit(
         self,
         document: TaskDocument,
-        config: dict,
+        config: Config,
         runtime_state: dict,
         now: datetime,
-        brief_text: Callable[[dict], str],
+        brief_text: Callable[[Task], str],
         refused: Mapping[str, str] | None = None,
     ) -> Admission:
         """What ``admit(document.tasks, config, runtime_state, now, brief_text, refused)``
@@ -102,7 +97,7 @@ class Admitter:
             holds = dependency_holds(admission_view(document.tasks, refused, {task["id"]: task for task in document.tasks}))
             self._dirty = bool(holds)  # until they are applied and come back as changes
 
-        def judge(task: dict, busy: Busy) -> Verdict:
+        def judge(task: Task, busy: Busy) -> Verdict:
             return consider(task, busy, config, document.tasks, runtime_state, now, brief_text)
 
         return self._pick(document, now, judge, holds)
@@ -126,7 +121,7 @@ class Admitter:
                 self._ready.append((seen.rank, position, task["id"], self._generation))
         heapq.heapify(self._ready)
 
-    def _update(self, task_id: str, task: dict | None) -> None:
+    def _update(self, task_id: str, task: Task | None) -> None:
         """Bring the index up to date with ``task`` (None: it is gone), the new state of
         ``task_id``."""
         old = self._seen.get(task_id)
@@ -189,7 +184,7 @@ class Admitter:
 
     # -- the claim -----------------------------------------------------------------------
 
-    def _pick(self, document: TaskDocument, now: datetime, judge: Callable[[dict, Busy], Verdict], holds: list[Hold]) -> Admission:
+    def _pick(self, document: TaskDocument, now: datetime, judge: Callable[[Task, Busy], Verdict], holds: list[Hold]) -> Admission:
         """The loop of :func:`macp.admission.admit`, over the eligible tasks in queue order;
         ``judge(task, busy)`` is :func:`macp.admission.consider` with the call's inputs."""
         while self._sleeping and self._sleeping[0][0] <= now:
@@ -221,6 +216,6 @@ class Admitter:
             for entry in examined:
                 heapq.heappush(self._ready, entry)
 
-    def _view(self, document: TaskDocument, task_id: str) -> dict:
+    def _view(self, document: TaskDocument, task_id: str) -> Task:
         task = document.get(task_id)
         return stand_in(task) if task_id in self._refused else task

@@ -13,10 +13,12 @@ import json
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
+from typing import cast
 
 from macp.clock import parse_timestamp
 from macp.fsio import append_line
 from macp.lifecycle import FINISHED, status_of
+from macp.model import Task
 
 
 def archive_dir(orch_dir: Path) -> Path:
@@ -24,7 +26,7 @@ def archive_dir(orch_dir: Path) -> Path:
     return orch_dir / "archive"
 
 
-def archived_tasks(orch_dir: Path) -> Iterator[dict]:
+def archived_tasks(orch_dir: Path) -> Iterator[Task]:
     """Every archived task, oldest month first (undecodable lines are skipped)."""
     folder = archive_dir(orch_dir)
     if not folder.is_dir():
@@ -37,15 +39,15 @@ def archived_tasks(orch_dir: Path) -> Iterator[dict]:
                 except ValueError:
                     continue
                 if isinstance(task, dict) and isinstance(task.get("id"), str):
-                    yield task
+                    yield cast(Task, task)  # archived from a checked queue
 
 
-def finished_at(task: dict) -> str:
+def finished_at(task: Task) -> str:
     """When the task reached its final status (``completed_at``, else ``updated_at``)."""
     return task.get("completed_at") or task.get("updated_at") or task.get("created_at") or ""
 
 
-def archivable(tasks: list[dict], before: datetime | None) -> tuple[list[dict], list[str]]:
+def archivable(tasks: list[Task], before: datetime | None) -> tuple[list[Task], list[str]]:
     """The final-status tasks to archive (finished before ``before`` when given), and why
     others were kept: a task that an unfinished task depends on stays, so no dependency
     ever points into the archive (pure)."""
@@ -64,7 +66,7 @@ def archivable(tasks: list[dict], before: datetime | None) -> tuple[list[dict], 
     return chosen, kept
 
 
-def append_to_archive(orch_dir: Path, tasks: list[dict], already: set[str]) -> None:
+def append_to_archive(orch_dir: Path, tasks: list[Task], already: set[str]) -> None:
     """Append ``tasks`` (minus ids in ``already``) to their month's archive file."""
     by_month: dict[str, list[str]] = {}
     for task in tasks:

@@ -17,6 +17,7 @@ from typing import Any
 
 from macp.errors import MacpError
 from macp.fsio import read_json
+from macp.model import Config, Task
 from protocol.schemas import schema_errors
 from protocol.validator import json_type_name
 
@@ -37,12 +38,12 @@ def merge(defaults: Any, override: Any) -> Any:
     return override
 
 
-def default_config() -> dict:
+def default_config() -> Config:
     """The template config (MACP's defaults) as a new dict."""
     return read_json(TEMPLATE_STATE_DIR / "config.json")
 
 
-def load_config(config_file: Path | None) -> dict:
+def load_config(config_file: Path | None) -> Config:
     """The effective config: defaults merged with ``config_file`` when it is given and exists.
 
     Raises :class:`MacpError` (exit 2) for bad JSON (file, line, column), a non-object
@@ -64,7 +65,7 @@ def load_config(config_file: Path | None) -> dict:
     return config
 
 
-def signature_errors(config: dict) -> list[str]:
+def signature_errors(config: Config) -> list[str]:
     """``$.path: not a valid regular expression (...)`` for every provider signature
     (``macp.provider_signatures``, ``runtimes.<name>.failures``) that Python's ``re`` cannot
     compile, so a bad pattern is refused when the config loads, not after a worker ran."""
@@ -81,28 +82,36 @@ def signature_errors(config: dict) -> list[str]:
     return errors
 
 
-def max_attempts(task: dict, config: dict) -> int:
+def max_attempts(task: Task, config: Config) -> int:
     """The task's attempt budget: its ``max_attempts``, else ``worker.max_attempts``."""
     return task.get("max_attempts") or config["worker"]["max_attempts"]
 
 
-def timeout_seconds(task: dict, config: dict) -> int:
+def timeout_seconds(task: Task, config: Config) -> int:
     """The bound on the task's worker and on each of its gates without their own, in
     seconds: its ``timeout_seconds``, else ``worker.timeout_seconds``."""
     return task.get("timeout_seconds") or config["worker"]["timeout_seconds"]
 
 
+def idle_timeout(config: Config, runtime: str) -> int:
+    """Seconds of silence after which ``runtime`` counts as hung: the runtime's own
+    ``idle_timeout_seconds``, else ``worker.idle_timeout_seconds``."""
+    spec = config["runtimes"].get(runtime)
+    own = spec.get("idle_timeout_seconds") if spec else None
+    return own or config["worker"]["idle_timeout_seconds"]
+
+
 DEFAULT_RUNTIME_MAX_PARALLEL = 1  # two attempts never share one account's rate limit unless allowed
 
 
-def runtime_max_parallel(config: dict, runtime: str) -> int:
+def runtime_max_parallel(config: Config, runtime: str) -> int:
     """How many attempts may run on ``runtime`` at once: ``runtimes.<name>.max_parallel``,
     else :data:`DEFAULT_RUNTIME_MAX_PARALLEL` (issue 12, docs/workers.md)."""
-    spec = config.get("runtimes", {}).get(runtime) or {}
-    return spec.get("max_parallel") or DEFAULT_RUNTIME_MAX_PARALLEL
+    spec = config["runtimes"].get(runtime)
+    return (spec.get("max_parallel") if spec else None) or DEFAULT_RUNTIME_MAX_PARALLEL
 
 
-def matrix_token_env(config: dict) -> str:
+def matrix_token_env(config: Config) -> str:
     """The environment variable holding the Matrix access token: ``matrix.token_env``, or
     ``MACP_MATRIX_TOKEN`` when that is empty. The transport reads it; workers never see it."""
     return (config.get("matrix") or {}).get("token_env") or "MACP_MATRIX_TOKEN"
@@ -117,7 +126,7 @@ def repo_hash(repo_root: Path) -> str:
     return hashlib.sha256(str(repo_root.resolve()).encode()).hexdigest()[:8]
 
 
-def worktree_base(config: dict, repo_root: Path) -> Path:
+def worktree_base(config: Config, repo_root: Path) -> Path:
     """``macp.worktree_base`` with ``{repo}`` (the repository's folder name),
     ``{repo_hash}`` (:func:`repo_hash`) and ``~`` expanded, as an absolute path."""
     template = config["macp"]["worktree_base"].replace("{repo}", repo_root.name).replace("{repo_hash}", repo_hash(repo_root))

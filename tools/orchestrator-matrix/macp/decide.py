@@ -30,7 +30,7 @@ from typing import Any, Literal
 from dispatcher import macp_dispatcher as dispatcher
 from macp import clock, verdicts
 from macp.guidance import failure_summary
-from macp.model import GateResult
+from macp.model import Config, Failure, FinalStatus, GateResult, Task, TaskChanges, TaskStatus, WorkerRun
 from macp.providers import WAITING_DOES_NOT_FIX, ProviderFailure
 from macp.selection import cooling_down, runtime_order
 
@@ -46,11 +46,11 @@ class AttemptOutcome:
     exit_code: int | None
     timed_out: bool = False
     output_tail: str = ""
-    report: dict = field(default_factory=dict)
+    report: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
     idle_timed_out: bool = False
     log_path: Path | None = None
-    run: dict | None = None
+    run: WorkerRun | None = None
     output: str | None = None
 
 
@@ -59,16 +59,16 @@ class Ending:
     """What the result file of a task that ends now records (``status``: completed, failed
     or escalated)."""
 
-    status: str
+    status: FinalStatus
     exit_code: int | None
     gate_results: list[GateResult] = field(default_factory=list)
     output_tail: str = ""
     timed_out: bool = False
-    report: dict = field(default_factory=dict)
+    report: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
     escalation_reason: str | None = None
-    last_failure: dict | None = None
-    worker_run: dict | None = None
+    last_failure: Failure | None = None
+    worker_run: WorkerRun | None = None
 
 
 @dataclass(frozen=True)
@@ -92,17 +92,17 @@ class Decision:
     anything else; ``say`` is the line for the person watching."""
 
     action: Literal["gates", "retry", "failover", "finish"]
-    status: str | None = None
+    status: TaskStatus | None = None
     event_type: str = ""
     message: str = ""
-    changes: dict = field(default_factory=dict)
-    metadata: dict = field(default_factory=dict)
+    changes: TaskChanges = field(default_factory=TaskChanges)
+    metadata: dict[str, Any] = field(default_factory=dict)
     ending: Ending | None = None
     cooldown: Cooldown | None = None
     say: str | None = None
 
 
-def decide(task: dict, outcome: AttemptOutcome, gate_results: list[GateResult] | None, config: dict, now: datetime, tasks: list[dict] | None = None,
+def decide(task: Task, outcome: AttemptOutcome, gate_results: list[GateResult] | None, config: Config, now: datetime, tasks: list[Task] | None = None,
            runtime_state: dict | None = None) -> Decision:
     """The decision after the worker of ``task``'s current attempt ended as ``outcome``;
     ``gate_results`` None when the gates have not run yet. ``tasks`` and ``runtime_state``
@@ -129,7 +129,7 @@ def decide(task: dict, outcome: AttemptOutcome, gate_results: list[GateResult] |
         reason = report.get("escalation_reason") or "the worker asked for a person"
         return finish(Ending("escalated", escalation_reason=reason, **details))
     if outcome.exit_code != 0 or outcome.timed_out or reported_error:
-        failure = {
+        failure: Failure = {
             "kind": "timeout" if outcome.timed_out else "worker",
             "attempt": task["attempts"],
             "exit_code": outcome.exit_code,
@@ -147,15 +147,15 @@ def decide(task: dict, outcome: AttemptOutcome, gate_results: list[GateResult] |
     failing = next((gate for gate in gate_results if not gate["passed"]), None)
     if failing is None:
         return finish(Ending("completed", gate_results=gate_results, **details))
-    failure = {
+    gate_failure: Failure = {
         "kind": "gate",
         "attempt": task["attempts"],
         "exit_code": failing["exit_code"],
         "gate": failing["name"],
-        "classification": failing["classification"],
+        "classification": failing["classification"] or "unknown",  # always set on a failing gate
         "output_tail": failing["output_tail"],
     }
-    return attempt_failed(task, failure, "failed" if legacy else "escalated", gate_results, details, config, now)
+    return attempt_failed(task, gate_failure, "failed" if legacy else "escalated", gate_results, details, config, now)
 
 
 def finish(ending: Ending) -> Decision:
@@ -164,7 +164,9 @@ def finish(ending: Ending) -> Decision:
     return Decision("finish", ending.status, f"task.{ending.status}", message[ending.status], ending=ending)
 
 
-def attempt_failed(task: dict, failure: dict, final_status: str, gate_results: list[GateResult], details: dict, config: dict, now: datetime) -> Decision:
+def attempt_failed(
+    task: Task, failure: Failure, final_status: FinalStatus, gate_results: list[GateResult], details: dict[str, Any], config: Config, now: datetime
+) -> Decision:
     """Retry with guidance while attempts remain; otherwise end in ``final_status``. A gate
     that could not run at all (``config``: command not found) is not retried: no change to
     the work fixes it, so it goes to a person at once. ``details`` are the :class:`Ending`
@@ -188,7 +190,7 @@ def attempt_failed(task: dict, failure: dict, final_status: str, gate_results: l
     return finish(Ending("failed", gate_results=gate_results, last_failure=failure, **{**details, "error": details.get("error") or reason}))
 
 
-def retry_at(attempt: int, config: dict, now: datetime) -> str | None:
+def retry_at(attempt: int, config: Config, now: datetime) -> str | None:
     """``not_before`` for the retry after counted attempt ``attempt``: base * 2**(attempt-1)
     seconds, capped (``macp.retry_backoff_seconds`` / ``..._max_seconds``); None when base is 0."""
     base = config["macp"]["retry_backoff_seconds"]
@@ -198,7 +200,7 @@ def retry_at(attempt: int, config: dict, now: datetime) -> str | None:
     return clock.format_timestamp(now + timedelta(seconds=delay))
 
 
-def provider_failed(task: dict, failure: ProviderFailure, outcome: AttemptOutcome, config: dict, tasks: list[dict], runtime_state: dict,
+def provider_failed(task: Task, failure: ProviderFailure, outcome: AttemptOutcome, config: Config, tasks: list[Task], runtime_state: dict,
                     now: datetime) -> Decision:
     """A provider failure (docs/failures.md; seed 000 "Two Failure Layers"): the attempt does
     not count. The task fails over to the next runtime that has not failed it this round and
@@ -217,7 +219,7 @@ def provider_failed(task: dict, failure: ProviderFailure, outcome: AttemptOutcom
     failed = [*(task.get("failed_runtimes") or []), runtime]
     what = f"{runtime}: {failure.kind}" + (f" until {reset}" if reset else "") + f" ({failure.evidence})"
     metadata = {"runtime": runtime, "class": failure.kind, "reset_at": reset, "evidence": failure.evidence, "provider_failures": count}
-    base = {"attempts": task["attempts"] - 1, "provider_failures": count, "claim": None}
+    base: TaskChanges = {"attempts": task["attempts"] - 1, "provider_failures": count, "claim": None}
     said = f"{task['id']}: provider failure on {what}; attempt not counted"
     if count >= config["macp"]["max_provider_failures"]:
         reason = f"runtime unavailable: {count} provider failures, the last {what}"

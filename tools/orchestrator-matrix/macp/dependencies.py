@@ -9,14 +9,15 @@
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 
 from macp.lifecycle import status_of
+from macp.model import Task
 
 DEAD_ENDS = frozenset({"failed", "escalated", "cancelled"})
 
 
-def find_cycles(tasks: list[dict]) -> list[list[str]]:
+def find_cycles(tasks: list[Task]) -> list[list[str]]:
     """Every distinct dependency cycle among tasks that are not completed, in file order.
 
     Iterative depth-first search, O(tasks + dependencies): chains of any length, no
@@ -54,7 +55,7 @@ def find_cycles(tasks: list[dict]) -> list[list[str]]:
     return cycles
 
 
-def doomed_tasks(tasks: list[dict]) -> list[tuple[str, str]]:
+def doomed_tasks(tasks: list[Task]) -> list[tuple[str, str]]:
     """``[(task id, reason)]`` for pending tasks whose dependencies can never complete.
 
     A dependency that is failed, escalated, cancelled, unknown, or itself doomed dooms its
@@ -62,7 +63,7 @@ def doomed_tasks(tasks: list[dict]) -> list[tuple[str, str]]:
     Worklist propagation, O(tasks + dependencies).
     """
     by_id = {task["id"]: task for task in tasks}
-    dependents: dict[str, list[dict]] = {}
+    dependents: dict[str, list[Task]] = {}
     for task in tasks:
         if status_of(task) == "pending":
             for dependency in task.get("depends_on") or []:
@@ -80,7 +81,7 @@ def doomed_tasks(tasks: list[dict]) -> list[tuple[str, str]]:
     return list(doomed.items())
 
 
-def _doom_reason(task: dict, by_id: dict[str, dict], doomed: dict[str, str]) -> str | None:
+def _doom_reason(task: Task, by_id: Mapping[str, Task], doomed: dict[str, str]) -> str | None:
     for dependency in task.get("depends_on") or []:
         other = by_id.get(dependency)
         if other is None:

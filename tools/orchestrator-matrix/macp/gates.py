@@ -12,10 +12,9 @@ import re
 from collections.abc import Generator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from macp.classify import classify_gate_failure
-from macp.model import GateResult, GateSpec
+from macp.model import Config, GateObject, GateResult, GateSpec, Task
 from macp.procs import Command, ProcessResult
 
 
@@ -30,7 +29,7 @@ class GateLimits:
     grace_seconds: float
 
 
-def gate_specs(task: dict, config: dict) -> list[GateSpec]:
+def gate_specs(task: Task, config: Config) -> list[GateSpec]:
     """The gates for ``task``: its own ``quality_gates`` if present, else the config's.
 
     Each is returned as ``{"name", "command", "type", "timeout_seconds"}`` (timeout None when
@@ -41,7 +40,7 @@ def gate_specs(task: dict, config: dict) -> list[GateSpec]:
         raw = config.get("quality_gates", [])
     specs: list[GateSpec] = []
     for entry in raw:
-        gate: dict[str, Any] = {"command": entry} if isinstance(entry, str) else entry  # schema-checked: a type is one of GateType
+        gate: GateObject = {"command": entry} if isinstance(entry, str) else entry
         specs.append(
             {
                 "name": gate.get("name") or gate["command"][:60],

@@ -11,13 +11,15 @@ from __future__ import annotations
 
 import re
 
+from macp.model import Failure, Task
+
 
 def _fence(text: str) -> str:
     longest = max((len(run) for run in re.findall(r"`+", text)), default=0)
     return "`" * max(3, longest + 1)
 
 
-def base_brief(task: dict, brief_text: str | None) -> str:
+def base_brief(task: Task, brief_text: str | None) -> str:
     """The brief itself, or a heading built from the task's title and description."""
     if brief_text is not None:
         return brief_text
@@ -27,7 +29,7 @@ def base_brief(task: dict, brief_text: str | None) -> str:
     return "\n".join(lines) + "\n"
 
 
-def failure_summary(failure: dict) -> str:
+def failure_summary(failure: Failure) -> str:
     """One sentence naming what failed, e.g. ``gate `test` (test) exited 1``."""
     if failure["kind"] == "gate":
         return (
@@ -43,7 +45,7 @@ def failure_summary(failure: dict) -> str:
     return f"the worker exited with code {failure.get('exit_code')}"
 
 
-def previous_attempt_section(failure: dict) -> str:
+def previous_attempt_section(failure: Failure) -> str:
     """Markdown "Previous attempt" section describing ``failure``."""
     tail = failure.get("output_tail") or "(no output)"
     fence = _fence(tail)
@@ -69,7 +71,7 @@ def report_section(report_file: str) -> str:
     )
 
 
-def compose_brief(task: dict, brief_text: str | None, report_file: str | None = None) -> str:
+def compose_brief(task: Task, brief_text: str | None, report_file: str | None = None) -> str:
     """The full text for the next attempt of ``task``; ``report_file`` (for agents) adds the
     report instruction at the end."""
     text = base_brief(task, brief_text)

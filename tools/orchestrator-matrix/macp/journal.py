@@ -27,6 +27,7 @@ from pathlib import Path
 
 from macp.errors import MacpError
 from macp.fsio import append_line
+from macp.model import Task
 
 VERSION = 1
 
@@ -38,7 +39,7 @@ class Journal:
     bytes of its complete lines (a torn last line excluded)."""
 
     checkpoints: set[str] = field(default_factory=set)
-    tasks: list[dict] = field(default_factory=list)
+    tasks: list[Task] = field(default_factory=list)
     size: int = 0
 
     def extends(self, checkpoint_sha256: str) -> bool:
@@ -81,7 +82,7 @@ def read_journal(path: Path) -> Journal:
     return journal
 
 
-def append_tasks(path: Path, tasks: list[dict], checkpoint_sha256: str, size: int) -> int:
+def append_tasks(path: Path, tasks: list[Task], checkpoint_sha256: str, size: int) -> int:
     """Append one line per task in ``tasks`` (one write, one fsync), after a header naming
     ``checkpoint_sha256`` when the journal is empty (``size`` 0). Returns the journal's new
     size in bytes. Raises ``OSError`` when the write fails (the journal is then as before)."""

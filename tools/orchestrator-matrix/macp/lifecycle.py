@@ -6,9 +6,15 @@ of ``pending`` (see :mod:`macp.scheduler`), never stored.
 
 from __future__ import annotations
 
-from macp.errors import MacpError
+from typing import TYPE_CHECKING, get_args
 
-STATUSES = ("pending", "running", "gated", "completed", "failed", "escalated", "cancelled")
+from macp.errors import MacpError
+from macp.model import Task, TaskChanges, TaskStatus
+
+if TYPE_CHECKING:  # PEP 692 typed **kwargs: annotations only, never evaluated at run time
+    from typing_extensions import Unpack
+
+STATUSES: tuple[TaskStatus, ...] = get_args(TaskStatus)
 ACTIVE = frozenset({"running", "gated"})
 FINISHED = frozenset({"completed", "failed", "escalated", "cancelled"})
 
@@ -24,7 +30,7 @@ ALLOWED: dict[str, frozenset[str]] = {
 }
 
 
-def status_of(task: dict) -> str:
+def status_of(task: Task) -> TaskStatus:
     """The task's status; a task without one (a new legacy entry) is ``pending``."""
     return task.get("status") or "pending"
 
@@ -34,7 +40,7 @@ def can_transition(old: str, new: str) -> bool:
     return new in ALLOWED.get(old, frozenset())
 
 
-def transition(task: dict, new: str, at: str, **changes: object) -> dict:
+def transition(task: Task, new: TaskStatus, at: str, **changes: Unpack[TaskChanges]) -> Task:
     """A copy of ``task`` moved to status ``new`` at timestamp ``at`` with ``changes`` applied.
 
     Raises :class:`MacpError` for a transition the lifecycle forbids (e.g. completed -> running).

@@ -13,13 +13,14 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
 from macp import clock
 from macp.errors import BusyError
 from macp.fsio import json_object
+from macp.model import Claim
 
 
 @contextmanager
@@ -38,7 +39,7 @@ def exclusive_lock(lock_path: Path) -> Iterator[None]:
         os.close(fd)
 
 
-def owner_record() -> dict:
+def owner_record() -> Claim:
     """This process as a lock or claim owner: ``{"pid", "host", "started_at", "token"}``.
 
     ``token`` is unique per controller run; the controller puts it in its children's
@@ -66,7 +67,7 @@ class ControllerLock:
     def __init__(self, lock_path: Path) -> None:
         self.lock_path = lock_path
         self._fd: int | None = None
-        self.owner: dict | None = None
+        self.owner: Claim | None = None
         self.previous: dict | None = None
 
     def acquire(self, wait: bool = False, poll_seconds: float = 0.2) -> None:
@@ -94,7 +95,7 @@ class ControllerLock:
         if self._fd is not None and self.owner is not None:
             self._write_record(self.owner)
 
-    def _write_record(self, record: dict) -> None:
+    def _write_record(self, record: Mapping[str, object]) -> None:
         assert self._fd is not None
         data = (json.dumps(record) + "\n").encode()
         os.pwrite(self._fd, data, 0)

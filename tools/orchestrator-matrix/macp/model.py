@@ -1,15 +1,41 @@
-"""Typed shapes of MACP's records where they are built in code (issue 12).
+"""Typed shapes of MACP's records: tasks, results, config, gates (issue 12).
 
-The JSON documents users read and edit (tasks, results, config) stay plain dicts checked
-against ``protocol/*.schema.json`` at the edges; the records the controller builds and
-passes between its pure core and its edges are typed here, so mypy checks every key.
+The documents users read and edit (tasks.json, results/<id>.json, config.json) are plain
+JSON objects at run time, checked against ``protocol/*.schema.json`` where they are read and
+written. Here each is a :class:`typing.TypedDict` with exactly the schema's properties, so
+mypy checks every key the code reads or writes; ``tests/test_model.py`` proves the two agree
+(property names, required names, JSON types, enums). A key a schema leaves optional is
+``total=False`` here: read it with ``.get``.
+
+The records the controller builds in code and never writes as they are (the decision after
+an attempt, a worker's outcome) are dataclasses in :mod:`macp.decide`.
 """
 
 from __future__ import annotations
 
-from typing import Literal, TypedDict
+from typing import Any, Literal, TypedDict
 
+TaskStatus = Literal["pending", "running", "gated", "completed", "failed", "escalated", "cancelled"]
+FinalStatus = Literal["completed", "failed", "escalated"]
+Dispatch = Literal["yolo", "acp", "exec"]
+TaskType = Literal["coding", "deploy", "research", "review", "documentation", "infrastructure"]
 GateType = Literal["mechanical", "ai-review", "ci-pipeline"]
+FailureKind = Literal["worker", "gate", "timeout", "merge"]
+FailureClass = Literal["lint", "typecheck", "test", "build", "security", "config", "unknown"]
+ProviderClass = Literal["misconfigured", "auth", "quota", "rate_limit", "overloaded", "network"]
+
+
+class _GateObjectRequired(TypedDict):
+    command: str
+
+
+class GateObject(_GateObjectRequired, total=False):
+    """A quality gate written as an object (task.schema.json ``$defs/gate``): only
+    ``command`` is required; ``timeout_seconds`` defaults to the task's timeout."""
+
+    name: str
+    type: GateType
+    timeout_seconds: int
 
 
 class GateSpec(TypedDict):
@@ -34,6 +60,263 @@ class GateResult(TypedDict):
     timed_out: bool
     started_at: str
     duration_seconds: float
-    classification: str | None
+    classification: FailureClass | None
     output_tail: str
-    log: str
+    log: str | None
+
+
+class _FailureRequired(TypedDict):
+    kind: FailureKind
+    attempt: int
+
+
+class Failure(_FailureRequired, total=False):
+    """What went wrong in a counted attempt (task.schema.json ``$defs/failure``): the task's
+    ``last_failure``, which the next attempt's guidance is written from."""
+
+    exit_code: int | None
+    gate: str | None
+    classification: FailureClass
+    output_tail: str
+    reported_error: str
+    conflicts: list[str]
+
+
+class _ClaimRequired(TypedDict):
+    pid: int
+    host: str
+    started_at: str
+
+
+class Claim(_ClaimRequired, total=False):
+    """The owner of a running task: the controller process that claimed it. ``token`` is
+    unique per controller run; its children carry it as ``MACP_OWNER_TOKEN``."""
+
+    token: str
+
+
+class AcpState(TypedDict, total=False):
+    """An acp task waiting for the completion report of the session it asked for."""
+
+    spawn_file: str
+    requested_at: str
+    reported_exit_code: int | None
+    reported_summary: str | None
+    reported_at: str | None
+
+
+class _RunRequired(TypedDict):
+    attempt: int
+    runtime: str
+
+
+class Run(_RunRequired, total=False):
+    """One run of a task's agent runtime: where it ran and how it ended (``at``: when it
+    started, a timestamp)."""
+
+    exit_code: int | None
+    timed_out: bool
+    idle_timed_out: bool
+    at: str
+
+
+class TaskChanges(TypedDict, total=False):
+    """Every field of a task but its ``id``, each optional: what one change to a task sets
+    (``Controller.update(task_id, changes)``, a :class:`macp.decide.Decision`'s changes)."""
+
+    title: str
+    description: str
+    status: TaskStatus
+    command: str
+    type: TaskType
+    dispatch: Dispatch
+    runtime: str
+    worktree: str | None
+    branch: str | None
+    base_commit: str | None
+    brief_path: str | None
+    result_path: str | None
+    issue: str | None
+    pr: str | None
+    depends_on: list[str]
+    priority: int
+    exclusive_group: str | None
+    max_attempts: int
+    attempts: int
+    timeout_seconds: int
+    quality_gates: list[str | GateObject]
+    not_before: str | None
+    created_at: str | None
+    updated_at: str | None
+    started_at: str | None
+    attempt_started_at: str | None
+    completed_at: str | None
+    claim: Claim | None
+    last_failure: Failure | None
+    acp: AcpState | None
+    approved: bool
+    risk_hold: str | None
+    attempt_runtime: str | None
+    runs: list[Run]
+    failed_runtimes: list[str]
+    provider_failures: int
+    error: str | None
+    escalation_reason: str | None
+    upstream_failed: bool
+    stacked_on: list[str]
+    uncommitted_work: str | None
+    metadata: dict[str, Any]
+
+
+class Task(TaskChanges):
+    """One entry of tasks.json (task.schema.json). Only ``id`` is required: a task without
+    ``status`` is pending (:func:`macp.lifecycle.status_of`), and the claim fills
+    ``attempts`` and ``max_attempts``. Timestamps are RFC 3339 strings."""
+
+    id: str
+
+
+class WorkerRun(TypedDict, total=False):
+    """When the final attempt's worker started (a timestamp) and how long it ran (seconds)."""
+
+    started_at: str
+    duration_seconds: float
+
+
+class KeptCommit(TypedDict):
+    """A commit no ref reached when its task ended, kept under ``ref``."""
+
+    ref: str
+    commit: str
+
+
+class ResultDetails(TypedDict, total=False):
+    """Every field of a result but the three every result has (``task_id``, ``status``,
+    ``completed_at``), each optional: what the code ending a task says about it
+    (:func:`dispatcher.macp_dispatcher.collect_result`)."""
+
+    failed_at: str | None
+    exit_code: int | None
+    attempt: int
+    max_attempts: int
+    runtime: str
+    runs: list[Run]
+    dispatch: str
+    worktree: str | None
+    branch: str | None
+    pr: str | None
+    base_commit: str | None
+    commits: list[str]
+    stacked_on: list[str]
+    worker: WorkerRun | None
+    summary: str
+    files_changed: list[str]
+    gate_results: list[GateResult]
+    error: str | None
+    escalation_reason: str | None
+    timed_out: bool
+    worktree_kept: str | None
+    kept_commits: list[KeptCommit]
+    output_tail: str
+    metadata: dict[str, Any]
+
+
+class Result(ResultDetails):
+    """A task's result file, results/<id>.json (result.schema.json): written once when the
+    task ends. ``completed_at`` is when it ended, whatever the status."""
+
+    task_id: str
+    status: FinalStatus
+    completed_at: str
+
+
+# Provider-failure classes -> case-insensitive regular expressions (config.schema.json $defs/signatures).
+Signatures = dict[str, list[str]]
+
+
+class _RuntimeSpecRequired(TypedDict):
+    command: list[str]
+
+
+class RuntimeSpec(_RuntimeSpecRequired, total=False):
+    """One agent runtime of the registry (config.schema.json ``$defs/runtime``): its argv
+    template and how the brief reaches it, its environment, its failure signatures and the
+    structured output MACP reads (docs/runtimes.md)."""
+
+    prompt: Literal["stdin", "arg", "file"]
+    env: dict[str, str]
+    failures: Signatures
+    output: Literal["codex-json", "claude-stream-json", "gemini-stream-json", "opencode-json", "text"]
+    env_as_root: dict[str, str]
+    idle_timeout_seconds: int
+    max_parallel: int
+
+
+class MatrixConfig(TypedDict):
+    """config ``matrix``: where events are delivered (docs/transport.md). Times in seconds."""
+
+    homeserver: str
+    room_id: str
+    token_env: str
+    round_deadline_seconds: float
+    mention_user_ids: list[str]
+    allow_plaintext_in_encrypted_room: bool
+    late_after_seconds: float
+
+
+class RiskConfig(TypedDict, total=False):
+    """config ``macp.risk``: the risk hold (docs/security.md)."""
+
+    enabled: bool
+    dispatch: list[Dispatch]
+    lexicon: list[str]
+
+
+class MacpConfig(TypedDict):
+    """config ``macp``: worktrees, results, retries and provider failures. Times in seconds,
+    sizes in bytes."""
+
+    worktree_base: str
+    default_dispatch: Dispatch
+    default_runtime: str
+    cleanup_worktrees: bool
+    brief_dir: str
+    result_dir: str
+    base_ref: str | None
+    output_tail_bytes: int
+    max_log_bytes: int
+    kill_grace_seconds: float
+    retry_backoff_seconds: float
+    retry_backoff_max_seconds: float
+    provider_cooldown_seconds: float
+    max_provider_failures: int
+    provider_signatures: Signatures
+    risk: RiskConfig
+    remove_ignored_files: bool
+    stack_dependencies: bool
+    commit_leftovers: bool
+
+
+class WorkerConfig(TypedDict):
+    """config ``worker``: the defaults of every task (times in seconds)."""
+
+    runtime: str
+    timeout_seconds: int
+    max_attempts: int
+    idle_timeout_seconds: int
+    max_parallel: int
+
+
+class Config(TypedDict):
+    """The effective config (config.schema.json): the template's defaults with the user's
+    config.json merged over them (:func:`macp.config.load_config`), so every key is present;
+    the template is the one place defaults live. A runtime set to ``null`` by the user is
+    gone from ``runtimes``."""
+
+    enabled: bool
+    transport: Literal["matrix", "none"] | None
+    matrix: MatrixConfig
+    macp: MacpConfig
+    worker: WorkerConfig
+    quality_gates: list[str | GateObject]
+    runtimes: dict[str, RuntimeSpec]

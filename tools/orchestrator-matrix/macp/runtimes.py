@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from macp.errors import MacpError
+from macp.model import Config, RuntimeSpec
 
 MAX_ARG_BYTES = 131072 - 1
 _PLACEHOLDER = re.compile(r"\{(?:worktree|prompt_file|prompt)\}")
@@ -33,12 +34,12 @@ class Invocation:
     env: dict[str, str] = field(default_factory=dict)
 
 
-def runtime_names(config: dict) -> list[str]:
+def runtime_names(config: Config) -> list[str]:
     """Configured runtimes in config order."""
     return list(config.get("runtimes", {}))
 
 
-def runtime_spec(config: dict, name: str) -> dict:
+def runtime_spec(config: Config, name: str) -> RuntimeSpec:
     """The config entry of runtime ``name``; MacpError naming the known ones otherwise."""
     runtimes = config.get("runtimes", {})
     if name not in runtimes:
@@ -47,7 +48,7 @@ def runtime_spec(config: dict, name: str) -> dict:
     return runtimes[name]
 
 
-def build_invocation(spec: dict, *, worktree: str, prompt_file: Path, prompt_text: str, as_root: bool = False) -> Invocation:
+def build_invocation(spec: RuntimeSpec, *, worktree: str, prompt_file: Path, prompt_text: str, as_root: bool = False) -> Invocation:
     """Fill ``spec``'s template for one run; ``as_root`` adds ``env_as_root``.
 
     ``prompt_file`` holds ``prompt_text``. Raises :class:`MacpError` when the prompt must go

@@ -8,24 +8,26 @@ dependency) or *waiting* (a time).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
 
 from macp.clock import parse_timestamp
 from macp.lifecycle import status_of
+from macp.model import Task
 
 
-def queue_order(tasks: list[dict]) -> list[dict]:
+def queue_order(tasks: list[Task]) -> list[Task]:
     """``tasks`` sorted by priority (higher first), ties kept in file order."""
-    return sorted(tasks, key=_rank)  # sorted() is stable: equal ranks keep file order
+    return sorted(tasks, key=queue_rank)  # sorted() is stable: equal ranks keep file order
 
 
-def _rank(task: dict) -> int:
+def queue_rank(task: Task) -> int:
     """Minus the task's priority (an integer, else 0): the sort key of :func:`queue_order`."""
     priority = task.get("priority", 0)
     return -priority if type(priority) is int else 0
 
 
-def hold_reason(task: dict, by_id: dict[str, dict], now: datetime) -> str | None:
+def hold_reason(task: Task, by_id: Mapping[str, Task], now: datetime) -> str | None:
     """Why the pending ``task`` cannot run at ``now``, or None when it is ready.
 
     ``by_id`` maps task ids to tasks. Reasons read ``blocked by X (running)``,
@@ -43,7 +45,7 @@ def hold_reason(task: dict, by_id: dict[str, dict], now: datetime) -> str | None
     return None
 
 
-def pick_next(tasks: list[dict], now: datetime) -> dict | None:
+def pick_next(tasks: list[Task], now: datetime) -> Task | None:
     """The first ready pending task in :func:`queue_order`, or None."""
     by_id = {task["id"]: task for task in tasks}
     for task in queue_order(tasks):

@@ -15,12 +15,13 @@ from datetime import datetime
 
 from macp.clock import parse_timestamp
 from macp.lifecycle import status_of
+from macp.model import Config, Task
 
 SUCCESS = "completed"
 FAILURES = ("failed", "escalated")
 
 
-def success_rates(tasks: list[dict], task_type: str | None) -> dict[str, tuple[int, int]]:
+def success_rates(tasks: list[Task], task_type: str | None) -> dict[str, tuple[int, int]]:
     """``{runtime: (successes, finished)}`` over finished yolo/acp tasks of ``task_type``,
     each counted for the runtime its last attempt ran on."""
     rates: dict[str, tuple[int, int]] = {}
@@ -40,7 +41,7 @@ def _score(record: tuple[int, int] | None) -> float:
     return (wins + 1) / (total + 2)
 
 
-def runtime_order(task: dict, config: dict, tasks: list[dict]) -> tuple[list[str], str]:
+def runtime_order(task: Task, config: Config, tasks: list[Task]) -> tuple[list[str], str]:
     """All configured runtimes in the order ``task`` should try them, and why the first.
 
     Returns ``(names, explanation)``; the explanation goes into the ``task.started`` event.
@@ -69,7 +70,7 @@ def cooling_down(state: dict, now: datetime) -> dict[str, datetime]:
     return until
 
 
-def choose_runtime(task: dict, config: dict, tasks: list[dict], state: dict, now: datetime) -> tuple[str | None, str, datetime | None]:
+def choose_runtime(task: Task, config: Config, tasks: list[Task], state: dict, now: datetime) -> tuple[str | None, str, datetime | None]:
     """``(runtime, explanation, back_at)`` for ``task``'s next attempt.
 
     ``runtime`` is None when every runtime is cooling down (``back_at`` then says when the

@@ -18,6 +18,7 @@ from macp.config import default_config, load_config, merge, signature_errors
 from macp.errors import EXIT_OK, EXIT_TASKS_FAILED, MacpError
 from macp.fsio import parse_json_text, read_json
 from macp.layout import Layout, confine, confine_output
+from macp.model import Config, Task
 from macp.taskstore import parse_tasks
 from protocol.schemas import validator_for
 from protocol.validator import SchemaError, Validator
@@ -131,7 +132,7 @@ def kind_of(path: Path) -> str | None:
     return "result" if path.parent.name == "results" and path.suffix == ".json" else None
 
 
-def placement_problems(layout: Layout, check_task: Callable[[dict, Path, dict], None]) -> list[str]:
+def placement_problems(layout: Layout, check_task: Callable[[Task, Path, Config], None]) -> list[str]:
     """Paths that would leave where they must stay (docs/security.md "Paths"): the config's
     ``macp.brief_dir`` (inside the repository) and ``macp.result_dir`` (an output folder),
     and every task's paths, which ``check_task(task, repo_root, config)`` checks by raising
@@ -157,7 +158,7 @@ def placement_problems(layout: Layout, check_task: Callable[[dict, Path, dict], 
     return problems
 
 
-def run_validate(args, check_task: Callable[[dict, Path, dict], None]) -> int:
+def run_validate(args, check_task: Callable[[Task, Path, Config], None]) -> int:
     """``mosaic macp validate [--schema FILE] [FILE...]``; returns 0, 1 (invalid) or raises.
     Without files it also checks where the state's paths lead (:func:`placement_problems`,
     with ``check_task`` checking one task's paths)."""

@@ -26,6 +26,7 @@ from macp.errors import MacpError
 from macp.fsio import parse_json_text, write_atomic
 from macp.layout import Layout
 from macp.locks import exclusive_lock
+from macp.model import Task
 from protocol.schemas import schema_errors
 
 # The journal is folded once it is larger than this and larger than tasks.json, so a fold
@@ -42,7 +43,7 @@ class TaskDocument:
     list, and the map is rebuilt (one pass) when a hit is stale or an id is missing, so the
     list may be changed freely (append, filter) and a lookup is never wrong."""
 
-    tasks: list[dict] = field(default_factory=list)
+    tasks: list[Task] = field(default_factory=list)
     container: dict | None = None
     label: str = "tasks.json"
     _positions: dict[object, int] = field(default_factory=dict, init=False, repr=False, compare=False)
@@ -60,19 +61,19 @@ class TaskDocument:
         self._positions = {task["id"]: number for number, task in enumerate(self.tasks) if isinstance(task, dict) and isinstance(task.get("id"), str)}
         return self._positions.get(task_id)
 
-    def find(self, task_id: str) -> dict | None:
+    def find(self, task_id: str) -> Task | None:
         """The task with ``task_id``, or None."""
         index = self.position(task_id)
         return None if index is None else self.tasks[index]
 
-    def get(self, task_id: str) -> dict:
+    def get(self, task_id: str) -> Task:
         """The task with ``task_id``; raises :class:`MacpError` "unknown task" otherwise."""
         task = self.find(task_id)
         if task is None:
             raise MacpError(f"unknown task: {task_id}")
         return task
 
-    def replace(self, task: dict) -> None:
+    def replace(self, task: Task) -> None:
         """Put ``task`` in place of the stored task with the same id; raises
         :class:`MacpError` "unknown task" when there is none."""
         index = self.position(task["id"])
@@ -82,7 +83,7 @@ class TaskDocument:
         self.changed.add(task["id"])
         self.change_log.append(task["id"])
 
-    def put(self, task: dict) -> None:
+    def put(self, task: Task) -> None:
         """Put ``task`` in place of the task with its id, or append it when there is none."""
         if self.position(task["id"]) is None:
             self.tasks.append(task)
@@ -112,7 +113,7 @@ class TaskDocument:
         return "{\n" + ",\n".join(f"  {json.dumps(key, ensure_ascii=False)}: {text}" for key, text in fields.items()) + "\n}\n"
 
 
-def _task_lines(tasks: list[dict], indent: str) -> str:
+def _task_lines(tasks: list[Task], indent: str) -> str:
     """``[`` + one compact JSON task per line at ``indent`` + ``]``."""
     if not tasks:
         return "[]"
@@ -148,14 +149,14 @@ def parse_tasks(value: object, label: str) -> TaskDocument:
     return document
 
 
-def task_errors(document: TaskDocument, task: dict) -> list[str]:
+def task_errors(document: TaskDocument, task: Task) -> list[str]:
     """Schema errors of one task, each as ``<json path in the file>: <reason>`` (a task not
     yet in ``document`` is given the position it would be appended at)."""
     index = document.position(task.get("id"))
     return _errors_at(document, len(document.tasks) if index is None else index, task)
 
 
-def _errors_at(document: TaskDocument, index: int, task: dict) -> list[str]:
+def _errors_at(document: TaskDocument, index: int, task: Task) -> list[str]:
     prefix = document.json_path(index)
     return [f"{prefix}{error.path[1:]}: {error.message}" for error in schema_errors("task", task)]
 

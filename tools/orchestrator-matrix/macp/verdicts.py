@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, tzinfo
 
+from macp.model import Config, Signatures
 from macp.providers import ProviderFailure, classify_run
 from macp.runtime_output import read_run
 
@@ -29,27 +30,21 @@ class AgentVerdict:
     summary: str | None
 
 
-def signatures(config: dict, runtime: str) -> dict[str, list[str]]:
+def signatures(config: Config, runtime: str) -> Signatures:
     """Provider-failure signatures of ``runtime``: the shared ones plus its own."""
     shared = config["macp"].get("provider_signatures") or {}
-    own = config["runtimes"].get(runtime, {}).get("failures") or {}
+    spec = config["runtimes"].get(runtime)
+    own = (spec.get("failures") if spec else None) or {}
     return {kind: [*shared.get(kind, []), *own.get(kind, [])] for kind in {*shared, *own}}
 
 
-def idle_timeout(config: dict, runtime: str) -> int:
-    """Seconds of silence after which ``runtime`` counts as hung: the runtime's own
-    ``idle_timeout_seconds``, else ``worker.idle_timeout_seconds``."""
-    own = config["runtimes"].get(runtime, {}).get("idle_timeout_seconds")
-    return own or config["worker"]["idle_timeout_seconds"]
-
-
 def judge_agent_run(
-    config: dict, runtime: str, *, exit_code: int | None, idle_timed_out: bool, output: str, now: datetime, local_zone: tzinfo | None = None
+    config: Config, runtime: str, *, exit_code: int | None, idle_timed_out: bool, output: str, now: datetime, local_zone: tzinfo | None = None
 ) -> AgentVerdict:
     """Judge one run of ``runtime`` from its ``output`` (the end of its log); ``now`` and
     ``local_zone`` (default: the machine's) anchor the reset times it names."""
-    spec = config["runtimes"].get(runtime, {})
-    report = read_run(output, spec.get("output", "text"))
+    spec = config["runtimes"].get(runtime)
+    report = read_run(output, spec.get("output", "text") if spec else "text")
     failure = classify_run(signatures(config, runtime), exit_code=exit_code, idle_timed_out=idle_timed_out, report=report, now=now, local_zone=local_zone)
     reported = report.error if failure is None and report.error is not None else None
     summary = bounded(report.final_message.strip(), SUMMARY_MAX_CHARS) if report.final_message and report.final_message.strip() else None

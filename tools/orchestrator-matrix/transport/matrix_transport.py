@@ -47,6 +47,7 @@ from macp.cliutil import note
 from macp.config import matrix_token_env, worktree_base
 from macp.fsio import append_line
 from macp.layout import Layout
+from macp.model import Config
 from transport.matrix_errors import DeliveryError, RateLimited, Refused, Rejected, Unreachable
 from transport.matrix_http import MatrixClient, room_path, send_path
 from transport.matrix_messages import EVENT_ID_KEY, RenderContext, message_content, minimal_content
@@ -117,7 +118,7 @@ def transport_lock(orch_dir: Path, deadline: float) -> Iterator[bool]:
 class MatrixTransport:
     """Delivery rounds for one repository; keeps its connection between rounds."""
 
-    def __init__(self, layout: Layout, config: dict) -> None:
+    def __init__(self, layout: Layout, config: Config) -> None:
         self.layout = layout
         self.config = config
         self.matrix = config.get("matrix") or {}
