@@ -9,19 +9,37 @@ them are logged, and worktree cleanups it did not finish are done.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from dispatcher import macp_dispatcher as dispatcher
 from macp import clock, gitops
 from macp.events import read_tail
+from macp.layout import Layout
 from macp.lifecycle import ACTIVE, FINISHED, status_of, transition
-from macp.model import Task
+from macp.model import Config, Task
 from macp.procs import OWNER_ENV
 from macp.proctree import processes_with_env, terminate
+from macp.signals import SignalGuard
+from macp.taskstore import QueueSession
 
-if TYPE_CHECKING:
-    from controller.mosaic_orchestrator import Controller
+
+class Controller(Protocol):
+    """What recovery uses of the controller that runs it
+    (:class:`controller.mosaic_orchestrator.Controller`): its repository, config, signal
+    guard and queue, and its ways to record an event, tell the person watching and remove a
+    finished task's worktree. Declared here so recovery does not import the controller."""
+
+    layout: Layout
+    config: Config
+    guard: SignalGuard
+    queue: QueueSession
+    say: Callable[[str], object]
+
+    def emit(self, event_type: str, task: Task, message: str, *, source: str = ..., **metadata: object) -> None: ...
+
+    def remove_worktree(self, task: Task, verified: bool = ...) -> None: ...
 
 
 def recover(ctl: Controller, previous: dict | None) -> list[str]:

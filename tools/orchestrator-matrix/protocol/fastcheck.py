@@ -1,6 +1,6 @@
 """A schema compiled into one predicate that says whether an instance is valid (issue 11).
 
-:class:`~protocol.validator.Validator` walks the schema for every instance and builds an
+:class:`~protocol.walk.SchemaWalk` walks the schema for every instance and builds an
 error for every failure: about 14 µs a task, so checking 10,000 tasks at a controller's
 start-up or for ``status --json`` cost more than the rest of the command. Nearly every
 instance MACP checks is valid, so :func:`compile_schema` turns each schema object into a
@@ -11,7 +11,7 @@ The predicate accepts exactly what the validator accepts (a test checks both on 
 Schema Test Suite and on random schemas). Keywords it does not compile (``multipleOf``,
 ``uniqueItems``, ``dependent*``, ``patternProperties``, ``prefixItems``, anything
 unsupported or malformed) make that schema object fall back to the validator's own walk, and
-any exception -- a :class:`~protocol.validator.SchemaError` from that walk, a ``$ref``
+any exception -- a :class:`~protocol.walk.SchemaError` from that walk, a ``$ref``
 loop -- is the caller's cue to run the full validation, which raises it properly.
 """
 
@@ -20,17 +20,17 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from protocol.validator import _exact, _is_type, is_valid_date_time, json_equal
+from protocol.walk import _exact, _is_type, is_valid_date_time, json_equal
 
 if TYPE_CHECKING:
-    from protocol.validator import Validator
+    from protocol.walk import SchemaWalk
 
 Predicate = Callable[[Any], bool]
 _TYPES = frozenset({"null", "boolean", "object", "array", "string", "number", "integer"})
 _PLAIN_TYPES: dict[str, type | tuple[type, ...]] = {"object": dict, "array": list, "string": str}
 
 
-def compile_schema(validator: Validator, schema: Any, base: str, cache: dict[tuple[int, str], tuple[Any, Predicate]]) -> Predicate:
+def compile_schema(validator: SchemaWalk, schema: Any, base: str, cache: dict[tuple[int, str], tuple[Any, Predicate]]) -> Predicate:
     """The predicate of ``schema`` (seen under base URI ``base``), from ``cache`` when it
     was compiled before (keyed by the schema object and base; the schema is kept with it)."""
     key = (id(schema), base)
@@ -42,7 +42,7 @@ def compile_schema(validator: Validator, schema: Any, base: str, cache: dict[tup
     return predicate
 
 
-def _compile(validator: Validator, schema: Any, base: str, cache: dict) -> Predicate:
+def _compile(validator: SchemaWalk, schema: Any, base: str, cache: dict) -> Predicate:
     if schema is True:
         return lambda instance: True
     if schema is False:
@@ -74,11 +74,11 @@ def _compile(validator: Validator, schema: Any, base: str, cache: dict) -> Predi
     return every
 
 
-def _sub(validator: Validator, schema: Any, base: str, cache: dict) -> Predicate:
+def _sub(validator: SchemaWalk, schema: Any, base: str, cache: dict) -> Predicate:
     return compile_schema(validator, schema, base, cache)
 
 
-def _type(validator: Validator, schema: dict, base: str, cache: dict) -> Predicate | None:
+def _type(validator: SchemaWalk, schema: dict, base: str, cache: dict) -> Predicate | None:
     names = schema["type"] if isinstance(schema["type"], list) else [schema["type"]]
     if not names or not all(isinstance(name, str) and name in _TYPES for name in names):
         return None
@@ -88,7 +88,7 @@ def _type(validator: Validator, schema: dict, base: str, cache: dict) -> Predica
     return lambda instance: any(_is_type(instance, name) for name in names)
 
 
-def _enum(validator: Validator, schema: dict, base: str, cache: dict) -> Predicate | None:
+def _enum(validator: SchemaWalk, schema: dict, base: str, cache: dict) -> Predicate | None:
     options = schema["enum"]
     if not isinstance(options, list):
         return None
@@ -98,13 +98,13 @@ def _enum(validator: Validator, schema: dict, base: str, cache: dict) -> Predica
     return lambda instance: any(json_equal(instance, option) for option in options)
 
 
-def _const(validator: Validator, schema: dict, base: str, cache: dict) -> Predicate | None:
+def _const(validator: SchemaWalk, schema: dict, base: str, cache: dict) -> Predicate | None:
     expected = schema["const"]
     return lambda instance: json_equal(instance, expected)
 
 
 def _bound(holds: Callable[[Any, Any], bool], keyword: str) -> Callable[..., Predicate | None]:
-    def build(validator: Validator, schema: dict, base: str, cache: dict) -> Predicate | None:
+    def build(validator: SchemaWalk, schema: dict, base: str, cache: dict) -> Predicate | None:
         limit = schema[keyword]
         if isinstance(limit, bool) or not isinstance(limit, (int, float)):
             return None
@@ -123,7 +123,7 @@ def _bound(holds: Callable[[Any, Any], bool], keyword: str) -> Callable[..., Pre
 
 
 def _size(kind: type[str | list | dict], minimum: bool, keyword: str) -> Callable[..., Predicate | None]:
-    def build(validator: Validator, schema: dict, base: str, cache: dict) -> Predicate | None:
+    def build(validator: SchemaWalk, schema: dict, base: str, cache: dict) -> Predicate | None:
         limit = schema[keyword]
         if isinstance(limit, bool) or not isinstance(limit, (int, float)):
             return None
@@ -134,25 +134,25 @@ def _size(kind: type[str | list | dict], minimum: bool, keyword: str) -> Callabl
     return build
 
 
-def _pattern(validator: Validator, schema: dict, base: str, cache: dict) -> Predicate | None:
+def _pattern(validator: SchemaWalk, schema: dict, base: str, cache: dict) -> Predicate | None:
     regex = validator._pattern(schema["pattern"])
     return lambda instance: not isinstance(instance, str) or regex.search(instance) is not None
 
 
-def _format(validator: Validator, schema: dict, base: str, cache: dict) -> Predicate | None:
+def _format(validator: SchemaWalk, schema: dict, base: str, cache: dict) -> Predicate | None:
     if not (validator.format_assertion and schema["format"] == "date-time"):
         return lambda instance: True
     return lambda instance: not isinstance(instance, str) or is_valid_date_time(instance)
 
 
-def _required(validator: Validator, schema: dict, base: str, cache: dict) -> Predicate | None:
+def _required(validator: SchemaWalk, schema: dict, base: str, cache: dict) -> Predicate | None:
     names = schema["required"]
     if not isinstance(names, list):
         return None
     return lambda instance: not isinstance(instance, dict) or all(name in instance for name in names)
 
 
-def _properties(validator: Validator, schema: dict, base: str, cache: dict) -> Predicate | None:
+def _properties(validator: SchemaWalk, schema: dict, base: str, cache: dict) -> Predicate | None:
     if not isinstance(schema["properties"], dict):
         return None
     checks = {name: _sub(validator, sub, base, cache) for name, sub in schema["properties"].items()}
@@ -168,7 +168,7 @@ def _properties(validator: Validator, schema: dict, base: str, cache: dict) -> P
     return check
 
 
-def _additional(validator: Validator, schema: dict, base: str, cache: dict) -> Predicate | None:
+def _additional(validator: SchemaWalk, schema: dict, base: str, cache: dict) -> Predicate | None:
     known = schema.get("properties", {})
     patterns = [validator._pattern(p) for p in schema.get("patternProperties", {})]
     rest = _sub(validator, schema["additionalProperties"], base, cache)
@@ -183,45 +183,45 @@ def _additional(validator: Validator, schema: dict, base: str, cache: dict) -> P
     return check
 
 
-def _property_names(validator: Validator, schema: dict, base: str, cache: dict) -> Predicate | None:
+def _property_names(validator: SchemaWalk, schema: dict, base: str, cache: dict) -> Predicate | None:
     names = _sub(validator, schema["propertyNames"], base, cache)
     return lambda instance: not isinstance(instance, dict) or all(names(name) for name in instance)
 
 
-def _items(validator: Validator, schema: dict, base: str, cache: dict) -> Predicate | None:
+def _items(validator: SchemaWalk, schema: dict, base: str, cache: dict) -> Predicate | None:
     if "prefixItems" in schema:
         return None
     item = _sub(validator, schema["items"], base, cache)
     return lambda instance: not isinstance(instance, list) or all(item(value) for value in instance)
 
 
-def _each(validator: Validator, schema: dict, base: str, cache: dict, keyword: str) -> list[Predicate] | None:
+def _each(validator: SchemaWalk, schema: dict, base: str, cache: dict, keyword: str) -> list[Predicate] | None:
     subs = schema[keyword]
     return [_sub(validator, sub, base, cache) for sub in subs] if isinstance(subs, list) else None
 
 
-def _all_of(validator: Validator, schema: dict, base: str, cache: dict) -> Predicate | None:
+def _all_of(validator: SchemaWalk, schema: dict, base: str, cache: dict) -> Predicate | None:
     subs = _each(validator, schema, base, cache, "allOf")
     return None if subs is None else lambda instance: all(sub(instance) for sub in subs)
 
 
-def _any_of(validator: Validator, schema: dict, base: str, cache: dict) -> Predicate | None:
+def _any_of(validator: SchemaWalk, schema: dict, base: str, cache: dict) -> Predicate | None:
     subs = _each(validator, schema, base, cache, "anyOf")
     # every form is tried, as the validator does, so a form it cannot apply is never skipped
     return None if subs is None else lambda instance: any([sub(instance) for sub in subs])
 
 
-def _one_of(validator: Validator, schema: dict, base: str, cache: dict) -> Predicate | None:
+def _one_of(validator: SchemaWalk, schema: dict, base: str, cache: dict) -> Predicate | None:
     subs = _each(validator, schema, base, cache, "oneOf")
     return None if subs is None else lambda instance: sum(1 for sub in subs if sub(instance)) == 1
 
 
-def _not(validator: Validator, schema: dict, base: str, cache: dict) -> Predicate | None:
+def _not(validator: SchemaWalk, schema: dict, base: str, cache: dict) -> Predicate | None:
     sub = _sub(validator, schema["not"], base, cache)
     return lambda instance: not sub(instance)
 
 
-def _if(validator: Validator, schema: dict, base: str, cache: dict) -> Predicate | None:
+def _if(validator: SchemaWalk, schema: dict, base: str, cache: dict) -> Predicate | None:
     condition = _sub(validator, schema["if"], base, cache)
     then = _sub(validator, schema["then"], base, cache) if "then" in schema else None
     otherwise = _sub(validator, schema["else"], base, cache) if "else" in schema else None
@@ -233,7 +233,7 @@ def _if(validator: Validator, schema: dict, base: str, cache: dict) -> Predicate
     return check
 
 
-def _ref(validator: Validator, schema: dict, base: str, cache: dict) -> Predicate | None:
+def _ref(validator: SchemaWalk, schema: dict, base: str, cache: dict) -> Predicate | None:
     target, target_base = validator.registry.resolve(base, schema["$ref"])
     compiled: list[Predicate] = []  # compiled at first use: a $ref may reach its own schema
 
