@@ -196,14 +196,23 @@ class Controller:
         self.unlogged = True
 
     def change(
-        self, task_id: str, new_status: TaskStatus, event_type: str, message: str, changes: TaskChanges | None = None, metadata: dict[str, Any] | None = None
+        self,
+        task_id: str,
+        new_status: TaskStatus | None,
+        event_type: str,
+        message: str,
+        changes: TaskChanges | None = None,
+        metadata: dict[str, Any] | None = None,
+        source: str = "controller",
     ) -> Task:
-        """Move ``task_id`` to ``new_status`` with ``changes`` and record ``event_type`` (with
-        ``metadata``), as one unit (:func:`macp.recording.recorded`); returns the stored task."""
+        """Move ``task_id`` to ``new_status`` (None: keep its status) with ``changes`` and
+        record ``event_type`` from ``source`` (with ``metadata``), as one unit
+        (:func:`macp.recording.recorded`); returns the stored task."""
         with recorded(self.queue.edit(), self.layout.events_file, self.guard, self.mark_unlogged) as (document, events):
-            task = transition(document.get(task_id), new_status, clock.timestamp(), **(changes or {}))
+            task, now = document.get(task_id), clock.timestamp()
+            task = transition(task, new_status, now, **(changes or {})) if new_status else {**task, **(changes or {}), "updated_at": now}
             document.replace(task)
-            events.append(self.event(event_type, task, message, **(metadata or {})))
+            events.append(self.event(event_type, task, message, source=source, **(metadata or {})))
         return task
 
     def update(self, task_id: str, changes: TaskChanges) -> Task:
@@ -473,13 +482,11 @@ class Controller:
         changes: TaskChanges = {"worktree": str(path), "branch": branch, "base_commit": base_commit}
         if created:
             changes["stacked_on"] = stack
-        task = self.update(task["id"], changes)
         event = "worktree.created" if created else "worktree.reused"
         metadata: dict[str, Any] = {"worktree": str(path), "branch": branch, **({"repaired": repaired} if repaired else {})}
         if created and stack:
             metadata["stacked_on"] = stack
-        with self.guard.critical():
-            self.emit(event, task, f"{path} on branch {branch}", source="dispatcher", **metadata)
+        task = self.change(task["id"], None, event, f"{path} on branch {branch}", changes, metadata, source="dispatcher")
         for line in repaired:
             self.say(f"{task['id']}: {line}")
         return task
@@ -490,9 +497,9 @@ class Controller:
         spawn_file = self.layout.acp_file(task["id"])
         write_atomic(spawn_file, dump_json(params))
         acp: AcpState = {"spawn_file": str(spawn_file), "requested_at": clock.timestamp(), "reported_exit_code": None, "reported_summary": None, "reported_at": None}
-        task = self.update(task["id"], {"acp": acp, "claim": None})
-        with self.guard.critical():
-            self.emit("task.acp.requested", task, f"sessions_spawn parameters in {spawn_file}", source="dispatcher", spawn_file=str(spawn_file))
+        task = self.change(
+            task["id"], None, "task.acp.requested", f"sessions_spawn parameters in {spawn_file}", {"acp": acp, "claim": None}, {"spawn_file": str(spawn_file)}, "dispatcher"
+        )
         self.say(f"{task['id']}: waiting for an external acp completion report (spawn file {spawn_file})")
         return "running"
 
@@ -530,9 +537,7 @@ class Controller:
             record_cooldown(self.layout, cooldown.runtime, cooldown.until, cooldown.kind, cooldown.evidence, task["id"])
         if decision.action == "finish" and decision.ending is not None:
             if decision.changes:  # a provider escalation: the uncounted attempt and its own event first
-                task = self.update(task["id"], decision.changes)
-                with self.guard.critical():
-                    self.emit(decision.event_type, task, decision.message, **decision.metadata)
+                task = self.change(task["id"], None, decision.event_type, decision.message, decision.changes, decision.metadata)
             if decision.say:
                 self.say(decision.say)
             return self.finish(task, decision.ending)
