@@ -50,7 +50,7 @@ def test_every_event_type_the_code_names_is_a_known_one():
 def test_every_transition_is_allowed_or_refused_as_documented(old, new):
     task = {"id": "T", "status": old}
     if new in ALLOWED[old]:
-        moved = transition(task, new, "2026-11-21T12:00:00.000Z", attempts=1)
+        moved = transition(task, new, "2026-11-21T12:00:00.000Z", {"attempts": 1})
         assert moved["status"] == new and moved["attempts"] == 1 and task["status"] == old
     else:
         with pytest.raises(MacpError, match=f"cannot go from {old} to {new}"):

@@ -443,7 +443,7 @@ def change_task(
     """
     with recorded(edit_tasks(layout), layout.events_file) as (document, events):
         before = document.get(task_id)
-        after = transition(before, new_status, clock.timestamp(), **decide(before))
+        after = transition(before, new_status, clock.timestamp(), decide(before))
         document.replace(after)
         events.append(event(before, after))
     return before, after
@@ -527,7 +527,7 @@ def requeue_downstream(layout: Layout, task_id: str) -> list[Task]:
             upstream = frontier.pop()
             for held in document.tasks:
                 if status_of(held) == "escalated" and held.get("upstream_failed") and upstream in (held.get("depends_on") or []):
-                    requeued.append(transition(held, "pending", clock.timestamp(), **RETRY_RESETS))
+                    requeued.append(transition(held, "pending", clock.timestamp(), RETRY_RESETS))
                     document.replace(requeued[-1])
                     events.append(cli_event("task.retried", requeued[-1], f"back to pending: its dependency {task_id} is retried"))
                     frontier.append(held["id"])

@@ -61,6 +61,7 @@ from macp.model import (
     GateSpec,
     KeptCommit,
     Result,
+    ResultDetails,
     Run,
     Task,
     TaskChanges,
@@ -210,7 +211,7 @@ class Controller:
         (:func:`macp.recording.recorded`); returns the stored task."""
         with recorded(self.queue.edit(), self.layout.events_file, self.guard, self.mark_unlogged) as (document, events):
             task, now = document.get(task_id), clock.timestamp()
-            task = transition(task, new_status, now, **(changes or {})) if new_status else {**task, **(changes or {}), "updated_at": now}
+            task = transition(task, new_status, now, changes) if new_status else {**task, **(changes or {}), "updated_at": now}
             document.replace(task)
             events.append(self.event(event_type, task, message, source=source, **(metadata or {})))
         return task
@@ -298,10 +299,10 @@ class Controller:
                 task = document.get(task_id)
                 if status_of(task) not in ACTIVE or task.get("claim") != self.owner:
                     return status_of(task)
-                task = transition(task, "failed", clock.timestamp(), claim=None, error=message, completed_at=clock.timestamp())
+                task = transition(task, "failed", clock.timestamp(), {"claim": None, "error": message, "completed_at": clock.timestamp()})
                 document.replace(task)
             try:
-                dispatcher.collect_result(task, None, [], self.layout.orch_dir, status="failed", error=message)
+                dispatcher.collect_result(task, None, [], self.layout.orch_dir, "failed", {"error": message})
             except Exception as result_exc:  # noqa: BLE001 -- the status and the event must still be written
                 message += f" (no result file: {type(result_exc).__name__}: {result_exc})"
             self.emit("task.failed", task, message, internal_error=True)
@@ -367,7 +368,7 @@ class Controller:
         """Apply an admission hold to the task in ``document``; returns the stored task."""
         task = document.get(hold.task_id)
         if hold.status:
-            task = transition(task, hold.status, clock.timestamp(), **hold.changes)
+            task = transition(task, hold.status, clock.timestamp(), hold.changes)
         else:
             task = {**task, **hold.changes, "updated_at": clock.timestamp()}
         document.replace(task)
@@ -376,9 +377,8 @@ class Controller:
     def record_hold(self, hold: Hold, task: Task) -> None:
         """Log a hold; an escalated task also gets its result file, like any final status."""
         if hold.status == "escalated":
-            dispatcher.collect_result(
-                task, None, [], self.layout.orch_dir, status="escalated", escalation_reason=hold.message, max_attempts=max_attempts(task, self.config)
-            )
+            details: ResultDetails = {"escalation_reason": hold.message, "max_attempts": max_attempts(task, self.config)}
+            dispatcher.collect_result(task, None, [], self.layout.orch_dir, "escalated", details)
             self.summary.outcomes[task["id"]] = "escalated"
         self.emit(hold.event_type, task, hold.message, **hold.metadata)
         self.say(f"{task['id']}: {status_of(task)} ({hold.message})")
@@ -397,7 +397,7 @@ class Controller:
         }
         if runtime:
             changes["attempt_runtime"] = runtime
-        return transition(task, "running", now, **changes)
+        return transition(task, "running", now, changes)
 
     def workdir(self, task: Task) -> Path:
         """Where the task's worker and gates run: its worktree, else the repository root."""
@@ -627,29 +627,25 @@ class Controller:
                 commits = gitops.commits_since(worktree, base_commit) if base_commit else []
             except gitops.GitError as exc:
                 kept = f"could not inspect it: {exc}"
-        result = dispatcher.collect_result(
-            task,
-            ending.exit_code,
-            ending.gate_results,
-            self.layout.orch_dir,
-            status=status,
-            summary=report.get("summary") or "",
-            files_changed=files or [],
-            error=error,
-            escalation_reason=escalation_reason,
-            timed_out=ending.timed_out,
-            worktree_kept=kept,
-            kept_commits=kept_commits,
-            output_tail=ending.output_tail,
-            base_commit=base_commit,
-            commits=commits,
-            worker=ending.worker_run,
-            metadata={
+        details: ResultDetails = {
+            "summary": report.get("summary") or "",
+            "files_changed": files or [],
+            "error": error,
+            "escalation_reason": escalation_reason,
+            "timed_out": ending.timed_out,
+            "worktree_kept": kept,
+            "kept_commits": kept_commits,
+            "output_tail": ending.output_tail,
+            "base_commit": base_commit,
+            "commits": commits,
+            "worker": ending.worker_run,
+            "metadata": {
                 "log_dir": str(self.layout.attempt_dir(task["id"], task.get("attempts", 0))),
                 **({"uncommitted_work": uncommitted} if (uncommitted := task.get("uncommitted_work")) else {}),
                 **({"report_note": report["note"]} if report.get("note") else {}),
             },
-        )
+        }
+        result = dispatcher.collect_result(task, ending.exit_code, ending.gate_results, self.layout.orch_dir, status, details)
         message = finish_decision(ending).message
         changes: TaskChanges = {
             "claim": None,

@@ -118,4 +118,4 @@ def released(task: Task) -> Task:
     now = clock.timestamp()
     if dispatcher.dispatch_kind(task) == "acp" and (task.get("acp") or {}).get("reported_at"):
         return {**task, "status": "running", "claim": None, "updated_at": now}
-    return transition(task, "pending", now, claim=None, attempts=max(0, task.get("attempts", 1) - 1))
+    return transition(task, "pending", now, {"claim": None, "attempts": max(0, task.get("attempts", 1) - 1)})

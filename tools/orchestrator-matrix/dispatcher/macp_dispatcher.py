@@ -25,7 +25,7 @@ import re
 import shlex
 import stat
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple, cast
+from typing import Any, NamedTuple, cast
 
 from macp import clock, gitops
 from macp.config import PROJECT_ROOT, idle_timeout, load_config, matrix_token_env, timeout_seconds, worktree_base
@@ -39,9 +39,6 @@ from macp.procs import Command, read_log_tail
 from macp.redact import redact, redact_value
 from macp.verdicts import SUMMARY_MAX_CHARS, bounded, judge_agent_run
 from protocol.schemas import schema_errors
-
-if TYPE_CHECKING:  # PEP 692 typed **kwargs: annotations only, never evaluated at run time
-    from typing_extensions import Unpack
 
 MOSAIC_BIN = PROJECT_ROOT / "bin" / "mosaic"
 USER_BIN = Path("~/.config/mosaic/bin")
@@ -453,7 +450,7 @@ def result_file(task: Task, orch_dir: Path) -> Path:
 
 
 def collect_result(
-    task: Task, exit_code: int | None, gate_results: list[GateResult], orch_dir: Path, /, status: FinalStatus | None = None, **details: Unpack[ResultDetails]
+    task: Task, exit_code: int | None, gate_results: list[GateResult], orch_dir: Path, status: FinalStatus | None = None, details: ResultDetails | None = None
 ) -> Result:
     """Build the task's result (result.schema.json), validate it, and write it atomically
     (the brief's ``collect_result(task, exit_code, gate_results, orch_dir)``).
@@ -496,7 +493,7 @@ def collect_result(
         "output_tail": "",
         "metadata": {},
     }
-    result.update(cast(ResultDetails, {key: value for key, value in details.items() if value is not None}))
+    result.update(cast(ResultDetails, {key: value for key, value in (details or {}).items() if value is not None}))
     result = cast(Result, redact_value(result))
     errors = schema_errors("result", result)
     if errors:
@@ -618,17 +615,14 @@ def dispatch_task(task: Task, repo_root: Path, orch_dir: Path, config: Config) -
     files = gitops.changed_files(cwd, base_commit) if (base_commit := task.get("base_commit")) else report.get("files_changed")
     kept_commits = preserve_commits(task, cwd) if task.get("worktree") else []
     kept = cleanup_worktree(task, repo_root, config["macp"]["remove_ignored_files"]) if config["macp"]["cleanup_worktrees"] else None
-    collect_result(
-        task,
-        exit_code,
-        [],
-        orch_dir,
-        summary=report.get("summary") or "",
-        files_changed=files or [],
-        timed_out=proc.timed_out,
-        worktree_kept=kept,
-        kept_commits=kept_commits,
-        output_tail=proc.output_tail,
-        error=proc.spawn_error,
-    )
+    details: ResultDetails = {
+        "summary": report.get("summary") or "",
+        "files_changed": files or [],
+        "timed_out": proc.timed_out,
+        "worktree_kept": kept,
+        "kept_commits": kept_commits,
+        "output_tail": proc.output_tail,
+        "error": proc.spawn_error,
+    }
+    collect_result(task, exit_code, [], orch_dir, details=details)
     return exit_code, proc.output_tail

@@ -6,13 +6,10 @@ of ``pending`` (see :mod:`macp.scheduler`), never stored.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, get_args
+from typing import get_args
 
 from macp.errors import MacpError
 from macp.model import Task, TaskChanges, TaskStatus
-
-if TYPE_CHECKING:  # PEP 692 typed **kwargs: annotations only, never evaluated at run time
-    from typing_extensions import Unpack
 
 STATUSES: tuple[TaskStatus, ...] = get_args(TaskStatus)
 ACTIVE = frozenset({"running", "gated"})
@@ -40,7 +37,7 @@ def can_transition(old: str, new: str) -> bool:
     return new in ALLOWED.get(old, frozenset())
 
 
-def transition(task: Task, new: TaskStatus, at: str, **changes: Unpack[TaskChanges]) -> Task:
+def transition(task: Task, new: TaskStatus, at: str, changes: TaskChanges | None = None) -> Task:
     """A copy of ``task`` moved to status ``new`` at timestamp ``at`` with ``changes`` applied.
 
     Raises :class:`MacpError` for a transition the lifecycle forbids (e.g. completed -> running).
@@ -48,4 +45,4 @@ def transition(task: Task, new: TaskStatus, at: str, **changes: Unpack[TaskChang
     old = status_of(task)
     if not can_transition(old, new):
         raise MacpError(f"task {task.get('id')}: cannot go from {old} to {new}")
-    return {**task, **changes, "status": new, "updated_at": at}
+    return {**task, **(changes or {}), "status": new, "updated_at": at}
