@@ -115,7 +115,7 @@ def test_work_a_worker_left_uncommitted_is_committed_before_the_gates(sandbox):
     files = sandbox.git("show", "--name-only", "--format=", committed["metadata"]["commit"]).split()
     assert files == ["feature.txt"], "ignored files stay out of the commit"
     assert sandbox.git("log", "-1", "--format=%s", "feat/C1-add-the-feature").strip() == "C1: Add the feature"
-    assert result["worktree_kept"] == "1 ignored path: build.log"
+    assert result["worktree_kept"] is None and result["build_output"] == {"paths": ["build.log"], "count": 1, "bytes": 6}, "build output goes"
 
 
 def test_cleanup_can_be_turned_off(sandbox):
@@ -230,7 +230,7 @@ def test_ignored_files_keep_the_worktree_unless_config_lets_them_go(sandbox):
     command = "printf '.env\\n' > .gitignore && git add .gitignore && git commit -qm ignore && echo SECRET=1 > .env"
     sandbox.write_tasks({"tasks": [exec_task("I1", command), exec_task("I2", command)]})
     sandbox.controller("--once", check=True)
-    assert sandbox.result("I1")["worktree_kept"] == "1 ignored path: .env"
+    assert sandbox.result("I1")["worktree_kept"] == "1 ignored path: .env (macp.keep_ignored: secrets or data)"
     assert (sandbox.worktree("I1") / ".env").exists()
     assert "worktree.kept" in sandbox.event_types("I1")
     sandbox.write_config({"macp": {"remove_ignored_files": True}})

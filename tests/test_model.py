@@ -31,6 +31,7 @@ PAIRS = {
     model.Result: ("result", ""),
     model.WorkerRun: ("result", "/properties/worker"),
     model.KeptCommit: ("result", "/properties/kept_commits/items"),
+    model.BuildOutput: ("result", "/properties/build_output"),
     model.GateResult: ("result", "/properties/gate_results/items"),
     model.Config: ("config", ""),
     model.MatrixConfig: ("config", "/properties/matrix"),

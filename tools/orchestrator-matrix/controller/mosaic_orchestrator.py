@@ -75,6 +75,16 @@ from macp.runtime_state import load_runtime_state, record_cooldown
 from macp.scheduler import queue_order
 from macp.signals import SignalGuard
 from macp.taskstore import QueueSession, TaskDocument, load_tasks, task_errors
+from macp.worktree_contents import (
+    WorktreeContents,
+    dirty_fingerprints,
+    gate_output_after,
+    gate_output_now,
+    path_list,
+    read_gate_record,
+    why_kept,
+    write_gate_record,
+)
 from transport.matrix_transport import MatrixTransport
 
 PROG = "mosaic-orchestrator-run"
@@ -550,17 +560,21 @@ class Controller:
     def commit_leftovers(self, task: Task) -> Task:
         """Commit what a worker that exited 0 left uncommitted on the task branch, so the
         gates test what the branch holds (``macp.commit_leftovers``, DESIGN.md "Worktrees";
-        message ``<id>: <title>``, ignored files left out). With it off, the uncommitted
-        work is noted on the task (``uncommitted_work``) for ``status``, ``show`` and the
-        result. A commit git refuses is logged and the gates run on the worktree as it is."""
+        message ``<id>: <title>``). Only the worker's changes: ignored files and what
+        earlier gates left untouched (:mod:`macp.worktree_contents`) stay out. With it off,
+        the uncommitted work is noted on the task (``uncommitted_work``) for ``status``,
+        ``show`` and the result. A commit git refuses is logged and the gates run on the
+        worktree as it is."""
         worktree = self.workdir(task) if task.get("worktree") else None
         if worktree is None or not worktree.exists():
             return task
         message = f"{task['id']}: {one_line_title(task)}"
+        left_by_gates = gate_output_now(worktree, read_gate_record(self.layout.task_log_dir(task["id"])))
         try:
             if not self.config["macp"]["commit_leftovers"]:
-                return self.update(task["id"], {"uncommitted_work": dispatcher.uncommitted_work(worktree, remove_ignored=True)})
-            commit = gitops.commit_all(worktree, message)
+                changes = [path for path in gitops.worktree_status(worktree).dirty if path not in left_by_gates]
+                return self.update(task["id"], {"uncommitted_work": path_list("uncommitted", changes) if changes else None})
+            commit = gitops.commit_all(worktree, message, leave_out=left_by_gates)
         except gitops.GitError as exc:
             with self.guard.critical():
                 self.emit("worktree.commit_failed", task, f"the worker's uncommitted changes were not committed: {exc}", source="dispatcher")
@@ -593,7 +607,12 @@ class Controller:
             grace_seconds=macp["kill_grace_seconds"],
         )
         log_dir = self.layout.attempt_dir(task["id"], task["attempts"])
+        worktree = self.workdir(task) if task.get("worktree") and specs else None
+        before = dirty_fingerprints(worktree) if worktree else {}
         results = yield from gate_steps(specs, cwd=self.workdir(task), env=self.environment(task), log_dir=log_dir, limits=limits)
+        if worktree:  # what the gates left is not the worker's work (macp.worktree_contents)
+            task_logs = self.layout.task_log_dir(task["id"])
+            write_gate_record(task_logs, gate_output_after(read_gate_record(task_logs), before, dirty_fingerprints(worktree)))
         with self.guard.critical():
             for gate in results:
                 verdict = "passed" if gate["passed"] else "failed"
@@ -616,17 +635,19 @@ class Controller:
         kept: str | None = None
         kept_commits: list[KeptCommit] = []
         commits: list[str] = []
+        contents: WorktreeContents | None = None
         worktree = self.workdir(task) if task.get("worktree") else None
         base_commit = task.get("base_commit")
         if worktree and worktree.exists():
             try:
+                contents = dispatcher.inspect_worktree(task, worktree, self.layout.repo_root, self.config)
                 if base_commit:
-                    files = gitops.changed_files(worktree, base_commit)
-                kept = dispatcher.uncommitted_work(worktree, self.config["macp"]["remove_ignored_files"])
+                    files = [path for path in gitops.changed_files(worktree, base_commit) if path not in contents.gate_output]
+                kept = why_kept(contents, self.config["macp"]["remove_ignored_files"])
                 kept_commits = dispatcher.preserve_commits(task, worktree)
                 commits = gitops.commits_since(worktree, base_commit) if base_commit else []
             except gitops.GitError as exc:
-                kept = f"could not inspect it: {exc}"
+                kept, contents = f"could not inspect it: {exc}", None
         details: ResultDetails = {
             "summary": report.get("summary") or "",
             "files_changed": files or [],
@@ -635,6 +656,7 @@ class Controller:
             "timed_out": ending.timed_out,
             "worktree_kept": kept,
             "kept_commits": kept_commits,
+            "build_output": contents.build_output_record() if contents else None,
             "output_tail": ending.output_tail,
             "base_commit": base_commit,
             "commits": commits,
@@ -660,21 +682,21 @@ class Controller:
         task = self.change(task["id"], status, f"task.{status}", message, changes, {"result": result_path})
         self.say(f"{task['id']}: {status}" + (f" ({message})" if status != "completed" else ""))
         if worktree and worktree.exists() and kept is None and self.config["macp"]["cleanup_worktrees"]:
-            self.remove_worktree(task, verified=True)  # checked and its commits kept just above
+            self.remove_worktree(task, contents)  # inspected and its commits kept just above
         elif kept is not None:
             with self.guard.critical():
                 self.emit("worktree.kept", task, f"{task['worktree']} kept: {kept}", source="dispatcher", reason=kept)
             self.say(f"{task['id']}: worktree kept ({kept})")
         return status
 
-    def remove_worktree(self, task: Task, verified: bool = False) -> None:
-        """Remove a finished task's worktree unless it holds uncommitted work; log either way
-        (``verified``: see :func:`dispatcher.cleanup_worktree`).
+    def remove_worktree(self, task: Task, contents: WorktreeContents | None = None) -> None:
+        """Remove a finished task's worktree unless it holds work; log either way
+        (``contents``: see :func:`dispatcher.cleanup_worktree`).
 
         When it is kept for a reason the result does not know yet, the result is updated.
         """
         try:
-            kept = dispatcher.cleanup_worktree(task, self.layout.repo_root, self.config["macp"]["remove_ignored_files"], verified)
+            kept = dispatcher.cleanup_worktree(task, self.layout.repo_root, self.config, contents)
         except gitops.GitError as exc:
             kept = f"could not inspect it: {exc}"
         with self.guard.critical():

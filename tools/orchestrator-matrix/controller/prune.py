@@ -26,6 +26,7 @@ from macp.lifecycle import FINISHED, status_of
 from macp.locks import ControllerLock
 from macp.model import Config, Task
 from macp.taskstore import load_tasks
+from macp.worktree_contents import why_kept
 
 
 def branch_landed(repo: Path, branch: str, base: str) -> str | None:
@@ -75,11 +76,10 @@ def prune(layout: Layout, config: Config, *, dry_run: bool) -> list[str]:
 
 
 def _prune_worktree(layout: Layout, config: Config, task: Task, worktree: Path, dry_run: bool, verb: str) -> str:
-    remove_ignored = config["macp"]["remove_ignored_files"]
     if dry_run:
-        kept = dispatcher.uncommitted_work(worktree, remove_ignored)
+        kept = why_kept(dispatcher.inspect_worktree(task, worktree, layout.repo_root, config), config["macp"]["remove_ignored_files"])
     else:
-        kept = dispatcher.cleanup_worktree(task, layout.repo_root, remove_ignored)
+        kept = dispatcher.cleanup_worktree(task, layout.repo_root, config)
         if kept is None:
             _log(layout, "worktree.removed", task, f"{worktree} removed by prune")
     if kept:

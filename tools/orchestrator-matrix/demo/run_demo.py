@@ -14,7 +14,8 @@ function) in ``$DEMO_DIR`` (else a new temp folder), then drives the real CLI:
   is reported with ``mosaic macp complete``, and the next drain gates and completes it.
 
 It ends with ``mosaic macp status`` and ``mosaic macp history --task-id DEMO-3``, and exits
-non-zero if any task ended other than expected. Needs python3 and git only.
+non-zero if any task ended other than expected. Needs python3 and git only. A temp folder it
+made is removed at the end; ``$DEMO_DIR`` is kept for a look around.
 """
 
 from __future__ import annotations
@@ -64,15 +65,16 @@ def run(*argv: str, cwd: Path, expect: int | tuple[int, ...] = 0, quiet: bool = 
     return proc
 
 
-def demo_root() -> Path:
-    """``$DEMO_DIR`` (created if needed, must not hold a previous demo) or a new temp folder."""
+def demo_root() -> tuple[Path, bool]:
+    """``$DEMO_DIR`` (created if needed, must not hold a previous demo; kept afterwards), or a
+    new temp folder (removed afterwards). Returns ``(folder, keep it)``."""
     if os.environ.get("DEMO_DIR"):
         root = Path(os.environ["DEMO_DIR"]).expanduser().resolve()
         if (root / "project").exists():
             raise SystemExit(f"demo: {root / 'project'} already exists; set DEMO_DIR to an empty folder")
         root.mkdir(parents=True, exist_ok=True)
-        return root
-    return Path(tempfile.mkdtemp(prefix="macp-demo-")).resolve()
+        return root, True
+    return Path(tempfile.mkdtemp(prefix="macp-demo-")).resolve(), False
 
 
 def build_project(repo: Path) -> None:
@@ -132,7 +134,18 @@ def check_outcome(repo: Path) -> None:
 
 
 def main() -> int:
-    root = demo_root()
+    root, keep = demo_root()
+    try:
+        run_demo(root)
+    finally:
+        if not keep:
+            shutil.rmtree(root, ignore_errors=True)
+            print(f"(removed {root}; set DEMO_DIR=/some/empty/folder to keep the demo's repository)")
+    return 0
+
+
+def run_demo(root: Path) -> None:
+    """Every step of the demo in ``root``; raises SystemExit when one surprises."""
     repo = root / "project"
     banner(f"MACP demo in {root}")
     build_project(repo)
@@ -157,7 +170,6 @@ def main() -> int:
     banner("Done")
     print(f"repository: {repo}\nresults:    {repo / '.mosaic' / 'orchestrator' / 'results'}\nbranches:")
     run("git", "branch", "--list", "feat/*", cwd=repo)
-    return 0
 
 
 if __name__ == "__main__":

@@ -38,6 +38,7 @@ from macp.pool import run_command
 from macp.procs import Command, read_log_tail
 from macp.redact import redact, redact_value
 from macp.verdicts import SUMMARY_MAX_CHARS, bounded, judge_agent_run
+from macp.worktree_contents import WorktreeContents, discard_gate_output, read_contents, read_gate_record, why_kept
 from protocol.schemas import schema_errors
 
 MOSAIC_BIN = PROJECT_ROOT / "bin" / "mosaic"
@@ -240,12 +241,9 @@ def start_over(task: Task, repo_root: Path, config: Config) -> list[str]:
     branch = task.get("branch") or branch_name(task)
     worktree = Path(named) if (named := task.get("worktree")) else None
     if worktree is not None and worktree.exists():
-        left = uncommitted_work(worktree, remove_ignored=True)
-        if left:
-            raise MacpError(f"task {task['id']}: its worktree holds {left}; commit or remove them before --fresh")
-        kept = cleanup_worktree(task, repo_root, config["macp"]["remove_ignored_files"])
+        kept = cleanup_worktree(task, repo_root, config)
         if kept:
-            raise MacpError(f"task {task['id']}: its worktree was kept ({kept}); remove it before --fresh")
+            raise MacpError(f"task {task['id']}: its worktree holds {kept}; commit or remove them before --fresh")
         done.append(f"removed worktree {worktree}")
     tip = gitops.resolve_commit(repo_root, f"refs/heads/{branch}") if gitops.branch_exists(repo_root, branch) else None
     if tip:
@@ -502,18 +500,11 @@ def collect_result(
     return result
 
 
-def uncommitted_work(worktree: Path, remove_ignored: bool = False) -> str | None:
-    """Why removing ``worktree`` would lose work (``"2 uncommitted paths: a.py, b.py"``), or
-    None. Ignored files (build output, ``.env``) count too unless ``remove_ignored``
-    (``macp.remove_ignored_files``)."""
-    dirty, ignored = gitops.worktree_state(worktree, with_ignored=not remove_ignored)
-    label = "uncommitted"
-    if not dirty and ignored:
-        dirty, label = ignored, "ignored"
-    if not dirty:
-        return None
-    shown = ", ".join(dirty[:5]) + (", ..." if len(dirty) > 5 else "")
-    return f"{len(dirty)} {label} path{'s' if len(dirty) != 1 else ''}: {shown}"
+def inspect_worktree(task: Task, worktree: Path, repo_root: Path, config: Config) -> WorktreeContents:
+    """What the task's ``worktree`` holds besides its commits, by kind
+    (:func:`macp.worktree_contents.read_contents`, with the task's gate-output record).
+    Raises :class:`~macp.gitops.GitError`."""
+    return read_contents(worktree, config["macp"], read_gate_record(Layout(repo_root).task_log_dir(task["id"])))
 
 
 def preserve_commits(task: Task, worktree: Path) -> list[KeptCommit]:
@@ -529,15 +520,19 @@ def preserve_commits(task: Task, worktree: Path) -> list[KeptCommit]:
     return kept
 
 
-def cleanup_worktree(task: Task, repo_root: Path | None = None, remove_ignored: bool = False, verified: bool = False) -> str | None:
+def cleanup_worktree(task: Task, repo_root: Path | None = None, config: Config | None = None, contents: WorktreeContents | None = None) -> str | None:
     """Remove the task's worktree unless that would lose work; the branch always stays.
 
-    Commits no ref reaches are kept under refs first (:func:`preserve_commits`). Returns
-    None when the worktree was removed (or was already gone), else why it was kept, e.g.
-    ``"2 uncommitted paths: a.py, b.py"`` or ``"1 ignored path: .env"`` (unless
-    ``remove_ignored``). ``repo_root`` defaults to the repository the worktree belongs to.
-    ``verified``: the caller has just found no uncommitted work and kept the commits, so
-    only the removal is left (git itself still refuses a dirty worktree).
+    Uncommitted work keeps it, and so do ignored files that look like secrets or data
+    (``macp.keep_ignored``) unless ``macp.remove_ignored_files``
+    (:func:`macp.worktree_contents.why_kept`). Build output goes with it, and what the
+    gates left is undone first, so that git's own refusal to remove a dirty worktree still
+    guards the worker's work. Commits no ref reaches are kept under refs first
+    (:func:`preserve_commits`). Returns None when the worktree was removed (or was already
+    gone), else why it was kept, e.g. ``"2 uncommitted paths: a.py, b.py"``. ``repo_root``
+    defaults to the repository the worktree belongs to, ``config`` to its config.
+    ``contents``: the caller has just inspected the worktree (:func:`inspect_worktree`)
+    and kept its commits, so only the removal is left.
     """
     worktree = task.get("worktree")
     if not worktree:
@@ -548,14 +543,18 @@ def cleanup_worktree(task: Task, repo_root: Path | None = None, remove_ignored: 
     if repo_root is None:
         common = gitops.git(["rev-parse", "--path-format=absolute", "--git-common-dir"], path).stdout.strip()
         repo_root = Path(common).parent
-    if not verified:
-        kept = uncommitted_work(path, remove_ignored)
-        if kept:
-            return kept
+    config = config if config is not None else load_config(Layout(repo_root).config_file)
+    inspected_here = contents is None
+    contents = contents or inspect_worktree(task, path, repo_root, config)
+    kept = why_kept(contents, config["macp"]["remove_ignored_files"])
+    if kept:
+        return kept
+    if inspected_here:
         preserve_commits(task, path)
     try:
+        discard_gate_output(path, contents)
         gitops.remove_worktree(repo_root, path)
-    except gitops.GitError as exc:
+    except (gitops.GitError, OSError) as exc:
         return f"git refused to remove it: {exc}"
     return None
 
@@ -614,7 +613,7 @@ def dispatch_task(task: Task, repo_root: Path, orch_dir: Path, config: Config) -
         report["summary"] = verdict.summary
     files = gitops.changed_files(cwd, base_commit) if (base_commit := task.get("base_commit")) else report.get("files_changed")
     kept_commits = preserve_commits(task, cwd) if task.get("worktree") else []
-    kept = cleanup_worktree(task, repo_root, config["macp"]["remove_ignored_files"]) if config["macp"]["cleanup_worktrees"] else None
+    kept = cleanup_worktree(task, repo_root, config) if config["macp"]["cleanup_worktrees"] else None
     details: ResultDetails = {
         "summary": report.get("summary") or "",
         "files_changed": files or [],

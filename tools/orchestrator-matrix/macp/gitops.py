@@ -183,21 +183,43 @@ def remove_worktree(repo: Path, path: Path) -> None:
     git(["worktree", "remove", "--end-of-options", str(path)], repo)
 
 
-def worktree_state(worktree: Path, with_ignored: bool = True) -> tuple[list[str], list[str]]:
-    """``(uncommitted, ignored)`` paths of ``worktree`` from one ``git status``: modified,
-    staged and untracked paths; and (with ``with_ignored``) those ``.gitignore`` hides
-    (build output, ``.env`` files)."""
+class WorktreeStatus(NamedTuple):
+    """A worktree's paths that differ from its HEAD (``git status``): ``changed`` tracked
+    paths (modified, staged, deleted, renamed), ``untracked`` ones, and those ``.gitignore``
+    hides (``ignored``; a wholly ignored folder once, ending in ``/``)."""
+
+    changed: list[str]
+    untracked: list[str]
+    ignored: list[str]
+
+    @property
+    def dirty(self) -> list[str]:
+        """Every path that is not committed and not ignored."""
+        return self.changed + self.untracked
+
+
+def worktree_status(worktree: Path, with_ignored: bool = False) -> WorktreeStatus:
+    """The worktree's :class:`WorktreeStatus` from one ``git status`` (ignored paths only
+    ``with_ignored``)."""
     args = ["status", "--porcelain=v1", "-z", "--untracked-files=all"] + (["--ignored=matching"] if with_ignored else [])
     entries = iter(git(args, worktree).stdout.split("\0"))
-    dirty, ignored = [], []
+    status = WorktreeStatus([], [], [])
     for entry in entries:
         if entry.startswith("!! "):
-            ignored.append(entry[3:])
+            status.ignored.append(entry[3:])
+        elif entry.startswith("?? "):
+            status.untracked.append(entry[3:])
         elif len(entry) > 3:
-            dirty.append(entry[3:])
+            status.changed.append(entry[3:])
             if entry[0] in "RC":
                 next(entries, None)
-    return dirty, ignored
+    return status
+
+
+def restore_from_head(worktree: Path, paths: list[str]) -> None:
+    """Put tracked ``paths`` back as HEAD has them, in the index and the worktree (``git
+    checkout HEAD -- PATHS``, names taken literally)."""
+    git(["--literal-pathspecs", "checkout", "-q", "HEAD", "--", *paths], worktree)
 
 
 def unreachable_commits(worktree: Path) -> list[str]:
@@ -290,13 +312,16 @@ def _all_upstream(repo: Path, upstream: str, head: str) -> bool:
     return bool(marks) and all(mark == "-" for mark in marks)
 
 
-def commit_all(worktree: Path, message: str) -> str | None:
+def commit_all(worktree: Path, message: str, leave_out: list[str] | None = None) -> str | None:
     """Commit everything uncommitted in ``worktree`` (``git add -A``: ignored files stay
-    out) with ``message``; returns the new commit id, or None when there was nothing to
-    commit. The author comes from git's config (MACP's own name only when git has none);
-    hooks are skipped (``--no-verify``): the quality gates are MACP's checks. Raises
+    out) but the paths in ``leave_out`` (they stay as they are, uncommitted) with
+    ``message``; returns the new commit id, or None when there was nothing to commit. The
+    author comes from git's config (MACP's own name only when git has none); hooks are
+    skipped (``--no-verify``): the quality gates are MACP's checks. Raises
     :class:`GitError` when git refuses."""
     git(["add", "-A", "--", "."], worktree)
+    if leave_out:
+        git(["--literal-pathspecs", "reset", "-q", "--", *leave_out], worktree)
     if git(["diff", "--cached", "--quiet"], worktree, check=False).returncode == 0:
         return None
     git([*_identity(worktree), "commit", "-q", "--no-verify", "-m", message], worktree)

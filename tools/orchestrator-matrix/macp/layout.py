@@ -70,9 +70,13 @@ class Layout:
     def acp_dir(self) -> Path:
         return self.orch_dir / "acp"
 
+    def task_log_dir(self, task_id: str) -> Path:
+        """``logs/<task-id>``: the task's attempt folders and its gate-output record."""
+        return self.logs_dir / task_id
+
     def attempt_dir(self, task_id: str, attempt: int) -> Path:
         """``logs/<task-id>/attempt-<n>``: worker and gate logs, brief and report of one attempt."""
-        return self.logs_dir / task_id / f"attempt-{attempt}"
+        return self.task_log_dir(task_id) / f"attempt-{attempt}"
 
     def acp_file(self, task_id: str) -> Path:
         """``acp/<task-id>.json``: the sessions_spawn parameters of an acp task."""

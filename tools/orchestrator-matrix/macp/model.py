@@ -190,6 +190,16 @@ class KeptCommit(TypedDict):
     commit: str
 
 
+class BuildOutput(TypedDict):
+    """What a task's worktree held that was not work (:mod:`macp.worktree_contents`): ignored
+    build output and files the gates left. ``paths`` names the first 100, ``count`` all of
+    them, ``bytes`` their total size."""
+
+    paths: list[str]
+    count: int
+    bytes: int
+
+
 class ResultDetails(TypedDict, total=False):
     """Every field of a result but the three every result has (``task_id``, ``status``,
     ``completed_at``), each optional: what the code ending a task says about it
@@ -217,6 +227,7 @@ class ResultDetails(TypedDict, total=False):
     timed_out: bool
     worktree_kept: str | None
     kept_commits: list[KeptCommit]
+    build_output: BuildOutput | None
     output_tail: str
     metadata: dict[str, Any]
 
@@ -293,6 +304,8 @@ class MacpConfig(TypedDict):
     provider_signatures: Signatures
     risk: RiskConfig
     remove_ignored_files: bool
+    keep_ignored: list[str]
+    build_output_folders: list[str]
     stack_dependencies: bool
     commit_leftovers: bool
 
