@@ -179,18 +179,22 @@ def test_prune_removes_what_finished_tasks_no_longer_need_and_says_why_the_rest_
     sandbox.git("merge", "-q", "--squash", "feat/SQUASHED")
     sandbox.git("commit", "-q", "-m", "squash SQUASHED")
     before = sandbox.git("branch", "--list")
+    before_tips = {branch: sandbox.git("rev-parse", branch).strip() for branch in ("feat/MERGED", "feat/SQUASHED")}
     dry = sandbox.macp("prune", "--dry-run", check=True).stdout
     assert "would delete branch feat/MERGED (MERGED): merged into HEAD" in dry
     assert sandbox.git("branch", "--list") == before and sandbox.worktree("OPEN").exists(), "a dry run changes nothing"
     out = sandbox.macp("prune", check=True).stdout.splitlines()
     assert f"removed worktree {sandbox.worktree('MERGED')} (MERGED)" in out
-    assert "deleted branch feat/MERGED (MERGED): merged into HEAD" in out
-    assert "deleted branch feat/SQUASHED (SQUASHED): its patches are in HEAD (squash or rebase merge)" in out
+    merged_tip = before_tips["feat/MERGED"]
+    assert f"deleted branch feat/MERGED (MERGED): merged into HEAD; its tip {merged_tip[:12]} is kept as refs/macp/{sandbox.worktree('MERGED').name}/pruned" in out
+    assert [line for line in out if line.startswith("deleted branch feat/SQUASHED (SQUASHED): its changes are in HEAD exactly")]
     assert "kept branch feat/OPEN (OPEN): not in HEAD yet" in out
     assert f"kept worktree {sandbox.worktree('DIRTY')} (DIRTY): 1 uncommitted path: scratch.txt" in out
     assert not sandbox.worktree("OPEN").exists() and "feat/OPEN" in sandbox.git("branch", "--list", "feat/OPEN")
     assert "feat/MERGED" not in sandbox.git("branch", "--list") and sandbox.worktree("DIRTY").exists()
     assert "branch.pruned" in sandbox.event_types("MERGED")
+    for task_id, branch in (("MERGED", "feat/MERGED"), ("SQUASHED", "feat/SQUASHED")):
+        assert sandbox.git("rev-parse", f"refs/macp/{sandbox.worktree(task_id).name}/pruned").strip() == before_tips[branch], "a copy of the tip is kept"
 
 
 def test_retry_fresh_starts_over_from_the_base_and_keeps_the_old_tip(sandbox):
@@ -322,3 +326,60 @@ def test_log_follow_moves_on_to_the_next_attempt(sandbox, tmp_path):
         release.touch()
         controller.communicate(timeout=60)
     assert sandbox.task("R")["status"] == "completed"
+
+
+def test_prune_never_takes_a_change_of_indentation_only_for_landed(sandbox):
+    (sandbox.repo / "job.py").write_text("def run():\n    return 1\n")
+    sandbox.git("add", "job.py")
+    sandbox.git("commit", "-q", "-m", "job")
+    sandbox.write_tasks(stacked_tasks({"id": "TABS", "command": "printf 'def run():\\n\\treturn 1\\n' > job.py"}))
+    sandbox.macp("drain", check=True)
+    (sandbox.repo / "job.py").write_text("def run():\n  return 1\n")  # the base re-indents differently
+    sandbox.git("commit", "-q", "-am", "two spaces")
+    branch = sandbox.task("TABS")["branch"]
+    assert sandbox.git("cherry", "HEAD", branch).startswith("-"), "git cherry's patch ids call it landed"
+    expected = f"kept branch {branch} (TABS): not in HEAD yet"
+    assert sandbox.macp("prune", "--dry-run", check=True).stdout.splitlines() == [expected]
+    assert sandbox.macp("prune", check=True).stdout.splitlines() == [expected]
+    assert sandbox.git("show", f"{branch}:job.py") == "def run():\n\treturn 1\n"
+
+
+def test_prune_keeps_a_branch_git_will_not_delete_and_its_dry_run_says_the_same(sandbox, tmp_path):
+    sandbox.write_tasks(stacked_tasks({"id": "OUT", "command": "echo o > o.txt"}))
+    sandbox.macp("drain", check=True)
+    branch = sandbox.task("OUT")["branch"]
+    sandbox.git("merge", "-q", "--no-edit", branch)
+    elsewhere = tmp_path / "checkout"
+    sandbox.git("worktree", "add", "-q", str(elsewhere), branch)
+    expected = [f"kept branch {branch} (OUT): it is checked out in {elsewhere.resolve()}"]
+    assert sandbox.macp("prune", "--dry-run", check=True).stdout.splitlines() == expected
+    assert sandbox.macp("prune", check=True).stdout.splitlines() == expected
+    assert "branch.pruned" not in sandbox.event_types("OUT") and sandbox.git("branch", "--list", branch).strip()
+
+
+def test_retry_fresh_twice_at_the_same_attempt_keeps_both_old_tips(sandbox):
+    sandbox.write_tasks(stacked_tasks({"id": "TWICE", "command": 'echo "$(date +%s%N)" > try.txt && git add try.txt && git commit -qm try; exit 1'}))
+    sandbox.macp("drain")
+    first = sandbox.git("rev-parse", sandbox.task("TWICE")["branch"]).strip()
+    sandbox.macp("retry", "TWICE", "--fresh", check=True)
+    sandbox.macp("drain")
+    # the second attempt failed too: put it back to attempt 1 as a hand edit would, and start over again
+    sandbox.write_tasks({"tasks": [{**sandbox.task("TWICE"), "attempts": 1}]})
+    second = sandbox.git("rev-parse", sandbox.task("TWICE")["branch"]).strip()
+    assert first != second
+    sandbox.macp("retry", "TWICE", "--fresh", check=True)
+    folder = sandbox.worktree("TWICE").name
+    assert sandbox.git("rev-parse", f"refs/macp/{folder}/before-fresh-1").strip() == first, "never overwritten"
+    assert sandbox.git("rev-parse", f"refs/macp/{folder}/before-fresh-1-2").strip() == second
+
+
+def test_keep_commit_never_moves_a_ref_it_finds(sandbox):
+    from macp import gitops
+
+    first = sandbox.git("rev-parse", "HEAD").strip()
+    sandbox.git("commit", "-q", "--allow-empty", "-m", "second")
+    second = sandbox.git("rev-parse", "HEAD").strip()
+    assert gitops.keep_commit(sandbox.repo, "refs/macp/t/1", first) == "refs/macp/t/1"
+    assert gitops.keep_commit(sandbox.repo, "refs/macp/t/1", second) == "refs/macp/t/1-2"
+    assert gitops.keep_commit(sandbox.repo, "refs/macp/t/1", first) == "refs/macp/t/1", "the same commit reuses its ref"
+    assert sandbox.git("rev-parse", "refs/macp/t/1").strip() == first

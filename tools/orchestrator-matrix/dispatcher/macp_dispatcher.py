@@ -18,6 +18,7 @@ path, repository root); a task without ``runtime`` uses ``worker.runtime`` from 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -227,7 +228,8 @@ def _merge_or_undo(repo_root: Path, path: Path, branch: str, other: str) -> None
         gitops.merge_branch(path, other)
     except gitops.MergeConflict as exc:
         gitops.discard_worktree(repo_root, path)
-        gitops.delete_branch(repo_root, branch)
+        with contextlib.suppress(gitops.GitError):  # it holds only MACP's merges; a branch left is reused
+            gitops.delete_branch(repo_root, branch)
         raise StackConflict(f"{exc}: the dependencies' work does not merge; resolve it on their branches", exc.paths) from None
 
 
@@ -247,8 +249,7 @@ def start_over(task: Task, repo_root: Path, config: Config) -> list[str]:
         done.append(f"removed worktree {worktree}")
     tip = gitops.resolve_commit(repo_root, f"refs/heads/{branch}") if gitops.branch_exists(repo_root, branch) else None
     if tip:
-        ref = f"refs/macp/{task_folder_name(task['id'])}/before-fresh-{task.get('attempts', 0)}"
-        gitops.keep_commit(repo_root, ref, tip)
+        ref = gitops.keep_commit(repo_root, f"refs/macp/{task_folder_name(task['id'])}/before-fresh-{task.get('attempts', 0)}", tip)
         gitops.delete_branch(repo_root, branch)
         done.append(f"branch {branch} reset; its old tip {tip[:12]} is kept as {ref}")
     return done
@@ -509,15 +510,11 @@ def inspect_worktree(task: Task, worktree: Path, repo_root: Path, config: Config
 
 def preserve_commits(task: Task, worktree: Path) -> list[KeptCommit]:
     """Keep every commit the worktree's HEAD reached that no ref reaches any more (a worker
-    that committed on a detached HEAD) under ``refs/macp/<task>/<attempt>[-n]``; returns
-    ``[{"ref", "commit"}]`` for the result. Idempotent."""
-    kept: list[KeptCommit] = []
-    base = f"refs/macp/{task_folder_name(task['id'])}/{task.get('attempts', 0)}"
-    for number, commit in enumerate(gitops.unreachable_commits(worktree)):
-        ref = base if number == 0 else f"{base}-{number + 1}"
-        gitops.keep_commit(worktree, ref, commit)
-        kept.append({"ref": ref, "commit": commit})
-    return kept
+    that committed on a detached HEAD) under ``refs/macp/<task>/<attempt>`` (then ``-2``,
+    ``-3``, ...: :func:`macp.gitops.keep_commit` never overwrites a ref); returns
+    ``[{"ref", "commit"}]`` for the result. Idempotent: a kept commit is reachable."""
+    ref = f"refs/macp/{task_folder_name(task['id'])}/{task.get('attempts', 0)}"
+    return [{"ref": gitops.keep_commit(worktree, ref, commit), "commit": commit} for commit in gitops.unreachable_commits(worktree)]
 
 
 def cleanup_worktree(task: Task, repo_root: Path | None = None, config: Config | None = None, contents: WorktreeContents | None = None) -> str | None:

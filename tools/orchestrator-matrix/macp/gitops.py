@@ -237,9 +237,24 @@ def unreachable_commits(worktree: Path) -> list[str]:
     return [commit for commit in lost if commit not in parents]
 
 
-def keep_commit(repo: Path, ref: str, commit: str) -> None:
-    """Point ``ref`` (under ``refs/``) at ``commit`` so git never collects it."""
-    git(["update-ref", "--no-deref", ref, commit], repo)
+# Names tried after ``ref`` itself when it already holds another commit: ``ref-2``, ``ref-3``, ...
+MAX_KEPT_NAMES = 1000
+
+
+def keep_commit(repo: Path, ref: str, commit: str) -> str:
+    """Keep ``commit`` under ``ref`` (under ``refs/``) so git never collects it, and return
+    the ref that holds it. A ref is never overwritten (issue 22): when ``ref`` already holds
+    another commit, ``ref-2``, ``ref-3``, ... are tried; one already holding ``commit`` is
+    used as it is. Each name is created with ``git update-ref REF COMMIT ""``, which git
+    refuses atomically when the ref exists, so a racing writer cannot be overwritten either.
+    Raises :class:`GitError`."""
+    for number in range(1, MAX_KEPT_NAMES + 1):
+        name = ref if number == 1 else f"{ref}-{number}"
+        if git(["update-ref", "--no-deref", name, commit, ""], repo, check=False).returncode == 0:
+            return name
+        if resolve_commit(repo, name) == commit:
+            return name
+    raise GitError(f"git update-ref: {ref} and {MAX_KEPT_NAMES - 1} numbered names after it are taken")
 
 
 # Used only when git knows no identity at all (no user.email, no GIT_AUTHOR_* variables).
@@ -279,9 +294,9 @@ def merge_branch(worktree: Path, branch: str) -> None:
 
 
 def delete_branch(repo: Path, branch: str) -> None:
-    """Delete ``branch`` (``git branch -D``): only for a branch MACP created moments before
-    that holds none of a worker's work."""
-    git(["branch", "-D", "--end-of-options", branch], repo, check=False)
+    """Delete ``branch`` (``git branch -D``). Raises :class:`GitError` with git's reason when
+    git refuses (the branch is checked out in a worktree)."""
+    git(["branch", "-D", "--end-of-options", branch], repo)
 
 
 def is_merged(repo: Path, branch: str, base: str) -> bool:
@@ -290,26 +305,22 @@ def is_merged(repo: Path, branch: str, base: str) -> bool:
     return git(["merge-base", "--is-ancestor", f"refs/heads/{branch}", f"{base}^{{commit}}"], repo, check=False).returncode == 0
 
 
-def patches_upstream(repo: Path, branch: str, base: str) -> bool:
-    """True when ``base`` already holds ``branch``'s changes as other commits: every commit
-    has an equivalent patch there (a rebase merge), or the branch's whole change since the
-    merge base does (a squash merge). ``git cherry`` decides: it prints ``-`` for a patch
-    the base has; the whole change is tested as one throwaway commit (``git commit-tree``)."""
+def content_in_base(repo: Path, branch: str, base: str) -> bool:
+    """True when merging ``branch`` into ``base`` would change nothing: the base already
+    holds the branch's changes, byte for byte, however they got there (a squash or rebase
+    merge, a cherry-pick). ``git merge-tree --write-tree`` (git 2.38+) merges without a
+    worktree; the result must be the base's own tree. Exact, unlike ``git cherry``, whose
+    patch ids ignore whitespace: a change of indentation only is not in the base. Raises
+    :class:`GitError` when git cannot tell (an older git)."""
     upstream = f"{base}^{{commit}}"
-    if _all_upstream(repo, upstream, f"refs/heads/{branch}"):
-        return True
-    fork = git(["merge-base", upstream, f"refs/heads/{branch}"], repo, check=False).stdout.strip()
-    if not fork:
-        return False
-    tree = git(["rev-parse", f"refs/heads/{branch}^{{tree}}"], repo).stdout.strip()
-    squashed = git([*_identity(repo), "commit-tree", tree, "-p", fork, "-m", f"{branch} squashed"], repo).stdout.strip()
-    return _all_upstream(repo, upstream, squashed)
-
-
-def _all_upstream(repo: Path, upstream: str, head: str) -> bool:
-    lines = git(["cherry", upstream, head], repo).stdout.split("\n")
-    marks = [line[:1] for line in lines if line.strip()]
-    return bool(marks) and all(mark == "-" for mark in marks)
+    proc = git(["merge-tree", "--write-tree", "--no-messages", upstream, f"refs/heads/{branch}"], repo, check=False)
+    if proc.returncode == 1:
+        return False  # the merge conflicts: the base does not hold the branch's change as it is
+    if proc.returncode != 0:
+        detail = (proc.stderr.strip() or f"exit {proc.returncode}").splitlines()[0]
+        raise GitError(f"git merge-tree: {detail}")
+    merged = proc.stdout.split("\n", 1)[0].strip()
+    return merged == git(["rev-parse", f"{upstream}^{{tree}}"], repo).stdout.strip()
 
 
 def commit_all(worktree: Path, message: str, leave_out: list[str] | None = None) -> str | None:
