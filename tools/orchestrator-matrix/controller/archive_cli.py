@@ -10,11 +10,11 @@ from __future__ import annotations
 from datetime import datetime
 
 from macp import clock
-from macp.archive import append_to_archive, archivable, archived_tasks
+from macp.archive import append_to_archive, archivable, archived_ids
 from macp.cliutil import out, resolve_repo
 from macp.errors import EXIT_OK, MacpError
 from macp.events import make_event
-from macp.layout import Layout
+from macp.layout import Layout, check_output_folders
 from macp.recording import recorded
 from macp.taskstore import edit_tasks
 
@@ -37,7 +37,8 @@ def cmd_archive(args) -> int:
     with recorded(edit_tasks(layout), layout.events_file) as (document, events):
         chosen, kept = archivable(document.tasks, before)
         if chosen and not args.dry_run:
-            append_to_archive(layout.orch_dir, chosen, {task["id"] for task in archived_tasks(layout.orch_dir)})
+            check_output_folders(layout)
+            append_to_archive(layout.orch_dir, chosen, archived_ids(layout.orch_dir))
             gone = {task["id"] for task in chosen}
             document.tasks[:] = [task for task in document.tasks if task["id"] not in gone]
             message = f"archived {len(chosen)} finished task(s) to {layout.orch_dir / 'archive'}"

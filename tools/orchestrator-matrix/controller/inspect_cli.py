@@ -21,7 +21,7 @@ from macp.cliutil import out, resolve_repo
 from macp.errors import EXIT_OK, MacpError
 from macp.layout import Layout
 from macp.lifecycle import status_of
-from macp.taskstore import load_tasks
+from macp.taskstore import find_known
 
 FOLLOW_POLL_SECONDS = 0.2
 _STILL_GOING = frozenset({"pending", "running", "gated"})
@@ -59,7 +59,7 @@ def copy_new(path: Path, position: int, write: Callable[[bytes], None]) -> int:
 def cmd_log(args) -> int:
     """Print (or with ``--follow`` stream) a task's log; returns the exit code."""
     layout = Layout(resolve_repo(args.repo))
-    task = load_tasks(layout).get(args.task_id)
+    task, _archived = find_known(layout, args.task_id)
 
     def write(chunk: bytes) -> None:
         sys.stdout.buffer.write(chunk)
@@ -86,7 +86,7 @@ def follow(layout: Layout, task_id: str, pinned: int | None, gate: str | None, w
     shown: Path | None = None
     position = 0
     while True:
-        task = load_tasks(layout).get(task_id)
+        task, _archived = find_known(layout, task_id)
         going = status_of(task) in _STILL_GOING and (pinned is None or task.get("attempts", 0) <= pinned)
         attempt = pinned or task.get("attempts", 0)
         path = _existing_log(layout, task_id, attempt, gate) if attempt >= 1 else None
@@ -115,7 +115,7 @@ def cmd_diff(args) -> int:
     """Print ``git diff BASE...BRANCH`` of a task (``--stat``: the summary); returns the
     exit code. Raises :class:`MacpError` for a task that has no branch of its own yet."""
     layout = Layout(resolve_repo(args.repo))
-    task = load_tasks(layout).get(args.task_id)
+    task, _archived = find_known(layout, args.task_id)
     base_commit, branch = task.get("base_commit"), task.get("branch")
     if not base_commit or not branch:
         raise MacpError(f"task {args.task_id} has no branch of its own yet ({status_of(task)}; legacy tasks run in the repository itself)")

@@ -23,8 +23,10 @@ from typing import Any, cast, get_args
 
 from controller.deliver_cli import RECORDING_COMMANDS, cmd_deliver, deliver_after_command, delivery_lines, delivery_status
 from macp import __version__, clock
+from macp.archive import ArchiveLookup, archived_ids
 from macp.cliutil import OneLineParser, add_workers_option, note, out, positive_int, print_json, resolve_repo, run_main
 from macp.config import TEMPLATE_STATE_DIR, load_config, max_attempts
+from macp.dependencies import KnownTasks
 from macp.errors import EXIT_OK, MacpError
 from macp.events import make_event, read_events
 from macp.layout import Layout, confine
@@ -33,7 +35,7 @@ from macp.locks import live_holder
 from macp.model import AcpState, Config, Dispatch, Task, TaskChanges, TaskStatus, TaskType
 from macp.recording import recorded
 from macp.scheduler import hold_reason
-from macp.taskstore import edit_tasks, load_tasks
+from macp.taskstore import edit_tasks, find_known, load_tasks
 from macp.textview import duration_text, fit, one_line, readable, render_table
 from protocol.schemas import schema_errors
 
@@ -161,12 +163,15 @@ def check_default_branch(task: Task, layout: Layout) -> None:
         raise MacpError(f"task {task['id']}: its branch {branch!r} is not a valid git branch name; give one with --branch")
 
 
-def check_new_task(document, task: Task) -> None:
-    """Refuse a duplicate id or a dependency that is not in the queue (MacpError)."""
+def check_new_task(document, task: Task, archived: set[str]) -> None:
+    """Refuse a duplicate id -- of a task in the queue or in the ``archived`` ids: an id is
+    never used twice -- or a dependency that is neither in the queue nor archived (MacpError)."""
     if document.find(task["id"]):
         raise MacpError(f"task {task['id']} already exists")
+    if task["id"] in archived:
+        raise MacpError(f"task {task['id']} already exists (archived); choose another id")
     for dependency in task["depends_on"]:
-        if dependency == task["id"] or document.find(dependency) is None:
+        if dependency == task["id"] or (document.find(dependency) is None and dependency not in archived):
             raise MacpError(f"--depends-on: unknown task {dependency}")
 
 
@@ -187,12 +192,14 @@ def cmd_submit(args) -> int:
             tasks.append(checked_task(spec, layout, config))
         except MacpError as exc:
             raise MacpError(f"{where}{exc}") from None
-    add_checked(load_tasks(layout), submissions, tasks)  # before anything is created
+    archived = archived_ids(layout.orch_dir)
+    add_checked(load_tasks(layout), submissions, tasks, archived)  # before anything is created
     created = initialise(layout) if not layout.tasks_file.exists() else []
     if created:
         note(f"created {layout.orch_dir} from templates ({', '.join(created)})")
     with recorded(edit_tasks(layout), layout.events_file) as (document, events):
-        add_checked(document, submissions, tasks)  # again under the lock: the queue may have moved
+        # again under the lock: the queue may have moved (archive takes the same lock)
+        add_checked(document, submissions, tasks, archived_ids(layout.orch_dir))
         events.extend(make_event("task.submitted", source="cli", task_id=task["id"], status="pending", attempt=0, message=task["title"]) for task in tasks)
     if args.from_file is None:
         out(f"submitted {tasks[0]['id']} ({tasks[0]['dispatch']}, pending)")
@@ -201,12 +208,13 @@ def cmd_submit(args) -> int:
     return EXIT_OK
 
 
-def add_checked(document, submissions: Sequence[tuple[str, object]], tasks: list[Task]) -> None:
+def add_checked(document, submissions: Sequence[tuple[str, object]], tasks: list[Task], archived: set[str]) -> None:
     """Append ``tasks`` to ``document`` in order, each checked against what is already there
-    (:func:`check_new_task`: no duplicate, dependencies known or earlier in the batch)."""
+    and the ``archived`` ids (:func:`check_new_task`: no duplicate, dependencies known or
+    earlier in the batch)."""
     for (where, _spec), task in zip(submissions, tasks, strict=True):
         try:
-            check_new_task(document, task)
+            check_new_task(document, task, archived)
         except MacpError as exc:
             raise MacpError(f"{where}{exc}") from None
         document.tasks.append(task)
@@ -327,10 +335,10 @@ def cmd_status(args) -> int:
         from macp.archive import archived_tasks
 
         live = {task["id"] for task in document.tasks}
-        document.tasks[:0] = [task for task in archived_tasks(layout.orch_dir) if task["id"] not in live]
+        document.tasks[:0] = [task for task in archived_tasks(layout.orch_dir, note) if task["id"] not in live]
     now = clock.now()
-    by_id = {task["id"]: task for task in document.tasks}
-    tasks = [document.get(args.task_id)] if args.task_id else document.tasks
+    by_id = KnownTasks(document.tasks, ArchiveLookup(layout.orch_dir))
+    tasks = [by_id[args.task_id] if args.task_id in by_id else document.get(args.task_id)] if args.task_id else document.tasks
     # The config is read only when a task leaves its attempt budget to worker.max_attempts.
     config = load_config(layout.config_file) if any(not task.get("max_attempts") for task in tasks) else None
     rows = [task_view(task, by_id, now, layout, config) for task in tasks]
@@ -362,15 +370,18 @@ def cmd_status(args) -> int:
 
 def cmd_show(args) -> int:
     layout = Layout(resolve_repo(args.repo))
-    task = load_tasks(layout, validate=True).get(args.task_id)
+    load_tasks(layout, validate=True)
+    task, archived = find_known(layout, args.task_id)
     from dispatcher.macp_dispatcher import result_file
     from macp.fsio import read_json
 
     path = result_file(task, layout.orch_dir)
     result = read_json(path) if path.exists() else None
     if args.json:
-        print_json({"task": task, "result": result})
+        print_json({"task": task, "result": result, "archived": archived})
         return EXIT_OK
+    if archived:
+        out(f"{task['id']} is archived (read-only): {layout.orch_dir / 'archive'}")
     for line in readable(task):
         out(line)
     out()
@@ -400,11 +411,8 @@ def delegated(module: str, name: str) -> Callable[[argparse.Namespace], int]:
 
 def cmd_history(args) -> int:
     layout = Layout(resolve_repo(args.repo))
-    if args.task_id and load_tasks(layout).find(args.task_id) is None:
-        from macp.archive import archived_tasks
-
-        if all(task["id"] != args.task_id for task in archived_tasks(layout.orch_dir)):
-            raise MacpError(f"unknown task: {args.task_id}")
+    if args.task_id:
+        find_known(layout, args.task_id)  # an unknown id is an error, an archived one has a history
     events = list(read_events(layout.events_file, args.task_id))
     if args.json:
         print_json(events)

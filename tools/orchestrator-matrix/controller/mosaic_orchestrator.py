@@ -41,10 +41,12 @@ from dispatcher import macp_dispatcher as dispatcher
 from macp import __version__, clock, gitops, proctree
 from macp.admission import Hold
 from macp.admission_index import Admitter
+from macp.archive import ArchiveLookup
 from macp.cliutil import OneLineParser, add_workers_option, print_json, resolve_repo, run_main
 from macp.config import idle_timeout, load_config, max_attempts, timeout_seconds
 from macp.decide import AttemptOutcome, Decision, Ending, attempt_failed, decide
 from macp.decide import finish as finish_decision
+from macp.dependencies import KnownTasks
 from macp.errors import EXIT_OK, EXIT_TASKS_FAILED, EXIT_USAGE, Interrupted, MacpError, is_storage_error
 from macp.events import append_event, make_event
 from macp.fsio import dump_json, read_json, write_atomic
@@ -170,6 +172,7 @@ class Controller:
         self.transport = MatrixTransport(layout, config)
         self.queue = QueueSession(layout)  # state changes are journaled (macp.journal)
         self.admitter = Admitter()  # admission kept across claims (macp.admission_index)
+        self.archive = ArchiveLookup(layout.orch_dir)  # archived tasks by id: dependencies, the run's summary
         # An event could not be appended after a state change: the next controller must
         # log it on recovery, as after a crash (see run_controller).
         self.unlogged = False
@@ -343,6 +346,7 @@ class Controller:
                         now,
                         lambda task: dispatcher.brief_for_review(task, self.layout.repo_root),
                         refused=self.summary.refused,
+                        outside=self.archive,
                     )
                     # Checked again where it is used: the task may have been edited since
                     # start-up, and the paths MACP derives from an id are checked here only.
@@ -484,7 +488,7 @@ class Controller:
     def enter_worktree(self, task: Task) -> Task:
         """Create or reuse the task's worktree and record it on the task; a new branch starts
         from its completed dependencies' work (``stacked_on``, :func:`dispatcher.stacked_branches`)."""
-        stack = dispatcher.stacked_branches(task, self.queue.snapshot().tasks, self.layout.repo_root, self.config)
+        stack = dispatcher.stacked_branches(task, KnownTasks(self.queue.snapshot().tasks, self.archive), self.layout.repo_root, self.config)
         if self.base is None:
             self.base = dispatcher.base_ref(self.layout.repo_root, self.config)  # once per run (issue 11)
         path, created, base_commit, repaired = dispatcher.prepare_worktree(task, self.layout.repo_root, self.config, stack, self.base)
@@ -786,10 +790,10 @@ def run_controller(
         controller.queue.fold()
         tasks = controller.queue.snapshot().tasks
         if until_drained:
-            for line in remaining_lines(tasks, clock.now(), controller.summary.refused):
+            for line in remaining_lines(tasks, clock.now(), controller.summary.refused, controller.archive):
                 say(line)
         summary = controller.summary
-        rows = task_rows(tasks, summary.outcomes, summary.seconds, controller.read_result, config)
+        rows = task_rows(KnownTasks(tasks, controller.archive), summary.outcomes, summary.seconds, controller.read_result, config)
         if until_drained and rows:
             append_event(layout.events_file, summary_event(rows, time.monotonic() - began, summary.exit_code))
         controller.transport.deliver()

@@ -12,12 +12,15 @@ nothing else.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Mapping
 from datetime import datetime
 from pathlib import Path
 
 from dispatcher import macp_dispatcher as dispatcher
 from macp import clock
 from macp.admission import admit
+from macp.archive import ArchiveLookup
+from macp.dependencies import KnownTasks, Outside
 from macp.gates import gate_specs
 from macp.layout import Layout
 from macp.lifecycle import STATUSES, status_of
@@ -45,12 +48,13 @@ def plan_lines(
     # A stand-in claim: a simulated running task holds its runtime's slot as a real one does.
     claim: Claim = {"pid": 1, "host": "(dry run)", "started_at": clock.format_timestamp(now)}
     by_id = {task["id"]: task for task in simulated}
+    archive = ArchiveLookup(Layout(repo_root).orch_dir)
     lines = [f"refused: {task_id}: {problem}" for task_id, problem in refused.items()]
     planned = waves = 0
     while True:
         wave: list[Task] = []
         while len(wave) < workers:
-            admission = admit(simulated, config, runtime_state, now, lambda task: dispatcher.brief_for_review(task, repo_root), refused)
+            admission = admit(simulated, config, runtime_state, now, lambda task: dispatcher.brief_for_review(task, repo_root), refused, archive)
             for hold in admission.holds:
                 hold.apply(by_id[hold.task_id])
                 lines.append(f"held: {hold.task_id}: {hold.message}")
@@ -69,24 +73,24 @@ def plan_lines(
         for task in wave:
             planned += 1
             lines.extend(_describe(planned, task, repo_root, config))
-            lines.extend(_base_line(task, tasks, repo_root, config))
+            lines.extend(_base_line(task, KnownTasks(tasks, archive), repo_root, config))
             task.update({"status": "completed", "claim": None})
     order = f"in {waves} wave(s) of up to {workers} at once" if workers > 1 else "in this order"
     header = [f"dry run: {planned} task(s) would run, {order} (nothing was run)"]
     held = [
-        f"not runnable: {task['id']} ({hold_reason(task, by_id, now)})"
+        f"not runnable: {task['id']} ({hold_reason(task, KnownTasks(simulated, archive), now)})"
         for task in simulated
         if status_of(task) == "pending" and task["id"] not in refused
     ]
     return header + lines + held
 
 
-def _base_line(task: Task, tasks: list[Task], repo_root: Path, config: Config) -> list[str]:
+def _base_line(task: Task, by_id: Mapping[str, Task], repo_root: Path, config: Config) -> list[str]:
     """Where a new branch of ``task`` would start when it depends on others: the branches
     of dependencies that already completed with commits, else theirs once they do."""
     if dispatcher.dispatch_kind(task) == "legacy" or not task.get("depends_on") or task.get("base_commit"):
         return []
-    stack = dispatcher.stacked_branches(task, tasks, repo_root, config)
+    stack = dispatcher.stacked_branches(task, by_id, repo_root, config)
     if stack:
         return [f"   base: {' + '.join(stack)} (its completed dependencies' work)"]
     if config["macp"]["stack_dependencies"]:
@@ -115,14 +119,15 @@ def _describe(number: int, task: Task, repo_root: Path, config: Config) -> list[
     return lines
 
 
-def remaining_lines(tasks: list[Task], now: datetime, refused: dict[str, str] | None = None) -> list[str]:
+def remaining_lines(tasks: list[Task], now: datetime, refused: dict[str, str] | None = None, outside: Outside | None = None) -> list[str]:
     """After a drain: status counts, then each unfinished task with the reason it waits
-    (``refused``: the tasks the controller set aside, id -> why)."""
+    (``refused``: the tasks the controller set aside, id -> why; ``outside`` finds archived
+    dependencies)."""
     refused = refused or {}
     counts = Counter(status_of(task) for task in tasks)
     summary = ", ".join(f"{counts[status]} {status}" for status in STATUSES if counts[status])
     lines = [f"queue: {summary or 'empty'}"]
-    by_id = {task["id"]: task for task in tasks}
+    by_id = KnownTasks(tasks, outside)
     for task in tasks:
         status = status_of(task)
         if task["id"] in refused:

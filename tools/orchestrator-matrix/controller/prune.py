@@ -23,7 +23,8 @@ from pathlib import Path
 
 from dispatcher import macp_dispatcher as dispatcher
 from macp import gitops
-from macp.cliutil import out, resolve_repo
+from macp.archive import archived_tasks
+from macp.cliutil import note, out, resolve_repo
 from macp.config import load_config
 from macp.errors import EXIT_OK
 from macp.events import append_event, make_event
@@ -83,13 +84,14 @@ def prune(layout: Layout, config: Config, *, dry_run: bool) -> list[str]:
 
 
 def plan(layout: Layout, config: Config) -> list[Step | str]:
-    """What prune would do, in queue order: a :class:`Step` per finished task's existing
-    worktree and branch, and a line for each unfinished task that has one."""
+    """What prune would do: a :class:`Step` per finished task's existing worktree and
+    branch -- archived tasks first, then the queue's in order -- and a line for each
+    unfinished task that has one."""
     repo = layout.repo_root
     base = dispatcher.base_ref(repo, config)
     checked_out = {branch: path for path, worktree in gitops.registered_worktrees(repo).items() if (branch := worktree.branch)}
     items: list[Step | str] = []
-    for task in load_tasks(layout).tasks:
+    for task in [*archived_tasks(layout.orch_dir, note), *load_tasks(layout).tasks]:
         status = status_of(task)
         worktree = Path(named) if (named := task.get("worktree")) else None
         has_worktree = worktree is not None and worktree.exists()

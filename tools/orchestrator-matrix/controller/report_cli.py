@@ -13,7 +13,8 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 from dispatcher.macp_dispatcher import result_file
-from macp.cliutil import out, resolve_repo
+from macp.archive import archived_tasks
+from macp.cliutil import note, out, resolve_repo
 from macp.errors import EXIT_OK, MacpError
 from macp.fsio import read_json, write_atomic
 from macp.layout import Layout
@@ -76,10 +77,11 @@ def _clean(text: str) -> str:
 
 
 def cmd_report(args) -> int:
-    """Write the JUnit XML of every task that has a result to ``--junit FILE``."""
+    """Write the JUnit XML of every task that has a result -- archived tasks first, then the
+    queue's -- to ``--junit FILE``."""
     layout = Layout(resolve_repo(args.repo))
     results: list[Result] = []
-    for task in load_tasks(layout).tasks:
+    for task in [*archived_tasks(layout.orch_dir, note), *load_tasks(layout).tasks]:
         path = result_file(task, layout.orch_dir)
         if path.exists():
             results.append(read_json(path))

@@ -9,7 +9,7 @@ document on stdout and the progress lines on stderr.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from macp.config import max_attempts
 from macp.events import make_event
@@ -35,13 +35,13 @@ def reason_of(task: Task) -> str:
 
 
 def task_rows(
-    tasks: list[Task], outcomes: dict[str, str], seconds: dict[str, float], read_result: Callable[[Task], Result | None], config: Config
+    by_id: Mapping[str, Task], outcomes: dict[str, str], seconds: dict[str, float], read_result: Callable[[Task], Result | None], config: Config
 ) -> list[dict]:
     """One row per task in ``outcomes`` (the tasks the run touched, in the order it touched
-    them): ``id``, ``status``, ``attempts``, ``max_attempts`` (:func:`macp.config.max_attempts`),
-    ``duration_seconds`` (time this run spent on it), ``branch``, ``commits`` (from its
-    result), ``reason``, ``result``."""
-    by_id = {task["id"]: task for task in tasks}
+    them, found through ``by_id``: the queue, then the archive -- a task archived while the
+    run went on is still the run's): ``id``, ``status``, ``attempts``, ``max_attempts``
+    (:func:`macp.config.max_attempts`), ``duration_seconds`` (time this run spent on it),
+    ``branch``, ``commits`` (from its result), ``reason``, ``result``."""
     rows = []
     for task_id in outcomes:
         task = by_id.get(task_id)

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any, cast
 
 from macp import clock
-from macp.archive import archived_tasks
+from macp.archive import archived_ids, archived_tasks
 from macp.cliutil import note, out, resolve_repo
 from macp.config import load_config, max_attempts
 from macp.errors import EXIT_OK, MacpError
@@ -186,6 +186,7 @@ def plan_sync(
     source: str = SOURCE,
     with_history: frozenset[str] = frozenset(),
     prompt_for: Callable[[Row, dict[str, Any]], TaskChanges] = lambda _row, _fields: {},
+    archived: frozenset[str] = frozenset(),
 ) -> SyncPlan:
     """Compare the table's ``rows`` with ``tasks``; return the :class:`SyncPlan` (pure).
 
@@ -193,7 +194,9 @@ def plan_sync(
     from that file may be removed, and only while pending, never attempted, and not in
     ``with_history`` (ids with any event beyond ``task.submitted`` that a sync did not write:
     an interrupted or provider-failed task has 0 attempts but a history). ``prompt_for(row,
-    fields)`` gives a new agent task its prompt fields (:func:`agent_prompt`)."""
+    fields)`` gives a new agent task its prompt fields (:func:`agent_prompt`). ``archived``:
+    ids of archived tasks, which a row may depend on (rows of archived tasks are left out
+    by the caller: an archived id is never used again)."""
     plan = SyncPlan()
     by_id = {task["id"]: task for task in tasks}
     seen: dict[str, int] = {}
@@ -213,7 +216,7 @@ def plan_sync(
             changes = _owned_changes(existing, fields, row)
             if changes:
                 plan.updated.append((row.task_id, changes))
-    known = set(by_id) | set(seen)
+    known = set(by_id) | set(seen) | archived
     updates = dict(plan.updated)
     for task in [*plan.added, *(by_id[i] for i in updates)]:
         merged: Task = {**task, **updates.get(task["id"], {})}
@@ -343,9 +346,10 @@ def run_sync(args) -> int:
     with recorded(edit_tasks(layout), layout.events_file) as (document, events):
         brief_dir = confine(config["macp"]["brief_dir"], layout.repo_root, "macp.brief_dir")
         prompt = lambda row, fields: agent_prompt(row, fields, brief_dir, layout.repo_root.resolve())  # noqa: E731
-        live = {task["id"] for task in document.tasks}
-        archived = {task["id"] for task in archived_tasks(layout.orch_dir)} - live
-        plan = plan_sync([row for row in rows if row.task_id not in archived], document.tasks, config, clock.timestamp(), source, with_history, prompt)
+        archived = frozenset(archived_ids(layout.orch_dir) - {task["id"] for task in document.tasks})
+        plan = plan_sync(
+            [row for row in rows if row.task_id not in archived], document.tasks, config, clock.timestamp(), source, with_history, prompt, archived
+        )
         plan.notes += [f"{row.task_id}: archived, left as it is" for row in rows if row.task_id in archived]
         for problem in plan.problems:
             note(f"{path}: {problem}")
@@ -368,7 +372,7 @@ def run_sync(args) -> int:
         note(f"{path}: contradiction: {line}")
     summary = f"{len(plan.added)} added, {len(plan.updated)} updated, {len(plan.removed)} removed"
     if args.write_back:
-        edits = write_back_edits(rows, tasks_after)
+        edits = write_back_edits(rows, tasks_after + [task for task in archived_tasks(layout.orch_dir, note) if task["id"] in archived])
         for edit in edits:
             out(f"{prefix}write back {edit.task_id} {edit.column}: {edit.old!r} -> {edit.new!r}")
         if edits and not args.dry_run:

@@ -25,6 +25,7 @@ import os
 import re
 import shlex
 import stat
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, NamedTuple, cast
 
@@ -127,13 +128,14 @@ class PreparedWorktree(NamedTuple):
     repaired: list[str]
 
 
-def stacked_branches(task: Task, tasks: list[Task], repo_root: Path, config: Config) -> list[str]:
+def stacked_branches(task: Task, by_id: Mapping[str, Task], repo_root: Path, config: Config) -> list[str]:
     """The branches a new task branch starts from (``macp.stack_dependencies``, DESIGN.md
     "Worktrees"): those of its dependencies, in ``depends_on`` order, that completed with
-    commits on their branch since the commit they started from. [] when stacking is off."""
+    commits on their branch since the commit they started from (``by_id`` finds them: the
+    queue's tasks, and archived ones through :class:`macp.dependencies.KnownTasks`). []
+    when stacking is off."""
     if not config["macp"]["stack_dependencies"]:
         return []
-    by_id = {other["id"]: other for other in tasks}
     branches = []
     for dependency in task.get("depends_on") or []:
         other = by_id.get(dependency)

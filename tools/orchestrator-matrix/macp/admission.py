@@ -31,7 +31,7 @@ from typing import Any
 
 from macp import clock
 from macp.config import runtime_max_parallel
-from macp.dependencies import doomed_tasks, find_cycles
+from macp.dependencies import KnownTasks, Outside, doomed_tasks, find_cycles
 from macp.lifecycle import ACTIVE, FINISHED, STATUSES, status_of
 from macp.model import Config, Task, TaskChanges, TaskStatus
 from macp.risk import risk_term
@@ -132,12 +132,14 @@ class Busy:
 
 def in_play(tasks: list[Task], by_id: Mapping[str, Task]) -> list[Task]:
     """The tasks admission looks at: every unfinished task, in file order, then the finished
-    tasks those depend on. Finished tasks nothing waits for cannot change what is claimed,
-    so a queue of 10,000 finished tasks costs a claim no more than an empty one (issue 11)."""
+    tasks those depend on (``by_id``: the queue's tasks, and with :class:`KnownTasks` the
+    archive's -- a dependency on an archived task is judged by its archived status, issue 22).
+    Finished tasks nothing waits for cannot change what is claimed, so a queue of 10,000
+    finished tasks costs a claim no more than an empty one (issue 11)."""
     unfinished = [task for task in tasks if task.get("status") not in FINISHED]  # no status: pending
     open_ids = {task["id"] for task in unfinished}
     needed = {dependency for task in unfinished for dependency in dependency_ids(task) if dependency not in open_ids}
-    return unfinished + [by_id[task_id] for task_id in sorted(needed) if task_id in by_id]
+    return unfinished + [found for task_id in sorted(needed) if (found := by_id.get(task_id)) is not None]
 
 
 def dependency_ids(task: Task) -> list[str]:
@@ -155,8 +157,8 @@ def stand_in(task: Task) -> Task:
 
 
 def admission_view(tasks: list[Task], refused: Mapping[str, str], by_id: Mapping[str, Task]) -> list[Task]:
-    """What admission reasons over: :func:`in_play` of ``tasks`` (``by_id`` maps their ids to
-    them), refused tasks as their :func:`stand_in`."""
+    """What admission reasons over: :func:`in_play` of ``tasks`` (``by_id`` finds tasks by
+    id), refused tasks as their :func:`stand_in`."""
     return [stand_in(task) if task["id"] in refused else task for task in in_play(tasks, by_id)]
 
 
@@ -193,13 +195,15 @@ def admit(
     now: datetime,
     brief_text: Callable[[Task], str],
     refused: Mapping[str, str] | None = None,
+    outside: Outside | None = None,
 ) -> Admission:
     """What to claim next from ``tasks`` at ``now``; ``brief_text(task)`` reads a brief;
-    ``refused`` maps the ids of tasks never to claim to why (see the module docstring).
+    ``refused`` maps the ids of tasks never to claim to why (see the module docstring);
+    ``outside(id)`` finds a dependency that is not in ``tasks`` (the archive).
     The reference: :class:`macp.admission_index.Admitter` gives the same answer at a cost in
     the tasks changed since its last claim."""
     refused = refused or {}
-    stored = {task["id"]: task for task in tasks}
+    stored = KnownTasks(tasks, outside)
     history = tasks  # runtime selection weighs every finished task's outcome
     tasks = admission_view(tasks, refused, stored)
     holds = dependency_holds(tasks)

@@ -32,7 +32,7 @@ from datetime import datetime
 
 from macp.admission import Admission, Busy, Hold, Verdict, admission_view, consider, dependency_holds, dependency_ids, stand_in
 from macp.clock import parse_timestamp
-from macp.dependencies import DEAD_ENDS
+from macp.dependencies import DEAD_ENDS, KnownTasks, Outside
 from macp.lifecycle import ACTIVE, status_of
 from macp.model import Config, Task
 from macp.scheduler import queue_rank
@@ -60,9 +60,11 @@ class Admitter:
     def __init__(self) -> None:
         self._reset(None, frozenset())
 
-    def _reset(self, document: TaskDocument | None, refused: frozenset[str]) -> None:
+    def _reset(self, document: TaskDocument | None, refused: frozenset[str], outside: Outside | None = None) -> None:
         self._document = document
         self._refused = refused
+        self._outside = outside
+        self._outside_status: dict[str, str | None] = {}  # dependency id not in the queue -> its archived status
         self._consumed = 0
         self._seen: dict[str, _Seen] = {}
         self._dependents: dict[str, set[str]] = {}
@@ -82,19 +84,22 @@ class Admitter:
         now: datetime,
         brief_text: Callable[[Task], str],
         refused: Mapping[str, str] | None = None,
+        outside: Outside | None = None,
     ) -> Admission:
-        """What ``admit(document.tasks, config, runtime_state, now, brief_text, refused)``
-        returns. The caller applies the holds before the next call, as the controller does."""
+        """What ``admit(document.tasks, config, runtime_state, now, brief_text, refused,
+        outside)`` returns. The caller applies the holds before the next call, as the
+        controller does. An archived task never changes, so what ``outside`` says of one is
+        kept until the queue is read afresh."""
         refused = refused or {}
-        if document is not self._document or self._refused != frozenset(refused):
-            self._rebuild(document, frozenset(refused))
+        if document is not self._document or self._refused != frozenset(refused) or outside is not self._outside:
+            self._rebuild(document, frozenset(refused), outside)
         else:
             for task_id in dict.fromkeys(document.change_log[self._consumed :]):
                 self._update(task_id, document.find(task_id))
         self._consumed = len(document.change_log)
         holds: list[Hold] = []
         if self._dirty:
-            holds = dependency_holds(admission_view(document.tasks, refused, {task["id"]: task for task in document.tasks}))
+            holds = dependency_holds(admission_view(document.tasks, refused, KnownTasks(document.tasks, outside)))
             self._dirty = bool(holds)  # until they are applied and come back as changes
 
         def judge(task: Task, busy: Busy) -> Verdict:
@@ -104,9 +109,9 @@ class Admitter:
 
     # -- keeping the index ---------------------------------------------------------------
 
-    def _rebuild(self, document: TaskDocument, refused: frozenset[str]) -> None:
+    def _rebuild(self, document: TaskDocument, refused: frozenset[str], outside: Outside | None) -> None:
         """Index ``document`` from nothing, in one pass and one heapify."""
-        self._reset(document, refused)
+        self._reset(document, refused, outside)
         for task in document.tasks:
             seen = self._seen[task["id"]] = _seen(stand_in(task) if task["id"] in refused else task)
             for dependency in seen.depends_on:
@@ -162,8 +167,17 @@ class Admitter:
 
     def _dependencies_met(self, seen: _Seen) -> bool:
         """Every dependency is known, completed and not refused (a refused task's dependents
-        wait for it, whatever its status)."""
-        return all(d in self._seen and self._seen[d].status == "completed" and d not in self._refused for d in seen.depends_on)
+        wait for it, whatever its status); one not in the queue, when archived completed."""
+        return all(self._dependency_status(d) == "completed" and d not in self._refused for d in seen.depends_on)
+
+    def _dependency_status(self, task_id: str) -> str | None:
+        """The status of dependency ``task_id``: in the queue, else archived, else None."""
+        if (seen := self._seen.get(task_id)) is not None:
+            return seen.status
+        if task_id not in self._outside_status:
+            archived = self._outside(task_id) if self._outside is not None else None
+            self._outside_status[task_id] = status_of(archived) if archived is not None else None
+        return self._outside_status[task_id]
 
     def _reconsider(self, task_id: str) -> None:
         """Give ``task_id`` a fresh heap entry when it is eligible, and end its old one."""

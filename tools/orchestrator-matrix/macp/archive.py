@@ -5,13 +5,22 @@ is crash-safe in this order: the lines are appended (and fsynced) first, then ta
 rewritten without them; a crash in between leaves a task in both places, and the next
 ``archive`` finds it already archived and only drops it from tasks.json. Results and events
 stay where they are.
+
+Archived tasks stay known by id (issue 22): an id is never used again (``submit`` and
+``sync`` refuse it), a dependency on an archived task is judged by its archived status,
+and the read commands (``show``, ``log``, ``diff``, ``history``, ``report``, ``prune``)
+find them; commands that would change a task refuse an archived one by name. Every line
+read is checked against the task schema; one that is not a valid task is skipped with a
+note naming its file and line, never fatal to the command reading it.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from datetime import datetime
+import mmap
+import re
+from collections.abc import Callable, Iterator
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import cast
 
@@ -19,6 +28,10 @@ from macp.clock import parse_timestamp
 from macp.fsio import append_line
 from macp.lifecycle import FINISHED, status_of
 from macp.model import Task
+from protocol.schemas import schema_errors
+
+# The archive file of a task whose finish time cannot be read.
+UNDATED = "undated"
 
 
 def archive_dir(orch_dir: Path) -> Path:
@@ -26,20 +39,104 @@ def archive_dir(orch_dir: Path) -> Path:
     return orch_dir / "archive"
 
 
-def archived_tasks(orch_dir: Path) -> Iterator[Task]:
-    """Every archived task, oldest month first (undecodable lines are skipped)."""
+def archive_files(orch_dir: Path) -> list[Path]:
+    """The archive's files, oldest month first (``undated`` last)."""
     folder = archive_dir(orch_dir)
-    if not folder.is_dir():
-        return
-    for path in sorted(folder.glob("*.ndjson")):
+    return sorted(folder.glob("*.ndjson")) if folder.is_dir() else []
+
+
+def line_problem(raw: bytes) -> tuple[Task | None, str | None]:
+    """``(task, None)`` for an archive line that is a valid task, else ``(None, why)``."""
+    try:
+        value = json.loads(raw)
+    except ValueError as exc:
+        return None, f"not JSON ({exc})"
+    if not isinstance(value, dict) or not isinstance(value.get("id"), str):
+        return None, "not a task (a JSON object with a string id)"
+    errors = schema_errors("task", value)
+    if errors:
+        return None, f"{errors[0].path}: {errors[0].message}"
+    if status_of(cast(Task, value)) not in FINISHED:
+        return None, f"status {status_of(cast(Task, value))!r} is not final"
+    return cast(Task, value), None
+
+
+def archived_lines(orch_dir: Path) -> Iterator[tuple[Path, int, Task | None, str | None]]:
+    """``(file, line number, task, problem)`` for every non-blank line of the archive, in
+    order: a valid task with ``problem`` None, else ``task`` None and why."""
+    for path in archive_files(orch_dir):
+        with path.open("rb") as handle:
+            for number, raw in enumerate(handle, 1):
+                if raw.strip():
+                    yield (path, number, *line_problem(raw))
+
+
+def archived_tasks(orch_dir: Path, skipped: Callable[[str], object] | None = None) -> Iterator[Task]:
+    """Every valid archived task, oldest month first. A line that is not one is skipped and
+    reported through ``skipped("<file>:<line>: skipped: <why>")`` (default: not at all)."""
+    for path, number, task, problem in archived_lines(orch_dir):
+        if task is not None:
+            yield task
+        elif skipped is not None:
+            skipped(f"{path}:{number}: skipped: {problem}")
+
+
+# A line MACP wrote starts with the task's id (json.dumps keeps the key order of a task).
+_LEADING_ID = re.compile(rb'^\{"id": ("(?:[^"\\]|\\.)*")')
+
+
+def archived_ids(orch_dir: Path) -> set[str]:
+    """The ids of every archived line, valid or not (an id is never used twice). Reads the
+    id off the start of a line MACP wrote; other lines are decoded."""
+    ids = set()
+    for path in archive_files(orch_dir):
         with path.open("rb") as handle:
             for raw in handle:
+                match = _LEADING_ID.match(raw)
                 try:
-                    task = json.loads(raw)
-                except ValueError:
+                    value = json.loads(match.group(1)) if match else json.loads(raw).get("id")
+                except (ValueError, AttributeError):
                     continue
-                if isinstance(task, dict) and isinstance(task.get("id"), str):
-                    yield cast(Task, task)  # archived from a checked queue
+                if isinstance(value, str):
+                    ids.add(value)
+    return ids
+
+
+def find_archived(orch_dir: Path, task_id: str) -> Task | None:
+    """The archived task ``task_id`` (a valid line), or None. Searches the raw bytes for the
+    quoted id first (C speed), so only candidate lines are decoded."""
+    needle = json.dumps(task_id, ensure_ascii=False).encode()
+    for path in archive_files(orch_dir):
+        with path.open("rb") as handle:
+            if not handle.seek(0, 2):
+                continue
+            with mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as data:
+                position = 0
+                while (hit := data.find(needle, position)) != -1:
+                    start = data.rfind(b"\n", 0, hit) + 1
+                    end = data.find(b"\n", hit)
+                    end = len(data) if end == -1 else end
+                    task, _problem = line_problem(data[start:end])
+                    if task is not None and task["id"] == task_id:
+                        return task
+                    position = end
+    return None
+
+
+class ArchiveLookup:
+    """:func:`find_archived` for one long run (the controller): archived tasks never change,
+    so a task found is remembered; a miss is looked up again next time (the task may be
+    archived meanwhile)."""
+
+    def __init__(self, orch_dir: Path) -> None:
+        self.orch_dir = orch_dir
+        self._found: dict[str, Task] = {}
+
+    def __call__(self, task_id: str) -> Task | None:
+        task = self._found.get(task_id)
+        if task is None and (task := find_archived(self.orch_dir, task_id)) is not None:
+            self._found[task_id] = task
+        return task
 
 
 def finished_at(task: Task) -> str:
@@ -47,20 +144,39 @@ def finished_at(task: Task) -> str:
     return task.get("completed_at") or task.get("updated_at") or task.get("created_at") or ""
 
 
+def archive_month(task: Task) -> str:
+    """The archive file a task goes to: ``YYYY-MM`` of when it finished (UTC), or
+    :data:`UNDATED` when that is not a timestamp. Never anything else, so no field of a
+    task can name a path."""
+    try:
+        moment: datetime = parse_timestamp(finished_at(task))
+    except ValueError:
+        return UNDATED
+    return moment.astimezone(timezone.utc).strftime("%Y-%m")
+
+
 def archivable(tasks: list[Task], before: datetime | None) -> tuple[list[Task], list[str]]:
     """The final-status tasks to archive (finished before ``before`` when given), and why
-    others were kept: a task that an unfinished task depends on stays, so no dependency
-    ever points into the archive (pure)."""
+    others were kept: a task that an unfinished task depends on stays, so no unfinished task
+    waits on the archive, and a task that is not valid against the task schema stays until
+    it is fixed (pure)."""
     needed = {dependency for task in tasks if status_of(task) not in FINISHED for dependency in task.get("depends_on") or []}
     chosen, kept = [], []
     for task in tasks:
         if status_of(task) not in FINISHED:
             continue
         stamp = finished_at(task)
-        if before is not None and (not stamp or parse_timestamp(stamp) >= before):
-            continue
+        try:
+            if before is not None and (not stamp or parse_timestamp(stamp) >= before):
+                continue
+        except ValueError:
+            pass  # no readable finish time: the task fails the schema check below
         if task["id"] in needed:
             kept.append(f"kept {task['id']}: an unfinished task depends on it")
+            continue
+        errors = schema_errors("task", task)
+        if errors:
+            kept.append(f"kept {task['id']}: not a valid task ({errors[0].path}: {errors[0].message}); fix it first")
             continue
         chosen.append(task)
     return chosen, kept
@@ -72,7 +188,6 @@ def append_to_archive(orch_dir: Path, tasks: list[Task], already: set[str]) -> N
     for task in tasks:
         if task["id"] in already:
             continue
-        month = finished_at(task)[:7] or "undated"
-        by_month.setdefault(month, []).append(json.dumps(task, ensure_ascii=False))
+        by_month.setdefault(archive_month(task), []).append(json.dumps(task, ensure_ascii=False))
     for month, lines in by_month.items():
         append_line(archive_dir(orch_dir) / f"{month}.ndjson", "\n".join(lines))

@@ -4,17 +4,45 @@
   ``[a, b, c, a]`` (depth-first search; a task waiting on itself is a cycle too).
 - :func:`doomed_tasks`: pending tasks that can never run because a dependency ended
   ``failed``, ``escalated`` or ``cancelled``, or does not exist -- transitively.
+- :class:`KnownTasks`: tasks by id, the queue's and then the archive's.
 """
 
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 
 from macp.lifecycle import status_of
 from macp.model import Task
 
 DEAD_ENDS = frozenset({"failed", "escalated", "cancelled"})
+
+# Finds a task that is not in the queue by id (the archive: macp.archive.ArchiveLookup).
+Outside = Callable[[str], "Task | None"]
+
+
+class KnownTasks(Mapping[str, Task]):
+    """Tasks by id: the ``tasks`` of the queue, then what ``outside`` finds (the archive), so
+    a dependency on an archived task is judged by its archived state (issue 22). Iterating
+    and ``len`` cover the queue's tasks only."""
+
+    def __init__(self, tasks: list[Task], outside: Outside | None = None) -> None:
+        self._by_id = {task["id"]: task for task in tasks}
+        self._outside = outside
+
+    def __getitem__(self, task_id: str) -> Task:
+        task = self._by_id.get(task_id)
+        if task is None and self._outside is not None:
+            task = self._outside(task_id)
+        if task is None:
+            raise KeyError(task_id)
+        return task
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._by_id)
+
+    def __len__(self) -> int:
+        return len(self._by_id)
 
 
 def find_cycles(tasks: list[Task]) -> list[list[str]]:

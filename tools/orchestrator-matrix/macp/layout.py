@@ -155,9 +155,9 @@ def confine_output(candidate: str | Path, layout: Layout, what: str) -> Path:
 
 
 def check_output_folders(layout: Layout) -> None:
-    """Refuse to run when ``logs/``, ``acp/`` or ``results/`` of the state folder is a
-    symbolic link: MACP writes only into real folders, never through a link to somewhere
-    else. Raises :class:`MacpError` (exit 2) naming the link."""
-    for folder in (layout.logs_dir, layout.acp_dir, layout.orch_dir / "results"):
+    """Refuse to run when ``logs/``, ``acp/``, ``results/`` or ``archive/`` of the state
+    folder is a symbolic link: MACP writes only into real folders, never through a link to
+    somewhere else. Raises :class:`MacpError` (exit 2) naming the link."""
+    for folder in (layout.logs_dir, layout.acp_dir, layout.orch_dir / "results", layout.orch_dir / "archive"):
         if folder.is_symlink():
             raise MacpError(f"{folder} is a symbolic link; MACP writes only into real folders: replace it with a folder")

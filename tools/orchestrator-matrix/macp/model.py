@@ -333,3 +333,4 @@ class Config(TypedDict):
     worker: WorkerConfig
     quality_gates: list[str | GateObject]
     runtimes: dict[str, RuntimeSpec]
+

@@ -13,13 +13,15 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from macp.archive import archive_files, archived_lines
 from macp.cliutil import out, resolve_repo
 from macp.config import default_config, load_config, merge, signature_errors
 from macp.errors import EXIT_OK, EXIT_TASKS_FAILED, MacpError
 from macp.fsio import parse_json_text, read_json
 from macp.layout import Layout, confine, confine_output
+from macp.lifecycle import FINISHED, status_of
 from macp.model import Config, Task
-from macp.taskstore import parse_tasks
+from macp.taskstore import load_tasks, parse_tasks
 from protocol.schemas import validator_for
 from protocol.validator import SchemaError, Validator
 
@@ -75,6 +77,39 @@ def journal_check(task_validator: Validator) -> Check:
     return check
 
 
+def archive_check(task_validator: Validator) -> Check:
+    """One line of ``archive/<YYYY-MM>.ndjson`` (macp.archive): a task in a final status,
+    valid against the task schema."""
+
+    def check(value: Any) -> list[str]:
+        problems = schema_check(task_validator)(value)
+        if not problems and status_of(value) not in FINISHED:
+            problems.append(f"$.status: {status_of(value)!r} is not a final status; only finished tasks are archived")
+        return problems
+
+    return check
+
+
+def duplicate_ids(layout: Layout) -> list[str]:
+    """Ids used twice: by two archived lines, or by an archived task and one in the queue
+    (an id is never used again once archived, docs/file-formats.md "archive")."""
+    seen: dict[str, str] = {}
+    problems = []
+    for path, number, task, _problem in archived_lines(layout.orch_dir):
+        if task is None:
+            continue
+        where = f"{path}:{number}"
+        if task["id"] in seen:
+            problems.append(f"{where}: task {task['id']} is archived twice (first at {seen[task['id']]})")
+        seen.setdefault(task["id"], where)
+    try:
+        queue = load_tasks(layout).tasks
+    except MacpError:
+        return problems  # the schema checks report it
+    problems += [f"{layout.tasks_file}: task {task['id']} is also archived at {seen[task['id']]}; an id is never used twice" for task in queue if task["id"] in seen]
+    return problems
+
+
 def _read_text(path: Path) -> tuple[str | None, list[str]]:
     try:
         return path.read_bytes().decode("utf-8"), []
@@ -115,12 +150,13 @@ def check_ndjson_file(path: Path, check: Check) -> list[str]:
 
 def state_files(layout: Layout, result_dirs: list[Path]) -> list[tuple[Path, str]]:
     """``(file, kind)`` for every state file that exists: kinds ``config``, ``tasks``,
-    ``journal``, ``events``, ``result``, ``runtimes``."""
+    ``journal``, ``events``, ``result``, ``runtimes``, ``archive``."""
     found = [(layout.config_file, "config"), (layout.tasks_file, "tasks"), (layout.tasks_journal, "journal"), (layout.events_file, "events"),
              (layout.runtimes_file, "runtimes")]
     files = [(path, kind) for path, kind in found if path.exists()]
     for folder in result_dirs:
         files += [(path, "result") for path in sorted(folder.glob("*.json"))]
+    files += [(path, "archive") for path in archive_files(layout.orch_dir)]
     return files
 
 
@@ -129,6 +165,8 @@ def kind_of(path: Path) -> str | None:
     names = {"tasks.json": "tasks", "tasks.journal": "journal", "events.ndjson": "events", "config.json": "config", "runtimes.json": "runtimes"}
     if path.name in names:
         return names[path.name]
+    if path.parent.name == "archive" and path.suffix == ".ndjson":
+        return "archive"
     return "result" if path.parent.name == "results" and path.suffix == ".json" else None
 
 
@@ -181,6 +219,7 @@ def run_validate(args, check_task: Callable[[Task, Path, Config], None]) -> int:
             "events": schema_check(validator_for("event")),
             "result": schema_check(validator_for("result")),
             "runtimes": schema_check(validator_for("runtimes")),
+            "archive": archive_check(validator_for("task")),
         }
         if args.files:
             targets = []
@@ -199,12 +238,12 @@ def run_validate(args, check_task: Callable[[Task, Path, Config], None]) -> int:
             targets = state_files(layout, result_dirs)
     problems: list[str] = []
     for path, kind in targets:
-        if kind in ("events", "ndjson", "journal"):
+        if kind in ("events", "ndjson", "journal", "archive"):
             problems += check_ndjson_file(path, checks[kind])
         else:
             problems += check_json_file(path, checks[kind])
     if not args.schema and not args.files and not problems:
-        problems += placement_problems(layout, check_task)
+        problems += duplicate_ids(layout) + placement_problems(layout, check_task)
     for problem in problems:
         out(problem)
     if problems:

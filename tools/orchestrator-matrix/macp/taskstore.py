@@ -20,8 +20,10 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from macp import journal
+from macp.archive import find_archived
 from macp.errors import MacpError
 from macp.fsio import parse_json_text, write_atomic
 from macp.layout import Layout
@@ -46,6 +48,9 @@ class TaskDocument:
     tasks: list[Task] = field(default_factory=list)
     container: dict | None = None
     label: str = "tasks.json"
+    # the state folder the queue was read from: an id missing here is looked up in its
+    # archive, so an archived task is refused by name, never called unknown
+    orch_dir: Path | None = field(default=None, repr=False, compare=False)
     _positions: dict[object, int] = field(default_factory=dict, init=False, repr=False, compare=False)
     # ids given a new state through replace()/put() since this set was last cleared
     changed: set[str] = field(default_factory=set, init=False, repr=False, compare=False)
@@ -67,9 +72,12 @@ class TaskDocument:
         return None if index is None else self.tasks[index]
 
     def get(self, task_id: str) -> Task:
-        """The task with ``task_id``; raises :class:`MacpError` "unknown task" otherwise."""
+        """The task with ``task_id``; raises :class:`MacpError` otherwise: "unknown task", or
+        for a task in the archive that it is archived and read-only."""
         task = self.find(task_id)
         if task is None:
+            if self.orch_dir is not None and find_archived(self.orch_dir, task_id) is not None:
+                raise MacpError(f"task {task_id} is archived; archived tasks are read-only (mosaic macp show {task_id})")
             raise MacpError(f"unknown task: {task_id}")
         return task
 
@@ -213,7 +221,20 @@ def _load(layout: Layout) -> _Loaded:
     for task in tail.tasks:
         document.put(task)
     document.changed.clear()
+    document.orch_dir = layout.orch_dir
     return _Loaded(document, sha, tail, not tail.extends(sha))
+
+
+def find_known(layout: Layout, task_id: str) -> tuple[Task, bool]:
+    """``(task, archived)``: the task ``task_id`` from the queue, else from the archive
+    (read-only views: show, log, diff). Raises :class:`MacpError` "unknown task"."""
+    task = load_tasks(layout).find(task_id)
+    if task is not None:
+        return task, False
+    archived = find_archived(layout.orch_dir, task_id)
+    if archived is None:
+        raise MacpError(f"unknown task: {task_id}")
+    return archived, True
 
 
 def _fold(layout: Layout, loaded: _Loaded) -> str:
