@@ -511,3 +511,57 @@ def test_a_change_whose_event_could_not_be_written_is_logged_by_the_next_run(san
     logged = [e for e in sandbox.events("E") if e["event_type"] == "task.completed"]
     assert len(logged) == 1 and "logged on recovery" in logged[0]["message"]
     assert sandbox.events("E")[-1]["status"] == sandbox.task("E")["status"] == "completed"
+
+
+KILLED_AT = """
+import os, signal, sys
+sys.path.insert(0, {tools!r})
+import macp.taskstore as store
+real = getattr(store, {point!r})
+def killed(*args, **kwargs):
+    if {after!r}:
+        real(*args, **kwargs)
+    os.kill(os.getpid(), signal.SIGKILL)
+setattr(store, {point!r}, killed)
+from controller.macp_cli import main
+main({argv!r})
+"""
+
+
+def macp_killed_at(sandbox, point: str, after: bool, *argv: str) -> subprocess.CompletedProcess:
+    """Run ``mosaic macp ARGV`` and SIGKILL it at ``point`` of the queue write (a function of
+    macp.taskstore), just before or just after it ran: the case is forced, not hoped for."""
+    from conftest import TOOLS
+
+    script = KILLED_AT.format(tools=str(TOOLS), point=point, after=after, argv=list(argv))
+    proc = subprocess.run([sys.executable, "-c", script], cwd=sandbox.repo, env=sandbox.env, capture_output=True, text=True, timeout=60, check=False)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    return proc
+
+
+def test_a_command_killed_between_its_queue_write_and_its_event_has_the_event_logged_by_the_next_writer(sandbox):
+    macp_killed_at(sandbox, "_fold", True, "submit", "--task-id", "A", "--command", "true")
+    assert [task["id"] for task in sandbox.tasks()] == ["A"], "the queue write happened"
+    assert sandbox.event_types("A") == [], "the case is forced: the event is not in the log"
+    sandbox.macp("submit", "--task-id", "B", "--command", "true", check=True)
+    assert sandbox.event_types("A") == ["task.submitted"] and sandbox.event_types("B") == ["task.submitted"]
+    assert [event["task_id"] for event in sandbox.events()] == ["A", "B"], "in the order the changes were made"
+    assert not (sandbox.orch / "events.outbox").exists()
+
+
+def test_the_controller_logs_what_a_killed_command_left_before_it_runs_anything(sandbox):
+    sandbox.macp("submit", "--task-id", "C", "--command", "true", check=True)
+    macp_killed_at(sandbox, "_fold", True, "cancel", "C", "--reason", "not needed")
+    assert sandbox.task("C")["status"] == "cancelled" and sandbox.event_types("C") == ["task.submitted"]
+    sandbox.controller("--until-drained", check=True)
+    assert sandbox.event_types("C") == ["task.submitted", "task.cancelled"]
+    assert sandbox.events("C")[-1]["message"] == "not needed"
+
+
+def test_a_command_killed_before_its_queue_write_leaves_no_event_behind(sandbox):
+    sandbox.macp("submit", "--task-id", "D", "--command", "true", check=True)
+    macp_killed_at(sandbox, "_fold", False, "cancel", "D")
+    assert sandbox.task("D")["status"] == "pending", "the change never happened"
+    sandbox.macp("submit", "--task-id", "E", "--command", "true", check=True)
+    assert sandbox.event_types("D") == ["task.submitted"], "so its event is dropped, not logged"
+    assert not (sandbox.orch / "events.outbox").exists()

@@ -69,14 +69,25 @@ def append_event(events_file: Path, event: dict) -> dict:
     return event
 
 
-def append_events(events_file: Path, events: list[dict]) -> None:
-    """Validate every event, then append them all in one write and one fsync (a batch
-    submit logs thousands of events at the cost of one). Raises ``ValueError`` if any is
-    invalid; then nothing is written."""
+def check_events(events: list[dict]) -> None:
+    """Raise ``ValueError`` naming the first error when an event is not valid against the
+    event schema (a programming error)."""
     for event in events:
         errors = schema_errors("event", event)
         if errors:
             raise ValueError(f"refusing to write an invalid event: {errors[0]}")
+
+
+def is_valid_event(event: object) -> bool:
+    """True when ``event`` is an object valid against the event schema."""
+    return isinstance(event, dict) and not schema_errors("event", event)
+
+
+def append_events(events_file: Path, events: list[dict]) -> None:
+    """Validate every event, then append them all in one write and one fsync (a batch
+    submit logs thousands of events at the cost of one). Raises ``ValueError`` if any is
+    invalid; then nothing is written."""
+    check_events(events)
     if events:
         append_line(events_file, "\n".join(json.dumps(event, ensure_ascii=False, separators=(",", ":")) for event in events))
 

@@ -58,6 +58,11 @@ class Layout:
         return self.orch_dir / "events.ndjson"
 
     @property
+    def events_outbox(self) -> Path:
+        """The events of a queue change being written, until they are in the log (macp.outbox)."""
+        return self.orch_dir / "events.outbox"
+
+    @property
     def runtimes_file(self) -> Path:
         """When runtimes are back after a provider named a reset time."""
         return self.orch_dir / "runtimes.json"

@@ -5,7 +5,10 @@ archive -- goes through :func:`recorded`: the change is made in the block, the q
 written when the block ends (journal line or whole file, as the edit decides), then the
 events are appended. SIGINT and SIGTERM are held back from the first write to the last
 (docs/durability.md "Signals"), so an interruption never leaves a change without its event.
-A crash (SIGKILL) between the two is what recovery's "logged on recovery" covers.
+A crash (SIGKILL) between the two: a command's edit (:func:`macp.taskstore.edit_tasks`)
+keeps the events in the outbox until they are logged (:mod:`macp.outbox`), so the next
+writer logs them; the controller's journaled changes are logged by its recovery ("logged on
+recovery").
 """
 
 from __future__ import annotations
@@ -41,12 +44,13 @@ def recorded(
         active.install()
     try:
         with active.critical():
-            events: list[dict] = []
             with edit as document:
-                yield document, events
-            if events:
+                document.events.clear()
+                yield document, document.events
+            if document.events:  # an edit that does not write them itself (the controller's journal)
                 try:
-                    append_events(events_file, events)
+                    append_events(events_file, document.events)
+                    document.events.clear()
                 except BaseException:
                     if unlogged is not None:
                         unlogged()

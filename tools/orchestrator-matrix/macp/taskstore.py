@@ -25,10 +25,12 @@ from pathlib import Path
 from macp import journal
 from macp.archive import find_archived
 from macp.errors import MacpError
+from macp.events import append_events
 from macp.fsio import parse_json_text, write_atomic
 from macp.layout import Layout
 from macp.locks import exclusive_lock
 from macp.model import Task
+from macp.outbox import clear_outbox, settle_outbox, write_outbox
 from protocol.schemas import schema_errors
 
 # The journal is folded once it is larger than this and larger than tasks.json, so a fold
@@ -54,6 +56,8 @@ class TaskDocument:
     _positions: dict[object, int] = field(default_factory=dict, init=False, repr=False, compare=False)
     # ids given a new state through replace()/put() since this set was last cleared
     changed: set[str] = field(default_factory=set, init=False, repr=False, compare=False)
+    # the events that record the change being made (macp.recording.recorded): written with it
+    events: list[dict] = field(default_factory=list, init=False, repr=False, compare=False)
     # every id given a new state through replace()/put(), in order, for the life of this
     # document (macp.admission_index reads the changes since it last looked)
     change_log: list[str] = field(default_factory=list, init=False, repr=False, compare=False)
@@ -237,11 +241,11 @@ def find_known(layout: Layout, task_id: str) -> tuple[Task, bool]:
     return archived, True
 
 
-def _fold(layout: Layout, loaded: _Loaded) -> str:
-    """Write ``loaded.document`` as tasks.json and empty the journal; returns the new
-    checkpoint's digest ("" when there was no journal to mark). A hand edit the journal was
-    replayed over is reported on stderr."""
-    text = loaded.document.to_json()
+def _fold(layout: Layout, loaded: _Loaded, text: str | None = None) -> str:
+    """Write ``loaded.document`` (serialised: ``text``) as tasks.json and empty the journal;
+    returns the new checkpoint's digest ("" when there was no journal to mark). A hand edit
+    the journal was replayed over is reported on stderr."""
+    text = text if text is not None else loaded.document.to_json()
     sha = ""
     if loaded.journal.size:
         sha = journal.digest(text.encode("utf-8"))
@@ -255,20 +259,43 @@ def _fold(layout: Layout, loaded: _Loaded) -> str:
     return sha
 
 
+def settle_left_events(layout: Layout) -> None:
+    """Settle the events a killed writer left in the outbox (:mod:`macp.outbox`); call with
+    the tasks.json lock held, before changing anything."""
+    if layout.events_outbox.exists():
+        try:
+            raw = layout.tasks_file.read_bytes()
+        except FileNotFoundError:
+            raw = b""
+        settle_outbox(layout.events_outbox, journal.digest(raw), layout.events_file)
+
+
 @contextmanager
 def edit_tasks(layout: Layout) -> Iterator[TaskDocument]:
     """Lock the queue, yield a fresh :class:`TaskDocument`, and write it back atomically
-    (folding the journal in).
+    (folding the journal in), with the events the block put in ``document.events``.
 
     The write happens only if the block finishes without an exception and the document
-    changed. The lock is held for the block only, so keep the block short.
+    changed. Its events go to the outbox first, then tasks.json is replaced, then the
+    events are appended, all under the lock (:mod:`macp.outbox`): a writer killed at any
+    point leaves the change and its events both recorded, or neither. The lock is held for
+    the block only, so keep the block short.
     """
     with exclusive_lock(layout.tasks_lock):
+        settle_left_events(layout)
         loaded = _load(layout)
-        before = loaded.document.fingerprint()
-        yield loaded.document
-        if loaded.document.fingerprint() != before:
-            _fold(layout, loaded)
+        document = loaded.document
+        before = document.fingerprint()
+        yield document
+        if document.fingerprint() != before:
+            text = document.to_json()
+            if document.events:
+                write_outbox(layout.events_outbox, journal.digest(text.encode("utf-8")), document.events)
+            _fold(layout, loaded, text)
+        if document.events:
+            append_events(layout.events_file, document.events)
+            document.events.clear()
+            clear_outbox(layout.events_outbox)
 
 
 class QueueSession:
@@ -298,8 +325,10 @@ class QueueSession:
         return checkpoint, size
 
     def _current(self) -> _Loaded:
-        """The queue, re-read only when someone else changed the files (lock held)."""
+        """The queue, re-read only when someone else changed the files (lock held); events a
+        killed command left are settled first (:func:`settle_left_events`)."""
         if self._loaded is None or self._identity() != self._seen:
+            settle_left_events(self.layout)
             self._loaded = _load(self.layout)
             if self._loaded.edited:
                 self._write_checkpoint()
