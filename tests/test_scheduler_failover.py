@@ -286,3 +286,34 @@ def test_missing_runtimes_escalate_after_the_cap_without_waiting_a_cooldown(agen
     assert [(e["metadata"]["runtime"], e["metadata"]["class"]) for e in provider_events(agents, "M")] == [
         ("codex", "missing"), ("claude", "missing"), ("codex", "missing"), ("claude", "missing")]
     assert not (agents.orch / "runtimes.json").exists(), "a missing binary is no rate limit: no cooldown"
+
+
+def test_a_risk_hold_is_a_wait_for_its_dependents_not_a_failure(agents):
+    working(agents, "codex")
+    agents.macp("submit", "--task-id", "HELD", "--title", "deploy the site", "--dispatch", "yolo", "--runtime", "codex", check=True)
+    agents.macp("submit", "--task-id", "AFTER", "--command", "test -f codex.txt", "--depends-on", "HELD", check=True)
+    for _ in range(2):  # a second drain once escalated dependents for good
+        agents.macp("drain")
+        assert agents.task("HELD")["status"] == "escalated" and agents.task("AFTER")["status"] == "pending"
+    status = agents.macp("status", check=True).stdout
+    assert "blocked by HELD (held for approval: mosaic macp approve HELD)" in status
+    agents.macp("approve", "HELD", check=True)
+    agents.macp("drain", check=True)
+    assert agents.task("HELD")["status"] == "completed"
+    after = agents.task("AFTER")
+    assert after["status"] == "completed" and not after.get("escalation_reason"), "it ran from HELD's work"
+
+
+def test_approve_brings_back_dependents_an_older_run_escalated_for_the_hold(agents):
+    working(agents, "codex")
+    reason = "upstream failed: dependency HELD ended escalated"
+    agents.write_tasks({"tasks": [
+        {"id": "HELD", "title": "deploy", "dispatch": "yolo", "runtime": "codex", "status": "escalated", "risk_hold": "deploy",
+         "escalation_reason": "risk hold: the task mentions 'deploy'"},
+        {"id": "AFTER", "dispatch": "exec", "command": "true", "depends_on": ["HELD"], "status": "escalated",
+         "escalation_reason": reason, "upstream_failed": True},
+    ]})
+    out = agents.macp("approve", "HELD", check=True).stdout
+    assert "AFTER: pending again (it was escalated only because HELD was held)" in out
+    agents.macp("drain", check=True)
+    assert agents.task("AFTER")["status"] == "completed" and agents.task("AFTER")["escalation_reason"] is None

@@ -604,6 +604,8 @@ def cmd_approve(args) -> int:
 
     _before, task = change_task(layout, args.task_id, decide, "pending", event)
     out(f"{task['id']}: approved; pending again")
+    for other in requeue_downstream(layout, task["id"]):  # escalated by a MACP that took the hold for a failure
+        out(f"{other['id']}: pending again (it was escalated only because {task['id']} was held)")
     return EXIT_OK
 
 

@@ -3,7 +3,8 @@
 - :func:`find_cycles`: dependency cycles among unfinished tasks, each as a path
   ``[a, b, c, a]`` (depth-first search; a task waiting on itself is a cycle too).
 - :func:`doomed_tasks`: pending tasks that can never run because a dependency ended
-  ``failed``, ``escalated`` or ``cancelled``, or does not exist -- transitively.
+  ``failed``, ``escalated`` (but not held for risk approval: :func:`is_dead_end`) or
+  ``cancelled``, or does not exist -- transitively.
 - :class:`KnownTasks`: tasks by id, the queue's and then the archive's.
 """
 
@@ -16,6 +17,13 @@ from macp.lifecycle import status_of
 from macp.model import Task
 
 DEAD_ENDS = frozenset({"failed", "escalated", "cancelled"})
+
+
+def is_dead_end(task: Task) -> bool:
+    """True when ``task`` can never complete as it stands: failed, cancelled, or escalated
+    for any reason but a risk hold. A risk hold is a wait for a person's approval
+    (``mosaic macp approve``), not a failure: its dependents wait with it (issue 22)."""
+    return status_of(task) in DEAD_ENDS and not task.get("risk_hold")
 
 # Finds a task that is not in the queue by id (the archive: macp.archive.ArchiveLookup).
 Outside = Callable[[str], "Task | None"]
@@ -114,7 +122,7 @@ def _doom_reason(task: Task, by_id: Mapping[str, Task], doomed: dict[str, str]) 
         other = by_id.get(dependency)
         if other is None:
             return f"dependency {dependency} does not exist"
-        if dependency in doomed or status_of(other) in DEAD_ENDS:
+        if dependency in doomed or is_dead_end(other):
             state = "can never run" if dependency in doomed else f"ended {status_of(other)}"
             return f"upstream failed: dependency {dependency} {state}"
     return None

@@ -37,6 +37,8 @@ def hold_reason(task: Task, by_id: Mapping[str, Task], now: datetime) -> str | N
         other = by_id.get(dependency)
         if other is None:
             return f"unknown dependency {dependency}"
+        if other.get("risk_hold") and status_of(other) == "escalated":
+            return f"blocked by {dependency} (held for approval: mosaic macp approve {dependency})"
         if status_of(other) != "completed":
             return f"blocked by {dependency} ({status_of(other)})"
     not_before = task.get("not_before")
