@@ -565,3 +565,38 @@ def test_a_command_killed_before_its_queue_write_leaves_no_event_behind(sandbox)
     sandbox.macp("submit", "--task-id", "E", "--command", "true", check=True)
     assert sandbox.event_types("D") == ["task.submitted"], "so its event is dropped, not logged"
     assert not (sandbox.orch / "events.outbox").exists()
+
+
+@pytest.mark.slow
+def test_sighup_stops_the_controller_like_sigterm_and_leaves_the_task_recoverable(sandbox, tmp_path):
+    pidfile = tmp_path / "worker.pid"
+    sandbox.write_tasks({"tasks": [{"id": "HUP", "dispatch": "exec", "command": f'echo $$ > "{pidfile}"; sleep 60'}]})
+    controller = start_controller(sandbox, "--until-drained")
+    wait_for(lambda: pidfile.exists() and pidfile.read_text().strip(), what="the worker to write its pid")
+    worker = int(pidfile.read_text())
+    controller.send_signal(signal.SIGHUP)  # the terminal or SSH session closed
+    _, stderr = controller.communicate(timeout=30)
+    assert controller.returncode == 129 and "interrupted by signal 1" in stderr, stderr
+    wait_for(lambda: not alive(worker), timeout=30, what="the worker to be stopped, not orphaned")
+    task = sandbox.task("HUP")
+    assert task["status"] == "pending" and task["attempts"] == 0 and task["claim"] is None
+    assert sandbox.events("HUP")[-1]["event_type"] == "task.interrupted"
+
+
+def test_a_drain_whose_reader_went_away_finishes_every_task(sandbox, tmp_path):
+    release = tmp_path / "release"
+    sandbox.write_tasks({"tasks": [
+        {"id": "FIRST", "dispatch": "exec", "command": held_command(release)},
+        {"id": "SECOND", "dispatch": "exec", "command": "true"},
+    ]})
+    env = {**sandbox.env, "PYTHONUNBUFFERED": "1"}  # every progress line is written at once: the case is forced
+    drain = subprocess.Popen([str(BIN / "mosaic"), "macp", "drain"], cwd=sandbox.repo, env=env,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    assert drain.stdout is not None and drain.stderr is not None
+    assert b"FIRST: started attempt" in drain.stdout.readline()
+    drain.stdout.close()  # `drain | head -1`: the reader is gone
+    release.touch()
+    stderr = drain.stderr.read()
+    assert drain.wait(timeout=60) == 0, stderr
+    assert sandbox.task("FIRST")["status"] == "completed" and sandbox.task("SECOND")["status"] == "completed"
+    assert b"Traceback" not in stderr and b"internal error" not in stderr

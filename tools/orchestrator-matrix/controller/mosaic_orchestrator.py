@@ -75,7 +75,7 @@ from macp.procs import OWNER_ENV, Command, ProcessResult, read_log_tail
 from macp.recording import recorded
 from macp.runtime_state import load_runtime_state, record_cooldown
 from macp.scheduler import queue_order
-from macp.signals import SignalGuard
+from macp.signals import STOP_SIGNALS, SignalGuard
 from macp.taskstore import QueueSession, TaskDocument, load_tasks, task_errors
 from macp.worktree_contents import (
     WorktreeContents,
@@ -239,7 +239,7 @@ class Controller:
     # -- interruption --------------------------------------------------------------------
 
     def interrupt(self, signum: int) -> None:
-        """Leave every task in flight recoverable after SIGINT/SIGTERM (attempts not counted),
+        """Leave every task in flight recoverable after SIGINT/SIGTERM/SIGHUP (attempts not counted),
         in the order they were claimed. Their processes are already stopped (:meth:`run`)."""
         released = []
         with self.queue.edit() as document:
@@ -805,7 +805,7 @@ def run_controller(
         ended_cleanly = True
         return summary.exit_code
     except Interrupted as exc:
-        for signum in (signal.SIGINT, signal.SIGTERM):
+        for signum in STOP_SIGNALS:
             signal.signal(signum, signal.SIG_IGN)
         controller.interrupt(exc.signum)
         ended_cleanly = True

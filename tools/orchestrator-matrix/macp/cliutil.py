@@ -3,7 +3,7 @@
 
 Exit codes (docs/exit-codes.md): 0 ok, 1 a task failed/escalated or a file is invalid,
 2 usage or input error, 70 internal error, 75 another controller holds the lock,
-130/143 interrupted by SIGINT/SIGTERM.
+129/130/143 interrupted by SIGHUP/SIGINT/SIGTERM.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ DOCS_DIR = Path(__file__).resolve().parents[3] / "docs"
 
 EPILOG = f"""exit codes: 0 ok; 1 a task ended failed/escalated, or a file is invalid; 2 usage or
 input error; 70 internal error; 74 state cannot be written (disk full, read-only);
-75 another controller is running; 130/143 interrupted (docs/exit-codes.md).
+75 another controller is running; 129/130/143 interrupted (docs/exit-codes.md).
 docs: {DOCS_DIR}"""
 
 
@@ -112,9 +112,6 @@ def run_main(prog: str, body: Callable[[], int]) -> int:
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
         return 130
-    except BrokenPipeError:
-        sys.stderr.close()
-        return 0
     except OSError as exc:
         if not is_storage_error(exc):
             raise

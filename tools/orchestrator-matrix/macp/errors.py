@@ -38,8 +38,8 @@ class BusyError(MacpError):
 
 
 class Interrupted(BaseException):
-    """SIGINT or SIGTERM arrived; ``signum`` says which. Derives from BaseException so that
-    ``except Exception`` blocks never swallow it."""
+    """SIGINT, SIGTERM or SIGHUP arrived; ``signum`` says which. Derives from BaseException
+    so that ``except Exception`` blocks never swallow it."""
 
     def __init__(self, signum: int) -> None:
         super().__init__(signum)
@@ -47,7 +47,7 @@ class Interrupted(BaseException):
 
     @property
     def exit_code(self) -> int:
-        """128 + the signal number: 130 for SIGINT, 143 for SIGTERM."""
+        """128 + the signal number: 130 for SIGINT, 143 for SIGTERM, 129 for SIGHUP."""
         return 128 + self.signum
 
 

@@ -1,9 +1,10 @@
-"""SIGINT/SIGTERM handling for the controller.
+"""SIGINT/SIGTERM/SIGHUP handling for the controller and the commands that write state.
 
 While a worker runs, a signal raises :class:`~macp.errors.Interrupted` at once, so the
 process runner stops the worker's group. While state is being written (tasks.json, an event,
 a result) the signal is held back until the write is complete, so no state change is ever
-half-recorded.
+half-recorded. SIGHUP (the terminal or SSH session closed) is a stop like SIGTERM (issue 22):
+the running tasks are stopped and left recoverable, never orphaned.
 """
 
 from __future__ import annotations
@@ -15,8 +16,12 @@ from contextlib import contextmanager
 from macp.errors import Interrupted
 
 
+# The signals that ask MACP to stop: each leaves the tasks in flight recoverable.
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
 class SignalGuard:
-    """Install handlers for SIGINT and SIGTERM; use :meth:`critical` around state writes."""
+    """Install handlers for :data:`STOP_SIGNALS`; use :meth:`critical` around state writes."""
 
     def __init__(self) -> None:
         self._depth = 0
@@ -24,8 +29,8 @@ class SignalGuard:
         self._previous: dict[int, object] = {}
 
     def install(self) -> None:
-        """Route SIGINT and SIGTERM to this guard."""
-        for signum in (signal.SIGINT, signal.SIGTERM):
+        """Route :data:`STOP_SIGNALS` to this guard."""
+        for signum in STOP_SIGNALS:
             self._previous[signum] = signal.signal(signum, self._handle)
 
     def restore(self) -> None:
