@@ -12,6 +12,7 @@ progress nobody reads any more still finishes its tasks (issue 22).
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
 import sys
@@ -52,10 +53,8 @@ class ResilientStream:
             os.dup2(devnull, self._stream.fileno())
         finally:
             os.close(devnull)
-        try:
+        with contextlib.suppress(OSError):
             self._stream.flush()  # what was buffered for the reader that left
-        except OSError:
-            pass
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._stream, name)

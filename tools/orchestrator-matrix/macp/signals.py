@@ -15,7 +15,6 @@ from contextlib import contextmanager
 
 from macp.errors import Interrupted
 
-
 # The signals that ask MACP to stop: each leaves the tasks in flight recoverable.
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
