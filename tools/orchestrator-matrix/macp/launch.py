@@ -64,8 +64,8 @@ def launch(module: str, prog: str) -> int:
     """Wrap stdout and stderr (:class:`ResilientStream`), import ``module`` and return what
     its ``main()`` returns; a ``KeyboardInterrupt`` during the import prints ``<prog>:
     interrupted`` on stderr and returns 130."""
-    sys.stdout = ResilientStream(sys.stdout)  # type: ignore[assignment]
-    sys.stderr = ResilientStream(sys.stderr)  # type: ignore[assignment]
+    sys.stdout = ResilientStream(sys.stdout)
+    sys.stderr = ResilientStream(sys.stderr)
     try:
         main = importlib.import_module(module).main
     except KeyboardInterrupt:
