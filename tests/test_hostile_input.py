@@ -4,9 +4,12 @@ passed as an option, allowed out of its folder, or leaked (secrets)."""
 from __future__ import annotations
 
 import json
+import subprocess
+import time
 
 import pytest
 
+from conftest import BIN
 from macp.errors import MacpError
 from macp.layout import confine
 
@@ -276,6 +279,7 @@ def test_macps_own_token_never_reaches_workers_gates_or_runtimes(sandbox):
     ('head -c 200000 /dev/zero | tr "\\0" " " > "$MACP_REPORT"', "larger than 65536 bytes"),
     ('ln -s /etc/passwd "$MACP_REPORT"', "Too many levels of symbolic links"),
     ('mkfifo "$MACP_REPORT"', "not a regular file"),
+    ('mkdir "$MACP_REPORT"', "not a regular file"),
 ])
 def test_a_hostile_report_is_ignored_without_blocking_or_following(sandbox, make_report, note):
     sandbox.macp("submit", "--task-id", "R", "--command", make_report, check=True)
@@ -454,3 +458,40 @@ def test_finding_a_task_by_id_compares_no_tasks():
     document.tasks.append({"id": "NEW"})
     document.tasks[:] = [task for task in document.tasks if task["id"] != "T0"]
     assert document.position("NEW") == 499 and document.find("T0") is None and document.get("T3")["command"] == "false"
+
+
+def test_fifos_in_place_of_logs_never_hang_the_controller_status_or_log(sandbox, tmp_path):
+    # The worker swaps its own log for a FIFO and plants FIFOs where its gate's log and the
+    # next attempt's logs go: every open of them would block forever without O_NONBLOCK.
+    plant = (
+        'dir=$(dirname "$MACP_REPORT"); rm -f "$dir/worker.log"; mkfifo "$dir/worker.log" "$dir/gate-1-tests.log"; '
+        'mkdir -p "$dir/../attempt-2"; mkfifo "$dir/../attempt-2/worker.log"; exit 1'
+    )
+    sandbox.write_config({"quality_gates": [{"name": "tests", "command": "true"}]})
+    sandbox.write_tasks({"tasks": [{"id": "F", "dispatch": "exec", "command": plant, "max_attempts": 2}]})
+    sandbox.controller("--until-drained", timeout=60)
+    task = sandbox.task("F")
+    assert task["status"] == "failed" and task["attempts"] == 2, "both attempts ran to their end"
+    proc = sandbox.macp("log", "F", "--attempt", "1", timeout=30)
+    assert proc.returncode == 2 and proc.stderr.endswith("worker.log is not a regular file; not read\n"), proc.stderr
+    assert sandbox.macp("status", timeout=30, check=True).returncode == 0
+
+
+def test_status_never_reads_a_fifo_among_a_running_tasks_logs(sandbox, tmp_path):
+    release, planted = tmp_path / "release", tmp_path / "planted"
+    # the FIFO is the newest *.log (its time set ahead), the one status reads the last line of
+    trap = '"$(dirname "$MACP_REPORT")/trap.log"'
+    command = f'echo working; mkfifo {trap}; touch -m -d 2099-01-01 {trap}; touch "{planted}"; while [ ! -e "{release}" ]; do sleep 0.1; done'
+    sandbox.write_tasks({"tasks": [{"id": "RUN", "dispatch": "exec", "command": command}]})
+    controller = subprocess.Popen([str(BIN / "mosaic-orchestrator-run"), "--repo", str(sandbox.repo), "--once"], env=sandbox.env,
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 30
+        while not planted.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert planted.exists(), "the worker planted its FIFO"
+        status = sandbox.macp("status", timeout=30, check=True).stdout
+        assert "RUN" in status and "running" in status
+    finally:
+        release.touch()
+        controller.wait(timeout=60)

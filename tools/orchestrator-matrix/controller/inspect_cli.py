@@ -19,6 +19,7 @@ from pathlib import Path
 from macp import gitops
 from macp.cliutil import out, resolve_repo
 from macp.errors import EXIT_OK, MacpError
+from macp.fsio import NotARegularFile, read_regular
 from macp.layout import Layout
 from macp.lifecycle import status_of
 from macp.taskstore import find_known
@@ -44,13 +45,14 @@ def log_path(layout: Layout, task_id: str, attempt: int, gate: str | None) -> Pa
 
 def copy_new(path: Path, position: int, write: Callable[[bytes], None]) -> int:
     """Write what ``path`` holds after byte ``position``; return the new position (the same
-    when the file does not exist yet)."""
+    when the file does not exist yet). Raises :class:`MacpError` when it is not a regular
+    file (a FIFO is never opened in a way that could block)."""
     try:
-        with open(path, "rb") as handle:
-            handle.seek(position)
-            chunk = handle.read()
+        chunk = read_regular(path, offset=position)
     except FileNotFoundError:
         return position
+    except NotARegularFile:
+        raise MacpError(f"{path} is not a regular file; not read") from None
     if chunk:
         write(chunk)
     return position + len(chunk)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import stat
 import sys
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
@@ -323,7 +324,8 @@ def attempt_progress(task: Task, now: datetime, layout: Layout) -> dict[str, Any
 
     started = task.get("attempt_started_at") or task.get("updated_at")
     elapsed = max(0.0, (now - clock.parse_timestamp(started)).total_seconds()) if started else 0.0
-    logs = sorted(layout.attempt_dir(task["id"], task.get("attempts", 0)).glob("*.log"), key=lambda path: path.stat().st_mtime)
+    found = [(info.st_mtime, path) for path in layout.attempt_dir(task["id"], task.get("attempts", 0)).glob("*.log") if stat.S_ISREG((info := path.lstat()).st_mode)]
+    logs = [path for _mtime, path in sorted(found)]  # regular files only: a FIFO is never read
     lines = [line for line in read_log_tail(logs[-1], 4096).splitlines() if line.strip()] if logs else []
     return {"elapsed_seconds": round(elapsed, 1), "last_output": one_line(lines[-1]) if lines else ""}
 

@@ -24,7 +24,6 @@ import json
 import os
 import re
 import shlex
-import stat
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, NamedTuple, cast
@@ -32,7 +31,7 @@ from typing import Any, NamedTuple, cast
 from macp import clock, gitops
 from macp.config import PROJECT_ROOT, idle_timeout, load_config, matrix_token_env, timeout_seconds, worktree_base
 from macp.errors import MacpError
-from macp.fsio import dump_json, write_atomic
+from macp.fsio import dump_json, read_regular, write_atomic
 from macp.guidance import compose_brief
 from macp.layout import Layout, confine, confine_output, resolved_root
 from macp.model import Config, FinalStatus, GateResult, KeptCommit, Result, ResultDetails, Task
@@ -273,8 +272,8 @@ def read_brief(task: Task, repo_root: Path) -> str | None:
         return None
     path = confine(brief_path, repo_root, f"task {task['id']}: brief_path")
     try:
-        return path.read_bytes().decode("utf-8", errors="replace")
-    except OSError as exc:
+        return read_regular(path).decode("utf-8", errors="replace")
+    except OSError as exc:  # a FIFO or a device in its place is refused, never read
         raise MacpError(f"task {task['id']}: cannot read brief {brief_path}: {exc.strerror}") from None
 
 
@@ -411,13 +410,11 @@ def read_worker_report(report_file: Path) -> dict:
     :data:`MAX_REPORT_BYTES` is ignored: ``{"note": why}``; it is never followed or read
     whole, so a worker cannot make the controller block or read another file."""
     try:
-        fd = os.open(report_file, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-    except OSError as exc:
-        return {} if isinstance(exc, FileNotFoundError) else {"note": f"report.json ignored: {exc.strerror}"}
-    with os.fdopen(fd, "rb") as handle:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            return {"note": "report.json ignored: not a regular file"}
-        raw = handle.read(MAX_REPORT_BYTES + 1)
+        raw = read_regular(report_file, MAX_REPORT_BYTES + 1)
+    except FileNotFoundError:
+        return {}
+    except OSError as exc:  # a link, a FIFO, a folder (NotARegularFile), or unreadable
+        return {"note": f"report.json ignored: {exc.strerror}"}
     if len(raw) > MAX_REPORT_BYTES:
         return {"note": f"report.json ignored: larger than {MAX_REPORT_BYTES} bytes"}
     try:

@@ -13,9 +13,11 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import json
 import os
+import stat
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -101,6 +103,57 @@ def _set_torn_tail_aside(path: Path, fd: int, size: int, window: int = 1 << 20) 
         os.close(side)
     os.ftruncate(fd, cut)
     return cut
+
+
+class NotARegularFile(OSError):
+    """A path MACP reads or writes as a file is something else: a FIFO, a socket, a device,
+    a folder or a symbolic link -- put there by a hostile or careless hand."""
+
+
+def open_regular(path: Path, flags: int = os.O_RDONLY, mode: int = 0o644) -> int:
+    """``os.open`` for a regular file only (issue 22): opened with ``O_NONBLOCK`` and
+    ``O_NOFOLLOW``, so a FIFO never blocks and a final symbolic link is never followed, then
+    checked with ``fstat``. Returns a descriptor in blocking mode again. Raises
+    :class:`NotARegularFile` for anything but a regular file, ``OSError`` as ``os.open``."""
+    try:
+        fd = os.open(path, flags | os.O_NONBLOCK | os.O_NOFOLLOW, mode)
+    except OSError as exc:
+        if exc.errno in (errno.ELOOP, errno.ENXIO, errno.EISDIR):  # a link; a FIFO nobody reads; a folder
+            raise NotARegularFile(exc.errno, f"not a regular file: {exc.strerror}", str(path)) from None
+        raise
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise NotARegularFile(errno.EINVAL, "not a regular file", str(path))
+    os.set_blocking(fd, True)
+    return fd
+
+
+def create_regular(path: Path) -> int:
+    """A descriptor of ``path`` as an empty regular file opened for writing (a log). What
+    stands there that is not a regular file is removed first (a folder is moved aside to
+    ``<name>.moved-aside``): only MACP writes in its own folders, so it is never work."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
+    try:
+        return open_regular(path, flags)
+    except NotARegularFile:
+        if path.is_dir() and not path.is_symlink():
+            os.replace(path, path.with_name(path.name + ".moved-aside"))
+        else:
+            path.unlink()
+    return open_regular(path, flags | os.O_EXCL)
+
+
+def read_regular(path: Path, max_bytes: int | None = None, offset: int = 0) -> bytes:
+    """The bytes of the regular file ``path`` from ``offset`` (at most ``max_bytes``; a
+    negative ``offset`` counts from the end). Raises :class:`NotARegularFile` or
+    ``OSError`` (``FileNotFoundError`` when there is none)."""
+    fd = open_regular(path)
+    with os.fdopen(fd, "rb") as handle:
+        if offset < 0:
+            handle.seek(max(0, os.fstat(fd).st_size + offset))
+        elif offset:
+            handle.seek(offset)
+        return handle.read() if max_bytes is None else handle.read(max_bytes)
 
 
 def json_object(value: object) -> dict[str, Any]:

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from macp import clock
+from macp.fsio import create_regular, open_regular
 from macp.proctree import RUN_ENV, reap_adopted, run_members, signal_all, start_ticks
 from macp.redact import redact
 
@@ -85,11 +86,11 @@ def read_log_tail(log_path: Path, max_bytes: int = 1 << 20) -> str:
     """The last ``max_bytes`` (default 1 MiB) of a run's log as clean text (see
     :func:`clean_text`); "" when the log cannot be read. A partial first line is dropped."""
     try:
-        with open(log_path, "rb") as handle:
+        with os.fdopen(open_regular(log_path), "rb") as handle:
             size = handle.seek(0, os.SEEK_END)
             handle.seek(max(0, size - max_bytes))
             raw = handle.read()
-    except OSError:
+    except OSError:  # none, or not a regular file (a FIFO left in its place): nothing to read
         return ""
     if size > max_bytes and b"\n" in raw:
         raw = raw[raw.index(b"\n") + 1 :]
@@ -233,9 +234,8 @@ class Child:
         command.log_path.parent.mkdir(parents=True, exist_ok=True)
         run_id = secrets.token_hex(8)
         started_at = clock.timestamp()
-        log_fd = os.open(command.log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644)
-        log_handle = os.fdopen(log_fd, "wb")
-        stdin: BinaryIO | int = open(command.stdin_path, "rb") if command.stdin_path else subprocess.DEVNULL  # noqa: SIM115 -- closed below once the child has it
+        log_handle = os.fdopen(create_regular(command.log_path), "wb")
+        stdin: BinaryIO | int = os.fdopen(open_regular(command.stdin_path), "rb") if command.stdin_path else subprocess.DEVNULL
         try:
             proc = subprocess.Popen(
                 command.argv,

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from macp import gitops
-from macp.fsio import dump_json, write_atomic
+from macp.fsio import NotARegularFile, dump_json, open_regular, write_atomic
 from macp.model import BuildOutput, MacpConfig
 
 # A path's content, as far as "did anyone change it since" needs: "sha256:<hex>" for a file,
@@ -121,7 +121,11 @@ def fingerprint(worktree: Path, path: str) -> Fingerprint:
     if not stat.S_ISREG(info.st_mode):
         return f"mode:{stat.S_IFMT(info.st_mode)}"
     digest = hashlib.sha256()
-    with open(full, "rb") as handle:
+    try:
+        handle = os.fdopen(open_regular(full), "rb")
+    except NotARegularFile:  # replaced by a FIFO or a link since the lstat: never read
+        return f"mode:{stat.S_IFMT(os.lstat(full).st_mode)}"
+    with handle:
         for chunk in iter(lambda: handle.read(1 << 20), b""):
             digest.update(chunk)
     return f"sha256:{digest.hexdigest()}"
