@@ -600,3 +600,20 @@ def test_a_drain_whose_reader_went_away_finishes_every_task(sandbox, tmp_path):
     assert drain.wait(timeout=60) == 0, stderr
     assert sandbox.task("FIRST")["status"] == "completed" and sandbox.task("SECOND")["status"] == "completed"
     assert b"Traceback" not in stderr and b"internal error" not in stderr
+
+
+def test_a_running_task_edited_into_nonsense_is_set_aside_and_recovery_goes_on(sandbox):
+    sandbox.orch.mkdir(parents=True)
+    dead = {"pid": 999999, "host": "elsewhere", "started_at": "2026-01-01T00:00:00.000Z", "token": "dead-token"}
+    (sandbox.orch / ".controller.lock").write_text(json.dumps(dead))
+    sandbox.write_tasks({"tasks": [
+        {"id": "BAD", "status": "running", "command": "true", "attempts": None, "claim": {**dead}},
+        {"id": "LEFT", "status": "running", "command": "true", "attempts": 1, "claim": {**dead}},
+        {"id": "NEW", "command": "true"},
+    ]})
+    for _ in range(2):  # every start, not only the first
+        proc = sandbox.controller("--until-drained")
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+        assert "task BAD not run: " in proc.stderr and "$.tasks[0].attempts" in proc.stderr
+    assert sandbox.task("LEFT")["status"] == "completed" and sandbox.task("NEW")["status"] == "completed"
+    assert sandbox.task("BAD")["attempts"] is None and sandbox.task("BAD")["status"] == "running", "left exactly as it is"

@@ -781,7 +781,7 @@ def run_controller(
         controller.refuse(task_id, problem)
     ended_cleanly = False
     try:
-        recovery.recover(controller, lock.previous)
+        recovery.recover(controller, lock.previous, controller.summary.refused)
         lock.recovered()
         controller.transport.deliver(between_tasks=True)
         controller.run(workers, until_drained)

@@ -9,7 +9,7 @@ them are logged, and worktree cleanups it did not finish are done.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Protocol
 
@@ -42,7 +42,7 @@ class Controller(Protocol):
     def remove_worktree(self, task: Task) -> None: ...
 
 
-def recover(ctl: Controller, previous: dict | None) -> list[str]:
+def recover(ctl: Controller, previous: dict | None, refused: Mapping[str, str]) -> list[str]:
     """Make the queue whole again before running anything; return the recovered task ids.
 
     Runs while holding the controller lock, so any claim found belongs to a controller
@@ -51,6 +51,9 @@ def recover(ctl: Controller, previous: dict | None) -> list[str]:
     keep waiting). ``previous`` is the lock record of a controller that died without
     releasing the lock: then its leftover processes are stopped first, state changes it
     made without logging them are logged, and cleanups it did not finish are done.
+    Tasks in ``refused`` (id -> why: not valid against the schema, a path out of bounds)
+    are left exactly as they are, as everywhere else: one task edited into nonsense by hand
+    never stops the recovery of the others (issue 22).
     """
     if previous:
         stop_orphans(ctl, previous)
@@ -58,6 +61,8 @@ def recover(ctl: Controller, previous: dict | None) -> list[str]:
     with ctl.guard.critical():
         with ctl.queue.edit() as document:
             for task in list(document.tasks):
+                if task["id"] in refused:
+                    continue
                 if status_of(task) in ACTIVE and (task.get("claim") or not awaiting_acp_report(task)):
                     handed_back = released(task)
                     document.replace(handed_back)
@@ -65,7 +70,7 @@ def recover(ctl: Controller, previous: dict | None) -> list[str]:
             for stale in ctl.layout.orch_dir.glob(".tasks.json.*.tmp"):
                 stale.unlink()
         if previous:
-            log_unlogged_changes(ctl, document.tasks, previous, {t["id"] for t in recovered})
+            log_unlogged_changes(ctl, [task for task in document.tasks if task["id"] not in refused], previous, {t["id"] for t in recovered})
         for task in recovered:
             ctl.emit("task.recovered", task, "owner is gone; interrupted attempt not counted")
             ctl.say(f"{task['id']}: recovered from a stopped controller, back to {status_of(task)}")
@@ -73,7 +78,7 @@ def recover(ctl: Controller, previous: dict | None) -> list[str]:
         gitops.prune_worktrees(ctl.layout.repo_root)
     if previous and ctl.config["macp"]["cleanup_worktrees"]:
         for task in document.tasks:
-            if status_of(task) in ("completed", "failed", "escalated") and (worktree := task.get("worktree")) and Path(worktree).exists():
+            if task["id"] not in refused and status_of(task) in ("completed", "failed", "escalated") and (worktree := task.get("worktree")) and Path(worktree).exists():
                 ctl.remove_worktree(task)
     return [task["id"] for task in recovered]
 
