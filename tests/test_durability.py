@@ -617,3 +617,34 @@ def test_a_running_task_edited_into_nonsense_is_set_aside_and_recovery_goes_on(s
         assert "task BAD not run: " in proc.stderr and "$.tasks[0].attempts" in proc.stderr
     assert sandbox.task("LEFT")["status"] == "completed" and sandbox.task("NEW")["status"] == "completed"
     assert sandbox.task("BAD")["attempts"] is None and sandbox.task("BAD")["status"] == "running", "left exactly as it is"
+
+
+def test_an_editor_saving_tasks_json_in_place_during_a_run_never_stops_the_running_work(sandbox, tmp_path):
+    first, second = tmp_path / "release-a", tmp_path / "release-b"
+    original = [{"id": "A", "dispatch": "exec", "command": held_command(first)}, {"id": "B", "dispatch": "exec", "command": held_command(second)}]
+    sandbox.write_tasks({"tasks": original})
+    controller = start_controller(sandbox, "--until-drained")
+    tasks_file = sandbox.orch / "tasks.json"
+    try:
+        wait_for(lambda: "task.started" in sandbox.event_types("A"), what="A to start")
+        with tasks_file.open("r+") as handle:  # an editor writing in place, caught halfway
+            handle.truncate(0)
+            handle.write('{"tasks": [{"id": "A", "dis')
+        first.touch()
+        wait_for(lambda: "task.started" in sandbox.event_types("B"), what="A to end and B to start, the file still broken")
+        assert sandbox.event_types("A")[-1] == "worktree.removed" and [e for e in sandbox.events("A") if e["event_type"] == "task.completed"]
+        # the editor finishes its save: the queue as it had it, plus one task
+        with tasks_file.open("r+") as handle:
+            handle.truncate(0)
+            handle.write(json.dumps({"tasks": [*original, {"id": "C", "dispatch": "exec", "command": "true"}]}))
+        second.touch()
+        _, stderr = controller.communicate(timeout=60)
+    finally:
+        first.touch()
+        second.touch()
+        if controller.poll() is None:
+            controller.kill()
+    assert controller.returncode == 0, stderr
+    assert "cannot read" in stderr and "the run goes on with the queue as it was" in stderr
+    assert {task["id"]: task["status"] for task in sandbox.tasks()} == {"A": "completed", "B": "completed", "C": "completed"}
+    assert json.loads(tasks_file.read_text())["tasks"][0]["status"] == "completed", "at rest tasks.json is whole again"

@@ -825,6 +825,8 @@ def fold_at_exit(controller: Controller) -> None:
     reader replays and the next run folds; it is reported on stderr."""
     try:
         controller.queue.fold()
+        if controller.queue.unreadable:
+            raise MacpError(f"it cannot be read ({controller.queue.unreadable}); fix it and the next reader applies them")
     except (OSError, MacpError) as exc:
         warn(f"tasks.json not brought up to date: {exc}; the changes are kept in {controller.layout.tasks_journal}")
 

@@ -311,6 +311,7 @@ class QueueSession:
         self.layout = layout
         self._loaded: _Loaded | None = None
         self._seen: tuple[tuple[int, ...], int] | None = None
+        self.unreadable: str | None = None  # why tasks.json, changed by someone else, cannot be read now
 
     def _identity(self) -> tuple[tuple[int, ...], int]:
         try:
@@ -326,17 +327,34 @@ class QueueSession:
 
     def _current(self) -> _Loaded:
         """The queue, re-read only when someone else changed the files (lock held); events a
-        killed command left are settled first (:func:`settle_left_events`)."""
+        killed command left are settled first (:func:`settle_left_events`).
+
+        A tasks.json that someone else changed and that cannot be read now -- an editor
+        saving it in place, caught halfway; a hand edit that is not JSON -- is never fatal
+        to the running work (issue 22): the run goes on with the queue as it was, its
+        changes go to the journal, tasks.json is not folded over, and it is read again at
+        the next change; once it reads, the run's changes are applied on top of the edit."""
         if self._loaded is None or self._identity() != self._seen:
             settle_left_events(self.layout)
-            self._loaded = _load(self.layout)
-            if self._loaded.edited:
+            try:
+                loaded = _load(self.layout)
+            except MacpError as exc:
+                if self._loaded is None:
+                    raise  # nothing to go on with: the file is the user's to fix
+                if self.unreadable != str(exc):
+                    sys.stderr.write(f"macp: cannot read {exc}; the run goes on with the queue as it was, and applies its changes once the file reads again\n")
+                self.unreadable = str(exc)
+                return self._loaded
+            self._loaded, self.unreadable = loaded, None
+            if loaded.edited:
                 self._write_checkpoint()
             self._seen = self._identity()
         return self._loaded
 
     def _write_checkpoint(self) -> None:
         assert self._loaded is not None
+        if self.unreadable:
+            return  # never write over a file someone else is changing: the journal keeps the run's changes
         loaded = self._loaded
         sha = _fold(self.layout, loaded)
         self._loaded = _Loaded(loaded.document, sha, journal.Journal(), False)
@@ -360,7 +378,9 @@ class QueueSession:
                     loaded.journal.size = size
                     loaded.journal.tasks.extend(tasks)
                     checkpoint = self._seen[0] if self._seen else ()
-                    if size > max(FOLD_MIN_BYTES, checkpoint[1] if checkpoint else 0):
+                    if self.unreadable:
+                        pass  # _seen stays as it was: tasks.json is read again at the next change
+                    elif size > max(FOLD_MIN_BYTES, checkpoint[1] if checkpoint else 0):
                         self._write_checkpoint()
                         self._seen = self._identity()
                     else:
@@ -376,8 +396,9 @@ class QueueSession:
             return self._current().document
 
     def fold(self) -> None:
-        """Write the whole queue to tasks.json and empty the journal, if it holds anything."""
+        """Write the whole queue to tasks.json and empty the journal, if it holds anything
+        and tasks.json reads (:meth:`_current`); else the journal stays for the next run."""
         with exclusive_lock(self.layout.tasks_lock):
-            if self._current().journal.size:
+            if self._current().journal.size and not self.unreadable:
                 self._write_checkpoint()
                 self._seen = self._identity()
