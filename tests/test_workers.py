@@ -348,3 +348,34 @@ def test_a_command_that_cannot_be_set_up_fails_its_own_steps_only(tmp_path):
     assert isinstance(outcomes["bad"], Crashed) and isinstance(outcomes["bad"].error, OSError)
     assert caught == [outcomes["bad"].error], "the generator saw the error at its yield"
     assert outcomes["good"].exit_code == 0 and outcomes["good"].output_tail == "done\n"
+
+
+def test_running_out_of_file_descriptors_hands_tasks_back_and_runs_fewer_at_once(sandbox):
+    import resource
+
+    def few_descriptors():
+        resource.setrlimit(resource.RLIMIT_NOFILE, (16, 16))  # `ulimit -n 16`: room for two tasks at most
+
+    sandbox.write_tasks({"tasks": [{"id": f"T{n}", "dispatch": "exec", "command": f"echo {n} > n.txt"} for n in range(6)]})
+    proc = sandbox.run("mosaic-orchestrator-run", "--repo", str(sandbox.repo), "--until-drained", "--workers", "6", preexec_fn=few_descriptors)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "Too many open files; up to" in proc.stdout, "the case is forced: some tasks met the limit"
+    for task in sandbox.tasks():
+        assert task["status"] == "completed" and task["attempts"] == 1, task
+    handed_back = [e for e in sandbox.events() if e["event_type"] == "task.interrupted"]
+    assert handed_back and all("attempt not counted" in e["message"] for e in handed_back)
+
+
+def test_a_machine_too_small_for_even_one_task_stops_the_run_with_exit_74_and_counts_nothing(sandbox):
+    import resource
+
+    def no_room():
+        resource.setrlimit(resource.RLIMIT_NOFILE, (9, 9))
+
+    sandbox.write_tasks({"tasks": [{"id": "ONLY", "dispatch": "exec", "command": "true"}]})
+    proc = sandbox.run("mosaic-orchestrator-run", "--repo", str(sandbox.repo), "--once", preexec_fn=no_room)
+    assert proc.returncode == 74 and "the machine's limits were reached: Too many open files" in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr
+    sandbox.controller("--once", check=True)
+    task = sandbox.task("ONLY")
+    assert task["status"] == "completed" and task["attempts"] == 1, "the attempt that met the limit was not counted"

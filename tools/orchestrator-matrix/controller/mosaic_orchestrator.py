@@ -47,7 +47,7 @@ from macp.config import idle_timeout, load_config, max_attempts, timeout_seconds
 from macp.decide import AttemptOutcome, Decision, Ending, attempt_failed, decide
 from macp.decide import finish as finish_decision
 from macp.dependencies import KnownTasks
-from macp.errors import EXIT_OK, EXIT_TASKS_FAILED, EXIT_USAGE, Interrupted, MacpError, is_storage_error
+from macp.errors import EXIT_OK, EXIT_TASKS_FAILED, EXIT_USAGE, Interrupted, MacpError, is_resource_exhaustion, is_storage_error
 from macp.events import append_event, make_event
 from macp.fsio import dump_json, read_json, write_atomic
 from macp.gates import GateLimits, gate_specs, gate_steps
@@ -266,7 +266,7 @@ class Controller:
         claiming = True
         try:
             while True:
-                while claiming and len(pool) < workers and (claimed := self.claim_next()) is not None:
+                while claiming and len(pool) < workers and (claimed := self.claim_within_limits(len(pool))) is not None:
                     task, resumed = claimed
                     self.in_flight[task["id"]] = time.monotonic()
                     pool.add(task["id"], self.task_steps(task, resumed))
@@ -274,10 +274,45 @@ class Controller:
                 if not pool:
                     return self.summary
                 for task_id, outcome in pool.wait():
-                    self.settle(str(task_id), outcome)
+                    if isinstance(outcome, Crashed) and is_resource_exhaustion(outcome.error):
+                        workers = self.out_of_resources(str(task_id), outcome.error, len(pool))
+                        self.settle(str(task_id), self.hand_back(str(task_id), outcome.error))
+                    else:
+                        self.settle(str(task_id), outcome)
         except BaseException:
             pool.stop_all()
             raise
+
+    def claim_within_limits(self, running: int) -> tuple[Task, bool] | None:
+        """:meth:`claim_next`; when the machine's limits (file descriptors, memory,
+        processes) stop even the claim, None while ``running`` tasks still run -- they free
+        what the next claim needs -- else the error (exit 74)."""
+        try:
+            return self.claim_next()
+        except OSError as exc:
+            if is_resource_exhaustion(exc) and running:
+                return None
+            raise
+
+    def out_of_resources(self, task_id: str, error: OSError, running: int) -> int:
+        """How many tasks may run at once after ``task_id`` met the machine's limits
+        (``error``): as many as still run (``running``), which evidently fit. Raises
+        ``error`` when none runs: not even one task fits, and the run stops (exit 74; the
+        task is recovered, its attempt not counted, by the next run)."""
+        if not running:
+            raise error
+        self.say(f"{task_id}: {error.strerror}; up to {running} task(s) at once from now on")
+        return running
+
+    def hand_back(self, task_id: str, error: OSError) -> str:
+        """Put ``task_id``, whose attempt met the machine's limits (``error``: EMFILE,
+        ENOMEM, ...), back to ``pending`` with the attempt not counted, as an interruption:
+        it is the machine's problem, not the task's (issue 22). Returns its status."""
+        with recorded(self.queue.edit(), self.layout.events_file, self.guard, self.mark_unlogged) as (document, events):
+            task = recovery.released(document.get(task_id))
+            document.replace(task)
+            events.append(self.event("task.interrupted", task, f"the machine ran out of resources ({error.strerror}); attempt not counted"))
+        return status_of(task)
 
     def task_steps(self, task: Task, resumed: bool) -> Steps:
         """The steps of one claimed task (:mod:`macp.pool`): its attempt, or -- for an acp

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from macp import gitops
-from macp.errors import EXIT_INTERNAL, EXIT_IO, EXIT_USAGE, Interrupted, MacpError, is_storage_error
+from macp.errors import EXIT_INTERNAL, EXIT_IO, EXIT_USAGE, Interrupted, MacpError, is_resource_exhaustion, is_storage_error
 
 DOCS_DIR = Path(__file__).resolve().parents[3] / "docs"
 
@@ -113,9 +113,12 @@ def run_main(prog: str, body: Callable[[], int]) -> int:
         print(f"{prog}: interrupted", file=sys.stderr)
         return 130
     except OSError as exc:
+        where = f" {exc.filename}" if exc.filename else ""
+        if is_resource_exhaustion(exc):
+            print(f"{prog}: the machine's limits were reached: {exc.strerror or exc}{where} (nothing was half-written; raise the limit, e.g. ulimit -n, or run fewer --workers)", file=sys.stderr)
+            return EXIT_IO
         if not is_storage_error(exc):
             raise
-        where = f" {exc.filename}" if exc.filename else ""
         print(f"{prog}: cannot write{where}: {exc.strerror or exc} (nothing was half-written)", file=sys.stderr)
         return EXIT_IO
     except Exception as exc:  # noqa: BLE001 -- a bug: one line, details with MACP_DEBUG

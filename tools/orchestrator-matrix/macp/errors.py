@@ -7,6 +7,7 @@ ends the process with its ``exit_code``; see docs/exit-codes.md.
 from __future__ import annotations
 
 import errno
+from typing import TypeGuard
 
 EXIT_OK = 0
 EXIT_TASKS_FAILED = 1
@@ -54,6 +55,18 @@ class Interrupted(BaseException):
 # A full disk, a quota, a file too large, a read-only or forbidden state folder: the user's
 # machine, not a bug (docs/exit-codes.md, exit 74).
 _STORAGE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EPERM})
+
+
+# Out of file descriptors (the process's or the system's), memory, or processes: the
+# machine's limits, not a task's failure (issue 22; docs/exit-codes.md, exit 74).
+_EXHAUSTION_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.EAGAIN})
+
+
+def is_resource_exhaustion(exc: BaseException) -> TypeGuard[OSError]:
+    """True for an :class:`OSError` that says this process or machine ran out of file
+    descriptors, memory or processes (EMFILE, ENFILE, ENOMEM, EAGAIN from ``fork``): the
+    work that met it is handed back, never failed."""
+    return isinstance(exc, OSError) and exc.errno in _EXHAUSTION_ERRNOS
 
 
 def is_storage_error(exc: BaseException) -> bool:

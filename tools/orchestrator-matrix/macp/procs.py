@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from macp import clock
+from macp.errors import is_resource_exhaustion
 from macp.fsio import create_regular, open_regular
 from macp.proctree import RUN_ENV, reap_adopted, run_members, signal_all, start_ticks
 from macp.redact import redact
@@ -247,6 +248,9 @@ class Child:
                 start_new_session=True,
             )
         except OSError as exc:
+            if is_resource_exhaustion(exc):  # the machine's limit, not the command's: the caller decides
+                log_handle.close()
+                raise
             message = f"cannot start {command.argv[0]!r}: {exc.strerror or exc}"
             with log_handle:
                 log_handle.write((message + "\n").encode())
