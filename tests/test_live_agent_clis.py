@@ -111,3 +111,21 @@ def test_a_real_cli_waiting_on_a_silent_api_is_a_hang(sandbox, api):
     live(sandbox, api, "claude", "never", runtime={"idle_timeout_seconds": 3}, macp={"kill_grace_seconds": 2})
     assert provider_failure(sandbox)["class"] == "hang"
 
+
+
+def test_real_opencode_silent_on_an_api_that_never_answers_is_a_hang_at_its_first_output_timeout(sandbox, api):
+    # opencode prints nothing while it waits for a model that never answers; its first-output
+    # timeout (3 s here) finds it long before the idle timeout (600 s) or the task's deadline
+    live(sandbox, api, "opencode", "never", runtime={"first_output_timeout_seconds": 3}, macp={"kill_grace_seconds": 2})
+    failure = provider_failure(sandbox)
+    assert failure["class"] == "hang", failure
+
+
+def test_real_opencode_silent_until_a_short_task_deadline_is_a_hang_not_a_counted_attempt(sandbox, api):
+    sandbox.env["PATH"] = f"{BIN_DIR}:{sandbox.env['PATH']}"
+    sandbox.env.update(point_at("opencode", sandbox.home, api.url("never")))
+    runtimes: dict = {name: None for name in default_config()["runtimes"] if name != "opencode"}
+    sandbox.write_config({"runtimes": runtimes, "macp": {"max_provider_failures": 1, "kill_grace_seconds": 2}})
+    sandbox.macp("submit", "--task-id", "L1", "--dispatch", "yolo", "--runtime", "opencode", "--timeout", "4", check=True)
+    sandbox.macp("drain", timeout=DRAIN_SECONDS)
+    assert provider_failure(sandbox)["class"] == "hang"

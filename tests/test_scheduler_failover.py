@@ -317,3 +317,40 @@ def test_approve_brings_back_dependents_an_older_run_escalated_for_the_hold(agen
     assert "AFTER: pending again (it was escalated only because HELD was held)" in out
     agents.macp("drain", check=True)
     assert agents.task("AFTER")["status"] == "completed" and agents.task("AFTER")["escalation_reason"] is None
+
+
+def silent_forever(sandbox, name: str) -> None:
+    """A runtime with no credentials or no network: it prints nothing and never exits."""
+    sandbox.fake_cli(name, "cat > /dev/null\nexec sleep 600\n")
+
+
+def test_a_runtime_silent_until_the_task_deadline_is_a_hang_not_a_counted_attempt(agents):
+    silent_forever(agents, "codex")
+    working(agents, "claude")
+    agents.write_config({"runtimes": {"opencode": None, "gemini": None, "goose": None}, "macp": {"kill_grace_seconds": 1}})
+    # the task's deadline (2 s) comes long before the idle (600 s) and first-output (180 s) timeouts
+    agents.macp("submit", "--task-id", "S", "--dispatch", "yolo", "--runtime", "codex", "--timeout", "2", check=True)
+    agents.macp("drain", check=True, timeout=120)
+    [failure] = provider_events(agents, "S")
+    assert (failure["metadata"]["runtime"], failure["metadata"]["class"]) == ("codex", "hang")
+    task = agents.task("S")
+    assert task["status"] == "completed" and task["attempts"] == 1 and task["attempt_runtime"] == "claude", "failed over, nothing counted"
+
+
+def test_a_runtime_silent_from_its_start_is_stopped_at_its_first_output_timeout(agents):
+    silent_forever(agents, "codex")
+    agents.write_config({"runtimes": {"opencode": None, "gemini": None, "goose": None, "claude": None, "codex": {"first_output_timeout_seconds": 1}},
+                         "macp": {"kill_grace_seconds": 1, "max_provider_failures": 1}})
+    agents.macp("submit", "--task-id", "F", "--dispatch", "yolo", "--runtime", "codex", check=True)  # task timeout 3600 s, idle 600 s
+    proc = agents.macp("drain", timeout=120)
+    assert proc.returncode == 1 and "went silent" in proc.stdout, proc.stdout
+    [failure] = provider_events(agents, "F")
+    assert failure["metadata"]["class"] == "hang"
+    assert agents.task("F")["attempts"] == 0 and agents.task("F")["escalation_reason"].startswith("runtime unavailable")
+
+
+def test_an_exec_task_silent_until_its_deadline_is_still_a_counted_timeout(agents):
+    agents.macp("submit", "--task-id", "E", "--command", "sleep 600", "--timeout", "1", check=True)
+    agents.write_config({"runtimes": {"opencode": None, "gemini": None, "goose": None}, "macp": {"kill_grace_seconds": 1}})
+    assert agents.macp("drain", timeout=120).returncode == 1
+    assert agents.task("E")["status"] == "failed" and agents.task("E")["attempts"] == 1, "silence is only a provider's fault for agents"

@@ -43,7 +43,7 @@ from macp.admission import Hold
 from macp.admission_index import Admitter
 from macp.archive import ArchiveLookup
 from macp.cliutil import OneLineParser, add_workers_option, print_json, resolve_repo, run_main
-from macp.config import idle_timeout, load_config, max_attempts, timeout_seconds
+from macp.config import load_config, max_attempts, timeout_seconds
 from macp.decide import AttemptOutcome, Decision, Ending, attempt_failed, decide
 from macp.decide import finish as finish_decision
 from macp.dependencies import KnownTasks
@@ -488,25 +488,19 @@ class Controller:
             argv = dispatcher.build_dispatch_argv(task, self.config, brief_file)
         except MacpError as exc:
             return self.finish(task, Ending("failed", exit_code=None, error=str(exc)))
-        timeout = timeout_seconds(task, self.config)
-        idle = idle_timeout(self.config, dispatcher.resolve_runtime(task, self.config)) if kind == "yolo" else None
         log_path = attempt_dir / "worker.log"
-        proc = yield dispatcher.worker_command(
-            argv,
-            cwd=self.workdir(task),
-            env=self.environment(task),
-            log_path=log_path,
-            timeout_seconds=timeout,
-            idle_timeout_seconds=idle,
-            config=self.config,
-        )
+        command = dispatcher.worker_command(argv, task=task, cwd=self.workdir(task), env=self.environment(task), log_path=log_path, config=self.config)
+        proc = yield command
         if proc.timed_out:
-            self.say(f"{task['id']}: worker timed out after {timeout}s; its process group was stopped")
+            self.say(f"{task['id']}: worker timed out after {command.timeout_seconds}s; its process group was stopped")
         if proc.idle_timed_out:
-            self.say(f"{task['id']}: worker printed nothing for {idle}s; its process group was stopped")
+            limits = f"nothing for {command.idle_timeout_seconds}s, or nothing at all in its first {command.first_output_timeout_seconds}s"
+            self.say(f"{task['id']}: worker went silent ({limits}); its process group was stopped")
         report = dispatcher.read_worker_report(attempt_dir / "report.json")
         run: WorkerRun = {"started_at": proc.started_at, "duration_seconds": proc.duration_seconds}
-        outcome = AttemptOutcome(proc.exit_code, proc.timed_out, proc.output_tail, report, proc.spawn_error, proc.idle_timed_out, log_path, run)
+        outcome = AttemptOutcome(
+            proc.exit_code, proc.timed_out, proc.output_tail, report, proc.spawn_error, proc.idle_timed_out, log_path, run, silent=proc.log_bytes == 0
+        )
         return (yield from self.after_worker(task, outcome))
 
     def fresh_attempt_dir(self, task: Task) -> Path:

@@ -29,7 +29,15 @@ from pathlib import Path
 from typing import Any, NamedTuple, cast
 
 from macp import clock, gitops
-from macp.config import PROJECT_ROOT, idle_timeout, load_config, matrix_token_env, timeout_seconds, worktree_base
+from macp.config import (
+    PROJECT_ROOT,
+    first_output_timeout,
+    idle_timeout,
+    load_config,
+    matrix_token_env,
+    timeout_seconds,
+    worktree_base,
+)
 from macp.errors import MacpError
 from macp.fsio import dump_json, read_regular, write_atomic
 from macp.guidance import compose_brief
@@ -381,18 +389,22 @@ def worker_env(
     return env
 
 
-def worker_command(
-    argv: list[str], *, cwd: Path, env: dict[str, str], log_path: Path, timeout_seconds: int, config: Config, idle_timeout_seconds: int | None = None
-) -> Command:
-    """The worker's :class:`~macp.procs.Command`, with the config's output limits and grace."""
+def worker_command(argv: list[str], *, task: Task, cwd: Path, env: dict[str, str], log_path: Path, config: Config) -> Command:
+    """The :class:`~macp.procs.Command` of ``task``'s worker: its timeout, the config's output
+    limits and grace, and for an agent runtime (yolo) the runtime's silence limits
+    (:func:`macp.config.idle_timeout`, :func:`macp.config.first_output_timeout`): a runtime
+    cut short for silence is a provider ``hang``, not a failed attempt."""
     macp = config["macp"]
+    agent = dispatch_kind(task) == "yolo"
+    runtime = resolve_runtime(task, config)
     return Command(
         argv,
         cwd,
         env,
         log_path,
-        timeout_seconds,
-        idle_timeout_seconds=idle_timeout_seconds,
+        timeout_seconds(task, config),
+        idle_timeout_seconds=idle_timeout(config, runtime) if agent else None,
+        first_output_timeout_seconds=first_output_timeout(config, runtime) if agent else None,
         tail_bytes=macp["output_tail_bytes"],
         max_log_bytes=macp["max_log_bytes"],
         grace_seconds=macp["kill_grace_seconds"],
@@ -596,11 +608,9 @@ def dispatch_task(task: Task, repo_root: Path, orch_dir: Path, config: Config) -
         config_file=layout.config_file,
         hidden=own_secret_names(config),
     )
-    timeout = timeout_seconds(task, config)
     yolo = dispatch_kind(task) == "yolo"
-    idle = idle_timeout(config, resolve_runtime(task, config)) if yolo else None
     log_path = attempt_dir / "worker.log"
-    proc = run_command(worker_command(argv, cwd=cwd, env=env, log_path=log_path, timeout_seconds=timeout, config=config, idle_timeout_seconds=idle))
+    proc = run_command(worker_command(argv, task=task, cwd=cwd, env=env, log_path=log_path, config=config))
     exit_code = 127 if proc.exit_code is None else proc.exit_code
     report = read_worker_report(attempt_dir / "report.json")
     if yolo and not report.get("summary"):

@@ -101,6 +101,16 @@ def idle_timeout(config: Config, runtime: str) -> int:
     return own or config["worker"]["idle_timeout_seconds"]
 
 
+def first_output_timeout(config: Config, runtime: str) -> int:
+    """Seconds after its start by which ``runtime`` must have printed something, else it
+    counts as hung (issue 22: a CLI with no credentials or no network may print nothing and
+    never exit): the runtime's own ``first_output_timeout_seconds``, else
+    ``worker.first_output_timeout_seconds``."""
+    spec = config["runtimes"].get(runtime)
+    own = spec.get("first_output_timeout_seconds") if spec else None
+    return own or config["worker"]["first_output_timeout_seconds"]
+
+
 DEFAULT_RUNTIME_MAX_PARALLEL = 1  # two attempts never share one account's rate limit unless allowed
 
 

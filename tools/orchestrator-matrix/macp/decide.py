@@ -40,8 +40,9 @@ class AttemptOutcome:
     """How a worker ended: exit code (None if it never started), whether it timed out (at the
     task's deadline, or for silence: ``idle_timed_out``), its output tail, its JSON report
     (docs/workers.md), a spawn error, its log (None for an acp report), when it ran
-    (``run``: ``started_at``, ``duration_seconds``) and the end of its log (``output``, what
-    provider failures are judged from; defaults to the tail)."""
+    (``run``: ``started_at``, ``duration_seconds``), the end of its log (``output``, what
+    provider failures are judged from; defaults to the tail) and whether it printed nothing
+    at all (``silent``)."""
 
     exit_code: int | None
     timed_out: bool = False
@@ -52,6 +53,15 @@ class AttemptOutcome:
     log_path: Path | None = None
     run: WorkerRun | None = None
     output: str | None = None
+    silent: bool = False
+
+    @property
+    def stopped_for_silence(self) -> bool:
+        """Cut short without having said anything worth waiting for: silent for its idle or
+        first-output timeout, or silent from its start until the task's deadline. For an agent
+        runtime that is a provider ``hang`` (issue 22: a CLI with no credentials or no
+        network may print nothing and never exit), never a counted attempt."""
+        return self.idle_timed_out or (self.timed_out and self.silent)
 
 
 @dataclass(frozen=True)
@@ -114,7 +124,7 @@ def decide(task: Task, outcome: AttemptOutcome, gate_results: list[GateResult] |
             config,
             dispatcher.resolve_runtime(task, config),
             exit_code=outcome.exit_code,
-            idle_timed_out=outcome.idle_timed_out,
+            idle_timed_out=outcome.stopped_for_silence,
             output=outcome.output if outcome.output is not None else outcome.output_tail,
             now=now,
         )

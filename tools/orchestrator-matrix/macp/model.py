@@ -260,6 +260,7 @@ class RuntimeSpec(_RuntimeSpecRequired, total=False):
     output: Literal["codex-json", "claude-stream-json", "gemini-stream-json", "opencode-json", "text"]
     env_as_root: dict[str, str]
     idle_timeout_seconds: int
+    first_output_timeout_seconds: int
     max_parallel: int
 
 
@@ -317,6 +318,7 @@ class WorkerConfig(TypedDict):
     timeout_seconds: int
     max_attempts: int
     idle_timeout_seconds: int
+    first_output_timeout_seconds: int
     max_parallel: int
 
 

@@ -54,8 +54,8 @@ class ProcessResult:
     ``exit_code``: the exit status, or 128+N when killed by signal N (shell convention);
     None when the command could not be started (``spawn_error`` says why).
     ``timed_out``: the deadline passed and the group was killed. ``idle_timed_out``: the
-    command printed nothing for its idle timeout and the group was killed (``timed_out`` is
-    then False). ``started_at``: when it started (UTC timestamp); ``duration_seconds``: wall time. ``output_tail``: the last bytes of output as clean text (ANSI and control
+    command printed nothing for its idle timeout (or, from its start, for its first-output
+    timeout) and the group was killed (``timed_out`` is then False). ``started_at``: when it started (UTC timestamp); ``duration_seconds``: wall time. ``output_tail``: the last bytes of output as clean text (ANSI and control
     characters removed, invalid UTF-8 replaced, secrets redacted). ``log_bytes``: bytes
     written to the log; ``log_truncated``: output beyond ``max_log_bytes`` was dropped.
     """
@@ -176,7 +176,9 @@ class Command:
 
     ``stdin_path`` feeds the child's stdin from a file (else stdin is ``/dev/null``, never an
     open pipe: agent CLIs block on one). ``timeout_seconds`` None means no deadline;
-    ``idle_timeout_seconds`` None means silence is never cut short. ``tail_bytes`` of output
+    ``idle_timeout_seconds`` None means silence is never cut short;
+    ``first_output_timeout_seconds``: a command that has printed nothing at all this long
+    after its start is stopped as silent too (None: never). ``tail_bytes`` of output
     are kept for results, the log is cut at ``max_log_bytes``, and ``grace_seconds`` pass
     between SIGTERM and SIGKILL.
     """
@@ -191,6 +193,7 @@ class Command:
     tail_bytes: int = 4096
     max_log_bytes: int = 8 * 1024 * 1024
     grace_seconds: float = 5.0
+    first_output_timeout_seconds: float | None = None
 
 
 # Leaders of the commands this process runs right now (pids). Their exit status belongs to
@@ -290,6 +293,8 @@ class Child:
             moments.append(self.deadline)
         if self.command.idle_timeout_seconds is not None:
             moments.append(self.pipe.last_output + self.command.idle_timeout_seconds)
+        if self.command.first_output_timeout_seconds is not None and not self.pipe.received:
+            moments.append(self.started + self.command.first_output_timeout_seconds)
         return min(moments)
 
     def step(self) -> bool:
@@ -306,12 +311,17 @@ class Child:
             elif self.deadline is not None and now >= self.deadline:
                 self.stopped = "deadline"
                 self._terminate(now)
-            elif idle is not None and now - self.pipe.last_output >= idle:
+            elif (idle is not None and now - self.pipe.last_output >= idle) or self._silent_from_start(now):
                 self.stopped = "idle"
                 self._terminate(now)
         elif self.phase == "stopping" and (now >= self.until or (self.proc.poll() is not None and not self.run.members())):
             self._reap(all_gone=False)
         return self.phase == "draining" and (not self.pipe.open or time.monotonic() >= self.until)
+
+    def _silent_from_start(self, now: float) -> bool:
+        """True when the command has printed nothing at all for its first-output timeout."""
+        first = self.command.first_output_timeout_seconds
+        return first is not None and not self.pipe.received and now - self.started >= first
 
     def stop(self) -> None:
         """Begin stopping the command now (the controller was interrupted): SIGTERM to all of
@@ -383,6 +393,7 @@ class _Pipe:
         self.capture = capture
         self.open = True
         self.last_output = started
+        self.received = 0  # bytes of output read so far
 
     def read_once(self) -> None:
         """Take one chunk of output (the pipe is readable); notes EOF."""
@@ -390,6 +401,7 @@ class _Pipe:
         if chunk:
             self.capture.feed(chunk)
             self.last_output = time.monotonic()
+            self.received += len(chunk)
         else:
             self.open = False
 

@@ -11,7 +11,8 @@ another runtime (DESIGN.md, "The task lifecycle"). Classes (issue 8):
 - ``missing``: the runtime's binary is not installed (exit 127, or it could not start);
 - ``misconfigured``: the runtime refused its own command line (untrusted folder, root
   guard, unknown flag);
-- ``hang``: the runtime printed nothing for its idle timeout.
+- ``hang``: the runtime printed nothing for its idle timeout, or nothing at all since its
+  start (its first-output timeout, or the task's deadline).
 
 A run that exits 0 is a success unless its structured output reports an error: the text of a
 successful run never makes a provider failure (an agent may well print "429" while working).
@@ -143,7 +144,7 @@ def classify_run(
     elif not idle_timed_out and exit_code != 0:
         found = _signature(texts[0], signatures)
     if found is None:
-        return ProviderFailure("hang", None, "the runtime printed nothing for its idle timeout") if idle_timed_out else None
+        return ProviderFailure("hang", None, "the runtime went silent and was stopped (nothing printed for its idle or first-output timeout)") if idle_timed_out else None
     reset_at, capped = parse_reset_time("\n".join([*texts, *report.hints]), now, local_zone)
     return ProviderFailure(found[0], reset_at, found[1], capped)
 
