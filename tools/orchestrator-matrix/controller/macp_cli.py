@@ -30,6 +30,7 @@ from macp.config import TEMPLATE_STATE_DIR, load_config, max_attempts
 from macp.dependencies import KnownTasks
 from macp.errors import EXIT_OK, MacpError
 from macp.events import make_event, read_events
+from macp.fsio import loads
 from macp.layout import Layout, confine
 from macp.lifecycle import STATUSES, status_of, transition
 from macp.locks import live_holder
@@ -258,9 +259,11 @@ def read_submissions(source: str) -> list[tuple[str, argparse.Namespace]]:
             continue
         where = f"{label}:{number}: "
         try:
-            fields = json.loads(line)
+            fields = loads(line)
         except json.JSONDecodeError as exc:
-            raise MacpError(f"{where}invalid JSON: {exc.msg}") from None
+            raise MacpError(f"{where}invalid JSON: {exc.msg} (column {exc.colno})") from None
+        except ValueError as exc:
+            raise MacpError(f"{where}invalid JSON: {exc}") from None
         if not isinstance(fields, dict):
             raise MacpError(f"{where}expected a JSON object (one task per line)")
         unknown = sorted(set(fields) - set(SUBMISSION_FIELDS))

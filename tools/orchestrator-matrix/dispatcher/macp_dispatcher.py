@@ -39,7 +39,7 @@ from macp.config import (
     worktree_base,
 )
 from macp.errors import MacpError
-from macp.fsio import dump_json, read_regular, write_atomic
+from macp.fsio import dump_json, loads, read_regular, write_atomic
 from macp.guidance import compose_brief
 from macp.layout import Layout, confine, confine_output, resolved_root
 from macp.model import Config, FinalStatus, GateResult, KeptCommit, Result, ResultDetails, Task
@@ -430,18 +430,18 @@ def read_worker_report(report_file: Path) -> dict:
     if len(raw) > MAX_REPORT_BYTES:
         return {"note": f"report.json ignored: larger than {MAX_REPORT_BYTES} bytes"}
     try:
-        report = json.loads(raw.decode("utf-8"))
-    except ValueError:
+        report = loads(raw.decode("utf-8"))
+    except ValueError:  # not UTF-8, not JSON, or nested too deeply to read
         return {}
     if not isinstance(report, dict):
         return {}
     types: dict[str, type] = {"summary": str, "escalate": bool, "escalation_reason": str, "pr": str}
-    kept: dict[str, Any] = {key: value for key, value in report.items() if key in types and isinstance(value, types[key])}
+    kept: dict[str, Any] = {key: redact_value(value) for key, value in report.items() if key in types and isinstance(value, types[key])}
     if "summary" in kept:
         kept["summary"] = bounded(kept["summary"], SUMMARY_MAX_CHARS)
     files = report.get("files_changed")
     if isinstance(files, list) and all(isinstance(name, str) for name in files):
-        kept["files_changed"] = files
+        kept["files_changed"] = [redact(name) for name in files]
     return kept
 
 

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import cast
 
 from macp.clock import parse_timestamp
-from macp.fsio import append_line
+from macp.fsio import append_line, loads
 from macp.lifecycle import FINISHED, status_of
 from macp.model import Task
 from protocol.schemas import schema_errors
@@ -48,7 +48,7 @@ def archive_files(orch_dir: Path) -> list[Path]:
 def line_problem(raw: bytes) -> tuple[Task | None, str | None]:
     """``(task, None)`` for an archive line that is a valid task, else ``(None, why)``."""
     try:
-        value = json.loads(raw)
+        value = loads(raw)
     except ValueError as exc:
         return None, f"not JSON ({exc})"
     if not isinstance(value, dict) or not isinstance(value.get("id"), str):

@@ -17,12 +17,22 @@ import errno
 import fcntl
 import json
 import os
+import re
 import stat
 import tempfile
 from pathlib import Path
 from typing import Any
 
 from macp.errors import MacpError
+
+
+def utf8(text: str) -> bytes:
+    """``text`` as UTF-8; a lone surrogate that reached it anyhow becomes U+FFFD
+    (:func:`well_formed_text`) rather than make the write fail: MACP always writes its state."""
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:
+        return well_formed_text(text).encode("utf-8")
 
 
 def write_atomic(path: Path, text: str) -> None:
@@ -39,7 +49,7 @@ def write_atomic(path: Path, text: str) -> None:
     fd, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as handle:
-            handle.write(text.encode("utf-8"))
+            handle.write(utf8(text))
             handle.flush()
             os.fsync(handle.fileno())
         os.chmod(temp_name, mode)
@@ -68,7 +78,7 @@ def append_line(path: Path, line: str) -> None:
     off first. Short writes are continued; when a write fails (``ENOSPC``, ``EIO``) the file
     is truncated back to where it was and the ``OSError`` propagates.
     """
-    data = (line.rstrip("\n") + "\n").encode("utf-8")
+    data = utf8(line.rstrip("\n") + "\n")
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
     try:
@@ -156,6 +166,55 @@ def read_regular(path: Path, max_bytes: int | None = None, offset: int = 0) -> b
         return handle.read() if max_bytes is None else handle.read(max_bytes)
 
 
+# "\ud83d": a JSON escape of a UTF-16 surrogate, which may stand alone (half an emoji cut off)
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def well_formed_text(text: str) -> str:
+    """``text`` with every lone UTF-16 surrogate replaced by U+FFFD, so it can be written as
+    UTF-8: a surrogate comes from a ``\\ud83d`` escape in JSON (half an emoji from a cut
+    stream) or from an argument that is not UTF-8 (Python's ``surrogateescape``)."""
+    return _SURROGATE.sub("\ufffd", text)
+
+
+def well_formed(value: Any) -> Any:
+    """``value`` (decoded JSON) with :func:`well_formed_text` applied to every string in it,
+    keys included; iterative, so no nesting depth can exhaust the stack."""
+    if isinstance(value, str):
+        return well_formed_text(value)
+    if not isinstance(value, (dict, list)):
+        return value
+    root: list[Any] = [value]
+    stack: list[tuple[Any, Any]] = [(root, 0)]
+    while stack:
+        container, key = stack.pop()
+        item = container[key]
+        if isinstance(item, str):
+            container[key] = well_formed_text(item)
+        elif isinstance(item, list):
+            stack.extend((item, index) for index in range(len(item)))
+        elif isinstance(item, dict):
+            fixed = {well_formed_text(name) if isinstance(name, str) else name: entry for name, entry in item.items()}
+            container[key] = fixed
+            stack.extend((fixed, name) for name in fixed)
+    return root[0]
+
+
+def loads(text: str | bytes) -> Any:
+    """``json.loads`` for JSON MACP did not write itself -- an agent's output, a worker's
+    report, a hand-edited file, a line of ``submit --from`` (issue 22): nesting deeper than
+    the parser can follow raises ``ValueError`` like any other bad JSON (not
+    ``RecursionError``), and lone surrogates in strings become U+FFFD
+    (:func:`well_formed`), so whatever it decodes can be stored and printed."""
+    try:
+        value = json.loads(text)
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
+    raw = text if isinstance(text, str) else text.decode("utf-8", "replace")
+    return well_formed(value) if _SURROGATE_ESCAPE.search(raw) else value
+
+
 def json_object(value: object) -> dict[str, Any]:
     """``value`` when it is a JSON object (a dict), else ``{}``: for reading optional nested
     objects of documents MACP did not write (agent output, lock records)."""
@@ -172,9 +231,11 @@ def parse_json_text(text: str, label: str) -> Any:
     if not text.strip():
         raise MacpError(f"{label}: file is empty, expected JSON")
     try:
-        return json.loads(text)
+        return loads(text)
     except json.JSONDecodeError as exc:
         raise MacpError(f"{label}:{exc.lineno}:{exc.colno}: invalid JSON: {exc.msg}") from None
+    except ValueError as exc:
+        raise MacpError(f"{label}: invalid JSON: {exc}") from None
 
 
 def read_json(path: Path) -> Any:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import io
 import os
 import sys
 from typing import Any
@@ -64,6 +65,9 @@ def launch(module: str, prog: str) -> int:
     """Wrap stdout and stderr (:class:`ResilientStream`), import ``module`` and return what
     its ``main()`` returns; a ``KeyboardInterrupt`` during the import prints ``<prog>:
     interrupted`` on stderr and returns 130."""
+    for stream in (sys.stdout, sys.stderr):
+        if isinstance(stream, io.TextIOWrapper):
+            stream.reconfigure(errors="replace")  # a lone surrogate in a title prints as "?", never raises
     sys.stdout = ResilientStream(sys.stdout)
     sys.stderr = ResilientStream(sys.stderr)
     try:

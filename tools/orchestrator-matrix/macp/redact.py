@@ -7,12 +7,15 @@ AWS access key ids (``AKIA``/``ASIA``) and ``aws_secret_access_key`` values, Sla
 ``syt_``, MAS ``mct_``), PEM private-key blocks,
 ``Authorization:`` header values, and ``password=``/``secret:``/``token=``/``api_key=``
 style assignments. The secret is replaced by ``[REDACTED]``; the label before it is kept so
-the output still reads.
+the output still reads. Redacted text is also well-formed: a lone surrogate (half an emoji
+from a cut stream) becomes U+FFFD.
 """
 
 from __future__ import annotations
 
 import re
+
+from macp.fsio import well_formed_text
 
 REDACTED = "[REDACTED]"
 
@@ -50,7 +53,9 @@ def redact_value(value: object) -> object:
 
 
 def redact(text: str) -> str:
-    """``text`` with every known secret shape replaced by ``[REDACTED]``."""
+    """``text`` with every known secret shape replaced by ``[REDACTED]``, and well-formed
+    (:func:`macp.fsio.well_formed_text`: no lone surrogate, so it can be stored and printed)."""
+    text = well_formed_text(text)
     for pattern in _WHOLE_MATCH:
         text = pattern.sub(REDACTED, text)
     for pattern in _LABELLED:

@@ -26,10 +26,9 @@ kept apart as ``text`` so that text signatures never look inside the agent's con
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 
-from macp.fsio import json_object
+from macp.fsio import json_object, loads
 
 FORMATS = ("codex-json", "claude-stream-json", "gemini-stream-json", "opencode-json", "text")
 
@@ -118,8 +117,8 @@ def _event(line: str) -> dict | None:
     if not line.startswith("{"):
         return None
     try:
-        event = json.loads(line)
-    except ValueError:
+        event = loads(line)
+    except ValueError:  # not JSON, or nested too deeply to read
         return None
     return event if isinstance(event, dict) and isinstance(event.get("type"), str) else None
 

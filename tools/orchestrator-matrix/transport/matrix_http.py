@@ -20,6 +20,7 @@ import time
 from typing import Any
 from urllib.parse import SplitResult, quote, unquote, urlsplit
 
+from macp.fsio import loads
 from transport.matrix_errors import DeliveryError, Unreachable, failure_from_reply
 
 
@@ -152,7 +153,7 @@ class MatrixClient:
                 reason = "the reply is not HTTP" if isinstance(exc, http.client.HTTPException) else str(exc) or type(exc).__name__
                 raise Unreachable(f"{type(exc).__name__}: {reason}") from exc
         try:
-            reply = json.loads(raw or b"{}")
+            reply = loads(raw or b"{}")
         except ValueError:
             reply = None
         failure = failure_from_reply(status, reply, retry_after)
