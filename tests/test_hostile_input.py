@@ -528,3 +528,34 @@ def test_json_nested_too_deeply_in_agent_output_or_a_report_is_ignored_not_fatal
     proc = sandbox.controller("--until-drained")
     assert proc.returncode == 0 and "RecursionError" not in proc.stdout + proc.stderr, proc.stdout + proc.stderr
     assert sandbox.task("OUT")["status"] == "completed" and sandbox.task("REPORT")["status"] == "completed"
+
+
+GITHUB_TOKEN = "ghp_" + "A1b2C3d4E5f6G7h8I9j0" * 2
+ANTHROPIC_KEY = "sk-ant-" + "x9Y8w7V6u5T4s3R2q1P0" * 2
+
+
+def test_secrets_in_a_workers_report_are_redacted_before_any_view_sees_them(sandbox, tmp_path):
+    report = tmp_path / "report.json"
+    report.write_text(json.dumps({"escalate": True, "escalation_reason": f"push failed: token={GITHUB_TOKEN}", "pr": f"https://x/?k={ANTHROPIC_KEY}"}))
+    sandbox.write_tasks({"tasks": [{"id": "LEAK", "dispatch": "exec", "command": f"cp {report} \"$MACP_REPORT\""}]})
+    drain = sandbox.macp("drain")
+    drain_json = sandbox.macp("drain", "--json")
+    views = [
+        drain.stdout, drain.stderr, drain_json.stdout,
+        sandbox.macp("status", check=True).stdout, sandbox.macp("status", "--json", check=True).stdout,
+        sandbox.macp("show", "LEAK", check=True).stdout, sandbox.macp("show", "LEAK", "--json", check=True).stdout,
+        (sandbox.orch / "tasks.json").read_text(), (sandbox.orch / "events.ndjson").read_text(),
+    ]
+    assert sandbox.task("LEAK")["status"] == "escalated" and "[REDACTED]" in sandbox.task("LEAK")["escalation_reason"]
+    for view in views:
+        assert GITHUB_TOKEN not in view and ANTHROPIC_KEY not in view, view
+
+
+def test_dry_runs_never_print_a_runtimes_secret_environment(sandbox):
+    sandbox.write_config({"runtimes": {"claude": {"env": {"ANTHROPIC_API_KEY": ANTHROPIC_KEY, "MY_SERVICE_TOKEN": "plain-looking-1234"}}}})
+    sandbox.macp("submit", "--task-id", "D", "--dispatch", "yolo", "--runtime", "claude", check=True)
+    dry = sandbox.macp("drain", "--dry-run", check=True).stdout
+    yolo = sandbox.run("mosaic", "yolo", "claude", "--dry-run", "hello", check=True).stdout
+    for view in (dry, yolo):
+        assert "ANTHROPIC_API_KEY=[REDACTED]" in view and "MY_SERVICE_TOKEN=[REDACTED]" in view, view
+        assert ANTHROPIC_KEY not in view and "plain-looking-1234" not in view

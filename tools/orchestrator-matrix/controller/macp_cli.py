@@ -36,6 +36,7 @@ from macp.lifecycle import STATUSES, status_of, transition
 from macp.locks import live_holder
 from macp.model import AcpState, Config, Dispatch, Task, TaskChanges, TaskStatus, TaskType
 from macp.recording import recorded
+from macp.redact import redact
 from macp.scheduler import hold_reason
 from macp.taskstore import edit_tasks, find_known, load_tasks
 from macp.textview import duration_text, fit, one_line, readable, render_table
@@ -624,7 +625,8 @@ def cmd_complete(args) -> int:
         if acp.get("reported_at"):
             raise MacpError(f"task {task['id']} already has a completion report")
         reported_at = clock.timestamp()
-        acp = {**acp, "reported_exit_code": args.exit_code, "reported_summary": args.summary, "reported_at": reported_at}
+        summary = redact(args.summary) if args.summary is not None else None  # text enters MACP's state redacted
+        acp = {**acp, "reported_exit_code": args.exit_code, "reported_summary": summary, "reported_at": reported_at}
         task = {**task, "acp": acp, "updated_at": reported_at}
         document.replace(task)
         events.append(cli_event("task.acp.reported", task, f"external worker exited {args.exit_code}", exit_code=args.exit_code))

@@ -41,6 +41,17 @@ _LABELLED = [
 ]
 
 
+# Names of environment variables whose values are secrets whatever they look like.
+_SECRET_NAME = re.compile(r"(?i)(key|token|secret|passw(or)?d|credential|auth|cookie|session)")
+
+
+def redact_assignment(name: str, value: str) -> str:
+    """``value`` of the environment variable ``name`` as MACP may show it (a dry run's
+    command line): ``[REDACTED]`` when the name says it holds a secret
+    (``ANTHROPIC_API_KEY``, ``GH_TOKEN``, ``DB_PASSWORD``), else :func:`redact`."""
+    return REDACTED if _SECRET_NAME.search(name) else redact(value)
+
+
 def redact_value(value: object) -> object:
     """``value`` with :func:`redact` applied to every string inside it (dicts and lists too)."""
     if isinstance(value, str):

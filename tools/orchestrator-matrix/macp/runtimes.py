@@ -20,6 +20,7 @@ from pathlib import Path
 
 from macp.errors import MacpError
 from macp.model import Config, RuntimeSpec
+from macp.redact import REDACTED, redact, redact_assignment
 
 MAX_ARG_BYTES = 131072 - 1
 _PLACEHOLDER = re.compile(r"\{(?:worktree|prompt_file|prompt)\}")
@@ -74,10 +75,12 @@ def running_as_root() -> bool:
 
 
 def describe_invocation(invocation: Invocation) -> str:
-    """The invocation as one shell-quoted line: ``VAR=value argv... < stdin``."""
-    env = " ".join(f"{name}={shlex.quote(value)}" for name, value in sorted(invocation.env.items()))
+    """The invocation as one shell-quoted line: ``VAR=value argv... < stdin``, secrets
+    redacted (:func:`macp.redact.redact_assignment`; the argv through :func:`macp.redact.redact`)."""
+    shown = {name: redact_assignment(name, value) for name, value in invocation.env.items()}
+    env = " ".join(f"{name}={value if value == REDACTED else shlex.quote(value)}" for name, value in sorted(shown.items()))
     stdin = shlex.quote(str(invocation.stdin_path)) if invocation.stdin_path else "/dev/null"
-    return " ".join(part for part in (env, shlex.join(invocation.argv)) if part) + f" < {stdin}"
+    return " ".join(part for part in (env, redact(shlex.join(invocation.argv))) if part) + f" < {stdin}"
 
 
 def _fill(part: str, values: dict[str, str]) -> str:
