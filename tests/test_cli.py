@@ -148,7 +148,9 @@ def test_history_shows_a_tasks_events_in_order(sandbox):
     lines = sandbox.macp("history", "--task-id", "A", check=True).stdout.splitlines()
     assert [line.split()[2] for line in lines] == [
         "task.submitted", "task.started", "worktree.created", "task.gated", "task.completed", "worktree.removed"]
-    events = json.loads(sandbox.macp("history", "--json", check=True).stdout)
+    output = sandbox.macp("history", "--json", check=True).stdout
+    events = [json.loads(line) for line in output.splitlines()]  # JSON lines, as --help says
+    assert len(events) == output.count("\n") and all(line.startswith("{") for line in output.splitlines())
     assert [e["event_type"] for e in events][-3:] == ["task.completed", "worktree.removed", "controller.stopped"]
     assert events[-1]["task_id"] is None and events[-1]["message"].startswith("1 task(s) in ")
     assert events[-1]["metadata"]["counts"] == {"completed": 1} and events[-1]["metadata"]["exit_code"] == 0
@@ -321,7 +323,7 @@ def test_history_of_one_task_filters_exactly_though_it_skips_decoding_other_line
     sandbox.macp("submit", "--task-id", "T7", "--command", "true", check=True)
     sandbox.macp("submit", "--task-id", "T8", "--title", 'mentions "T7" in its title', "--command", "true", check=True)
     proc = sandbox.macp("history", "--task-id", "T7", "--json", check=True)
-    assert [event["task_id"] for event in json.loads(proc.stdout)] == ["T7"]
+    assert [json.loads(line)["task_id"] for line in proc.stdout.splitlines()] == ["T7"]
 
 
 def test_tasks_json_is_one_task_per_line_and_keeps_other_keys_in_place(sandbox):

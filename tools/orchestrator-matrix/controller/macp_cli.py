@@ -419,16 +419,17 @@ def cmd_history(args) -> int:
     layout = Layout(resolve_repo(args.repo))
     if args.task_id:
         find_known(layout, args.task_id)  # an unknown id is an error, an archived one has a history
-    events = list(read_events(layout.events_file, args.task_id))
-    if args.json:
-        print_json(events)
-        return EXIT_OK
-    if not events:
+    shown = 0
+    for event in read_events(layout.events_file, args.task_id):  # streamed: a million events need no list
+        if args.json:
+            out(json.dumps(event, ensure_ascii=False))  # JSON lines, one event each, as events.ndjson has them
+        else:
+            task_id = event.get("task_id") or "-"
+            status = event.get("status") or ""
+            out(one_line(f"{event.get('timestamp', '')}  {task_id}  {event.get('event_type', '')}  {status}  {event.get('message', '')}").rstrip())
+        shown += 1
+    if not shown and not args.json:
         out("no events")
-    for event in events:
-        task_id = event.get("task_id") or "-"
-        status = event.get("status") or ""
-        out(one_line(f"{event.get('timestamp', '')}  {task_id}  {event.get('event_type', '')}  {status}  {event.get('message', '')}").rstrip())
     return EXIT_OK
 
 
@@ -727,7 +728,7 @@ def build_parser() -> OneLineParser:
 
     p = command("history", cmd_history, "show the event log")
     p.add_argument("--task-id", help="only this task's events (default: every event)")
-    p.add_argument("--json", action="store_true", help="print the events as JSON lines")
+    p.add_argument("--json", action="store_true", help="print the events as JSON lines: one compact JSON object per line, as they are logged (no events: no lines)")
 
     p = command("retry", cmd_retry, "put a failed, escalated or cancelled task back to pending")
     p.add_argument("task_id", help="the task to retry")
