@@ -63,3 +63,24 @@ def test_the_junit_report_matches_the_schema_ci_tools_read(sandbox, tmp_path):
     assert suites["PASS"].get("failures") == "0"
     proc = sandbox.macp("report", "--junit", str(sandbox.orch / "junit.xml"))
     assert proc.returncode == 2 and "inside MACP's state folder" in proc.stderr
+
+
+def test_the_junit_report_parses_whatever_gates_print_or_are_named(sandbox, tmp_path):
+    xmlschema = pytest.importorskip("xmlschema")
+    # U+FFFE and U+FFFF are valid UTF-8 but no XML character; nor are C0 controls in names
+    hostile_output = "printf 'not \\357\\277\\276 xml \\357\\277\\277 chars \\001\\n'; exit 1"
+    sandbox.write_config({"quality_gates": [{"name": "unit\x1b[31m\x01", "command": f"{hostile_output} # \x07bell"}]})
+    sandbox.write_tasks({"tasks": [
+        {"id": "ODD", "dispatch": "exec", "command": "true"},
+        {"id": "NEVER", "dispatch": "exec", "command": "true", "branch": "bad..name"},  # fails before any worker runs
+    ]})
+    sandbox.macp("drain")
+    assert sandbox.result("NEVER")["exit_code"] is None, "the case is forced: this task never ran"
+    target = tmp_path / "junit.xml"
+    sandbox.macp("report", "--junit", str(target), check=True)
+    xmlschema.XMLSchema(str(ROOT / "tests" / "data" / "junit.xsd")).validate(str(target))
+    suites = {suite.get("name"): suite for suite in ET.parse(target).getroot()}
+    [gate] = [case for case in suites["ODD"] if case.get("name") != "worker"]
+    assert gate.get("name").startswith("unit") and "not  xml  chars" in gate.find("failure").text
+    never = suites["NEVER"].find("testcase[@name='worker']/failure").get("message")
+    assert "None" not in never and "valid git branch name" in never, never

@@ -9,6 +9,7 @@ tail (already redacted). Only the elements and attributes of the common JUnit sc
 
 from __future__ import annotations
 
+import re
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -22,16 +23,34 @@ from macp.model import GateResult, Result
 from macp.taskstore import load_tasks
 from macp.textview import one_line
 
-# XML 1.0 allows no control characters but tab, newline and carriage return.
-_XML_SAFE = {code: None for code in (*range(0, 9), 11, 12, *range(14, 32))}
+# Characters XML 1.0 forbids anywhere (elements and attributes): C0 controls but tab, newline
+# and carriage return; surrogates; U+FFFE and U+FFFF (https://www.w3.org/TR/xml/#charsets).
+_NOT_XML = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+MESSAGE_CHARS = 500
+
+
+def xml_text(text: object) -> str:
+    """``text`` as XML 1.0 may hold it: every character it forbids is dropped."""
+    return _NOT_XML.sub("", str(text))
+
+
+def node(parent: ET.Element | None, tag: str, text: str | None = None, **attributes: object) -> ET.Element:
+    """A new element ``tag`` (under ``parent`` when given) whose attributes and text hold
+    only characters XML allows (:func:`xml_text`): what a gate printed, its name and
+    command, never make the report unparseable."""
+    clean = {name: xml_text(value) for name, value in attributes.items()}
+    element = ET.Element(tag, clean) if parent is None else ET.SubElement(parent, tag, clean)
+    if text is not None:
+        element.text = xml_text(text)
+    return element
 
 
 def junit_suites(results: list[Result]) -> ET.Element:
     """The ``<testsuites>`` element for ``results`` (result.schema.json documents)."""
-    root = ET.Element("testsuites", name="macp")
+    root = node(None, "testsuites", name="macp")
     totals = {"tests": 0, "failures": 0, "skipped": 0, "time": 0.0}
     for result in results:
-        suite = ET.SubElement(root, "testsuite", name=result["task_id"], timestamp=result.get("completed_at", ""))
+        suite = node(root, "testsuite", name=result["task_id"], timestamp=result.get("completed_at", ""))
         cases = [_worker_case(result), *(_gate_case(result["task_id"], gate) for gate in result.get("gate_results") or [])]
         counts = {"tests": len(cases), "failures": 0, "skipped": 0, "time": 0.0}
         for case in cases:
@@ -52,28 +71,24 @@ def junit_suites(results: list[Result]) -> ET.Element:
 def _worker_case(result: Result) -> ET.Element:
     worker = result.get("worker")
     seconds = (worker.get("duration_seconds") if worker else None) or 0
-    case = ET.Element("testcase", classname=f"macp.{result['task_id']}", name="worker", time=f"{seconds:.3f}")
+    case = node(None, "testcase", classname=f"macp.{result['task_id']}", name="worker", time=f"{seconds:.3f}")
     code = result.get("exit_code")
     if result["status"] != "completed" and (code != 0 or result.get("timed_out")):
-        reason = "timed out" if result.get("timed_out") else f"exit {code}"
-        failure = ET.SubElement(case, "failure", message=one_line(result.get("error") or reason)[:500], type="worker")
-        failure.text = _clean(result.get("output_tail", ""))
+        reason = "timed out" if result.get("timed_out") else ("did not run" if code is None else f"exit {code}")
+        message = result.get("error") or result.get("escalation_reason") or reason
+        node(case, "failure", result.get("output_tail", ""), message=one_line(message)[:MESSAGE_CHARS], type="worker")
     elif result["status"] == "escalated" and not result.get("gate_results"):
-        ET.SubElement(case, "skipped", message=one_line(result.get("escalation_reason") or "escalated")[:500])
+        node(case, "skipped", message=one_line(result.get("escalation_reason") or "escalated")[:MESSAGE_CHARS])
     return case
 
 
 def _gate_case(task_id: str, gate: GateResult) -> ET.Element:
-    case = ET.Element("testcase", classname=f"macp.{task_id}", name=gate.get("name") or "gate", time=f"{gate.get('duration_seconds', 0):.3f}")
+    case = node(None, "testcase", classname=f"macp.{task_id}", name=one_line(gate.get("name") or "gate"), time=f"{gate.get('duration_seconds', 0):.3f}")
     if not gate.get("passed"):
-        how = "timed out" if gate.get("timed_out") else f"exit {gate.get('exit_code')}"
-        failure = ET.SubElement(case, "failure", message=f"{gate.get('command', '')}: {how}"[:500], type=gate.get("classification") or "unknown")
-        failure.text = _clean(gate.get("output_tail", ""))
+        how = "timed out" if gate.get("timed_out") else ("did not run" if gate.get("exit_code") is None else f"exit {gate.get('exit_code')}")
+        message = one_line(f"{gate.get('command', '')}: {how}")[:MESSAGE_CHARS]
+        node(case, "failure", gate.get("output_tail", ""), message=message, type=gate.get("classification") or "unknown")
     return case
-
-
-def _clean(text: str) -> str:
-    return text.translate(_XML_SAFE)
 
 
 def cmd_report(args) -> int:
