@@ -376,3 +376,43 @@ def test_a_task_without_an_attempt_budget_shows_and_records_the_configs(sandbox)
     sandbox.controller("--until-drained")
     assert sandbox.task("A")["status"] == "escalated"
     assert sandbox.result("A")["max_attempts"] == 3
+
+
+@pytest.mark.parametrize(("line", "message"), [
+    ('{"id": "A", "depends_on": [5], "command": "true"}', "stdin:1: invalid task: $.depends_on[0]: expected string, got integer"),
+    ('{"id": "B", "brief": 5}', "stdin:1: invalid task: $.brief: expected string or null, got integer"),
+    ('{"id": "C", "max_attempts": 1e400, "command": "true"}', "stdin:1: invalid JSON: 1e400 is not a JSON number MACP can use (column 29)"),
+    ('{"id": "D", "max_attempts": 0, "command": "true"}', "stdin:1: invalid task: $.max_attempts: 0 is less than the minimum 1"),
+    ('{"id": "E", "command": "true",}', "stdin:1: invalid JSON: Expecting property name enclosed in double quotes (column 31)"),
+    ('{"id": "F", "max_attempts": NaN, "command": "true"}', "stdin:1: invalid JSON: NaN is not a JSON number MACP can use (column 29)"),
+])
+def test_submit_from_lines_of_the_wrong_type_are_one_line_and_exit_2(sandbox, line, message):
+    proc = sandbox.macp("submit", "--from", "-", input=line + "\n")
+    assert (proc.returncode, proc.stderr) == (2, f"mosaic macp submit: {message}\n")
+    assert not (sandbox.orch / "tasks.json").exists(), "nothing was written"
+
+
+def test_submit_from_a_closed_stdin_is_one_line(sandbox):
+    command = f'exec "{BIN / "mosaic"}" macp submit --from - <&-'  # stdin closed, as cron or nohup may leave it
+    proc = subprocess.run(["/bin/sh", "-c", command], cwd=sandbox.repo, env=sandbox.env, capture_output=True, text=True, timeout=60, check=False)
+    assert proc.returncode == 2 and proc.stderr == "mosaic macp submit: --from -: stdin is closed; give the tasks on stdin or name a file\n"
+
+
+@pytest.mark.parametrize("literal", ["NaN", "Infinity", "-Infinity", "1e999"])
+def test_config_numbers_json_does_not_have_are_one_line_with_line_and_column(sandbox, literal):
+    sandbox.orch.mkdir(parents=True)
+    (sandbox.orch / "config.json").write_text('{\n  "macp": {"kill_grace_seconds": ' + literal + "}\n}\n")
+    sandbox.write_tasks({"tasks": []})
+    for command in (["drain"], ["validate"]):
+        proc = sandbox.macp(*command)
+        assert proc.returncode in (1, 2) and "Traceback" not in proc.stderr and "internal error" not in proc.stderr + proc.stdout
+        assert f"config.json:2:34: invalid JSON: {literal} is not a JSON number MACP can use" in proc.stderr + proc.stdout
+
+
+def test_a_path_argument_no_file_system_takes_is_one_line_and_exit_2(sandbox, tmp_path):
+    long_path = str(tmp_path / ("x" * 5000))
+    for argv in (["mosaic", "macp", "status", "--repo", long_path], ["mosaic-orchestrator-run", "--repo", long_path, "--once"],
+                 ["mosaic", "macp", "report", "--junit", long_path]):
+        proc = sandbox.run(*argv)
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-300:]
+        assert proc.stderr.count("\n") == 1 and "File name too long" in proc.stderr and len(proc.stderr) < 300

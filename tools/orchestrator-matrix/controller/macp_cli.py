@@ -25,7 +25,7 @@ from typing import Any, cast, get_args
 from controller.deliver_cli import RECORDING_COMMANDS, cmd_deliver, deliver_after_command, delivery_lines, delivery_status
 from macp import __version__, clock
 from macp.archive import ArchiveLookup, archived_ids
-from macp.cliutil import OneLineParser, add_workers_option, note, out, positive_int, print_json, resolve_repo, run_main
+from macp.cliutil import OneLineParser, add_workers_option, note, out, positive_int, print_json, resolve_repo, run_main, shortened
 from macp.config import TEMPLATE_STATE_DIR, load_config, max_attempts
 from macp.dependencies import KnownTasks
 from macp.errors import EXIT_OK, MacpError
@@ -242,15 +242,31 @@ SUBMISSION_FIELDS = {
 }
 
 
+def check_submission_types(fields: dict[str, Any], where: str) -> None:
+    """Refuse a ``submit --from`` line whose fields have the wrong JSON types or values, before
+    anything is built from it: each is checked against its property in task.schema.json
+    (``brief`` as ``brief_path``; ``depends_on`` may also be one id). Raises
+    :class:`MacpError` ``<file>:<line>: invalid task: $.<field>: <reason>``."""
+    candidate = {"brief_path" if name == "brief" else name: value for name, value in fields.items()}
+    if isinstance(candidate.get("depends_on"), str):
+        candidate["depends_on"] = [candidate["depends_on"]]
+    candidate.setdefault("id", "")
+    for error in schema_errors("task", candidate):
+        if error.path != "$.id" or "id" in fields:
+            raise MacpError(f"{where}invalid task: {error.path.replace('$.brief_path', '$.brief', 1)}: {error.message}")
+
+
 def read_submissions(source: str) -> list[tuple[str, argparse.Namespace]]:
     """The tasks of ``submit --from FILE|-``: one JSON object per line (blank lines skipped),
     with tasks.json's field names (:data:`SUBMISSION_FIELDS`), each as submit's arguments
     and a ``"<file>:<line>: "`` prefix for its errors. Raises :class:`MacpError` for an
     unreadable file, a line that is not a JSON object, or an unknown field."""
+    if source == "-" and sys.stdin is None:
+        raise MacpError("--from -: stdin is closed; give the tasks on stdin or name a file")
     try:
         text = sys.stdin.read() if source == "-" else Path(source).read_text(encoding="utf-8")
     except OSError as exc:
-        raise MacpError(f"--from: cannot read {source}: {exc.strerror}") from None
+        raise MacpError(f"--from: cannot read {shortened(source)}: {exc.strerror}") from None
     except UnicodeDecodeError as exc:
         raise MacpError(f"--from: {source} is not UTF-8 (byte {exc.start})") from None
     label = "stdin" if source == "-" else source
@@ -270,6 +286,7 @@ def read_submissions(source: str) -> list[tuple[str, argparse.Namespace]]:
         unknown = sorted(set(fields) - set(SUBMISSION_FIELDS))
         if unknown:
             raise MacpError(f"{where}unknown field(s): {', '.join(unknown)} (known: {', '.join(SUBMISSION_FIELDS)})")
+        check_submission_types(fields, where)
         spec = argparse.Namespace(**dict.fromkeys(SUBMISSION_FIELDS.values()))
         for field, value in fields.items():
             setattr(spec, SUBMISSION_FIELDS[field], [value] if field == "depends_on" and isinstance(value, str) else value)

@@ -9,6 +9,7 @@ Exit codes (docs/exit-codes.md): 0 ok, 1 a task failed/escalated or a file is in
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import os
 import sys
@@ -113,7 +114,10 @@ def run_main(prog: str, body: Callable[[], int]) -> int:
         print(f"{prog}: interrupted", file=sys.stderr)
         return 130
     except OSError as exc:
-        where = f" {exc.filename}" if exc.filename else ""
+        where = f" {shortened(str(exc.filename))}" if exc.filename else ""
+        if exc.errno in (errno.ENAMETOOLONG, errno.ELOOP):  # a path the user gave that no file system takes
+            print(f"{prog}: {exc.strerror}:{where}", file=sys.stderr)
+            return EXIT_USAGE
         if is_resource_exhaustion(exc):
             print(f"{prog}: the machine's limits were reached: {exc.strerror or exc}{where} (nothing was half-written; raise the limit, e.g. ulimit -n, or run fewer --workers)", file=sys.stderr)
             return EXIT_IO
@@ -126,6 +130,12 @@ def run_main(prog: str, body: Callable[[], int]) -> int:
             traceback.print_exc()
         print(f"{prog}: internal error: {type(exc).__name__}: {exc}", file=sys.stderr)
         return EXIT_INTERNAL
+
+
+def shortened(text: str, limit: int = 120) -> str:
+    """``text`` cut to ``limit`` characters with an ellipsis in the middle: a path of
+    thousands of characters still makes one readable line."""
+    return text if len(text) <= limit else f"{text[: limit // 2]}…{text[-limit // 2 :]}"
 
 
 def positive_int(text: str) -> int:

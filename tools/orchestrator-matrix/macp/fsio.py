@@ -16,6 +16,7 @@ import contextlib
 import errno
 import fcntl
 import json
+import math
 import os
 import re
 import stat
@@ -205,14 +206,38 @@ def loads(text: str | bytes) -> Any:
     """``json.loads`` for JSON MACP did not write itself -- an agent's output, a worker's
     report, a hand-edited file, a line of ``submit --from`` (issue 22): nesting deeper than
     the parser can follow raises ``ValueError`` like any other bad JSON (not
-    ``RecursionError``), and lone surrogates in strings become U+FFFD
-    (:func:`well_formed`), so whatever it decodes can be stored and printed."""
+    ``RecursionError``); ``NaN``, ``Infinity`` and numbers no double holds (``1e999``)
+    raise ``json.JSONDecodeError`` with their line and column (Python's own parser would
+    take them, and no comparison with them means anything); lone surrogates in strings
+    become U+FFFD (:func:`well_formed`), so whatever it decodes can be stored and printed."""
+    raw = text if isinstance(text, str) else text.decode("utf-8", "replace")
     try:
-        value = json.loads(text)
+        value = json.loads(raw, parse_constant=_not_a_number, parse_float=_finite)
     except RecursionError:
         raise ValueError("nested too deeply") from None
-    raw = text if isinstance(text, str) else text.decode("utf-8", "replace")
+    except _NotFinite as exc:  # not JSON: NaN, Infinity, or a number beyond a double
+        before = raw[: max(0, raw.find(exc.literal))]
+        raise json.JSONDecodeError(f"{exc.literal} is not a JSON number MACP can use", raw, len(before)) from None
     return well_formed(value) if _SURROGATE_ESCAPE.search(raw) else value
+
+
+class _NotFinite(ValueError):
+    """A number JSON does not have (``NaN``, ``Infinity``) or no double holds (``1e999``)."""
+
+    def __init__(self, literal: str) -> None:
+        super().__init__(literal)
+        self.literal = literal
+
+
+def _not_a_number(literal: str) -> float:
+    raise _NotFinite(literal)
+
+
+def _finite(literal: str) -> float:
+    value = float(literal)
+    if not math.isfinite(value):
+        raise _NotFinite(literal)
+    return value
 
 
 def json_object(value: object) -> dict[str, Any]:
