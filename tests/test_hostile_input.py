@@ -559,3 +559,24 @@ def test_dry_runs_never_print_a_runtimes_secret_environment(sandbox):
     for view in (dry, yolo):
         assert "ANTHROPIC_API_KEY=[REDACTED]" in view and "MY_SERVICE_TOKEN=[REDACTED]" in view, view
         assert ANTHROPIC_KEY not in view and "plain-looking-1234" not in view
+
+
+@pytest.mark.parametrize("branch", ["feat/a..b", "-evil", "x.lock"])
+def test_sync_refuses_a_branch_name_git_rejects_as_submit_does(sandbox, branch):
+    (sandbox.repo / "docs").mkdir()
+    (sandbox.repo / "docs" / "TASKS.md").write_text(f"| id | status | command | branch |\n|---|---|---|---|\n| T1 | not-started | true | {branch} |\n")
+    proc = sandbox.macp("sync")
+    assert proc.returncode == 2 and f"T1: its branch '{branch}' is not a valid git branch name" in proc.stderr, proc.stderr
+    assert sandbox.macp("submit", "--task-id", "T1", "--command", "true", f"--branch={branch}").returncode == 2
+    assert sandbox.tasks() == [], "neither path lets it in"
+
+
+def test_a_state_folder_linked_out_of_the_repository_is_refused_and_nothing_is_written_there(sandbox, tmp_path):
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (sandbox.repo / ".mosaic").symlink_to(elsewhere)
+    for argv in (["submit", "--task-id", "A", "--command", "true"], ["init"], ["drain"], ["status"]):
+        proc = sandbox.macp(*argv)
+        assert proc.returncode == 2 and ".mosaic is a symbolic link" in proc.stderr, (argv, proc.stderr)
+    assert sandbox.controller("--once").returncode == 2
+    assert list(elsewhere.iterdir()) == [], "no state was written through the link"

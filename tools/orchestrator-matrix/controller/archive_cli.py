@@ -11,10 +11,10 @@ from datetime import datetime
 
 from macp import clock
 from macp.archive import append_to_archive, archivable, archived_ids
-from macp.cliutil import out, resolve_repo
+from macp.cliutil import out, repo_layout
 from macp.errors import EXIT_OK, MacpError
 from macp.events import make_event
-from macp.layout import Layout, check_output_folders
+from macp.layout import check_output_folders
 from macp.recording import recorded
 from macp.taskstore import edit_tasks
 
@@ -32,7 +32,7 @@ def parse_before(text: str | None) -> datetime | None:
 
 def cmd_archive(args) -> int:
     """Archive finished tasks; returns the exit code."""
-    layout = Layout(resolve_repo(args.repo))
+    layout = repo_layout(args.repo)
     before = parse_before(args.before)
     with recorded(edit_tasks(layout), layout.events_file) as (document, events):
         chosen, kept = archivable(document.tasks, before)

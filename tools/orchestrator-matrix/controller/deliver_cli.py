@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from macp.cliutil import out, print_json, resolve_repo
+from macp.cliutil import out, print_json, repo_layout
 from macp.config import load_config
 from macp.errors import EXIT_OK, EXIT_REFUSED, EXIT_UNAVAILABLE, BusyError, MacpError
 from macp.layout import Layout
@@ -33,7 +33,7 @@ def transport_enabled(config_file: Path) -> bool:
 def deliver_after_command(repo: str | None) -> None:
     """One automatic delivery round after a command recorded events (nothing when the
     transport is off). Never raises for delivery trouble: it is noted on stderr."""
-    layout = Layout(resolve_repo(repo))
+    layout = repo_layout(repo)
     if not transport_enabled(layout.config_file):
         return
     from transport.matrix_transport import MatrixTransport
@@ -50,7 +50,7 @@ def cmd_deliver(args) -> int:
     from transport.matrix_errors import Refused
     from transport.matrix_transport import MatrixTransport
 
-    layout = Layout(resolve_repo(args.repo))
+    layout = repo_layout(args.repo)
     transport = MatrixTransport(layout, load_config(layout.config_file))
     if not transport.active:
         raise MacpError('the Matrix transport is off: set "enabled": true and "transport": "matrix" in config.json')

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from macp import gitops
-from macp.cliutil import out, resolve_repo
+from macp.cliutil import out, repo_layout
 from macp.errors import EXIT_OK, MacpError
 from macp.fsio import NotARegularFile, read_regular
 from macp.layout import Layout
@@ -60,7 +60,7 @@ def copy_new(path: Path, position: int, write: Callable[[bytes], None]) -> int:
 
 def cmd_log(args) -> int:
     """Print (or with ``--follow`` stream) a task's log; returns the exit code."""
-    layout = Layout(resolve_repo(args.repo))
+    layout = repo_layout(args.repo)
     task, _archived = find_known(layout, args.task_id)
 
     def write(chunk: bytes) -> None:
@@ -116,7 +116,7 @@ def _existing_log(layout: Layout, task_id: str, attempt: int, gate: str | None) 
 def cmd_diff(args) -> int:
     """Print ``git diff BASE...BRANCH`` of a task (``--stat``: the summary); returns the
     exit code. Raises :class:`MacpError` for a task that has no branch of its own yet."""
-    layout = Layout(resolve_repo(args.repo))
+    layout = repo_layout(args.repo)
     task, _archived = find_known(layout, args.task_id)
     base_commit, branch = task.get("base_commit"), task.get("branch")
     if not base_commit or not branch:

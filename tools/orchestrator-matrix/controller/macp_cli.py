@@ -25,7 +25,7 @@ from typing import Any, cast, get_args
 from controller.deliver_cli import RECORDING_COMMANDS, cmd_deliver, deliver_after_command, delivery_lines, delivery_status
 from macp import __version__, clock
 from macp.archive import ArchiveLookup, archived_ids
-from macp.cliutil import OneLineParser, add_workers_option, note, out, positive_int, print_json, resolve_repo, run_main, shortened
+from macp.cliutil import OneLineParser, add_workers_option, note, out, positive_int, print_json, repo_layout, run_main, shortened
 from macp.config import TEMPLATE_STATE_DIR, load_config, max_attempts
 from macp.dependencies import KnownTasks
 from macp.errors import EXIT_OK, MacpError
@@ -64,7 +64,7 @@ def initialise(layout: Layout) -> list[str]:
 
 
 def cmd_init(args) -> int:
-    layout = Layout(resolve_repo(args.repo))
+    layout = repo_layout(args.repo)
     created = initialise(layout)
     if created:
         out(f"initialised {layout.orch_dir}: " + ", ".join(created))
@@ -116,7 +116,6 @@ def implied_dispatch(args, default: Dispatch) -> Dispatch:
 def build_task(args, layout: Layout, config: Config) -> Task:
     """The new task from ``submit``'s arguments; raises :class:`MacpError` for bad input."""
     from dispatcher.macp_dispatcher import resolve_runtime
-    from macp import gitops
 
     dispatch = implied_dispatch(args, config["macp"]["default_dispatch"])
     task: Task = {"id": args.task_id, "title": args.title or args.task_id, "status": "pending", "dispatch": dispatch}
@@ -146,24 +145,7 @@ def build_task(args, layout: Layout, config: Config) -> Task:
         if runtime not in config["runtimes"]:
             known = ", ".join(config["runtimes"]) or "none"
             raise MacpError(f"unknown runtime {runtime!r} (configured: {known})")
-    if args.branch is not None and not gitops.is_valid_branch_name(layout.repo_root, args.branch):
-        raise MacpError(f"--branch: {args.branch!r} is not a valid git branch name")
     return task
-
-
-def check_default_branch(task: Task, layout: Layout) -> None:
-    """Refuse a task whose branch (the default one included) git would refuse at run time."""
-    from dispatcher.macp_dispatcher import branch_name
-    from macp import gitops
-
-    if not task.get("branch") and "." not in task["id"]:
-        # The default branch feat/<id>-<slug> of an id without "." is always valid: ids are
-        # [A-Za-z0-9_-] then, slugs [a-z0-9-]; git's ref rules only bite on "..", ".lock" or
-        # a trailing "." -- so no git process per task (a batch submit has thousands).
-        return
-    branch = branch_name(task)
-    if not gitops.is_valid_branch_name(layout.repo_root, branch):
-        raise MacpError(f"task {task['id']}: its branch {branch!r} is not a valid git branch name; give one with --branch")
 
 
 def check_new_task(document, task: Task, archived: set[str]) -> None:
@@ -179,7 +161,7 @@ def check_new_task(document, task: Task, archived: set[str]) -> None:
 
 
 def cmd_submit(args) -> int:
-    layout = Layout(resolve_repo(args.repo))
+    layout = repo_layout(args.repo)
     config = load_config(layout.config_file)
     if args.from_file is not None:
         if args.task_id is not None:
@@ -230,7 +212,11 @@ def checked_task(spec, layout: Layout, config: Config) -> Task:
     errors = schema_errors("task", task)
     if errors:
         raise MacpError(f"invalid task: {errors[0]}")
-    check_default_branch(task, layout)
+    from dispatcher.macp_dispatcher import branch_problem
+
+    problem = branch_problem(task, layout.repo_root)
+    if problem:
+        raise MacpError(problem)
     return task
 
 
@@ -352,7 +338,7 @@ def attempt_progress(task: Task, now: datetime, layout: Layout) -> dict[str, Any
 
 
 def cmd_status(args) -> int:
-    layout = Layout(resolve_repo(args.repo))
+    layout = repo_layout(args.repo)
     document = load_tasks(layout, validate=True)
     if args.all:
         from macp.archive import archived_tasks
@@ -392,7 +378,7 @@ def cmd_status(args) -> int:
 
 
 def cmd_show(args) -> int:
-    layout = Layout(resolve_repo(args.repo))
+    layout = repo_layout(args.repo)
     load_tasks(layout, validate=True)
     task, archived = find_known(layout, args.task_id)
     from dispatcher.macp_dispatcher import result_file
@@ -433,7 +419,7 @@ def delegated(module: str, name: str) -> Callable[[argparse.Namespace], int]:
 
 
 def cmd_history(args) -> int:
-    layout = Layout(resolve_repo(args.repo))
+    layout = repo_layout(args.repo)
     if args.task_id:
         find_known(layout, args.task_id)  # an unknown id is an error, an archived one has a history
     shown = 0
@@ -495,7 +481,7 @@ def cli_event(event_type: str, task: Task, message: str, **metadata: object) -> 
 
 
 def cmd_retry(args) -> int:
-    layout = Layout(resolve_repo(args.repo))
+    layout = repo_layout(args.repo)
     config = load_config(layout.config_file)
     if args.fresh:
         from dispatcher.macp_dispatcher import start_over
@@ -571,7 +557,7 @@ EDITABLE = {"timeout": "timeout_seconds", "command": "command", "max_attempts": 
 
 def cmd_edit(args) -> int:
     """Change fields of a pending or escalated task; the event records old and new values."""
-    layout = Layout(resolve_repo(args.repo))
+    layout = repo_layout(args.repo)
     config = load_config(layout.config_file)
     wanted = {field: getattr(args, option) for option, field in EDITABLE.items() if getattr(args, option) is not None}
     if not wanted:
@@ -599,7 +585,7 @@ def cmd_edit(args) -> int:
 
 
 def cmd_cancel(args) -> int:
-    layout = Layout(resolve_repo(args.repo))
+    layout = repo_layout(args.repo)
 
     def decide(task: Task) -> TaskChanges:
         claim = task.get("claim")
@@ -616,7 +602,7 @@ def cmd_cancel(args) -> int:
 
 
 def cmd_approve(args) -> int:
-    layout = Layout(resolve_repo(args.repo))
+    layout = repo_layout(args.repo)
 
     def decide(task: Task) -> TaskChanges:
         if status_of(task) != "escalated" or not task.get("risk_hold"):
@@ -634,7 +620,7 @@ def cmd_approve(args) -> int:
 
 
 def cmd_complete(args) -> int:
-    layout = Layout(resolve_repo(args.repo))
+    layout = repo_layout(args.repo)
     with recorded(edit_tasks(layout), layout.events_file) as (document, events):
         task = document.get(args.task_id)
         acp: AcpState = task.get("acp") or {}

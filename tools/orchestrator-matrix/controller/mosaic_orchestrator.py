@@ -42,7 +42,7 @@ from macp import __version__, clock, gitops, proctree
 from macp.admission import Hold
 from macp.admission_index import Admitter
 from macp.archive import ArchiveLookup
-from macp.cliutil import OneLineParser, add_workers_option, print_json, resolve_repo, run_main
+from macp.cliutil import OneLineParser, add_workers_option, print_json, repo_layout, run_main
 from macp.config import load_config, max_attempts, timeout_seconds
 from macp.decide import AttemptOutcome, Decision, Ending, attempt_failed, decide
 from macp.decide import finish as finish_decision
@@ -783,7 +783,7 @@ def run_controller(
     if json_output:
         say = warn_plain
     started_at, began = clock.timestamp(), time.monotonic()
-    layout = Layout(resolve_repo(repo))
+    layout = repo_layout(repo)
     config = load_config(layout.config_file)
     if not layout.tasks_file.exists():
         say(f"nothing to do: {layout.tasks_file} does not exist (run 'mosaic macp init')")

@@ -24,7 +24,7 @@ from pathlib import Path
 from dispatcher import macp_dispatcher as dispatcher
 from macp import gitops
 from macp.archive import archived_tasks
-from macp.cliutil import note, out, resolve_repo
+from macp.cliutil import note, out, repo_layout
 from macp.config import load_config
 from macp.errors import EXIT_OK
 from macp.events import append_event, make_event
@@ -58,7 +58,7 @@ class Step:
 
 def cmd_prune(args) -> int:
     """Prune finished tasks' worktrees and landed branches; returns the exit code."""
-    layout = Layout(resolve_repo(args.repo))
+    layout = repo_layout(args.repo)
     config = load_config(layout.config_file)
     lock = ControllerLock(layout.controller_lock)
     lock.acquire(wait=args.wait)

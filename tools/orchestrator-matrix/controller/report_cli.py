@@ -15,10 +15,9 @@ from pathlib import Path
 
 from dispatcher.macp_dispatcher import result_file
 from macp.archive import archived_tasks
-from macp.cliutil import note, out, resolve_repo
+from macp.cliutil import note, out, repo_layout
 from macp.errors import EXIT_OK, MacpError
 from macp.fsio import read_json, write_atomic
-from macp.layout import Layout
 from macp.model import GateResult, Result
 from macp.taskstore import load_tasks
 from macp.textview import one_line
@@ -94,7 +93,7 @@ def _gate_case(task_id: str, gate: GateResult) -> ET.Element:
 def cmd_report(args) -> int:
     """Write the JUnit XML of every task that has a result -- archived tasks first, then the
     queue's -- to ``--junit FILE``."""
-    layout = Layout(resolve_repo(args.repo))
+    layout = repo_layout(args.repo)
     results: list[Result] = []
     for task in [*archived_tasks(layout.orch_dir, note), *load_tasks(layout).tasks]:
         path = result_file(task, layout.orch_dir)

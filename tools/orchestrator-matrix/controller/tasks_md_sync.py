@@ -32,15 +32,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
 
+from dispatcher.macp_dispatcher import branch_problem
 from macp import clock
 from macp.archive import archived_ids, archived_tasks
-from macp.cliutil import note, out, resolve_repo
+from macp.cliutil import note, out, repo_layout
 from macp.config import load_config, max_attempts
 from macp.errors import EXIT_OK, MacpError
 from macp.events import make_event, read_events
 from macp.fsio import write_atomic
 from macp.gfm_table import Cell, Table, parse_tables, replace_cells
-from macp.layout import Layout, confine
+from macp.layout import confine
 from macp.lifecycle import status_of
 from macp.model import Config, Task, TaskChanges
 from macp.recording import recorded
@@ -187,6 +188,7 @@ def plan_sync(
     with_history: frozenset[str] = frozenset(),
     prompt_for: Callable[[Row, dict[str, Any]], TaskChanges] = lambda _row, _fields: {},
     archived: frozenset[str] = frozenset(),
+    branch_problem: Callable[[Task], str | None] = lambda _task: None,
 ) -> SyncPlan:
     """Compare the table's ``rows`` with ``tasks``; return the :class:`SyncPlan` (pure).
 
@@ -196,7 +198,9 @@ def plan_sync(
     an interrupted or provider-failed task has 0 attempts but a history). ``prompt_for(row,
     fields)`` gives a new agent task its prompt fields (:func:`agent_prompt`). ``archived``:
     ids of archived tasks, which a row may depend on (rows of archived tasks are left out
-    by the caller: an archived id is never used again)."""
+    by the caller: an archived id is never used again). ``branch_problem(task)`` says why git
+    would refuse a task's branch (:func:`dispatcher.macp_dispatcher.branch_problem`, the
+    check ``submit`` makes)."""
     plan = SyncPlan()
     by_id = {task["id"]: task for task in tasks}
     seen: dict[str, int] = {}
@@ -226,6 +230,8 @@ def plan_sync(
         errors = schema_errors("task", merged)
         if errors:
             plan.problems.append(f"line {seen.get(task['id'], 0)}: {task['id']}: {errors[0]}")
+        elif problem := branch_problem(merged):
+            plan.problems.append(f"line {seen.get(task['id'], 0)}: {problem}")
         elif merged.get("dispatch", "exec") == "exec" and not merged.get("command") and status_of(merged) not in ("completed", "cancelled"):
             plan.problems.append(f"line {seen.get(task['id'], 0)}: {task['id']}: an exec task needs a command (add a 'command' or 'dispatch' column)")
     for task in tasks:
@@ -326,7 +332,7 @@ def default_table_path(repo_root: Path) -> Path:
 
 def run_sync(args) -> int:
     """``mosaic macp sync [--file F] [--write-back] [--dry-run]``; returns the exit code."""
-    layout = Layout(resolve_repo(args.repo))
+    layout = repo_layout(args.repo)
     config = load_config(layout.config_file)
     path = confine(Path(args.file) if args.file else default_table_path(layout.repo_root), layout.repo_root, "--file")
     try:
@@ -348,7 +354,8 @@ def run_sync(args) -> int:
         prompt = lambda row, fields: agent_prompt(row, fields, brief_dir, layout.repo_root.resolve())  # noqa: E731
         archived = frozenset(archived_ids(layout.orch_dir) - {task["id"] for task in document.tasks})
         plan = plan_sync(
-            [row for row in rows if row.task_id not in archived], document.tasks, config, clock.timestamp(), source, with_history, prompt, archived
+            [row for row in rows if row.task_id not in archived], document.tasks, config, clock.timestamp(), source, with_history, prompt, archived,
+            lambda task: branch_problem(task, layout.repo_root),
         )
         plan.notes += [f"{row.task_id}: archived, left as it is" for row in rows if row.task_id in archived]
         for problem in plan.problems:

@@ -96,6 +96,23 @@ def branch_name(task: Task) -> str:
     return f"feat/{task['id']}-{slug}"
 
 
+def branch_problem(task: Task, repo_root: Path) -> str | None:
+    """Why git would refuse the task's branch (its ``branch``, else the default
+    :func:`branch_name`), or None. The one check of every way a task comes in: ``submit``,
+    ``submit --from`` and TASKS.md ``sync`` alike (git's own rules, ``git check-ref-format
+    --branch``, and no leading ``-``). The default branch of an id without ``.`` is always
+    valid -- ids are ``[A-Za-z0-9_-]`` then, slugs ``[a-z0-9-]``; git's ref rules only bite
+    on ``..``, ``.lock`` or a trailing ``.`` -- so that case costs no git process (a batch
+    submit has thousands)."""
+    if not task.get("branch") and "." not in task["id"]:
+        return None
+    branch = branch_name(task)
+    if gitops.is_valid_branch_name(repo_root, branch):
+        return None
+    what = "its branch" if task.get("branch") else "its default branch"
+    return f"task {task['id']}: {what} {branch!r} is not a valid git branch name" + ("" if task.get("branch") else "; give one with --branch")
+
+
 def task_folder_name(task_id: str) -> str:
     """The file-system name of a task's worktree folder and ``refs/macp/`` ref: the slug of
     the id (``[a-z0-9-]``), plus ``--`` and 8 hex digits of the id's SHA-256 when the slug

@@ -21,6 +21,7 @@ from typing import NoReturn
 
 from macp import gitops
 from macp.errors import EXIT_INTERNAL, EXIT_IO, EXIT_USAGE, Interrupted, MacpError, is_resource_exhaustion, is_storage_error
+from macp.layout import Layout, check_state_folder
 
 DOCS_DIR = Path(__file__).resolve().parents[3] / "docs"
 
@@ -94,6 +95,15 @@ def resolve_repo(repo: str | None) -> Path:
     if repo and (git_dir / "HEAD").is_file() and (git_dir / "objects").is_dir():
         return start.resolve()
     return gitops.toplevel(start.resolve())
+
+
+def repo_layout(repo: str | None) -> Layout:
+    """The :class:`~macp.layout.Layout` of the repository ``--repo`` names
+    (:func:`resolve_repo`), its state folder checked first (:func:`macp.layout.check_state_folder`:
+    never a symbolic link out of the repository). Every command starts here."""
+    layout = Layout(resolve_repo(repo))
+    check_state_folder(layout)
+    return layout
 
 
 def run_main(prog: str, body: Callable[[], int]) -> int:

@@ -159,6 +159,18 @@ def confine_output(candidate: str | Path, layout: Layout, what: str) -> Path:
     return resolved
 
 
+def check_state_folder(layout: Layout) -> None:
+    """Refuse a state folder that would leave the repository: ``.mosaic`` or
+    ``.mosaic/orchestrator`` being a symbolic link (to anywhere: state is never written
+    through one) or something other than a folder. Raises :class:`MacpError` (exit 2)
+    naming it."""
+    for folder in (layout.orch_dir.parent, layout.orch_dir):
+        if folder.is_symlink():
+            raise MacpError(f"{folder} is a symbolic link; MACP keeps its state only in a real folder inside the repository: replace it with a folder")
+        if folder.exists() and not folder.is_dir():
+            raise MacpError(f"{folder} is not a folder; MACP keeps its state there: move it away")
+
+
 def check_output_folders(layout: Layout) -> None:
     """Refuse to run when ``logs/``, ``acp/``, ``results/`` or ``archive/`` of the state
     folder is a symbolic link: MACP writes only into real folders, never through a link to

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from macp.archive import archive_files, archived_lines
-from macp.cliutil import out, resolve_repo
+from macp.cliutil import out, repo_layout
 from macp.config import default_config, load_config, merge, signature_errors
 from macp.errors import EXIT_OK, EXIT_TASKS_FAILED, MacpError
 from macp.fsio import parse_json_text, read_json
@@ -200,7 +200,7 @@ def run_validate(args, check_task: Callable[[Task, Path, Config], None]) -> int:
     """``mosaic macp validate [--schema FILE] [FILE...]``; returns 0, 1 (invalid) or raises.
     Without files it also checks where the state's paths lead (:func:`placement_problems`,
     with ``check_task`` checking one task's paths)."""
-    layout = Layout(resolve_repo(args.repo))
+    layout = repo_layout(args.repo)
     if args.schema:
         if not args.files:
             raise MacpError("--schema needs the files to check")
