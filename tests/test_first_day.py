@@ -383,3 +383,28 @@ def test_keep_commit_never_moves_a_ref_it_finds(sandbox):
     assert gitops.keep_commit(sandbox.repo, "refs/macp/t/1", second) == "refs/macp/t/1-2"
     assert gitops.keep_commit(sandbox.repo, "refs/macp/t/1", first) == "refs/macp/t/1", "the same commit reuses its ref"
     assert sandbox.git("rev-parse", "refs/macp/t/1").strip() == first
+
+
+def test_a_repository_with_no_commit_yet_says_commit_first_and_counts_nothing(tmp_path):
+    from conftest import Sandbox
+
+    sandbox = Sandbox(tmp_path)
+    sandbox.git("update-ref", "-d", "HEAD")  # as just after `git init`: no commit at all
+    sandbox.macp("submit", "--task-id", "FIRST", "--command", "echo hi > hi.txt", check=True)
+    proc = sandbox.macp("drain")
+    assert proc.returncode == 2 and "has no commit yet; commit first (git commit --allow-empty -m 'initial commit')" in proc.stderr
+    task = sandbox.task("FIRST")
+    assert task["status"] == "pending" and task["attempts"] == 0, "nothing is counted"
+    sandbox.git("commit", "-q", "--allow-empty", "-m", "initial commit")
+    sandbox.macp("drain", check=True)
+    assert sandbox.task("FIRST")["status"] == "completed" and sandbox.task("FIRST")["attempts"] == 1
+
+
+def test_a_git_error_shows_gits_reason_not_its_progress_line(sandbox, tmp_path):
+    occupied = sandbox.worktree("BUSY")
+    occupied.parent.mkdir(parents=True)
+    sandbox.git("worktree", "add", "-q", str(tmp_path / "elsewhere"), "-b", "feat/BUSY")  # the branch is checked out elsewhere
+    sandbox.write_tasks(stacked_tasks({"id": "BUSY", "command": "true", "branch": "feat/BUSY"}))
+    sandbox.macp("drain")
+    error = sandbox.result("BUSY")["error"]
+    assert "Preparing worktree" not in error and "fatal:" in error, error

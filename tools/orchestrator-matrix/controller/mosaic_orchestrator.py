@@ -276,7 +276,7 @@ class Controller:
                 for task_id, outcome in pool.wait():
                     if isinstance(outcome, Crashed) and is_resource_exhaustion(outcome.error):
                         workers = self.out_of_resources(str(task_id), outcome.error, len(pool))
-                        self.settle(str(task_id), self.hand_back(str(task_id), outcome.error))
+                        self.settle(str(task_id), self.hand_back(str(task_id), f"the machine ran out of resources ({outcome.error.strerror})"))
                     else:
                         self.settle(str(task_id), outcome)
         except BaseException:
@@ -304,14 +304,15 @@ class Controller:
         self.say(f"{task_id}: {error.strerror}; up to {running} task(s) at once from now on")
         return running
 
-    def hand_back(self, task_id: str, error: OSError) -> str:
-        """Put ``task_id``, whose attempt met the machine's limits (``error``: EMFILE,
-        ENOMEM, ...), back to ``pending`` with the attempt not counted, as an interruption:
-        it is the machine's problem, not the task's (issue 22). Returns its status."""
+    def hand_back(self, task_id: str, why: str) -> str:
+        """Put ``task_id`` back to ``pending`` with its attempt not counted, as an
+        interruption, because of ``why``: the machine's or the repository's problem (the
+        machine's limits, a repository with no commit), not the task's (issue 22). Returns
+        its status."""
         with recorded(self.queue.edit(), self.layout.events_file, self.guard, self.mark_unlogged) as (document, events):
             task = recovery.released(document.get(task_id))
             document.replace(task)
-            events.append(self.event("task.interrupted", task, f"the machine ran out of resources ({error.strerror}); attempt not counted"))
+            events.append(self.event("task.interrupted", task, f"{why}; attempt not counted"))
         return status_of(task)
 
     def task_steps(self, task: Task, resumed: bool) -> Steps:
@@ -475,6 +476,9 @@ class Controller:
         if kind != "legacy":
             try:
                 task = self.enter_worktree(task)
+            except dispatcher.NoCommitYet as exc:
+                self.refuse(task["id"], str(exc))  # the repository's to fix: not run again this run
+                return self.hand_back(task["id"], "the repository has no commit yet")
             except dispatcher.StackConflict as exc:
                 failure: Failure = {"kind": "merge", "attempt": task["attempts"], "exit_code": None, "conflicts": exc.paths, "output_tail": str(exc)}
                 return self.apply(task, attempt_failed(task, failure, "failed", [], {"exit_code": None, "error": str(exc)}, self.config, clock.now()))

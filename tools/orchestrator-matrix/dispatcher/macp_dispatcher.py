@@ -58,6 +58,11 @@ class WorktreeError(MacpError):
     """The task's worktree could not be created; the task fails at once (brief, Task 4)."""
 
 
+class NoCommitYet(MacpError):
+    """The repository has no commit yet, so no worktree can start anywhere: the user's to
+    fix, not the task's failure (issue 22) -- the attempt is not counted."""
+
+
 class StackConflict(MacpError):
     """Merging the task's dependencies into its new branch conflicted (``paths``); the
     fresh worktree and branch were removed again. A counted failure of the attempt."""
@@ -189,7 +194,8 @@ def prepare_worktree(
     work: it is removed and created again. An existing branch without a worktree is checked
     out again (branches are never deleted). A first attempt whose folder does not exist
     skips listing the worktrees: git is asked to add it at once, and only when it refuses
-    are stale registrations pruned and the add tried again. Raises :class:`WorktreeError`
+    are stale registrations pruned and the add tried again. Raises :class:`NoCommitYet`
+    when git refuses because the repository has no commit yet, :class:`WorktreeError`
     when the branch name breaks git's rules, the path is occupied by something else, or git
     refuses.
     """
@@ -216,6 +222,8 @@ def prepare_worktree(
             _merge_or_undo(repo_root, path, branch, other)
         return PreparedWorktree(path, True, gitops.resolve_commit(path, "HEAD"), repaired)
     except gitops.GitError as exc:
+        if gitops.resolve_commit(repo_root, "HEAD") is None:
+            raise NoCommitYet(f"{repo_root} has no commit yet; commit first (git commit --allow-empty -m 'initial commit'), then drain again") from None
         raise WorktreeError(str(exc)) from None
 
 

@@ -51,9 +51,19 @@ def git(args: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedP
             ["git", *args], returncode, out.read().decode("utf-8", "replace"), err.read().decode("utf-8", "replace")
         )
     if check and proc.returncode != 0:
-        detail = (proc.stderr.strip() or proc.stdout.strip() or f"exit {proc.returncode}").splitlines()[0]
-        raise GitError(f"git {args[0]}: {detail}")
+        raise GitError(f"git {args[0]}: {git_reason(proc)}")
     return proc
+
+
+def git_reason(proc: subprocess.CompletedProcess) -> str:
+    """Why git failed, in one line: its first ``fatal:`` or ``error:`` line (what git says
+    went wrong), never a progress line such as ``Preparing worktree (new branch …)``; else
+    the last line it printed, else its exit code."""
+    lines = [line.strip() for line in f"{proc.stderr}\n{proc.stdout}".splitlines() if line.strip()]
+    for line in lines:
+        if line.startswith(("fatal:", "error:")):
+            return line
+    return lines[-1] if lines else f"exit {proc.returncode}"
 
 
 def _wait_uninterrupted(child: subprocess.Popen) -> int:
@@ -289,8 +299,7 @@ def merge_branch(worktree: Path, branch: str) -> None:
     paths = [path for path in conflicted if path]
     if paths:
         raise MergeConflict(branch, paths)
-    detail = (proc.stderr.strip() or proc.stdout.strip() or f"exit {proc.returncode}").splitlines()[0]
-    raise GitError(f"git merge {branch}: {detail}")
+    raise GitError(f"git merge {branch}: {git_reason(proc)}")
 
 
 def delete_branch(repo: Path, branch: str) -> None:
@@ -317,8 +326,7 @@ def content_in_base(repo: Path, branch: str, base: str) -> bool:
     if proc.returncode == 1:
         return False  # the merge conflicts: the base does not hold the branch's change as it is
     if proc.returncode != 0:
-        detail = (proc.stderr.strip() or f"exit {proc.returncode}").splitlines()[0]
-        raise GitError(f"git merge-tree: {detail}")
+        raise GitError(f"git merge-tree: {git_reason(proc)}")
     merged = proc.stdout.split("\n", 1)[0].strip()
     return merged == git(["rev-parse", f"{upstream}^{{tree}}"], repo).stdout.strip()
 
