@@ -379,3 +379,22 @@ def test_a_machine_too_small_for_even_one_task_stops_the_run_with_exit_74_and_co
     sandbox.controller("--once", check=True)
     task = sandbox.task("ONLY")
     assert task["status"] == "completed" and task["attempts"] == 1, "the attempt that met the limit was not counted"
+
+
+def test_tasks_sharing_a_branch_end_the_same_with_one_worker_or_two(tmp_path):
+    from conftest import Sandbox
+
+    outcomes = []
+    for workers in ("1", "2"):
+        world = tmp_path / f"workers-{workers}"
+        world.mkdir()
+        sandbox = Sandbox(world)
+        sandbox.write_tasks({"tasks": [
+            {"id": "FIRST", "dispatch": "exec", "command": "echo one >> shared.txt", "branch": "feat/shared"},
+            {"id": "SECOND", "dispatch": "exec", "command": "echo two >> shared.txt", "branch": "feat/shared"},
+        ]})
+        proc = sandbox.controller("--until-drained", "--workers", workers)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        outcomes.append({task["id"]: (task["status"], task["attempts"]) for task in sandbox.tasks()})
+        assert sandbox.git("show", "feat/shared:shared.txt") == "one\ntwo\n", "one after the other, each on the other's work"
+    assert outcomes[0] == outcomes[1] == {"FIRST": ("completed", 1), "SECOND": ("completed", 1)}

@@ -19,10 +19,8 @@ path, repository root); a task without ``runtime`` uses ``worker.runtime`` from 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
-import re
 import shlex
 from collections.abc import Mapping
 from pathlib import Path
@@ -43,6 +41,7 @@ from macp.fsio import dump_json, loads, read_regular, write_atomic
 from macp.guidance import compose_brief
 from macp.layout import Layout, confine, confine_output, resolved_root
 from macp.model import Config, FinalStatus, GateResult, KeptCommit, Result, ResultDetails, Task
+from macp.naming import branch_name, task_folder_name
 from macp.pool import run_command
 from macp.procs import Command, read_log_tail
 from macp.redact import redact, redact_value
@@ -72,12 +71,6 @@ class StackConflict(MacpError):
         self.paths = paths
 
 
-def slugify(text: str, max_length: int = 40) -> str:
-    """Lower-case ``text`` to ``[a-z0-9-]``, runs of other characters become one ``-``."""
-    slug = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
-    return slug[:max_length].rstrip("-")
-
-
 def dispatch_kind(task: Task) -> str:
     """``legacy`` for a task without ``dispatch``, else its dispatch (``exec``/``yolo``/``acp``)."""
     return task.get("dispatch") or "legacy"
@@ -88,17 +81,6 @@ def resolve_runtime(task: Task, config: Config) -> str:
     for the current attempt, after failover too), else the task's ``runtime`` (the user's
     choice), else ``worker.runtime``, else ``macp.default_runtime``."""
     return task.get("attempt_runtime") or task.get("runtime") or config["worker"].get("runtime") or config["macp"]["default_runtime"]
-
-
-def branch_name(task: Task) -> str:
-    """The task's ``branch``, else ``feat/<task-id>-<slug of title>`` (brief's convention);
-    ``feat/<task-id>`` when the title adds nothing to the id."""
-    if branch := task.get("branch"):
-        return branch
-    slug = slugify(task.get("title") or "")
-    if not slug or slug == slugify(task["id"]):
-        return f"feat/{task['id']}"
-    return f"feat/{task['id']}-{slug}"
 
 
 def branch_problem(task: Task, repo_root: Path) -> str | None:
@@ -116,18 +98,6 @@ def branch_problem(task: Task, repo_root: Path) -> str | None:
         return None
     what = "its branch" if task.get("branch") else "its default branch"
     return f"task {task['id']}: {what} {branch!r} is not a valid git branch name" + ("" if task.get("branch") else "; give one with --branch")
-
-
-def task_folder_name(task_id: str) -> str:
-    """The file-system name of a task's worktree folder and ``refs/macp/`` ref: the slug of
-    the id (``[a-z0-9-]``), plus ``--`` and 8 hex digits of the id's SHA-256 when the slug
-    differs from the id. So ``t-1`` stays ``t-1`` while ``T.1``, ``t_1`` and ``T-1`` get
-    distinct names, also on case-insensitive file systems; a slug never holds ``--``, so a
-    suffixed name can never equal another id's plain one."""
-    slug = slugify(task_id, max_length=128) or "task"
-    if slug == task_id:
-        return slug
-    return f"{slug}--{hashlib.sha256(task_id.encode()).hexdigest()[:8]}"
 
 
 def worktree_path(task: Task, repo_root: Path, config: Config) -> Path:

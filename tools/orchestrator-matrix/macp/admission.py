@@ -34,6 +34,7 @@ from macp.config import runtime_max_parallel
 from macp.dependencies import KnownTasks, Outside, doomed_tasks, find_cycles
 from macp.lifecycle import ACTIVE, FINISHED, STATUSES, status_of
 from macp.model import Config, Task, TaskChanges, TaskStatus
+from macp.naming import branch_name
 from macp.risk import risk_term
 from macp.scheduler import pick_next
 from macp.selection import choose_runtime
@@ -105,12 +106,15 @@ def risk_hold(task: Task, config: Config, brief_text: str) -> Hold | None:
 
 @dataclass(frozen=True)
 class Busy:
-    """What the running tasks occupy: their ``exclusive_group`` values, and how many
-    attempts this or another controller runs on each runtime (tasks with a claim: an acp
-    task waiting for its report runs elsewhere and holds no slot)."""
+    """What the running tasks occupy: their ``exclusive_group`` values, their branches (a
+    branch is checked out in one worktree at a time: tasks that share one run one after
+    another, whatever ``--workers`` allows, so their outcomes never depend on it), and how
+    many attempts this or another controller runs on each runtime (tasks with a claim: an
+    acp task waiting for its report runs elsewhere and holds no slot)."""
 
     groups: frozenset[str]
     runtimes: Counter
+    branches: frozenset[str] = frozenset()
 
     @classmethod
     def of(cls, tasks: list[Task]) -> Busy:
@@ -118,13 +122,16 @@ class Busy:
         active = [task for task in tasks if status_of(task) in ACTIVE]
         groups = frozenset(group for task in active if (group := task.get("exclusive_group")))
         runtimes = Counter(task["attempt_runtime"] for task in active if task.get("claim") and task.get("attempt_runtime"))
-        return cls(groups, runtimes)
+        branches = frozenset(branch_name(task) for task in active if task.get("dispatch"))  # legacy tasks run in the repository
+        return cls(groups, runtimes, branches)
 
     def wait_reason(self, task: Task, runtime: str | None, config: Config) -> str | None:
         """Why ``task`` (to run on ``runtime``) must wait for a running task, or None."""
         group = task.get("exclusive_group")
         if group and group in self.groups:
             return f"exclusive group {group} is running"
+        if task.get("dispatch") and (branch := branch_name(task)) in self.branches:
+            return f"its branch {branch} is checked out by a running task"
         if runtime and self.runtimes[runtime] >= runtime_max_parallel(config, runtime):
             return f"runtime {runtime} runs {self.runtimes[runtime]} attempt(s), its max_parallel"
         return None
