@@ -7,6 +7,7 @@ import json
 import re
 import select
 import shlex
+import signal
 import subprocess
 import time
 
@@ -408,3 +409,48 @@ def test_a_git_error_shows_gits_reason_not_its_progress_line(sandbox, tmp_path):
     sandbox.macp("drain")
     error = sandbox.result("BUSY")["error"]
     assert "Preparing worktree" not in error and "fatal:" in error, error
+
+
+def test_log_follow_shows_the_run_again_of_an_interrupted_attempt_from_its_start(sandbox, tmp_path):
+    release, marker = tmp_path / "release", tmp_path / "ran-once"
+    # the first run prints and is stopped by a signal (uncounted); the run again prints more
+    command = f'if [ ! -e "{marker}" ]; then touch "{marker}"; echo "first run"; {held_command(release)}; fi; echo "the run again, from its start"'
+    sandbox.write_tasks({"tasks": [{"id": "R", "dispatch": "exec", "command": command}]})
+    follower = subprocess.Popen([str(BIN / "mosaic"), "macp", "log", "R", "--follow", "--repo", str(sandbox.repo)],
+                                env=sandbox.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        first = start_controller(sandbox, "--until-drained")
+        read_until(follower.stdout, b"first run\n")
+        first.send_signal(signal.SIGTERM)
+        first.communicate(timeout=60)
+        assert sandbox.task("R")["status"] == "pending", "the case is forced: the attempt was cut short"
+        sandbox.controller("--until-drained", check=True)
+        rest, err = follower.communicate(timeout=60)
+    finally:
+        release.touch()
+        if follower.poll() is None:
+            follower.kill()
+    assert follower.returncode == 0, err
+    assert rest == b"--- R: attempt 1 ---\nthe run again, from its start\n", rest
+
+
+def test_log_of_a_task_with_only_provider_failures_shows_its_last_run(sandbox):
+    sandbox.fake_cli("codex", "cat > /dev/null\necho 'Error: 429 Too Many Requests: rate limit reached'\nexit 1\n")
+    sandbox.write_config({"runtimes": {"opencode": None, "gemini": None, "goose": None, "claude": None}, "macp": {"max_provider_failures": 2}})
+    sandbox.write_tasks({"tasks": [{"id": "P", "dispatch": "yolo", "runtime": "codex", "title": "provider trouble"}]})
+    sandbox.macp("drain")
+    failures = [e for e in sandbox.events("P") if e["event_type"] == "task.provider.failed"]
+    assert sandbox.task("P")["attempts"] == 0 and failures, "the case is forced: it ran, and nothing counted"
+    proc = sandbox.macp("log", "P", check=True)
+    assert "rate limit reached" in proc.stdout and "has not run yet" not in proc.stderr
+
+
+def test_log_takes_the_gate_name_show_prints_and_says_when_a_log_is_empty(sandbox):
+    sandbox.write_config({"quality_gates": ["echo 'gate says hi' && true"]})
+    sandbox.write_tasks({"tasks": [{"id": "G", "dispatch": "exec", "command": "true"}]})
+    sandbox.macp("drain", check=True)
+    [gate] = sandbox.result("G")["gate_results"]
+    assert gate["name"] == "echo 'gate says hi' && true", "a --gate COMMAND gate is named by its command"
+    assert sandbox.macp("log", "G", "--gate", gate["name"], check=True).stdout == "gate says hi\n"
+    silent = sandbox.macp("log", "G", check=True)
+    assert silent.stdout == "" and "the worker of attempt 1 printed nothing (worker.log is empty)" in silent.stderr

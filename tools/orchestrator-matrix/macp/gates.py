@@ -52,7 +52,8 @@ def gate_specs(task: Task, config: Config) -> list[GateSpec]:
     return specs
 
 
-def _log_name(number: int, name: str) -> str:
+def gate_log_name(number: int, name: str) -> str:
+    """The file name of gate ``number``'s log, ``gate-<n>-<name, sanitised>.log``."""
     return f"gate-{number}-{re.sub(r'[^A-Za-z0-9._-]+', '-', name)[:40]}.log"
 
 
@@ -72,7 +73,7 @@ def gate_steps(
             ["/bin/sh", "-c", spec["command"]],
             cwd,
             env,
-            log_dir / _log_name(number, spec["name"]),
+            log_dir / gate_log_name(number, spec["name"]),
             spec["timeout_seconds"] or limits.timeout_seconds,
             tail_bytes=limits.tail_bytes,
             max_log_bytes=limits.max_log_bytes,
