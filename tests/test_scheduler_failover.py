@@ -354,3 +354,30 @@ def test_an_exec_task_silent_until_its_deadline_is_still_a_counted_timeout(agent
     agents.write_config({"runtimes": {"opencode": None, "gemini": None, "goose": None}, "macp": {"kill_grace_seconds": 1}})
     assert agents.macp("drain", timeout=120).returncode == 1
     assert agents.task("E")["status"] == "failed" and agents.task("E")["attempts"] == 1, "silence is only a provider's fault for agents"
+
+
+def test_a_pinned_runtime_never_fails_over_and_a_missing_binary_is_named_with_the_fix(agents):
+    working(agents, "claude")  # would take the task if failover were allowed
+    agents.write_config({"runtimes": {"opencode": None, "gemini": None, "goose": None, "codex": {"command": ["codex-not-installed", "exec", "-"]}},
+                         "macp": {"max_provider_failures": 2}})
+    agents.macp("submit", "--task-id", "PIN", "--dispatch", "yolo", "--runtime", "codex", "--pin-runtime", check=True)
+    assert agents.macp("drain").returncode == 1
+    assert [e["metadata"]["runtime"] for e in provider_events(agents, "PIN")] == ["codex", "codex"], "never moved to claude"
+    task = agents.task("PIN")
+    assert task["status"] == "escalated" and task["attempts"] == 0 and task["pin_runtime"] is True
+    assert "codex-not-installed: not found on PATH; install codex-not-installed" in task["escalation_reason"]
+    assert "or remove runtimes.codex from config.json" in task["escalation_reason"]
+
+
+def test_submit_help_says_runtimes_fail_over_and_pinning_needs_a_runtime(agents):
+    help_text = " ".join(agents.macp("submit", "--help", check=True).stdout.split())
+    assert "fails over to the other configured runtimes" in help_text and "--pin-runtime" in help_text
+    proc = agents.macp("submit", "--task-id", "X", "--dispatch", "yolo", "--pin-runtime")
+    assert proc.returncode == 2 and "--pin-runtime needs --runtime" in proc.stderr
+
+
+def test_edit_of_a_failed_task_says_to_retry_it_first(agents):
+    agents.macp("submit", "--task-id", "F", "--command", "false", check=True)
+    agents.macp("drain")
+    proc = agents.macp("edit", "F", "--timeout", "60")
+    assert proc.returncode == 2 and "retry it first: mosaic macp retry F, then edit it" in proc.stderr

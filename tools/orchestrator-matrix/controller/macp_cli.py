@@ -122,6 +122,7 @@ def build_task(args, layout: Layout, config: Config) -> Task:
     optional: TaskChanges = {
         "type": args.type,
         "runtime": args.runtime,
+        "pin_runtime": args.pin_runtime,
         "command": args.command,
         "priority": args.priority,
         "exclusive_group": args.exclusive_group,
@@ -140,6 +141,8 @@ def build_task(args, layout: Layout, config: Config) -> Task:
     task["created_at"] = clock.timestamp()
     if dispatch == "exec" and not args.command:
         raise MacpError("an exec task needs --command")
+    if args.pin_runtime and not args.runtime:
+        raise MacpError("--pin-runtime needs --runtime: the runtime to pin the task to")
     if dispatch in ("yolo", "acp"):
         runtime = resolve_runtime(task, config)
         if runtime not in config["runtimes"]:
@@ -223,7 +226,7 @@ def checked_task(spec, layout: Layout, config: Config) -> Task:
 # One line of `submit --from`: task fields (tasks.json names) -> submit's options.
 SUBMISSION_FIELDS = {
     "id": "task_id", "title": "title", "description": "description", "type": "type", "dispatch": "dispatch",
-    "runtime": "runtime", "brief": "brief", "command": "command", "depends_on": "depends_on", "priority": "priority", "exclusive_group": "exclusive_group",
+    "runtime": "runtime", "pin_runtime": "pin_runtime", "brief": "brief", "command": "command", "depends_on": "depends_on", "priority": "priority", "exclusive_group": "exclusive_group",
     "max_attempts": "max_attempts", "timeout_seconds": "timeout", "branch": "branch", "issue": "issue", "quality_gates": "gate",
 }
 
@@ -567,7 +570,8 @@ def cmd_edit(args) -> int:
     with recorded(edit_tasks(layout), layout.events_file) as (document, events):
         task = document.get(args.task_id)
         if status_of(task) not in ("pending", "escalated"):
-            raise MacpError(f"task {task['id']} is {status_of(task)}; only pending or escalated tasks can be edited")
+            retry_first = f" (retry it first: mosaic macp retry {task['id']}, then edit it)" if status_of(task) in ("failed", "cancelled") else ""
+            raise MacpError(f"task {task['id']} is {status_of(task)}; only pending or escalated tasks can be edited{retry_first}")
         changed = {field: {"from": task.get(field), "to": value} for field, value in wanted.items() if task.get(field) != value}
         edited = cast(Task, {**task, **wanted, "updated_at": clock.timestamp()})  # schema-checked next
         errors = schema_errors("task", edited)
@@ -678,7 +682,8 @@ def build_parser() -> OneLineParser:
     p.add_argument("--description", help="longer text; becomes the agent's prompt when there is no brief (default: none)")
     p.add_argument("--type", choices=TASK_TYPES, help="kind of work; picks the runtime with the best success rate (default: none)")
     p.add_argument("--dispatch", choices=DISPATCHES, help="how the task runs (default: yolo when --runtime or --brief is given without --command, else config macp.default_dispatch)")
-    p.add_argument("--runtime", help="agent runtime for yolo/acp (default: best success rate for the type, else worker.runtime)")
+    p.add_argument("--runtime", help="agent runtime for yolo/acp; on a provider failure (rate limit, quota, auth, network, missing binary) the task fails over to the other configured runtimes, the attempt not counted, unless --pin-runtime (default: best success rate for the type, else worker.runtime)")
+    p.add_argument("--pin-runtime", action="store_true", default=None, help="run only on --runtime: a provider failure waits for that runtime's reset time (or escalates at macp.max_provider_failures) instead of failing over (default: fail over)")
     p.add_argument("--brief", help="markdown brief inside the repository, relative to the current folder when inside it, else to the repository root (default: <macp.brief_dir>/<id>.md when it exists)")
     p.add_argument("--command", help="shell command of an exec task, run by /bin/sh in the worktree (default: none)")
     p.add_argument("--depends-on", action="append", metavar="IDS", help="ids that must complete first (comma list; repeatable; default: none)")

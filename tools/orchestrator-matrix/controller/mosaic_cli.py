@@ -88,7 +88,8 @@ def cmd_yolo(args) -> int:
         os.execvpe(invocation.argv[0], invocation.argv, env)
     except OSError as exc:
         reason = "not found on PATH" if isinstance(exc, FileNotFoundError) else exc.strerror
-        print(f"{PROG} yolo: runtime {args.runtime!r} cannot run: {invocation.argv[0]}: {reason}", file=sys.stderr)
+        fix = f"install {invocation.argv[0]} (docs/runtimes.md), or remove runtimes.{args.runtime} from config.json so no task uses it"
+        print(f"{PROG} yolo: runtime {args.runtime!r} cannot run: {invocation.argv[0]}: {reason}; {fix}", file=sys.stderr)
         return EXIT_NOT_INSTALLED
     return 0  # not reached: execvpe replaces the process
 

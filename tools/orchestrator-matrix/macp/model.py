@@ -131,6 +131,7 @@ class TaskChanges(TypedDict, total=False):
     type: TaskType
     dispatch: Dispatch
     runtime: str
+    pin_runtime: bool
     worktree: str | None
     branch: str | None
     base_commit: str | None

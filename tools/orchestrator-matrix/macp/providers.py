@@ -133,7 +133,8 @@ def classify_run(
     clock times without a zone.
     """
     if exit_code is None or exit_code == EXIT_NOT_INSTALLED:
-        return ProviderFailure("missing", None, "runtime not installed or could not start")
+        said = [line.strip() for line in report.text.splitlines() if line.strip()]  # `mosaic yolo` names the binary and what to do
+        return ProviderFailure("missing", None, said[-1][:300] if said else "runtime not installed or could not start")
     found: tuple[str, str] | None = None
     texts = [normalise(report.text)]
     if report.error is not None:

@@ -1,6 +1,7 @@
 """Which runtime a yolo/acp task runs on (pure; seed 000, "Provider Selection").
 
-A task that names a runtime starts there. A task that does not gets the runtime with the best
+A task that names a runtime starts there, and with ``pin_runtime`` runs only there (a provider
+failure then waits for that runtime, never moves on). A task that does not gets the runtime with the best
 recorded success rate for its ``type`` -- finished tasks of that type, ``completed`` counting
 as a success and ``failed``/``escalated`` as a failure, smoothed as (s+1)/(n+2) so a runtime
 with no history scores 0.5 -- ties broken by config order with ``worker.runtime`` first, so
@@ -49,6 +50,8 @@ def runtime_order(task: Task, config: Config, tasks: list[Task]) -> tuple[list[s
     names = list(config.get("runtimes", {}))
     if task.get("runtime"):
         first = task["runtime"]
+        if task.get("pin_runtime"):
+            return [first], f"runtime {first} pinned by the task (no failover)"
         return [first] + [n for n in names if n != first], f"runtime {first} named by the task"
     default = config["worker"].get("runtime") or config["macp"]["default_runtime"]
     base = ([default] if default in names else []) + [n for n in names if n != default]
