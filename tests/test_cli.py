@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import subprocess
 
 import pytest
@@ -416,3 +417,13 @@ def test_a_path_argument_no_file_system_takes_is_one_line_and_exit_2(sandbox, tm
         proc = sandbox.run(*argv)
         assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-300:]
         assert proc.stderr.count("\n") == 1 and "File name too long" in proc.stderr and len(proc.stderr) < 300
+
+
+def test_the_readme_lists_every_command():
+    from controller.macp_cli import build_parser
+
+    readme = (ROOT / "README.md").read_text()
+    block = readme.split("Every command:", 1)[1].split("```", 2)[1]  # the code block that lists them
+    subcommands = next(action for action in build_parser()._actions if action.dest == "subcommand").choices
+    missing = [name for name in subcommands if not re.search(rf"(mosaic macp |\| ){name}\b", block)]
+    assert not missing, f"README's command list lacks {missing}"

@@ -454,3 +454,21 @@ def test_log_takes_the_gate_name_show_prints_and_says_when_a_log_is_empty(sandbo
     assert sandbox.macp("log", "G", "--gate", gate["name"], check=True).stdout == "gate says hi\n"
     silent = sandbox.macp("log", "G", check=True)
     assert silent.stdout == "" and "the worker of attempt 1 printed nothing (worker.log is empty)" in silent.stderr
+
+
+def test_show_marks_a_removed_worktree_and_no_empty_folders_pile_up(sandbox):
+    sandbox.write_tasks(stacked_tasks({"id": "DONE", "command": "echo x > x.txt"}))
+    sandbox.macp("drain", check=True)
+    worktree = sandbox.task("DONE")["worktree"]
+    assert f"worktree: {worktree} (removed)" in sandbox.macp("show", "DONE", check=True).stdout
+    assert not sandbox.worktree_base.exists(), "the emptied worktree base is gone too"
+
+
+def test_a_worktree_git_refused_to_create_leaves_no_empty_folder(tmp_path):
+    from conftest import Sandbox
+
+    sandbox = Sandbox(tmp_path)
+    sandbox.git("update-ref", "-d", "HEAD")  # no commit: git refuses every worktree
+    sandbox.macp("submit", "--task-id", "E", "--command", "true", check=True)
+    sandbox.macp("drain")
+    assert not sandbox.worktree_base.exists()

@@ -394,7 +394,9 @@ def cmd_show(args) -> int:
         return EXIT_OK
     if archived:
         out(f"{task['id']} is archived (read-only): {layout.orch_dir / 'archive'}")
-    for line in readable(task):
+    worktree = task.get("worktree")
+    shown = {**task, "worktree": f"{worktree} (removed)"} if worktree and not Path(worktree).exists() else task
+    for line in readable(shown):
         out(line)
     out()
     if result is None:

@@ -192,6 +192,7 @@ def prepare_worktree(
             _merge_or_undo(repo_root, path, branch, other)
         return PreparedWorktree(path, True, gitops.resolve_commit(path, "HEAD"), repaired)
     except gitops.GitError as exc:
+        drop_empty_folders(path)
         if gitops.resolve_commit(repo_root, "HEAD") is None:
             raise NoCommitYet(f"{repo_root} has no commit yet; commit first (git commit --allow-empty -m 'initial commit'), then drain again") from None
         raise WorktreeError(str(exc)) from None
@@ -559,7 +560,17 @@ def cleanup_worktree(task: Task, repo_root: Path | None = None, config: Config |
         gitops.remove_worktree(repo_root, path)
     except (gitops.GitError, OSError) as exc:
         return f"git refused to remove it: {exc}"
+    drop_empty_folders(path)
     return None
+
+
+def drop_empty_folders(worktree: Path) -> None:
+    """Remove ``worktree``'s folder and then the worktree base above it, each only when it is
+    empty: no empty folders pile up under ``macp.worktree_base`` after a removal or a
+    creation git refused (the base is made again when a worktree needs it)."""
+    for folder in (worktree, worktree.parent):
+        with contextlib.suppress(OSError):
+            folder.rmdir()
 
 
 def write_attempt_brief(task: Task, repo_root: Path, attempt_dir: Path) -> tuple[Path, str]:

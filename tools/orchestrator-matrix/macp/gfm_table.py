@@ -150,14 +150,37 @@ def escape_cell(text: str) -> str:
     return re.sub(r"[\r\n]+", " ", text).replace("|", "\\|")
 
 
-def _write_cell(line: str, cell: Cell, value: str) -> str:
-    """``line`` with ``cell``'s text replaced by ``value``, keeping the column's pipes where
-    they were when ``value`` fits in the cell and the spaces after it (one space is kept)."""
+def _pipe_after(line: str, cell: Cell) -> int | None:
+    """Where the pipe that closes ``cell`` sits in ``line``, or None (no closing pipe)."""
+    trailing = len(line[cell.end :]) - len(line[cell.end :].lstrip(" "))
+    return cell.end + trailing if line[cell.end + trailing : cell.end + trailing + 1] == "|" else None
+
+
+def aligned_columns(lines: list[str], tables: list[Table]) -> set[tuple[int, int]]:
+    """``(line, start)`` of every cell in a column whose closing pipes all sit at one
+    offset, header and rows alike: a table laid out with spaces, whose layout a write must
+    keep. In any other column a new text is written as it is, never padded."""
+    aligned: set[tuple[int, int]] = set()
+    for table in tables:
+        for column in range(len(table.header)):
+            cells = [table.header[column], *(row[column] for row in table.rows if row[column].present)]
+            ends = {_pipe_after(lines[cell.line], cell) for cell in cells}
+            if len(ends) == 1 and None not in ends:
+                aligned.update((cell.line, cell.start) for cell in cells)
+    return aligned
+
+
+def _write_cell(line: str, cell: Cell, value: str, aligned: bool) -> str:
+    """``line`` with ``cell``'s text replaced by ``value``. In an ``aligned`` column the pipes
+    stay where they were when ``value`` fits in the cell and the spaces after it (one space is
+    kept); elsewhere ``value`` takes its own width, with one space before the pipe."""
     trailing = len(line[cell.end :]) - len(line[cell.end :].lstrip(" "))
     followed = line[cell.end + trailing : cell.end + trailing + 1] == "|"
-    room = cell.end - cell.start + max(0, trailing - 1) if followed else len(value)
-    if len(value) <= room:
+    room = cell.end - cell.start + max(0, trailing - 1) if followed and aligned else len(value)
+    if len(value) <= room and (aligned or not followed):
         return line[: cell.start] + value.ljust(room) + line[cell.start + room :]
+    if followed:  # one space, then the pipe (an empty cell keeps just the space before it)
+        return line[: cell.start] + value + (" " if value else "") + line[cell.end + trailing :]
     gap = " " if line[cell.end : cell.end + 1] == "|" else ""
     return line[: cell.start] + value + gap + line[cell.end :]
 
@@ -165,19 +188,21 @@ def _write_cell(line: str, cell: Cell, value: str) -> str:
 def replace_cells(text: str, changes: list[tuple[Cell, str]]) -> str:
     """``text`` with each ``(cell, new text)`` written into that cell, everything else intact.
 
-    The new text is escaped (:func:`escape_cell`). A cell keeps its width when the new text
-    fits. A padding cell (a column the source row stops short of) is written in its own
+    The new text is escaped (:func:`escape_cell`). In a column laid out with spaces
+    (:func:`aligned_columns`) a cell keeps its width when the new text fits; elsewhere the
+    new text is not padded to the old one's width. A padding cell (a column the source row stops short of) is written in its own
     column: the row is first extended with empty cells up to it. A line's ``\\r`` (CRLF
     files) stays at its end.
     """
     lines = text.split("\n")
+    aligned = aligned_columns(lines, parse_tables(text))
     by_line: dict[int, list[tuple[Cell, str]]] = {}
     for cell, value in changes:
         by_line.setdefault(cell.line, []).append((cell, escape_cell(value)))
     for number, edits in by_line.items():
         line, ending = (lines[number][:-1], "\r") if lines[number].endswith("\r") else (lines[number], "")
         for cell, value in sorted((edit for edit in edits if edit[0].present), key=lambda edit: -edit[0].start):
-            line = _write_cell(line, cell, value)
+            line = _write_cell(line, cell, value, (cell.line, cell.start) in aligned)
         padded = {cell.column: value for cell, value in edits if not cell.present}
         if padded:
             line = _extend_row(line, padded)
