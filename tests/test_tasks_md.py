@@ -272,19 +272,15 @@ def test_the_mosaic_stack_guides_own_table_syncs_as_it_is(sandbox):
     assert cells[6] == "MS-SEC-001" and cells[7] == "", "cells before the written ones stay in their columns"
 
 
-def test_write_back_never_pads_a_short_status_in_a_table_not_laid_out_with_spaces():
-    table = "| id | status | command |\n|---|---|---|\n| T-1 | not-started | true |\n| T-2 | in-progress | true |\n"
+@pytest.mark.parametrize(("table", "expected"), [
+    # not laid out with spaces: the new text takes its own width, never padded to the old one's
+    ("| id | status | command |\n|---|---|---|\n| T-1 | not-started | true |\n| T-2 | in-progress | true |\n", "| T-1 | done | true |"),
+    # laid out with spaces: the column's pipes stay where they were
+    ("| id  | status      | command |\n|-----|-------------|---------|\n| T-1 | not-started | true    |\n| T-2 | in-progress | true    |\n",
+     "| T-1 | done        | true    |"),
+])
+def test_write_back_pads_a_short_status_only_in_a_table_laid_out_with_spaces(table, expected):
     [parsed] = parse_tables(table)
     status = parsed.column("status")
     assert status is not None
-    written = replace_cells(table, [(parsed.rows[0][status], "done")])
-    assert written.splitlines()[2] == "| T-1 | done | true |", "no padding to the old cell's width"
-
-
-def test_write_back_keeps_a_table_laid_out_with_spaces_aligned():
-    table = "| id  | status      | command |\n|-----|-------------|---------|\n| T-1 | not-started | true    |\n| T-2 | in-progress | true    |\n"
-    [parsed] = parse_tables(table)
-    status = parsed.column("status")
-    assert status is not None
-    written = replace_cells(table, [(parsed.rows[0][status], "done")])
-    assert written.splitlines()[2] == "| T-1 | done        | true    |", "the column's pipes stay where they were"
+    assert replace_cells(table, [(parsed.rows[0][status], "done")]).splitlines()[2] == expected
