@@ -47,6 +47,12 @@ def held_command(release: Path, started: Path | None = None) -> str:
     return f'{mark}i=0; while [ ! -e "{release}" ] && [ $i -lt 1200 ]; do sleep 0.1; i=$((i+1)); done'
 
 
+def default_sigint() -> None:
+    """In a child: SIGINT back to its default action, as a terminal's foreground job has it
+    (a test run started in the background inherits it ignored, and so would the child)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def start_controller(sandbox, *args: str) -> subprocess.Popen:
     return subprocess.Popen(
         [str(BIN / "mosaic-orchestrator-run"), "--repo", str(sandbox.repo), *args],
@@ -383,6 +389,7 @@ def test_sigint_during_start_up_exits_130_with_one_line(sandbox, tmp_path):
     proc = subprocess.Popen(
         [str(BIN / "mosaic-orchestrator-run"), "--repo", str(sandbox.repo), "--once"],
         env={**sandbox.env, "PYTHONPATH": str(shim)}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+        preexec_fn=default_sigint,
     )
     wait_for(started.exists, what="the import to start")
     proc.send_signal(signal.SIGINT)
@@ -396,7 +403,7 @@ def test_sigint_while_start_up_runs_git_waits_for_git_then_exits_130(sandbox, tm
     sandbox.write_tasks({"tasks": [{"id": "S2", "command": "touch ran"}]})
     # No --repo: the controller asks git where the repository is, from the current folder.
     controller = subprocess.Popen([str(BIN / "mosaic-orchestrator-run"), "--once"], cwd=sandbox.repo, env=sandbox.env,
-                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True, preexec_fn=default_sigint)
     wait_for(started.exists, what="git rev-parse to start")
     controller.send_signal(signal.SIGINT)
     release.touch()

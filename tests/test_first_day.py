@@ -231,6 +231,7 @@ def test_retry_requeues_the_tasks_its_failure_took_down(sandbox):
     ))
     sandbox.macp("drain")
     assert [sandbox.task(i)["status"] for i in ("UP", "MID", "LOW", "GHOST")] == ["failed", "escalated", "escalated", "escalated"]
+    sandbox.worktree_base.mkdir(parents=True, exist_ok=True)  # emptied, it went with the last worktree
     (sandbox.worktree_base / "fixed").touch()
     out = sandbox.macp("retry", "UP", check=True).stdout
     assert "MID: pending again (it was escalated only because UP failed)" in out
