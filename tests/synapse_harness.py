@@ -55,7 +55,7 @@ enable_metrics: false
 url_preview_enabled: false
 presence:
   enabled: false
-rc_message: {{per_second: 10000, burst_count: 10000}}
+rc_message: {{per_second: {message_rate}, burst_count: {message_burst}}}
 rc_login:
   address: {{per_second: 10000, burst_count: 10000}}
   account: {{per_second: 10000, burst_count: 10000}}
@@ -96,13 +96,17 @@ def free_port() -> int:
 class Synapse:
     """One homeserver in ``folder``; :meth:`start`, :meth:`stop`, and the API helpers."""
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, message_rate: float = 10000, message_burst: int = 10000) -> None:
+        """``message_rate``, ``message_burst``: the server's ``rc_message`` (messages a second
+        per user, and the burst), out of the way unless a test sets them."""
         self.dir = folder
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.process: subprocess.Popen | None = None
         folder.mkdir(parents=True, exist_ok=True)
-        (folder / "homeserver.yaml").write_text(CONFIG.format(dir=folder, port=self.port, secret=SECRET))
+        (folder / "homeserver.yaml").write_text(
+            CONFIG.format(dir=folder, port=self.port, secret=SECRET, message_rate=message_rate, message_burst=message_burst)
+        )
         (folder / "log.config").write_text(LOG_CONFIG.format(dir=folder))
         subprocess.run([str(SYNAPSE_PYTHON), "-m", "synapse.app.homeserver", "-c", str(folder / "homeserver.yaml"), "--generate-keys"],
                        check=True, capture_output=True, cwd=folder)

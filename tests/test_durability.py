@@ -389,7 +389,7 @@ def test_sigint_during_start_up_exits_130_with_one_line(sandbox, tmp_path):
     proc = subprocess.Popen(
         [str(BIN / "mosaic-orchestrator-run"), "--repo", str(sandbox.repo), "--once"],
         env={**sandbox.env, "PYTHONPATH": str(shim)}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
-        preexec_fn=default_sigint,
+        preexec_fn=default_sigint,  # noqa: PLW1509 -- only resets one signal disposition before exec
     )
     wait_for(started.exists, what="the import to start")
     proc.send_signal(signal.SIGINT)
@@ -403,7 +403,8 @@ def test_sigint_while_start_up_runs_git_waits_for_git_then_exits_130(sandbox, tm
     sandbox.write_tasks({"tasks": [{"id": "S2", "command": "touch ran"}]})
     # No --repo: the controller asks git where the repository is, from the current folder.
     controller = subprocess.Popen([str(BIN / "mosaic-orchestrator-run"), "--once"], cwd=sandbox.repo, env=sandbox.env,
-                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True, preexec_fn=default_sigint)
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+                                  preexec_fn=default_sigint)  # noqa: PLW1509 -- only resets one signal disposition before exec
     wait_for(started.exists, what="git rev-parse to start")
     controller.send_signal(signal.SIGINT)
     release.touch()

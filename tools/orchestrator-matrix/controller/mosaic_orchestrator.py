@@ -829,7 +829,7 @@ def run_controller(
         rows = task_rows(KnownTasks(tasks, controller.archive), summary.outcomes, summary.seconds, controller.read_result, config)
         if until_drained and rows:
             append_event(layout.events_file, summary_event(rows, time.monotonic() - began, summary.exit_code))
-        controller.transport.deliver()
+        controller.transport.deliver(final=True)
         if json_output:
             print_json(run_document(str(layout.repo_root), started_at, clock.timestamp(), summary.exit_code, rows, tasks, summary.refused))
         else:

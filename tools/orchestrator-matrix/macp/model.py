@@ -272,6 +272,7 @@ class MatrixConfig(TypedDict):
     room_id: str
     token_env: str
     round_deadline_seconds: float
+    final_round_deadline_seconds: float
     mention_user_ids: list[str]
     allow_plaintext_in_encrypted_room: bool
     late_after_seconds: float

@@ -14,6 +14,10 @@ Every event becomes one ``m.notice`` (client-server API, "m.room.message msgtype
   event already in the room whatever access token sent it, and the event itself under
   ``dev.mosaicstack.macp.event`` when it fits.
 
+When events have been waiting (a rate-limited homeserver), a task's waiting events go in one
+message instead (:func:`coalesced_content`): one line each, all their ids under
+``dev.mosaicstack.macp.event_ids``.
+
 Local paths are made relative to the repository (worktrees shown as ``…/<folder>``, the home
 folder as ``~``); message text is capped at :data:`MAX_MESSAGE_CHARS` and the whole content
 at :data:`CONTENT_BUDGET_BYTES` so it fits Synapse's 64 KiB event limit with room for the
@@ -31,6 +35,7 @@ from macp import clock
 from macp.fsio import json_object
 
 EVENT_ID_KEY = "dev.mosaicstack.macp.event_id"
+EVENT_IDS_KEY = "dev.mosaicstack.macp.event_ids"  # every event of a coalesced message, in order
 EVENT_KEY = "dev.mosaicstack.macp.event"
 TRUNCATED_KEY = "dev.mosaicstack.macp.truncated"
 MAX_MESSAGE_CHARS = 4000
@@ -146,22 +151,62 @@ def message_content(event: dict, thread_root: str | None, context: RenderContext
         EVENT_KEY: event,
     }
     if thread_root:
-        content["m.relates_to"] = {
-            "rel_type": "m.thread",
-            "event_id": thread_root,
-            "is_falling_back": True,
-            "m.in_reply_to": {"event_id": thread_root},
-        }
+        content["m.relates_to"] = thread_relation(thread_root)
     if content_size(content) > CONTENT_BUDGET_BYTES:
         del content[EVENT_KEY]
         content[TRUNCATED_KEY] = True
     return content
 
 
+def event_line(event: dict, context: RenderContext) -> tuple[str, str]:
+    """``(text, html)`` of one event's line in a coalesced message: what happened and the
+    message, with the late note (the task id is the message's own subject)."""
+    event = json_object(room_value(event, context))
+    _subject, what = headline(event, context)
+    message = capped(str(event.get("message") or ""), MAX_MESSAGE_CHARS // 4)
+    late = late_note(event, context)
+    text = f"{what}" + (f": {message}" if message else "") + late
+    return text, html.escape(text)
+
+
+def coalesced_content(events: list[dict], thread_root: str | None, context: RenderContext) -> dict:
+    """One ``m.room.message`` for several waiting events of one task (issue 22: a
+    rate-limited homeserver must catch up): the task id, then one line per event, in order;
+    the users to mention on any of them; every event's id under :data:`EVENT_IDS_KEY` (the
+    first also under :data:`EVENT_ID_KEY`) so a resend recognises them all. Threaded under
+    ``thread_root`` when given. Fits :data:`CONTENT_BUDGET_BYTES`. Pure."""
+    subject, _what = headline(json_object(room_value(events[0], context)), context)
+    lines = [event_line(event, context) for event in events]
+    users = sorted({user for event in events for user in mentions_for(event, context)})
+    prefix = " ".join(users) + " " if users else ""
+    text = capped(f"{prefix}{subject} · {len(events)} events:\n" + "\n".join(f"- {line}" for line, _markup in lines))
+    mentioned = " ".join(f'<a href="https://matrix.to/#/{html.escape(user)}">{html.escape(user)}</a>' for user in users)
+    markup = (mentioned + " " if users else "") + f"<b>{html.escape(subject)}</b> · {len(events)} events:<ul>"
+    markup += "".join(f"<li>{line_markup}</li>" for _line, line_markup in lines) + "</ul>"
+    content: dict = {
+        "msgtype": "m.notice",
+        "body": text,
+        "format": "org.matrix.custom.html",
+        "formatted_body": markup if len(markup) <= 4 * MAX_MESSAGE_CHARS else html.escape(text),
+        "m.mentions": {"user_ids": users} if users else {},
+        EVENT_ID_KEY: events[0].get("event_id"),
+        EVENT_IDS_KEY: [event.get("event_id") for event in events],
+    }
+    if thread_root:
+        content["m.relates_to"] = thread_relation(thread_root)
+    return content
+
+
+def thread_relation(thread_root: str) -> dict:
+    """``m.relates_to`` of a message in the thread of ``thread_root`` (with the reply
+    fallback for clients without threads)."""
+    return {"rel_type": "m.thread", "event_id": thread_root, "is_falling_back": True, "m.in_reply_to": {"event_id": thread_root}}
+
+
 def minimal_content(content: dict) -> dict:
     """The smallest form of ``content`` (for an event the homeserver still refused): the first
     :data:`MINIMAL_MESSAGE_CHARS` of the line, the ids, the thread and the mentions."""
-    smaller = {key: content[key] for key in ("msgtype", "m.mentions", EVENT_ID_KEY, "m.relates_to") if key in content}
+    smaller = {key: content[key] for key in ("msgtype", "m.mentions", EVENT_ID_KEY, EVENT_IDS_KEY, "m.relates_to") if key in content}
     smaller["body"] = content["body"][:MINIMAL_MESSAGE_CHARS] + "… (refused by the homeserver in full; see events.ndjson)"
     smaller[TRUNCATED_KEY] = True
     return smaller

@@ -1,7 +1,9 @@
 """The transport's own state: where delivery stands in ``events.ndjson`` and how it went.
 
 ``.mosaic/orchestrator/.transport-state.json`` holds the cursor (byte offset of the first
-event not yet delivered), each task's thread root, the fingerprint of the access token that
+event not yet delivered), the ids of events after it that are delivered already (a coalesced
+message takes a task's events out of order) and whether events were left waiting, each
+task's thread root, the fingerprint of the access token that
 last reached the room, the last error and the backoff. It is written once per delivery round
 (atomically, fsynced), never per event. A crash mid-round loses at most that round's cursor
 advance: the events are resent with the same transaction ids (deduplicated by the homeserver
@@ -46,6 +48,11 @@ class DeliveryState:
     dead_letters: int = 0
     skipped_lines: int = 0
     rate_limited: int = 0
+    # ids of events beyond the cursor already in the room (a coalesced message took them out
+    # of order), and whether the last round left events waiting: then the next round
+    # coalesces each task's waiting events into one message
+    sent_ahead: list[str] = field(default_factory=list)
+    behind: bool = False
 
     def enter_room(self, room_id: str) -> None:
         """Deliver to ``room_id`` from now on: thread roots of another room are forgotten."""

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import itertools
 import json
 import os
 import re
@@ -50,12 +51,21 @@ from macp.layout import Layout
 from macp.model import Config
 from transport.matrix_errors import DeliveryError, RateLimited, Refused, Rejected, Unreachable
 from transport.matrix_http import MatrixClient, room_path, send_path
-from transport.matrix_messages import EVENT_ID_KEY, RenderContext, message_content, minimal_content
+from transport.matrix_messages import (
+    EVENT_ID_KEY,
+    EVENT_IDS_KEY,
+    RenderContext,
+    coalesced_content,
+    message_content,
+    minimal_content,
+)
 from transport.matrix_state import DEAD_LETTER_NAME, DeliveryState, backlog, events_after, load_state, save_state
 
 BACKOFF_BASE_SECONDS = 5.0
 BACKOFF_MAX_SECONDS = 300.0
 HISTORY_PAGES = 10  # pages of 100 recent room messages looked through after a token change
+MAX_ROUND_LINES = 5000  # log lines one round looks at; the rest wait for the next
+MAX_COALESCED = 20  # events of one task in one coalesced message
 LOCK_NAME = ".transport.lock"
 SAFE_TXN_ID = re.compile(r"[A-Za-z0-9._~-]{1,128}")
 
@@ -133,11 +143,14 @@ class MatrixTransport:
     def state_dir(self) -> Path:
         return self.layout.orch_dir
 
-    def deliver(self, *, forced: bool = False, between_tasks: bool = False) -> RoundReport:
+    def deliver(self, *, forced: bool = False, between_tasks: bool = False, final: bool = False) -> RoundReport:
         """Run one delivery round and report it. ``forced`` (``mosaic macp deliver``) runs
         even during a backoff or after a refused token; ``between_tasks`` rounds are skipped
-        once a round of this process met a slow or unreachable homeserver. Raises nothing
-        for a network or homeserver problem (it is noted on stderr and kept in the state)."""
+        once a round of this process met a slow or unreachable homeserver; a ``final`` round
+        (the end of a drain) and a forced one may take ``matrix.final_round_deadline_seconds``
+        instead of ``matrix.round_deadline_seconds``: the work is done, and a rate-limited
+        homeserver can catch up. Raises nothing for a network or homeserver problem (it is
+        noted on stderr and kept in the state)."""
         if not self.active:
             return RoundReport("disabled")
         if between_tasks and self.stalled:
@@ -148,11 +161,14 @@ class MatrixTransport:
             return RoundReport("unconfigured")
         token_id = fingerprint(token)
         settings_id = fingerprint(token, self.matrix["room_id"], str(bool(self.matrix.get("allow_plaintext_in_encrypted_room"))))
-        deadline = time.monotonic() + float(self.matrix["round_deadline_seconds"])
+        budget = self.matrix["final_round_deadline_seconds"] if final or forced else self.matrix["round_deadline_seconds"]
+        deadline = time.monotonic() + float(budget)
         with transport_lock(self.state_dir, deadline) as locked:
             if not locked:
                 return RoundReport("busy")
             state = load_state(self.state_dir)
+            if final and not state.failures and time.time() < state.retry_at <= time.time() + (deadline - time.monotonic()):
+                time.sleep(max(0.0, state.retry_at - time.time()))  # the last round waits out a rate limit that ends within its budget
             waiting = self._waiting(state, settings_id, forced)
             if waiting is not None:
                 waiting.backlog = backlog(self.layout.events_file, state.cursor)
@@ -227,11 +243,15 @@ class MatrixTransport:
 
     def _round(self, state: DeliveryState, token: str, token_id: str, deadline: float, report: RoundReport) -> None:
         """Send the events after the cursor until the end of the log or the deadline,
-        advancing ``state`` (saved by the caller, once)."""
-        pending = events_after(self.layout.events_file, state.cursor)
-        first = next(pending, None)
-        if first is None:
+        advancing ``state`` (saved by the caller, once). Events are sent one message each;
+        once events wait -- the last round left some, or this one met a 429 -- each task's
+        waiting events go in one message (:func:`~transport.matrix_messages.coalesced_content`),
+        so a rate-limited homeserver catches up instead of falling further behind."""
+        lines = list(itertools.islice(events_after(self.layout.events_file, state.cursor), MAX_ROUND_LINES + 1))
+        if not lines:
             return
+        beyond = len(lines) > MAX_ROUND_LINES
+        items = [(end, parse_event(raw)) for raw, end in lines[:MAX_ROUND_LINES]]
         client = self._client(token)
         if not self.room_checked:
             self._check_room(client, deadline)
@@ -240,22 +260,52 @@ class MatrixTransport:
         known = self._already_in_room(client, deadline) if state.token and state.token != token_id else {}
         state.token = token_id
         context = self._context()
-        for raw, end in _chain(first, pending):
-            if time.monotonic() >= deadline:
-                return
-            event = parse_event(raw)
-            if event is None:
-                report.skipped += 1
-                state.skipped_lines += 1
-                note(f"matrix: skipped a line of {self.layout.events_file.name} that is not an event with an event_id (byte {end - len(raw)})")
-            elif event["event_id"] in known:
-                report.recognised += 1
-                matrix_id, threaded = known[event["event_id"]]
-                if event.get("task_id") and not threaded:
-                    state.threads.setdefault(str(event["task_id"]), matrix_id)
-            else:
-                self._send_event(client, event, state, context, deadline, report)
-            state.cursor = end
+        done, handled = set(state.sent_ahead), [False] * len(items)
+        coalesce = state.behind
+        try:
+            for index, (end, event) in enumerate(items):
+                if handled[index]:
+                    continue
+                if event is not None and event["event_id"] not in known and event["event_id"] not in done:
+                    if time.monotonic() >= deadline:
+                        return
+                    group = self._group(items, index, handled, known.keys() | done) if coalesce else [index]
+                    self._send(client, [items[j][1] for j in group], state, context, deadline, report)  # type: ignore[misc]
+                    for j in group:
+                        handled[j] = True
+                    coalesce = coalesce or report.rate_limited > 0
+                    continue
+                handled[index] = True
+                if event is None:
+                    report.skipped += 1
+                    state.skipped_lines += 1
+                    note(f"matrix: skipped a line of {self.layout.events_file.name} that is not an event with an event_id (ending at byte {end})")
+                elif event["event_id"] in known:
+                    report.recognised += 1
+                    matrix_id, threaded = known[event["event_id"]]
+                    if event.get("task_id") and not threaded:
+                        state.threads.setdefault(str(event["task_id"]), matrix_id)
+        finally:
+            advance(state, items, handled, beyond)
+
+    @staticmethod
+    def _group(items: list[tuple[int, dict | None]], first: int, handled: list[bool], sent: set[str]) -> list[int]:
+        """The indexes of the waiting events of ``items[first]``'s task, from ``first`` on, not
+        handled or sent yet: at most :data:`MAX_COALESCED` of them (an event of no task goes
+        alone)."""
+        event = items[first][1]
+        assert event is not None
+        task_id = event.get("task_id")
+        if not task_id:
+            return [first]
+        group = []
+        for index in range(first, len(items)):
+            other = items[index][1]
+            if not handled[index] and other is not None and other.get("task_id") == task_id and other["event_id"] not in sent:
+                group.append(index)
+                if len(group) == MAX_COALESCED:
+                    break
+        return group
 
     def _context(self) -> RenderContext:
         root = self.layout.repo_root
@@ -294,23 +344,28 @@ class MatrixTransport:
             page = client.request("GET", room_path(self.matrix["room_id"], f"messages?dir=b&limit=100&filter={room_filter}{start}"), None, deadline)
             for message in page.get("chunk") or []:
                 content = message.get("content") or {}
-                macp_id = content.get(EVENT_ID_KEY)
-                if isinstance(macp_id, str):
-                    relation = content.get("m.relates_to") or {}
-                    found.setdefault(macp_id, (message.get("event_id", ""), relation.get("rel_type") == "m.thread"))
+                listed = content.get(EVENT_IDS_KEY)
+                macp_ids: list = listed if isinstance(listed, list) else [content.get(EVENT_ID_KEY)]
+                relation = content.get("m.relates_to") or {}
+                for macp_id in macp_ids:
+                    if isinstance(macp_id, str):
+                        found.setdefault(macp_id, (message.get("event_id", ""), relation.get("rel_type") == "m.thread"))
             if not page.get("chunk") or not page.get("end"):
                 break
             start = f"&from={quote(str(page['end']), safe='')}"
         return found
 
-    def _send_event(self, client: MatrixClient, event: dict, state: DeliveryState, context: RenderContext, deadline: float, report: RoundReport) -> None:
-        """Send one event (threaded under its task's root), shrinking it or setting it aside
-        when the homeserver refuses it."""
-        task_id = str(event["task_id"]) if event.get("task_id") else ""
+    def _send(self, client: MatrixClient, events: list[dict], state: DeliveryState, context: RenderContext, deadline: float, report: RoundReport) -> None:
+        """Send ``events`` (one, or a task's waiting events coalesced) as one message,
+        threaded under their task's root, shrinking it or setting the events aside when the
+        homeserver refuses it."""
+        task_id = str(events[0]["task_id"]) if events[0].get("task_id") else ""
         root = state.threads.get(task_id) if task_id else None
-        content = message_content(event, root, context)
+        if len(events) == 1:
+            content, txn_id = message_content(events[0], root, context), transaction_id(events[0]["event_id"])
+        else:
+            content, txn_id = coalesced_content(events, root, context), group_transaction_id([event["event_id"] for event in events])
         rejection: Rejected | None = None
-        txn_id = transaction_id(event["event_id"])
         for txn, attempt in ((txn_id, content), (f"{txn_id}.min", minimal_content(content))):
             try:
                 matrix_id = self._put(client, txn, attempt, deadline, report, state)
@@ -319,20 +374,21 @@ class MatrixTransport:
                 continue
             if task_id and root is None:
                 state.remember_thread(task_id, matrix_id)
-            state.delivered += 1
+            state.delivered += len(events)
             state.failures = 0
             state.retry_at = 0.0
             state.blocked = ""
             state.last_error = None
             state.last_delivery_at = clock.timestamp()
-            report.delivered += 1
+            report.delivered += len(events)
             return
         assert rejection is not None
-        append_line(self.state_dir / DEAD_LETTER_NAME, json.dumps({"event": event, **error_record(rejection, "rejected")}))
-        state.dead_letters += 1
+        for event in events:
+            append_line(self.state_dir / DEAD_LETTER_NAME, json.dumps({"event": event, **error_record(rejection, "rejected")}))
+            note(f"matrix: event {event['event_id']} ({event.get('event_type')}, task {task_id or '-'}) refused even when shrunk ({rejection.describe()}); set aside in {DEAD_LETTER_NAME}")
+        state.dead_letters += len(events)
         state.last_error = error_record(rejection, "rejected")
-        report.dead_lettered += 1
-        note(f"matrix: event {event['event_id']} ({event.get('event_type')}, task {task_id or '-'}) refused even when shrunk ({rejection.describe()}); set aside in {DEAD_LETTER_NAME}")
+        report.dead_lettered += len(events)
 
     def _put(self, client: MatrixClient, txn_id: str, content: dict, deadline: float, report: RoundReport, state: DeliveryState) -> str:
         """PUT one message, waiting out 429s within the deadline; returns its Matrix event id."""
@@ -352,9 +408,26 @@ class MatrixTransport:
             return matrix_id
 
 
-def _chain(first: tuple[bytes, int], rest: Iterator[tuple[bytes, int]]) -> Iterator[tuple[bytes, int]]:
-    yield first
-    yield from rest
+def advance(state: DeliveryState, items: list[tuple[int, dict | None]], handled: list[bool], beyond: bool) -> None:
+    """After a round over ``items`` (``(offset after the line, event)``, in log order):
+    move the cursor past the longest run of handled lines from the start, keep the ids of
+    events handled beyond it (``sent_ahead``), and note whether events were left waiting
+    (``behind``; also when lines ``beyond`` this round's were not looked at). Pure."""
+    prefix = 0
+    while prefix < len(items) and handled[prefix]:
+        prefix += 1
+    if prefix:
+        state.cursor = items[prefix - 1][0]
+    state.sent_ahead = [event["event_id"] for (_end, event), done in zip(items[prefix:], handled[prefix:], strict=True) if done and event is not None]
+    state.behind = beyond or prefix < len(items)
+
+
+def group_transaction_id(event_ids: list[str]) -> str:
+    """The transaction id of a coalesced message: a digest of its events' ids, so resending
+    the same group is idempotent."""
+    import hashlib
+
+    return "group-" + hashlib.sha256("\n".join(event_ids).encode("utf-8", "surrogatepass")).hexdigest()[:40]
 
 
 def transaction_id(event_id: str) -> str:
