@@ -10,8 +10,11 @@ keep-alive connection (:mod:`transport.matrix_http`), each with ``PUT
 …/send/m.room.message/{event_id}`` so a resend is idempotent, rendered for people by
 :mod:`transport.matrix_messages`. A round:
 
-- has a total deadline (``matrix.round_deadline_seconds``, default 5 s) that bounds every
-  connect, send, read and rate-limit wait; what is left waits for the next round;
+- has a total deadline (``matrix.round_deadline_seconds``, default 5 s; the round at the end
+  of a drain and ``deliver`` ``matrix.final_round_deadline_seconds``, default 30 s) that bounds
+  every connect, send, read and rate-limit wait; what is left waits for the next round;
+- once events wait (a 429, or a backlog an earlier round left), sends each task's waiting
+  events as one message in its thread, so a rate-limited homeserver catches up;
 - runs after recovery and between tasks in the controller (between tasks only until a round
   of this run met a slow or unreachable homeserver), at the end of a drain, after every CLI
   command that records events, and on demand (``mosaic macp deliver``);
