@@ -502,32 +502,33 @@ HALF_EMOJI = '"half an emoji \\ud83d"'  # a JSON escape of a lone surrogate: a s
 DEEP = "python3 -c 'print(\"[\" * 30000 + \"]\" * 30000)'"
 
 
+def agent_output_and_report(sandbox, agent_prints: str, report_command: str) -> None:
+    """Drain an agent task AGENT (codex printing ``agent_prints``, then a completed turn) and an
+    exec task REPORT whose report ``report_command`` writes; both must complete, with no
+    internal error and no traceback."""
+    sandbox.fake_cli("codex", f"cat > /dev/null\n{agent_prints}\necho '{{\"type\":\"turn.completed\"}}'\n")
+    sandbox.write_config({"runtimes": {"opencode": None, "gemini": None, "goose": None, "claude": None}})
+    sandbox.write_tasks({"tasks": [
+        {"id": "AGENT", "dispatch": "yolo", "runtime": "codex", "title": "say something"},
+        {"id": "REPORT", "dispatch": "exec", "command": f"{report_command} > \"$MACP_REPORT\""},
+    ]})
+    proc = sandbox.controller("--until-drained")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "internal error" not in proc.stdout + proc.stderr and "Error" not in proc.stderr, proc.stdout + proc.stderr
+    assert sandbox.task("AGENT")["status"] == "completed" and sandbox.task("REPORT")["status"] == "completed"
+
+
 def test_a_lone_surrogate_in_an_agents_final_message_or_report_never_fails_the_task(sandbox):
     message = '{"type":"item.completed","item":{"type":"agent_message","text":' + HALF_EMOJI + '}}'
     report = '{"escalation_reason": "x", "pr": ' + HALF_EMOJI + ', "summary": ' + HALF_EMOJI + '}'
-    sandbox.fake_cli("codex", f"cat > /dev/null\nprintf '%s\\n' '{message}' '{{\"type\":\"turn.completed\"}}'\n")
-    sandbox.write_config({"runtimes": {"opencode": None, "gemini": None, "goose": None, "claude": None}})
-    sandbox.write_tasks({"tasks": [
-        {"id": "MSG", "dispatch": "yolo", "runtime": "codex", "title": "say something"},
-        {"id": "REP", "dispatch": "exec", "command": f"printf '%s' '{report}' > \"$MACP_REPORT\""},
-    ]})
-    proc = sandbox.controller("--until-drained")
-    assert proc.returncode == 0 and "internal error" not in proc.stdout + proc.stderr, proc.stdout + proc.stderr
-    assert sandbox.result("MSG")["summary"] == "half an emoji \ufffd"
-    assert sandbox.result("REP")["summary"] == "half an emoji \ufffd" and sandbox.task("REP")["pr"] == "half an emoji \ufffd"
-    assert "\ufffd" in sandbox.macp("show", "REP", check=True).stdout
+    agent_output_and_report(sandbox, f"printf '%s\\n' '{message}'", f"printf '%s' '{report}'")
+    assert sandbox.result("AGENT")["summary"] == "half an emoji \ufffd"
+    assert sandbox.result("REPORT")["summary"] == "half an emoji \ufffd" and sandbox.task("REPORT")["pr"] == "half an emoji \ufffd"
+    assert "\ufffd" in sandbox.macp("show", "REPORT", check=True).stdout
 
 
 def test_json_nested_too_deeply_in_agent_output_or_a_report_is_ignored_not_fatal(sandbox):
-    sandbox.fake_cli("codex", f"cat > /dev/null\n{DEEP}\necho '{{\"type\":\"turn.completed\"}}'\n")
-    sandbox.write_config({"runtimes": {"opencode": None, "gemini": None, "goose": None, "claude": None}})
-    sandbox.write_tasks({"tasks": [
-        {"id": "OUT", "dispatch": "yolo", "runtime": "codex", "title": "nest"},
-        {"id": "REPORT", "dispatch": "exec", "command": f"{DEEP} > \"$MACP_REPORT\""},
-    ]})
-    proc = sandbox.controller("--until-drained")
-    assert proc.returncode == 0 and "RecursionError" not in proc.stdout + proc.stderr, proc.stdout + proc.stderr
-    assert sandbox.task("OUT")["status"] == "completed" and sandbox.task("REPORT")["status"] == "completed"
+    agent_output_and_report(sandbox, DEEP, DEEP)
 
 
 GITHUB_TOKEN = "ghp_" + "A1b2C3d4E5f6G7h8I9j0" * 2

@@ -283,19 +283,26 @@ def outcome_of(sandbox) -> dict:
     return seen
 
 
-def test_a_parallel_run_ends_exactly_like_a_serial_run(tmp_path):
+def drained_with(tmp_path, counts: tuple[str, ...], queue, exit_code: int) -> list:
+    """For each worker count: a fresh sandbox holding ``queue(world)``, drained with that
+    many workers (which must exit ``exit_code``); returns the sandboxes."""
     from conftest import Sandbox
 
-    outcomes = []
-    for workers in ("1", "3"):
+    drained = []
+    for workers in counts:
         world = tmp_path / f"workers-{workers}"
         world.mkdir()
         sandbox = Sandbox(world)
-        sandbox.write_tasks(mixed_queue(world))
+        sandbox.write_tasks(queue(world))
         proc = sandbox.controller("--until-drained", "--workers", workers)
-        assert proc.returncode == 1, proc.stdout + proc.stderr  # a task failed: exit 1 either way
-        outcomes.append(outcome_of(sandbox))
-    serial, parallel = outcomes
+        assert proc.returncode == exit_code, proc.stdout + proc.stderr
+        drained.append(sandbox)
+    return drained
+
+
+def test_a_parallel_run_ends_exactly_like_a_serial_run(tmp_path):
+    # a task failed: exit 1 either way
+    serial, parallel = (outcome_of(sandbox) for sandbox in drained_with(tmp_path, ("1", "3"), mixed_queue, 1))
     assert parallel == serial
     assert serial["flaky"]["attempts"] == 2 and serial["flaky"]["status"] == "completed"
     assert serial["gatefail"]["status"] == "escalated" and serial["bad"]["status"] == "failed"
@@ -382,19 +389,14 @@ def test_a_machine_too_small_for_even_one_task_stops_the_run_with_exit_74_and_co
 
 
 def test_tasks_sharing_a_branch_end_the_same_with_one_worker_or_two(tmp_path):
-    from conftest import Sandbox
-
-    outcomes = []
-    for workers in ("1", "2"):
-        world = tmp_path / f"workers-{workers}"
-        world.mkdir()
-        sandbox = Sandbox(world)
-        sandbox.write_tasks({"tasks": [
+    def shared_branch(_world) -> dict:
+        return {"tasks": [
             {"id": "FIRST", "dispatch": "exec", "command": "echo one >> shared.txt", "branch": "feat/shared"},
             {"id": "SECOND", "dispatch": "exec", "command": "echo two >> shared.txt", "branch": "feat/shared"},
-        ]})
-        proc = sandbox.controller("--until-drained", "--workers", workers)
-        assert proc.returncode == 0, proc.stdout + proc.stderr
+        ]}
+
+    outcomes = []
+    for sandbox in drained_with(tmp_path, ("1", "2"), shared_branch, 0):
         outcomes.append({task["id"]: (task["status"], task["attempts"]) for task in sandbox.tasks()})
         assert sandbox.git("show", "feat/shared:shared.txt") == "one\ntwo\n", "one after the other, each on the other's work"
     assert outcomes[0] == outcomes[1] == {"FIRST": ("completed", 1), "SECOND": ("completed", 1)}
