@@ -60,6 +60,23 @@ def test_a_real_cli_completes_a_task_with_its_own_summary(sandbox, api, cli):
     result = sandbox.result("L1")
     assert result["summary"] == ANSWER, "taken from the CLI's structured output"
     assert [run["runtime"] for run in result["runs"]] == [cli]
+    # the fake API reports 1200 input tokens (200 cached) and 70 output (30 reasoning); Anthropic's
+    # shape: 1000 not cached, 200 cache reads, 50 cache writes (tests/live/fake_model_api.py)
+    expected = EXPECTED_USAGE[cli]
+    [run] = result["runs"]
+    for where in (run["usage"], task["usage"], result["usage"]):
+        assert {key: where[key] for key in expected} == expected, where
+        assert where["completeness"] == "complete" and where["total_tokens"] == where["input_tokens"] + where["output_tokens"]
+    assert (result["usage"]["cost_source"] == "reported" and result["usage"]["cost_usd"] > 0) is (cli == "claude"), "only claude prices it here"
+    assert result["waste"]["total_tokens"] == 0 and result["waste"]["completeness"] == "unavailable"
+
+
+EXPECTED_USAGE = {
+    "codex": {"input_tokens": 1200, "cached_input_tokens": 200, "cache_write_tokens": 0, "output_tokens": 70, "reasoning_tokens": 30},
+    "gemini": {"input_tokens": 1200, "cached_input_tokens": 200, "cache_write_tokens": 0, "output_tokens": 70, "reasoning_tokens": 30},
+    "opencode": {"input_tokens": 1200, "cached_input_tokens": 200, "cache_write_tokens": 0, "output_tokens": 70, "reasoning_tokens": 30},
+    "claude": {"input_tokens": 1250, "cached_input_tokens": 200, "cache_write_tokens": 50, "output_tokens": 70, "reasoning_tokens": 0},
+}
 
 
 @pytest.mark.parametrize(("cli", "case", "expected"), [

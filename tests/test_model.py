@@ -27,6 +27,7 @@ PAIRS = {
     model.Failure: ("task", "/$defs/failure"),
     model.AcpState: ("task", "/properties/acp/oneOf/1"),
     model.Run: ("task", "/properties/runs/items"),
+    model.Usage: ("task", "/$defs/usage"),
     model.GateObject: ("task", "/$defs/gate/oneOf/1"),
     model.Result: ("result", ""),
     model.WorkerRun: ("result", "/properties/worker"),

@@ -41,6 +41,12 @@ ANSWER = "FAKE-SUMMARY: the task is done."
 RETRY_AFTER_SECONDS = 37
 QUOTA_RESET_SECONDS = 5400
 CASES = ("ok", "401", "429", "quota", "500", "503", "529", "never")
+# What every answer reports it used, in each vendor's shape (distinct figures, so a test can
+# tell which field a CLI passed on as which): 1200 input tokens of which 200 read from a cache,
+# 70 output tokens of which 30 reasoning (Anthropic: 1000 input not cached, 200 cache reads, 50
+# cache writes; Gemini: 40 candidate and 30 thought tokens).
+CHAT_USAGE = {"prompt_tokens": 1200, "prompt_tokens_details": {"cached_tokens": 200}, "completion_tokens": 70,
+              "completion_tokens_details": {"reasoning_tokens": 30}, "total_tokens": 1270}
 
 
 def _sse(events: list[tuple[str | None, dict]]) -> bytes:
@@ -101,8 +107,8 @@ def responses_stream(model: str) -> bytes:
             "content": [{"type": "output_text", "text": ANSWER, "annotations": []}]}
     response = {"id": "resp_fake", "object": "response", "created_at": int(time.time()), "status": "completed",
                 "model": model, "output": [item],
-                "usage": {"input_tokens": 10, "input_tokens_details": {"cached_tokens": 0}, "output_tokens": 7,
-                          "output_tokens_details": {"reasoning_tokens": 0}, "total_tokens": 17}}
+                "usage": {"input_tokens": 1200, "input_tokens_details": {"cached_tokens": 200}, "output_tokens": 70,
+                          "output_tokens_details": {"reasoning_tokens": 30}, "total_tokens": 1270}}
     return _sse([
         ("response.created", {"type": "response.created", "response": {**response, "status": "in_progress", "output": []}}),
         ("response.output_item.added", {"type": "response.output_item.added", "output_index": 0, "item": {**item, "status": "in_progress", "content": []}}),
@@ -118,7 +124,7 @@ def chat_stream(model: str) -> bytes:
     chunks = [
         {**base, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ANSWER}, "finish_reason": None}]},
         {**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}],
-         "usage": {"prompt_tokens": 10, "completion_tokens": 7, "total_tokens": 17}},
+         "usage": CHAT_USAGE},
     ]
     return _sse([(None, chunk) for chunk in chunks]) + b"data: [DONE]\n\n"
 
@@ -126,30 +132,31 @@ def chat_stream(model: str) -> bytes:
 def chat_completion(model: str) -> dict:
     return {"id": "chatcmpl-fake", "object": "chat.completion", "created": int(time.time()), "model": model,
             "choices": [{"index": 0, "message": {"role": "assistant", "content": ANSWER}, "finish_reason": "stop"}],
-            "usage": {"prompt_tokens": 10, "completion_tokens": 7, "total_tokens": 17}}
+            "usage": CHAT_USAGE}
 
 
 def anthropic_message(model: str) -> dict:
     return {"id": "msg_fake", "type": "message", "role": "assistant", "model": model,
             "content": [{"type": "text", "text": ANSWER}], "stop_reason": "end_turn", "stop_sequence": None,
-            "usage": {"input_tokens": 10, "output_tokens": 7}}
+            "usage": {"input_tokens": 1000, "cache_creation_input_tokens": 50, "cache_read_input_tokens": 200, "output_tokens": 70}}
 
 
 def anthropic_stream(model: str) -> bytes:
     message = anthropic_message(model)
     return _sse([
-        ("message_start", {"type": "message_start", "message": {**message, "content": [], "stop_reason": None, "usage": {"input_tokens": 10, "output_tokens": 1}}}),
+        ("message_start", {"type": "message_start", "message": {**message, "content": [], "stop_reason": None, "usage": {"input_tokens": 1000, "cache_creation_input_tokens": 50, "cache_read_input_tokens": 200, "output_tokens": 1}}}),
         ("content_block_start", {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}),
         ("content_block_delta", {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": ANSWER}}),
         ("content_block_stop", {"type": "content_block_stop", "index": 0}),
-        ("message_delta", {"type": "message_delta", "delta": {"stop_reason": "end_turn", "stop_sequence": None}, "usage": {"output_tokens": 7}}),
+        ("message_delta", {"type": "message_delta", "delta": {"stop_reason": "end_turn", "stop_sequence": None}, "usage": {"output_tokens": 70}}),
         ("message_stop", {"type": "message_stop"}),
     ])
 
 
 def gemini_response() -> dict:
     return {"candidates": [{"content": {"role": "model", "parts": [{"text": ANSWER}]}, "finishReason": "STOP", "index": 0}],
-            "usageMetadata": {"promptTokenCount": 10, "candidatesTokenCount": 7, "totalTokenCount": 17},
+            "usageMetadata": {"promptTokenCount": 1200, "cachedContentTokenCount": 200, "candidatesTokenCount": 40, "thoughtsTokenCount": 30,
+                              "totalTokenCount": 1270},
             "modelVersion": "gemini-2.5-pro"}
 
 

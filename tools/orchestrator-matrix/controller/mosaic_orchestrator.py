@@ -77,6 +77,7 @@ from macp.runtime_state import load_runtime_state, record_cooldown
 from macp.scheduler import queue_order
 from macp.signals import STOP_SIGNALS, SignalGuard
 from macp.taskstore import QueueSession, TaskDocument, load_tasks, task_errors
+from macp.usage import read_usage, sums_of
 from macp.worktree_contents import (
     WorktreeContents,
     dirty_fingerprints,
@@ -554,11 +555,11 @@ class Controller:
         """Apply what the worker's exit means (:func:`macp.decide.decide`): a provider
         failure, escalation, a failed attempt, or the gates (as steps) and then their
         verdict. Returns the task's status."""
-        if runtime := task.get("attempt_runtime"):
-            task = self.record_run(task, runtime, outcome)
         if outcome.log_path:
             outcome = replace(outcome, output=read_log_tail(outcome.log_path))
         decision = self.decide(task, outcome, None)
+        if runtime := task.get("attempt_runtime"):
+            task = self.record_run(task, runtime, outcome, decision.counts_attempt)
         if decision.action == "gates":
             specs = gate_specs(task, self.config)
             if decision.status == "gated":
@@ -622,8 +623,12 @@ class Controller:
             self.say(f"{task['id']}: committed the worker's uncommitted changes ({commit[:12]})")
         return task
 
-    def record_run(self, task: Task, runtime: str, outcome: AttemptOutcome) -> Task:
-        """Append where this attempt ran (on ``runtime``) and how it ended to the task's ``runs``."""
+    def record_run(self, task: Task, runtime: str, outcome: AttemptOutcome, counted: bool) -> Task:
+        """Append where this attempt ran (on ``runtime``), how it ended, whether it
+        ``counted`` and what it used (:func:`macp.usage.read_usage`, from the runtime's
+        structured output) to the task's ``runs``, and sum the task's ``usage`` and
+        ``waste`` again."""
+        spec = self.config["runtimes"].get(runtime)
         run: Run = {
             "attempt": task["attempts"],
             "runtime": runtime,
@@ -631,8 +636,11 @@ class Controller:
             "timed_out": outcome.timed_out,
             "idle_timed_out": outcome.idle_timed_out,
             "at": clock.timestamp(),
+            "counted": counted,
+            "usage": read_usage(outcome.output or "", spec.get("output", "text") if spec else "text"),
         }
-        return self.update(task["id"], {"runs": [*(task.get("runs") or []), run]})
+        runs = [*(task.get("runs") or []), run]
+        return self.update(task["id"], {"runs": runs, **sums_of(runs)})
 
     def run_quality_gates(self, task: Task, specs: list[GateSpec]) -> Generator[Command, ProcessResult, list[GateResult]]:
         """Run ``specs`` in the task's working folder (as steps) and record one event per gate."""

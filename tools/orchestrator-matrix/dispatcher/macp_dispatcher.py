@@ -45,6 +45,7 @@ from macp.naming import branch_name, task_folder_name
 from macp.pool import run_command
 from macp.procs import Command, read_log_tail
 from macp.redact import redact, redact_value
+from macp.usage import unavailable
 from macp.verdicts import SUMMARY_MAX_CHARS, bounded, judge_agent_run
 from macp.worktree_contents import WorktreeContents, discard_gate_output, read_contents, read_gate_record, why_kept
 from protocol.schemas import schema_errors
@@ -499,6 +500,8 @@ def collect_result(
         "output_tail": "",
         "metadata": {},
     }
+    if usage := task.get("usage"):  # an agent task: what its runs used, counted and not (issue 23)
+        result["usage"], result["waste"] = usage, task.get("waste") or unavailable()
     result.update(cast(ResultDetails, {key: value for key, value in (details or {}).items() if value is not None}))
     result = cast(Result, redact_value(result))
     errors = schema_errors("result", result)

@@ -34,6 +34,8 @@ from macp.model import Config, Failure, FinalStatus, GateResult, Task, TaskChang
 from macp.providers import WAITING_DOES_NOT_FIX, ProviderFailure
 from macp.selection import cooling_down, runtime_order
 
+PROVIDER_FAILED = "task.provider.failed"  # the event of a run that failed at the provider: it does not count
+
 
 @dataclass(frozen=True)
 class AttemptOutcome:
@@ -110,6 +112,12 @@ class Decision:
     ending: Ending | None = None
     cooldown: Cooldown | None = None
     say: str | None = None
+
+    @property
+    def counts_attempt(self) -> bool:
+        """False after a provider failure: the run does not count as an attempt, and what
+        it used is waste (issue 23)."""
+        return self.event_type != PROVIDER_FAILED
 
 
 def decide(task: Task, outcome: AttemptOutcome, gate_results: list[GateResult] | None, config: Config, now: datetime, tasks: list[Task] | None = None,
@@ -234,7 +242,7 @@ def provider_failed(task: Task, failure: ProviderFailure, outcome: AttemptOutcom
     if count >= config["macp"]["max_provider_failures"]:
         reason = f"runtime unavailable: {count} provider failures, the last {what}"
         ending = Ending("escalated", exit_code=outcome.exit_code, output_tail=outcome.output_tail, escalation_reason=reason)
-        return Decision("finish", "escalated", "task.provider.failed", what, {**base, "failed_runtimes": failed}, metadata, ending, cooldown, said)
+        return Decision("finish", "escalated", PROVIDER_FAILED, what, {**base, "failed_runtimes": failed}, metadata, ending, cooldown, said)
     cooling = cooling_down(runtime_state, now)
     if cooldown is not None:  # recorded before the next runtime is picked; a later time already recorded stays
         cooling = {**cooling, runtime: max(cooldown.until, cooling.get(runtime, cooldown.until))}
@@ -242,17 +250,17 @@ def provider_failed(task: Task, failure: ProviderFailure, outcome: AttemptOutcom
     remaining = [name for name in order if name not in failed and name not in cooling]
     if remaining:
         message = f"{what}; failing over to {remaining[0]}"
-        return Decision("failover", "pending", "task.provider.failed", message, {**base, "failed_runtimes": failed},
+        return Decision("failover", "pending", PROVIDER_FAILED, message, {**base, "failed_runtimes": failed},
                         {**metadata, "next_runtime": remaining[0]}, cooldown=cooldown, say=said)
     back = sorted(cooling.values())
     if back:
         until = back[0]
     elif failure.kind in WAITING_DOES_NOT_FIX:
         message = f"{what}; every runtime failed, starting a new round (waiting does not fix {failure.kind})"
-        return Decision("failover", "pending", "task.provider.failed", message, {**base, "failed_runtimes": []}, metadata, cooldown=cooldown, say=said)
+        return Decision("failover", "pending", PROVIDER_FAILED, message, {**base, "failed_runtimes": []}, metadata, cooldown=cooldown, say=said)
     else:
         until = now + timedelta(seconds=config["macp"]["provider_cooldown_seconds"])
     not_before = clock.format_timestamp(until)
     message = f"{what}; every runtime failed, waiting until {not_before}"
-    return Decision("failover", "pending", "task.provider.failed", message, {**base, "failed_runtimes": [], "not_before": not_before},
+    return Decision("failover", "pending", PROVIDER_FAILED, message, {**base, "failed_runtimes": [], "not_before": not_before},
                     {**metadata, "not_before": not_before}, cooldown=cooldown, say=f"{said}\n{task['id']}: every runtime failed; waiting until {not_before}")

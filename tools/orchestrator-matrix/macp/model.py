@@ -105,6 +105,26 @@ class AcpState(TypedDict, total=False):
     reported_at: str | None
 
 
+Completeness = Literal["complete", "partial", "unavailable"]
+CostSource = Literal["reported", "price_table"]
+
+
+class Usage(TypedDict):
+    """Tokens and cost of agent runs (task.schema.json ``$defs/usage``; :mod:`macp.usage`).
+    Cached reads and cache writes are subsets of ``input_tokens``, reasoning a subset of
+    ``output_tokens``; ``total_tokens`` is input plus output; ``cost_usd`` in US dollars."""
+
+    input_tokens: int
+    cached_input_tokens: int
+    cache_write_tokens: int
+    output_tokens: int
+    reasoning_tokens: int
+    total_tokens: int
+    cost_usd: float | None
+    cost_source: CostSource | None
+    completeness: Completeness
+
+
 class _RunRequired(TypedDict):
     attempt: int
     runtime: str
@@ -112,12 +132,15 @@ class _RunRequired(TypedDict):
 
 class Run(_RunRequired, total=False):
     """One run of a task's agent runtime: where it ran and how it ended (``at``: when it
-    started, a timestamp)."""
+    started, a timestamp), whether it ``counted`` as an attempt (not after a provider
+    failure) and what it used."""
 
     exit_code: int | None
     timed_out: bool
     idle_timed_out: bool
     at: str
+    counted: bool
+    usage: Usage
 
 
 class TaskChanges(TypedDict, total=False):
@@ -159,6 +182,8 @@ class TaskChanges(TypedDict, total=False):
     risk_hold: str | None
     attempt_runtime: str | None
     runs: list[Run]
+    usage: Usage
+    waste: Usage
     failed_runtimes: list[str]
     provider_failures: int
     error: str | None
@@ -212,6 +237,8 @@ class ResultDetails(TypedDict, total=False):
     max_attempts: int
     runtime: str
     runs: list[Run]
+    usage: Usage
+    waste: Usage
     dispatch: str
     worktree: str | None
     branch: str | None

@@ -112,6 +112,11 @@ class _Reading:
         return RunReport(self.structured, self.error, self.status, self.error_type, final, self.text, self.hints)
 
 
+def structured_events(output: str) -> list[dict]:
+    """The structured events in ``output`` (JSON objects with a string ``type``), in order."""
+    return [event for line in output.splitlines() if (event := _event(line)) is not None]
+
+
 def _event(line: str) -> dict | None:
     line = line.strip()
     if not line.startswith("{"):
