@@ -419,6 +419,13 @@ def test_a_path_argument_no_file_system_takes_is_one_line_and_exit_2(sandbox, tm
         assert proc.stderr.count("\n") == 1 and "File name too long" in proc.stderr and len(proc.stderr) < 300
 
 
+def test_an_argument_that_is_not_utf8_is_stored_with_a_replacement_character(sandbox):
+    proc = sandbox.macp("submit", "--task-id", "X", "--title", "bad \udcff byte", "--command", "true")  # argv byte 0xff
+    assert proc.returncode == 0, proc.stderr
+    assert sandbox.task("X")["title"] == "bad \ufffd byte"
+    assert sandbox.macp("drain").returncode == 0 and sandbox.task("X")["status"] == "completed"
+
+
 def test_the_readme_lists_every_command():
     from controller.macp_cli import build_parser
 

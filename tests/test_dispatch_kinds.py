@@ -177,3 +177,6 @@ def test_mosaic_yolo_works_outside_git_and_leaves_no_temp_files(sandbox, tmp_pat
     assert sandbox.run("mosaic", "yolo", "reader", "from", "a", "file", cwd=outside).returncode == 0
     assert (sandbox.home / "file.txt").read_text() == "from a file"
     assert list(tmp.iterdir()) == [], "the prompt's temporary file is gone"
+    sandbox.env.pop("MACP_CONFIG")
+    assert sandbox.run("mosaic", "yolo", "codex", "caf\udce9", cwd=outside).returncode == 0  # argv byte 0xe9, not UTF-8
+    assert (sandbox.home / "stdin.txt").read_bytes() == b"caf\xe9", "the prompt goes on as the bytes it was"

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import time
+from datetime import datetime, timezone
 
 import pytest
 
@@ -224,6 +225,29 @@ def test_a_corrupt_event_line_in_the_middle_is_named_by_line(sandbox):
     events.write_text(events.read_text() + "{not json\n" + events.read_text())
     proc = sandbox.macp("history")
     assert proc.returncode == 2 and "events.ndjson:2: invalid event line" in proc.stderr
+
+
+def test_a_hand_edited_event_or_archive_line_nested_too_deeply_is_named_never_a_traceback(sandbox):
+    sandbox.macp("submit", "--task-id", "A", "--command", "true", check=True)
+    sandbox.macp("drain", check=True)
+    sandbox.macp("archive", check=True)
+    deep = "[" * 100_000 + "]" * 100_000
+    with (sandbox.orch / "events.ndjson").open("a") as handle:
+        handle.write(deep + "\n" + '{"event_id": "e", "timestamp": NaN}' + "\n")
+    archive = next((sandbox.orch / "archive").glob("*.ndjson"))
+    with archive.open("a") as handle:
+        handle.write(deep + "\n")
+    lines = len((sandbox.orch / "events.ndjson").read_text().splitlines())
+    validate = sandbox.macp("validate")
+    assert validate.returncode == 1 and "Traceback" not in validate.stderr, validate.stderr
+    assert f"events.ndjson:{lines - 1}: invalid JSON: nested too deeply" in validate.stdout
+    assert f"events.ndjson:{lines}:32: invalid JSON: NaN is not a JSON number" in validate.stdout
+    history = sandbox.macp("history")
+    assert history.returncode == 2 and "Traceback" not in history.stderr
+    assert f"events.ndjson:{lines - 1}: invalid event line: nested too deeply" in history.stderr
+    sandbox.macp("submit", "--task-id", "B", "--command", "true", check=True)  # reads every archived id
+    assert sandbox.macp("submit", "--task-id", "A", "--command", "true").returncode == 2  # still known
+    assert sandbox.macp("drain").returncode == 0 and sandbox.task("B")["status"] == "completed"
 
 
 def test_validate_reports_every_invalid_line_and_exits_1(sandbox):
@@ -495,6 +519,26 @@ def test_status_never_reads_a_fifo_among_a_running_tasks_logs(sandbox, tmp_path)
     finally:
         release.touch()
         controller.wait(timeout=60)
+
+
+def test_status_skips_a_log_that_goes_between_listing_and_looking(tmp_path):
+    from controller.macp_cli import attempt_progress
+
+    folder = tmp_path / "attempt-1"
+    folder.mkdir()
+    (folder / "worker.log").write_text("working\n")
+
+    class ListsAVanishedLog:  # the attempt's folder as listed just before its gate log was moved aside
+        def glob(self, pattern):
+            return [folder / "gate-1-tests.log", *folder.glob(pattern)]
+
+    class Layout:
+        def attempt_dir(self, task_id, attempt):
+            return ListsAVanishedLog()
+
+    task = {"id": "T", "attempts": 1, "attempt_started_at": "2026-12-04T10:00:00.000Z"}
+    progress = attempt_progress(task, datetime(2026, 12, 4, 10, 1, tzinfo=timezone.utc), Layout())
+    assert progress == {"elapsed_seconds": 60.0, "last_output": "working"}
 
 
 HALF_EMOJI = '"half an emoji \\ud83d"'  # a JSON escape of a lone surrogate: a stream cut mid-character

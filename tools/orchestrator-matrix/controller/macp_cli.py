@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import stat
 import sys
@@ -326,6 +327,15 @@ def task_view(task: Task, by_id: Mapping[str, Task], now: datetime, layout: Layo
     }
 
 
+def _lstat(path: Path) -> os.stat_result | None:
+    """``path.lstat()``, or None when the file went between listing and looking (the attempt
+    folder moved aside as the attempt ended)."""
+    try:
+        return path.lstat()
+    except FileNotFoundError:
+        return None
+
+
 def attempt_progress(task: Task, now: datetime, layout: Layout) -> dict[str, Any]:
     """``{"elapsed_seconds", "last_output"}`` of a running attempt: seconds since it was
     claimed (``attempt_started_at``), and the last non-empty line of the newest log in its
@@ -334,7 +344,8 @@ def attempt_progress(task: Task, now: datetime, layout: Layout) -> dict[str, Any
 
     started = task.get("attempt_started_at") or task.get("updated_at")
     elapsed = max(0.0, (now - clock.parse_timestamp(started)).total_seconds()) if started else 0.0
-    found = [(info.st_mtime, path) for path in layout.attempt_dir(task["id"], task.get("attempts", 0)).glob("*.log") if stat.S_ISREG((info := path.lstat()).st_mode)]
+    found = [(info.st_mtime, path) for path in layout.attempt_dir(task["id"], task.get("attempts", 0)).glob("*.log")
+             if (info := _lstat(path)) and stat.S_ISREG(info.st_mode)]
     logs = [path for _mtime, path in sorted(found)]  # regular files only: a FIFO is never read
     lines = [line for line in read_log_tail(logs[-1], 4096).splitlines() if line.strip()] if logs else []
     return {"elapsed_seconds": round(elapsed, 1), "last_output": one_line(lines[-1]) if lines else ""}

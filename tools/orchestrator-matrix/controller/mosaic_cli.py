@@ -61,7 +61,7 @@ def prompt_source(args) -> tuple[Path, str, int | None]:
     if args.dry_run:
         return Path("<prompt file>"), text, None
     handle = tempfile.TemporaryFile(prefix="mosaic-yolo-")  # noqa: SIM115 -- its descriptor outlives this function on purpose
-    handle.write(text.encode("utf-8"))
+    handle.write(text.encode("utf-8", "surrogateescape"))  # an argument that is not UTF-8 goes on as the bytes it was
     handle.flush()
     fd = os.dup(handle.fileno())
     handle.close()

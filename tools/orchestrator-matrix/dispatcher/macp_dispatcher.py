@@ -414,8 +414,8 @@ MAX_REPORT_BYTES = 65536
 def read_worker_report(report_file: Path) -> dict:
     """The worker's optional JSON report (docs/workers.md), keeping only well-typed fields:
     ``summary`` (str, cut at 2,000 characters), ``files_changed`` (list of str), ``escalate``
-    (bool), ``escalation_reason`` (str), ``pr`` (str). Missing or malformed reports give
-    ``{}``. A report that is not a regular file (a link, a FIFO) or is larger than
+    (bool), ``escalation_reason`` (str), ``pr`` (str); secrets in the strings are redacted
+    here, before any view sees them. Missing or malformed reports give ``{}``. A report that is not a regular file (a link, a FIFO) or is larger than
     :data:`MAX_REPORT_BYTES` is ignored: ``{"note": why}``; it is never followed or read
     whole, so a worker cannot make the controller block or read another file."""
     try:

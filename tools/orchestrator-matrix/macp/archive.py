@@ -94,7 +94,7 @@ def archived_ids(orch_dir: Path) -> set[str]:
             for raw in handle:
                 match = _LEADING_ID.match(raw)
                 try:
-                    value = json.loads(match.group(1)) if match else json.loads(raw).get("id")
+                    value = json.loads(match.group(1)) if match else loads(raw).get("id")
                 except (ValueError, AttributeError):
                     continue
                 if isinstance(value, str):

@@ -19,7 +19,7 @@ from pathlib import Path
 from macp import clock
 from macp.cliutil import note
 from macp.errors import MacpError
-from macp.fsio import append_line
+from macp.fsio import append_line, loads
 from macp.redact import redact, redact_value
 from protocol.schemas import schema_errors
 
@@ -168,8 +168,8 @@ def _located_lines(data: mmap.mmap, needle: bytes | None) -> Iterator[tuple[int,
 def _decode_line(events_file: Path, number: Callable[[], int], raw: bytes) -> dict:
     """One event line; ``number()`` gives its line number for the error message."""
     try:
-        event = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        event = loads(raw.decode("utf-8"))
+    except ValueError as exc:  # not UTF-8, not JSON, or nested deeper than the parser follows
         raise MacpError(f"{events_file}:{number()}: invalid event line: {exc}") from None
     if not isinstance(event, dict):
         raise MacpError(f"{events_file}:{number()}: an event must be a JSON object")
@@ -192,7 +192,7 @@ def read_tail(events_file: Path, max_bytes: int = 1 << 20) -> list[dict]:
     events = []
     for raw in lines:
         try:
-            event = json.loads(raw)
+            event = loads(raw)
         except ValueError:
             continue
         if isinstance(event, dict):

@@ -17,7 +17,7 @@ from macp.archive import archive_files, archived_lines
 from macp.cliutil import out, repo_layout
 from macp.config import default_config, load_config, merge, signature_errors
 from macp.errors import EXIT_OK, EXIT_TASKS_FAILED, MacpError
-from macp.fsio import parse_json_text, read_json
+from macp.fsio import loads, parse_json_text, read_json
 from macp.layout import Layout, confine, confine_output
 from macp.lifecycle import FINISHED, status_of
 from macp.model import Config, Task
@@ -140,9 +140,12 @@ def check_ndjson_file(path: Path, check: Check) -> list[str]:
         if not line.strip():
             continue
         try:
-            value = json.loads(line)
+            value = loads(line)
         except json.JSONDecodeError as exc:
             problems.append(f"{path}:{number}:{exc.colno}: invalid JSON: {exc.msg}")
+            continue
+        except ValueError as exc:  # nested deeper than the parser follows
+            problems.append(f"{path}:{number}: invalid JSON: {exc}")
             continue
         problems += [f"{path}:{number}: {problem}" for problem in check(value)]
     return problems

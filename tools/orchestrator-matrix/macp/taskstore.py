@@ -26,7 +26,7 @@ from macp import journal
 from macp.archive import find_archived
 from macp.errors import MacpError
 from macp.events import append_events
-from macp.fsio import parse_json_text, write_atomic
+from macp.fsio import parse_json_text, utf8, write_atomic
 from macp.layout import Layout
 from macp.locks import exclusive_lock
 from macp.model import Task
@@ -248,7 +248,7 @@ def _fold(layout: Layout, loaded: _Loaded, text: str | None = None) -> str:
     text = text if text is not None else loaded.document.to_json()
     sha = ""
     if loaded.journal.size:
-        sha = journal.digest(text.encode("utf-8"))
+        sha = journal.digest(utf8(text))
         journal.mark_fold(layout.tasks_journal, sha)
     write_atomic(layout.tasks_file, text)
     if loaded.journal.size:
@@ -290,7 +290,7 @@ def edit_tasks(layout: Layout) -> Iterator[TaskDocument]:
         if document.fingerprint() != before:
             text = document.to_json()
             if document.events:
-                write_outbox(layout.events_outbox, journal.digest(text.encode("utf-8")), document.events)
+                write_outbox(layout.events_outbox, journal.digest(utf8(text)), document.events)
             _fold(layout, loaded, text)
         if document.events:
             append_events(layout.events_file, document.events)
