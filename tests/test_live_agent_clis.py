@@ -67,8 +67,30 @@ def test_a_real_cli_completes_a_task_with_its_own_summary(sandbox, api, cli):
     for where in (run["usage"], task["usage"], result["usage"]):
         assert {key: where[key] for key in expected} == expected, where
         assert where["completeness"] == "complete" and where["total_tokens"] == where["input_tokens"] + where["output_tokens"]
-    assert (result["usage"]["cost_source"] == "reported" and result["usage"]["cost_usd"] > 0) is (cli == "claude"), "only claude prices it here"
     assert result["waste"]["total_tokens"] == 0 and result["waste"]["completeness"] == "unavailable"
+    usage = result["usage"]
+    if cli in EXAMPLE_PRICES:  # no cost of their own: the shipped example price table prices them
+        input_price, cached_price, output_price = EXAMPLE_PRICES[cli]
+        cost = (1000 * input_price + 200 * cached_price + 70 * output_price) / 1e6
+        assert (usage["cost_source"], usage["cost_usd"]) == ("price_table", pytest.approx(cost))
+    else:  # claude and opencode (priced in its own config) report a cost: recorded as they printed it
+        assert (usage["cost_source"], usage["cost_usd"]) == ("reported", pytest.approx(reported_cost(result, cli)))
+        assert usage["cost_usd"] > 0
+
+
+EXAMPLE_PRICES = {"codex": (1.25, 0.125, 10.0), "gemini": (1.25, 0.31, 10.0)}  # templates/.../config.json "prices"
+
+
+def reported_cost(result: dict, cli: str) -> float:
+    """The cost the CLI printed in its worker log: claude's final ``total_cost_usd``, the sum
+    of opencode's ``step_finish`` costs."""
+    import json
+    from pathlib import Path
+
+    lines = [json.loads(line) for line in (Path(result["metadata"]["log_dir"]) / "worker.log").read_text().splitlines() if line.startswith("{")]
+    if cli == "claude":
+        return [line for line in lines if line.get("type") == "result"][-1]["total_cost_usd"]
+    return sum(line["part"]["cost"] for line in lines if line.get("type") == "step_finish")
 
 
 EXPECTED_USAGE = {

@@ -28,6 +28,7 @@ PAIRS = {
     model.AcpState: ("task", "/properties/acp/oneOf/1"),
     model.Run: ("task", "/properties/runs/items"),
     model.Usage: ("task", "/$defs/usage"),
+    model.Variance: ("task", "/$defs/variance"),
     model.GateObject: ("task", "/$defs/gate/oneOf/1"),
     model.Result: ("result", ""),
     model.WorkerRun: ("result", "/properties/worker"),
@@ -40,12 +41,15 @@ PAIRS = {
     model.RiskConfig: ("config", "/properties/macp/properties/risk"),
     model.WorkerConfig: ("config", "/properties/worker"),
     model.RuntimeSpec: ("config", "/$defs/runtime"),
+    model.BudgetConfig: ("config", "/properties/budget"),
+    model.PricesConfig: ("config", "/properties/prices"),
+    model.Price: ("config", "/$defs/price"),
 }
 # Built in code, never read from or written to a document as they are (TaskChanges and
 # ResultDetails: parts of Task and Result, checked below).
 INTERNAL = {model.GateSpec, model.TaskChanges, model.ResultDetails}
 # The effective config has every key: the template supplies each default (macp.config).
-FILLED_BY_THE_TEMPLATE = {model.Config, model.MatrixConfig, model.MacpConfig, model.WorkerConfig}
+FILLED_BY_THE_TEMPLATE = {model.Config, model.MatrixConfig, model.MacpConfig, model.WorkerConfig, model.BudgetConfig}
 # Written whole by MACP (macp.gates), though the schema lets a hand-made result leave keys out.
 WRITTEN_WHOLE = {model.GateResult}
 SCALARS = {str: "string", int: "integer", float: "number", bool: "boolean", type(None): "null"}
@@ -142,5 +146,6 @@ def test_every_typed_dict_of_the_model_is_paired_with_a_schema():
 @pytest.mark.parametrize("typed", sorted(FILLED_BY_THE_TEMPLATE, key=lambda typed: typed.__name__), ids=lambda typed: typed.__name__)
 def test_the_template_config_supplies_every_key_the_config_type_requires(typed):
     template = default_config()
-    section = {model.Config: template, model.MatrixConfig: template["matrix"], model.MacpConfig: template["macp"], model.WorkerConfig: template["worker"]}[typed]
+    section = {model.Config: template, model.MatrixConfig: template["matrix"], model.MacpConfig: template["macp"], model.WorkerConfig: template["worker"],
+               model.BudgetConfig: template["budget"]}[typed]
     assert set(typed.__required_keys__) <= set(section)

@@ -73,7 +73,7 @@ def test_a_provider_failures_usage_is_kept_as_waste_never_lost(sandbox):
     sandbox.fake_cli("claude", f"cat > /dev/null\necho '{json.dumps(error)}'\nexit 1\n")
     done = {"type": "turn.completed", "usage": {"input_tokens": 800, "cached_input_tokens": 100, "output_tokens": 40, "reasoning_output_tokens": 10}}
     sandbox.fake_cli("codex", f"cat > /dev/null\necho '{json.dumps(done)}'\n")
-    sandbox.write_config({"runtimes": {"opencode": None, "gemini": None, "goose": None}})
+    sandbox.write_config({"runtimes": {"opencode": None, "gemini": None, "goose": None}, "prices": {"runtimes": {}}})  # unpriced: the figures as read
     sandbox.macp("submit", "--task-id", "W", "--dispatch", "yolo", "--runtime", "claude", check=True)
     sandbox.macp("drain", check=True)
     result = sandbox.result("W")

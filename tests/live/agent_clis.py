@@ -9,7 +9,8 @@ turned off so a failure case ends in seconds, not minutes:
 - claude: ``ANTHROPIC_BASE_URL``, ``ANTHROPIC_API_KEY``, ``CLAUDE_CODE_MAX_RETRIES=0``;
 - gemini: ``GOOGLE_GEMINI_BASE_URL``, ``GEMINI_API_KEY``, ``GEMINI_MODEL``, and in
   ``~/.gemini/settings.json`` the API-key auth type and ``general.maxAttempts = 1``;
-- opencode: an ``@ai-sdk/openai-compatible`` provider with ``baseURL`` in ``opencode.json``
+- opencode: an ``@ai-sdk/openai-compatible`` provider with ``baseURL`` in ``opencode.json``, its
+  model priced there (``cost``) so opencode reports a cost as it does for a catalogued model
   (its session still retries 5 times, honouring ``retry-after-ms``, which the fake API
   keeps short).
 """
@@ -120,7 +121,7 @@ def point_at(cli: str, home: Path, base_url: str) -> dict[str, str]:
         config = home / ".config" / "opencode" / "opencode.json"
         config.parent.mkdir(parents=True, exist_ok=True)
         provider = {"npm": "@ai-sdk/openai-compatible", "name": "Fake", "options": {"baseURL": f"{base_url}/v1", "apiKey": "fake-key"},
-                    "models": {"fake-model": {"name": "Fake model"}}}
+                    "models": {"fake-model": {"name": "Fake model", "cost": {"input": 2, "output": 8, "cache_read": 0.5, "cache_write": 2.5}}}}
         config.write_text(json.dumps({"provider": {"fake": provider}, "model": "fake/fake-model", "autoupdate": False, "share": "disabled"}))
         return {"OPENCODE_CONFIG": str(config), "OPENCODE_DISABLE_AUTOUPDATE": "1", "OPENCODE_DISABLE_MODELS_FETCH": "1"}
     raise ValueError(f"unknown CLI {cli!r}")

@@ -25,11 +25,24 @@ from typing import Any, cast, get_args
 
 from controller.deliver_cli import RECORDING_COMMANDS, cmd_deliver, deliver_after_command, delivery_lines, delivery_status
 from macp import __version__, clock
-from macp.archive import ArchiveLookup, archived_ids
-from macp.cliutil import OneLineParser, add_workers_option, note, out, positive_int, print_json, repo_layout, run_main, shortened
+from macp.archive import ArchiveLookup, archived_ids, archived_tasks
+from macp.cliutil import (
+    OneLineParser,
+    add_workers_option,
+    note,
+    out,
+    positive_dollars,
+    positive_int,
+    print_json,
+    repo_layout,
+    run_main,
+    shortened,
+    token_figure,
+)
 from macp.config import TEMPLATE_STATE_DIR, load_config, max_attempts
 from macp.dependencies import KnownTasks
 from macp.errors import EXIT_OK, MacpError
+from macp.estimates import calibrate, estimate_note
 from macp.events import make_event, read_events
 from macp.fsio import loads
 from macp.layout import Layout, confine
@@ -131,8 +144,13 @@ def build_task(args, layout: Layout, config: Config) -> Task:
         "branch": args.branch,
         "issue": args.issue,
         "description": args.description,
+        "estimate_tokens": args.estimate,
+        "max_tokens": args.max_tokens,
+        "max_cost_usd": args.max_cost_usd,
     }
     task.update(cast(TaskChanges, {key: value for key, value in optional.items() if value is not None}))
+    if args.estimate:
+        task["estimate_source"] = "given"
     task["brief_path"] = brief_path_for(args, layout, config)
     task["depends_on"] = split_ids(args.depends_on)
     if args.gate:
@@ -182,7 +200,9 @@ def cmd_submit(args) -> int:
         except MacpError as exc:
             raise MacpError(f"{where}{exc}") from None
     archived = archived_ids(layout.orch_dir)
-    add_checked(load_tasks(layout), submissions, tasks, archived)  # before anything is created
+    queue = load_tasks(layout)
+    add_checked(queue, submissions, tasks, archived)  # before anything is created
+    calibrations = calibrate(tasks, [*queue.tasks, *archived_tasks(layout.orch_dir)])
     created = initialise(layout) if not layout.tasks_file.exists() else []
     if created:
         note(f"created {layout.orch_dir} from templates ({', '.join(created)})")
@@ -191,10 +211,14 @@ def cmd_submit(args) -> int:
         add_checked(document, submissions, tasks, archived_ids(layout.orch_dir))
         events.extend(make_event("task.submitted", source="cli", task_id=task["id"], status="pending", attempt=0, message=task["title"]) for task in tasks)
     if args.from_file is None:
-        out(f"submitted {tasks[0]['id']} ({tasks[0]['dispatch']}, pending)")
+        estimate = estimate_note(tasks[0])
+        out(f"submitted {tasks[0]['id']} ({tasks[0]['dispatch']}, pending" + (f"; {estimate}" if estimate else "") + ")")
     else:
         out(f"submitted {len(tasks)} task(s) from {args.from_file}")
+    for line in calibrations:
+        out(line)
     return EXIT_OK
+
 
 
 def add_checked(document, submissions: Sequence[tuple[str, object]], tasks: list[Task], archived: set[str]) -> None:
@@ -229,6 +253,7 @@ SUBMISSION_FIELDS = {
     "id": "task_id", "title": "title", "description": "description", "type": "type", "dispatch": "dispatch",
     "runtime": "runtime", "pin_runtime": "pin_runtime", "brief": "brief", "command": "command", "depends_on": "depends_on", "priority": "priority", "exclusive_group": "exclusive_group",
     "max_attempts": "max_attempts", "timeout_seconds": "timeout", "branch": "branch", "issue": "issue", "quality_gates": "gate",
+    "estimate_tokens": "estimate", "max_tokens": "max_tokens", "max_cost_usd": "max_cost_usd",
 }
 
 
@@ -568,7 +593,10 @@ def requeue_downstream(layout: Layout, task_id: str) -> list[Task]:
     return requeued
 
 
-EDITABLE = {"timeout": "timeout_seconds", "command": "command", "max_attempts": "max_attempts", "runtime": "runtime", "priority": "priority", "gate": "quality_gates"}
+EDITABLE = {
+    "timeout": "timeout_seconds", "command": "command", "max_attempts": "max_attempts", "runtime": "runtime", "priority": "priority", "gate": "quality_gates",
+    "estimate": "estimate_tokens", "max_tokens": "max_tokens", "max_cost_usd": "max_cost_usd",
+}
 
 
 def cmd_edit(args) -> int:
@@ -577,7 +605,9 @@ def cmd_edit(args) -> int:
     config = load_config(layout.config_file)
     wanted = {field: getattr(args, option) for option, field in EDITABLE.items() if getattr(args, option) is not None}
     if not wanted:
-        raise MacpError("nothing to change: give at least one of --timeout, --command, --max-attempts, --runtime, --priority, --gate")
+        raise MacpError("nothing to change: give at least one of " + ", ".join("--" + option.replace("_", "-") for option in EDITABLE))
+    if "estimate_tokens" in wanted:
+        wanted["estimate_source"] = "given"
     if "runtime" in wanted and wanted["runtime"] not in config["runtimes"]:
         raise MacpError(f"unknown runtime {wanted['runtime']!r} (configured: {', '.join(config['runtimes']) or 'none'})")
     with recorded(edit_tasks(layout), layout.events_file) as (document, events):
@@ -674,6 +704,13 @@ def cmd_validate(args) -> int:
 # -- parser -----------------------------------------------------------------------------
 
 
+def add_budget_options(parser: argparse.ArgumentParser, estimate_default: str, cap_default: str) -> None:
+    """``--estimate``, ``--max-tokens`` and ``--max-cost-usd`` (docs/usage.md)."""
+    parser.add_argument("--estimate", type=token_figure, metavar="TOKENS", help=f"tokens the task is expected to use, as 5K or 4.2K: input not read from a cache, plus output ({estimate_default})")
+    parser.add_argument("--max-tokens", type=token_figure, metavar="TOKENS", help=f"the most the task may use over all its runs; a task whose estimate would pass it is escalated before it starts ({cap_default})")
+    parser.add_argument("--max-cost-usd", type=positive_dollars, metavar="USD", help=f"the most the task may cost over all its runs; passed to runtimes that take a cap ({cap_default})")
+
+
 def build_parser() -> OneLineParser:
     """The ``mosaic macp`` argument parser."""
     parser = OneLineParser(prog="mosaic macp", description="Submit, inspect and run MACP tasks.")
@@ -707,6 +744,7 @@ def build_parser() -> OneLineParser:
     p.add_argument("--branch", help="git branch of the task (default: feat/<id>-<slug of title>)")
     p.add_argument("--issue", help="issue reference kept with the task, e.g. #42 (default: none)")
     p.add_argument("--gate", action="append", metavar="COMMAND", help="quality gate for this task, replacing config's (repeatable; default: config quality_gates)")
+    add_budget_options(p, "default: the median used of completed tasks of its type, else none", "default: config budget")
 
     p = command("status", cmd_status, "show the queue")
     p.add_argument("--task-id", help="show only this task (default: every task)")
@@ -764,6 +802,7 @@ def build_parser() -> OneLineParser:
     p.add_argument("--runtime", help="new agent runtime (default: unchanged)")
     p.add_argument("--priority", type=int, help="new priority, higher runs first (default: unchanged)")
     p.add_argument("--gate", action="append", metavar="COMMAND", help="the task's quality gates, replacing its list (repeatable; default: unchanged)")
+    add_budget_options(p, "default: unchanged", "default: unchanged")
 
     p = command("cancel", cmd_cancel, "cancel a task that is not running")
     p.add_argument("task_id", help="the task to cancel")

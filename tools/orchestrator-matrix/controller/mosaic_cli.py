@@ -73,7 +73,8 @@ def prompt_source(args) -> tuple[Path, str, int | None]:
 def cmd_yolo(args) -> int:
     spec = runtime_spec(yolo_config(), args.runtime)
     prompt_file, prompt_text, prompt_fd = prompt_source(args)
-    invocation = build_invocation(spec, worktree=os.getcwd(), prompt_file=prompt_file, prompt_text=prompt_text, as_root=running_as_root())
+    caps = {"max_cost_usd": args.max_cost_usd} if args.max_cost_usd else {}
+    invocation = build_invocation(spec, worktree=os.getcwd(), prompt_file=prompt_file, prompt_text=prompt_text, as_root=running_as_root(), caps=caps)
     if args.dry_run:
         print(describe_invocation(invocation))
         return 0
@@ -101,6 +102,7 @@ def build_yolo_parser() -> OneLineParser:
     parser.add_argument("prompt", nargs="*", help="the prompt (or use --prompt-file)")
     parser.add_argument("--prompt-file", help="read the prompt from this file (default: the prompt arguments)")
     parser.add_argument("--dry-run", action="store_true", help="print the command instead of running it")
+    parser.add_argument("--max-cost-usd", metavar="USD", help="the most the run may cost, passed on with the runtime's caps arguments (runtimes.<name>.caps; claude: --max-budget-usd) (default: no cap)")
     return parser
 
 

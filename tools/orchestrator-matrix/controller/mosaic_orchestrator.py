@@ -28,6 +28,7 @@ import time
 import traceback
 from collections.abc import Generator
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -35,23 +36,26 @@ if __package__ in (None, ""):  # run as a script: make the tools folder importab
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from controller import recovery
-from controller.planning import plan_lines, remaining_lines
+from controller.planning import ledger_now, plan_lines, remaining_lines
 from controller.run_report import run_document, summary_event, summary_lines, task_rows
 from dispatcher import macp_dispatcher as dispatcher
 from macp import __version__, clock, gitops, proctree
 from macp.admission import Hold
 from macp.admission_index import Admitter
 from macp.archive import ArchiveLookup
+from macp.budget import Ledger, budget_lines
 from macp.cliutil import OneLineParser, add_workers_option, print_json, repo_layout, run_main
 from macp.config import load_config, max_attempts, timeout_seconds
 from macp.decide import AttemptOutcome, Decision, Ending, attempt_failed, decide
 from macp.decide import finish as finish_decision
 from macp.dependencies import KnownTasks
 from macp.errors import EXIT_OK, EXIT_TASKS_FAILED, EXIT_USAGE, Interrupted, MacpError, is_resource_exhaustion, is_storage_error
+from macp.estimates import LEARNING_LEVELS, learning_entry, variance_of, variance_text
 from macp.events import append_event, make_event
 from macp.fsio import dump_json, read_json, write_atomic
 from macp.gates import GateLimits, gate_specs, gate_steps
-from macp.layout import Layout, check_output_folders
+from macp.layout import Layout, check_output_folders, confine
+from macp.learnings import append_learning
 from macp.lifecycle import ACTIVE, status_of, transition
 from macp.locks import ControllerLock
 from macp.model import (
@@ -68,16 +72,19 @@ from macp.model import (
     Task,
     TaskChanges,
     TaskStatus,
+    Usage,
+    Variance,
     WorkerRun,
 )
 from macp.pool import Crashed, StepPool, Steps
+from macp.prices import price_for, priced
 from macp.procs import OWNER_ENV, Command, ProcessResult, read_log_tail
 from macp.recording import recorded
 from macp.runtime_state import load_runtime_state, record_cooldown
 from macp.scheduler import queue_order
 from macp.signals import STOP_SIGNALS, SignalGuard
 from macp.taskstore import QueueSession, TaskDocument, load_tasks, task_errors
-from macp.usage import read_usage, sums_of
+from macp.usage import read_usage, sums_of, unavailable
 from macp.worktree_contents import (
     WorktreeContents,
     dirty_fingerprints,
@@ -178,6 +185,12 @@ class Controller:
         # log it on recovery, as after a crash (see run_controller).
         self.unlogged = False
         self.base: str | None = None  # the ref new branches start from, resolved once per run
+
+    @cached_property
+    def ledger(self) -> Ledger:
+        """What runs cost so far, for the budgets (:func:`controller.planning.ledger_now`),
+        and then every run this controller records."""
+        return ledger_now(self.layout, self.queue.snapshot().tasks, clock.now())
 
     def refuse(self, task_id: str, problem: str) -> None:
         """Set ``task_id`` aside for this run, untouched, and say why on stderr."""
@@ -364,6 +377,7 @@ class Controller:
         task :func:`macp.admission.admit` picks (``pending -> running``, attempt counted),
         after applying the holds it decided (escalations, waits)."""
         now = clock.now()
+        ledger = self.ledger  # read before the queue is locked
         with self.guard.critical():
             with self.queue.edit() as document:
                 for waiting in queue_order([task for task in document.tasks if task.get("status") == "running"]):
@@ -384,6 +398,7 @@ class Controller:
                         lambda task: dispatcher.brief_for_review(task, self.layout.repo_root),
                         refused=self.summary.refused,
                         outside=self.archive,
+                        ledger=ledger,
                     )
                     # Checked again where it is used: the task may have been edited since
                     # start-up, and the paths MACP derives from an id are checked here only.
@@ -555,8 +570,10 @@ class Controller:
         """Apply what the worker's exit means (:func:`macp.decide.decide`): a provider
         failure, escalation, a failed attempt, or the gates (as steps) and then their
         verdict. Returns the task's status."""
-        if outcome.log_path:
-            outcome = replace(outcome, output=read_log_tail(outcome.log_path))
+        if log_path := outcome.log_path:
+            outcome = replace(outcome, output=read_log_tail(log_path))
+            if runtime := task.get("attempt_runtime"):
+                outcome = replace(outcome, usage=self.run_usage(runtime, log_path))
         decision = self.decide(task, outcome, None)
         if runtime := task.get("attempt_runtime"):
             task = self.record_run(task, runtime, outcome, decision.counts_attempt)
@@ -623,12 +640,19 @@ class Controller:
             self.say(f"{task['id']}: committed the worker's uncommitted changes ({commit[:12]})")
         return task
 
+    def run_usage(self, runtime: str, log_path: Path) -> Usage:
+        """What the run logged at ``log_path`` on ``runtime`` used: read from the runtime's
+        structured output (:func:`macp.usage.read_usage`; the whole log, up to
+        ``macp.max_log_bytes``) and priced from the price table when the runtime reported
+        no cost (:mod:`macp.prices`)."""
+        spec = self.config["runtimes"].get(runtime)
+        output = read_log_tail(log_path, self.config["macp"]["max_log_bytes"])
+        return priced(read_usage(output, spec.get("output", "text") if spec else "text"), price_for(self.config, runtime))
+
     def record_run(self, task: Task, runtime: str, outcome: AttemptOutcome, counted: bool) -> Task:
         """Append where this attempt ran (on ``runtime``), how it ended, whether it
-        ``counted`` and what it used (:func:`macp.usage.read_usage`, from the runtime's
-        structured output) to the task's ``runs``, and sum the task's ``usage`` and
-        ``waste`` again."""
-        spec = self.config["runtimes"].get(runtime)
+        ``counted`` and what it used (``outcome.usage``) to the task's ``runs``, sum the
+        task's ``usage`` and ``waste`` again, and count its cost in the budgets' ledger."""
         run: Run = {
             "attempt": task["attempts"],
             "runtime": runtime,
@@ -637,8 +661,9 @@ class Controller:
             "idle_timed_out": outcome.idle_timed_out,
             "at": clock.timestamp(),
             "counted": counted,
-            "usage": read_usage(outcome.output or "", spec.get("output", "text") if spec else "text"),
+            "usage": outcome.usage or unavailable(),
         }
+        self.ledger.add(run)
         runs = [*(task.get("runs") or []), run]
         return self.update(task["id"], {"runs": runs, **sums_of(runs)})
 
@@ -688,7 +713,7 @@ class Controller:
                 contents = dispatcher.inspect_worktree(task, worktree, self.layout.repo_root, self.config)
                 if base_commit:
                     files = [path for path in gitops.changed_files(worktree, base_commit) if path not in contents.gate_output]
-                kept = why_kept(contents, self.config["macp"]["remove_ignored_files"])
+                kept = ending.keep_worktree or why_kept(contents, self.config["macp"]["remove_ignored_files"])
                 kept_commits = dispatcher.preserve_commits(task, worktree)
                 commits = gitops.commits_since(worktree, base_commit) if base_commit else []
             except gitops.GitError as exc:
@@ -706,6 +731,8 @@ class Controller:
             "base_commit": base_commit,
             "commits": commits,
             "worker": ending.worker_run,
+            "estimate_tokens": task.get("estimate_tokens"),
+            "variance": (variance := variance_of(task)),
             "metadata": {
                 "log_dir": str(self.layout.attempt_dir(task["id"], task.get("attempts", 0))),
                 **({"uncommitted_work": uncommitted} if (uncommitted := task.get("uncommitted_work")) else {}),
@@ -723,9 +750,13 @@ class Controller:
         }
         if ending.last_failure:
             changes["last_failure"] = ending.last_failure
+        if variance:
+            changes["variance"] = variance
         result_path = str(dispatcher.result_file(task, self.layout.orch_dir))
         task = self.change(task["id"], status, f"task.{status}", message, changes, {"result": result_path})
         self.say(f"{task['id']}: {status}" + (f" ({message})" if status != "completed" else ""))
+        if variance:
+            self.record_variance(task, variance)
         if worktree and worktree.exists() and kept is None and self.config["macp"]["cleanup_worktrees"]:
             self.remove_worktree(task, contents)  # inspected and its commits kept just above
         elif kept is not None:
@@ -733,6 +764,21 @@ class Controller:
                 self.emit("worktree.kept", task, f"{task['worktree']} kept: {kept}", source="dispatcher", reason=kept)
             self.say(f"{task['id']}: worktree kept ({kept})")
         return status
+
+    def record_variance(self, task: Task, variance: Variance) -> None:
+        """Log how far the ended ``task`` was off its estimate (``task.variance``, with the
+        Mosaic Stack guide's level) and, from 50 %, append a learning to the learnings file
+        (:mod:`macp.learnings`); a learnings file MACP cannot extend is named, not fatal."""
+        text = variance_text(variance)
+        with self.guard.critical():
+            self.emit("task.variance", task, text, **variance)
+        self.say(f"{task['id']}: {text}")
+        if variance["level"] in LEARNING_LEVELS:
+            try:
+                path = confine(self.config["macp"]["learnings_file"], self.layout.repo_root, "macp.learnings_file")
+                append_learning(path, learning_entry(task, variance, clock.timestamp()))
+            except MacpError as exc:
+                warn(str(exc))
 
     def remove_worktree(self, task: Task, contents: WorktreeContents | None = None) -> None:
         """Remove a finished task's worktree unless it holds work; log either way
@@ -831,7 +877,7 @@ def run_controller(
         controller.queue.fold()
         tasks = controller.queue.snapshot().tasks
         if until_drained:
-            for line in remaining_lines(tasks, clock.now(), controller.summary.refused, controller.archive):
+            for line in remaining_lines(tasks, clock.now(), controller.summary.refused, controller.archive) + budget_lines(config, controller.ledger, clock.now()):
                 say(line)
         summary = controller.summary
         rows = task_rows(KnownTasks(tasks, controller.archive), summary.outcomes, summary.seconds, controller.read_result, config)

@@ -2,7 +2,7 @@
 
 :func:`plan_lines` simulates a drain in which every task succeeds, deciding with the
 controller's own :func:`macp.admission.admit`: the same order, the same holds (dependency
-cycles, upstream failures, risk holds, runtimes cooling down), the same runtime, and each
+cycles, upstream failures, risk holds, runtimes cooling down, budgets as they stand), the same runtime, and each
 task's exact command, working folder and gates -- for a yolo task the agent CLI's real
 command line after template expansion, not the ``mosaic yolo`` wrapper. It reads briefs (for the risk check) and
 nothing else.
@@ -13,13 +13,14 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Mapping
-from datetime import datetime
+from datetime import datetime, timezone
 from pathlib import Path
 
 from dispatcher import macp_dispatcher as dispatcher
 from macp import clock
 from macp.admission import admit
-from macp.archive import ArchiveLookup
+from macp.archive import ArchiveLookup, archived_tasks
+from macp.budget import Ledger, budget_lines, cap_text, remaining_cost
 from macp.dependencies import KnownTasks, Outside
 from macp.gates import gate_specs
 from macp.layout import Layout
@@ -49,12 +50,13 @@ def plan_lines(
     claim: Claim = {"pid": 1, "host": "(dry run)", "started_at": clock.format_timestamp(now)}
     by_id = {task["id"]: task for task in simulated}
     archive = ArchiveLookup(Layout(repo_root).orch_dir)
+    ledger = ledger_now(Layout(repo_root), tasks, now)
     lines = [f"refused: {task_id}: {problem}" for task_id, problem in refused.items()]
     planned = waves = 0
     while True:
         wave: list[Task] = []
         while len(wave) < workers:
-            admission = admit(simulated, config, runtime_state, now, lambda task: dispatcher.brief_for_review(task, repo_root), refused, archive)
+            admission = admit(simulated, config, runtime_state, now, lambda task: dispatcher.brief_for_review(task, repo_root), refused, archive, ledger)
             for hold in admission.holds:
                 hold.apply(by_id[hold.task_id])
                 lines.append(f"held: {hold.task_id}: {hold.message}")
@@ -76,13 +78,21 @@ def plan_lines(
             lines.extend(_base_line(task, KnownTasks(tasks, archive), repo_root, config))
             task.update({"status": "completed", "claim": None})
     order = f"in {waves} wave(s) of up to {workers} at once" if workers > 1 else "in this order"
-    header = [f"dry run: {planned} task(s) would run, {order} (nothing was run)"]
+    header = [f"dry run: {planned} task(s) would run, {order} (nothing was run)", *budget_lines(config, ledger, now)]
     held = [
         f"not runnable: {task['id']} ({hold_reason(task, KnownTasks(simulated, archive), now)})"
         for task in simulated
         if status_of(task) == "pending" and task["id"] not in refused
     ]
     return header + lines + held
+
+
+def ledger_now(layout: Layout, tasks: list[Task], now: datetime) -> Ledger:
+    """What runs cost so far, for the budgets (:class:`macp.budget.Ledger`): every run of
+    ``tasks`` (the queue) and of ``now``'s month's archive (a task archived with a run
+    recorded today finished today)."""
+    month = now.astimezone(timezone.utc).strftime("%Y-%m")
+    return Ledger.of([*tasks, *archived_tasks(layout.orch_dir, months={month})])
 
 
 def _base_line(task: Task, by_id: Mapping[str, Task], repo_root: Path, config: Config) -> list[str]:
@@ -108,7 +118,8 @@ def _describe(number: int, task: Task, repo_root: Path, config: Config) -> list[
         command = f"write {Layout(repo_root).acp_file(task['id'])} for sessions_spawn"
     elif kind == "yolo":
         spec = runtime_spec(config, dispatcher.resolve_runtime(task, config))
-        invocation = build_invocation(spec, worktree=str(worktree), prompt_file=brief_file, prompt_text="<the brief>", as_root=running_as_root())
+        caps = {"max_cost_usd": cap_text(left)} if (left := remaining_cost(task, config)) is not None else {}
+        invocation = build_invocation(spec, worktree=str(worktree), prompt_file=brief_file, prompt_text="<the brief>", as_root=running_as_root(), caps=caps)
         command = describe_invocation(invocation)
     else:
         command = dispatcher.build_dispatch_command(task, repo_root, config, brief_file)

@@ -13,15 +13,16 @@ Table -> tasks.json (:func:`plan_sync`, pure):
   failed -> failed; in-progress -> pending, since nothing is running it);
 - for an existing task the fields the table owns are updated (title/description, issue,
   branch, depends_on, blocks, type, dispatch, runtime, command, priority, max_attempts,
-  repo and estimate); status and the run fields belong to MACP;
+  repo and estimate -- ``5K``, ``4.2K`` -> ``estimate_tokens``); status and the run fields
+  belong to MACP;
 - a running or gated task is never touched; a task is never deleted once it has history --
   only a task this sync created, still pending and never attempted, is removed when its
   row goes away;
 - ``blocks`` is checked against ``depends_on`` and contradictions are reported.
 
 tasks.json -> table (``--write-back``, :func:`write_back_edits`): the ``status``, ``agent``,
-``started_at`` and ``completed_at`` cells are rewritten from the tasks; every other byte of
-the file stays as it was.
+``started_at``, ``completed_at`` and ``used`` (in the guide's format, ``4.2K``) cells are
+rewritten from the tasks; every other byte of the file stays as it was.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from macp.archive import archived_ids, archived_tasks
 from macp.cliutil import note, out, repo_layout
 from macp.config import load_config, max_attempts
 from macp.errors import EXIT_OK, MacpError
+from macp.estimates import calibrate, format_tokens, parse_tokens
 from macp.events import make_event, read_events
 from macp.fsio import write_atomic
 from macp.gfm_table import Cell, Table, parse_tables, replace_cells
@@ -46,6 +48,7 @@ from macp.lifecycle import status_of
 from macp.model import Config, Task, TaskChanges
 from macp.recording import recorded
 from macp.taskstore import edit_tasks
+from macp.usage import used_tokens
 from protocol.schemas import schema_errors
 from protocol.validator import is_valid_date_time
 
@@ -72,7 +75,7 @@ STATUS_TO_TABLE = {
 LIST_COLUMNS = ("depends_on", "blocks")
 TEXT_FIELDS = ("issue", "branch", "type", "dispatch", "runtime", "command")
 INT_FIELDS = ("priority", "max_attempts")
-METADATA_FIELDS = ("repo", "estimate")
+METADATA_FIELDS = ("repo",)
 _EMPTY = {"", "-", "—", "n/a", "none"}
 
 
@@ -156,6 +159,11 @@ def owned_fields(row: Row, config: Config, is_new: bool) -> tuple[dict[str, Any]
     for key in LIST_COLUMNS:
         if key in values:
             fields[key] = split_list(values[key])
+    if values.get("estimate", "").lower() not in _EMPTY:
+        try:
+            fields["estimate_tokens"], fields["estimate_source"] = parse_tokens(values["estimate"]), "given"
+        except ValueError as exc:
+            problems.append(f"line {row.line}: {row.task_id}: estimate {exc}")
     if is_new:
         # A row without a command is work for an agent (the Mosaic Stack guide's own table
         # has no command column): yolo, on the runtime the usual rule picks.
@@ -264,7 +272,10 @@ def _new_task(row: Row, fields: dict[str, Any], config: Config, now: str, plan: 
 
 def _owned_changes(task: Task, fields: dict[str, Any], row: Row) -> TaskChanges:
     changes = cast(TaskChanges, {key: value for key, value in fields.items() if task.get(key) != value})  # schema-checked (plan_sync)
-    metadata = {**(task.get("metadata") or {}), **{k: row.values[k] for k in METADATA_FIELDS if row.values.get(k)}}
+    # an estimate is a field now (estimate_tokens); a copy kept in metadata by an earlier MACP goes
+    stale = {"estimate"} if "estimate_tokens" in fields else set()
+    kept = {key: value for key, value in (task.get("metadata") or {}).items() if key not in stale}
+    metadata = {**kept, **{k: row.values[k] for k in METADATA_FIELDS if row.values.get(k)}}
     if metadata != (task.get("metadata") or {}):
         changes["metadata"] = metadata
     return changes
@@ -295,6 +306,8 @@ def table_values(task: Task) -> dict[str, str]:
     for column in ("started_at", "completed_at"):
         if stamp := task.get(column):
             values[column] = str(stamp)
+    if (usage := task.get("usage")) and usage["completeness"] != "unavailable":
+        values["used"] = format_tokens(used_tokens(usage))
     return values
 
 
@@ -310,7 +323,7 @@ class CellEdit:
 
 
 def write_back_edits(rows: list[Row], tasks: list[Task]) -> list[CellEdit]:
-    """Every MACP-owned cell (status, agent, started_at, completed_at) that differs from the tasks."""
+    """Every MACP-owned cell (status, agent, started_at, completed_at, used) that differs from the tasks."""
     by_id = {task["id"]: task for task in tasks}
     edits = []
     for row in rows:
@@ -362,6 +375,7 @@ def run_sync(args) -> int:
             note(f"{path}: {problem}")
         if plan.problems:
             raise MacpError(f"{path}: {len(plan.problems)} problem(s); nothing was changed")
+        plan.notes += calibrate(plan.added, [*document.tasks, *archived_tasks(layout.orch_dir)])
         if not args.dry_run:
             apply_plan(document, plan)
             events.extend(sync_events(plan, document.tasks))

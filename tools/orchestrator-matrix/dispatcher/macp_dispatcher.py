@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, NamedTuple, cast
 
 from macp import clock, gitops
+from macp.budget import cap_text, remaining_cost
 from macp.config import (
     PROJECT_ROOT,
     first_output_timeout,
@@ -308,7 +309,8 @@ def brief_for_review(task: Task, repo_root: Path) -> str:
 
 def build_dispatch_argv(task: Task, config: Config, brief_file: Path) -> list[str]:
     """argv that runs ``task``'s worker: ``/bin/sh -c <command>`` for legacy and exec tasks,
-    ``mosaic yolo <runtime> --prompt-file <brief_file>`` for yolo tasks.
+    ``mosaic yolo <runtime> --prompt-file <brief_file>`` for yolo tasks (with
+    ``--max-cost-usd`` what is left of the task's ``max_cost_usd``, :mod:`macp.budget`).
 
     Raises :class:`MacpError` for a task without a command, an acp task (it has no command),
     or an unknown runtime.
@@ -322,7 +324,10 @@ def build_dispatch_argv(task: Task, config: Config, brief_file: Path) -> list[st
         runtime = resolve_runtime(task, config)
         if runtime not in config.get("runtimes", {}):
             raise MacpError(f"task {task['id']}: unknown runtime {runtime!r}")
-        return [str(MOSAIC_BIN), "yolo", runtime, "--prompt-file", str(brief_file)]
+        argv = [str(MOSAIC_BIN), "yolo", runtime, "--prompt-file", str(brief_file)]
+        if (left := remaining_cost(task, config)) is not None:  # the runtime stops itself there, if it can (docs/usage.md)
+            argv += ["--max-cost-usd", cap_text(left)]
+        return argv
     raise MacpError(f"task {task['id']}: {kind} tasks are not run as a command")
 
 

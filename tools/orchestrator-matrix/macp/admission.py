@@ -9,7 +9,10 @@ Before a task is claimed (DESIGN.md "The task lifecycle", issue 4):
   whose title, description or brief matches the risk lexicon is escalated before dispatch
   until a person approves it;
 - a yolo/acp task whose every usable runtime is cooling down waits (``not_before``) until
-  the first one is back.
+  the first one is back;
+- a yolo/acp task that would overrun a budget (:mod:`macp.budget`) is escalated when it
+  can never meet its own cap, waits until the next UTC day for the daily budget, or is
+  passed over for this run's.
 
 The first ready task that passes is claimed, with the runtime :mod:`macp.selection` picks --
 unless it must wait for a task already running (issue 12, docs/workers.md): one of its
@@ -30,6 +33,8 @@ from datetime import datetime
 from typing import Any
 
 from macp import clock
+from macp.budget import Ledger, budget_verdict
+from macp.budget import Verdict as BudgetVerdict
 from macp.config import runtime_max_parallel
 from macp.dependencies import KnownTasks, Outside, doomed_tasks, find_cycles
 from macp.lifecycle import ACTIVE, FINISHED, STATUSES, status_of
@@ -175,11 +180,13 @@ Verdict = Hold | tuple[str | None, str] | None
 
 
 def consider(
-    task: Task, busy: Busy, config: Config, history: list[Task], runtime_state: dict, now: datetime, brief_text: Callable[[Task], str]
+    task: Task, busy: Busy, config: Config, history: list[Task], runtime_state: dict, now: datetime, brief_text: Callable[[Task], str],
+    ledger: Ledger | None = None,
 ) -> Verdict:
     """The verdict on ``task``, the first ready task in queue order: passed over while it
     must wait for a running task, held by the risk policy, held until a runtime is back
-    (or escalated when none is configured), else claimed."""
+    (or escalated when none is configured), held or passed over by a budget (``ledger``:
+    what runs cost so far; None: budgets are not checked), else claimed."""
     if busy.wait_reason(task, None, config):
         return None
     hold = risk_hold(task, config, brief_text(task))
@@ -187,12 +194,27 @@ def consider(
         return hold or (None, "")
     runtime, why, back_at = choose_runtime(task, config, history, runtime_state, now)
     if runtime is not None:
-        return None if busy.wait_reason(task, runtime, config) else (runtime, why)
+        if busy.wait_reason(task, runtime, config):
+            return None
+        if ledger is not None and (over := budget_verdict(task, runtime, config, ledger, now)) is not None:
+            return budget_hold(task, over)
+        return runtime, why
     if back_at is None:
         reason = "no runtime is configured for this task"
         return Hold(task["id"], "escalated", {"escalation_reason": reason}, "task.escalated", reason)
     until = clock.format_timestamp(back_at)
     return Hold(task["id"], None, {"not_before": until}, "task.updated", f"every runtime is cooling down; waiting until {until}")
+
+
+def budget_hold(task: Task, over: BudgetVerdict) -> Hold | None:
+    """What a budget's verdict ``over`` does to ``task``: an escalation or a wait
+    (:class:`Hold`), or a pass-over (None)."""
+    kind, message, until = over
+    if kind == "escalate":
+        return Hold(task["id"], "escalated", {"escalation_reason": message}, "task.escalated", message, {"budget": True})
+    if kind == "wait":
+        return Hold(task["id"], None, {"not_before": until}, "task.updated", message, {"budget": True, "not_before": until})
+    return None
 
 
 def admit(
@@ -203,10 +225,12 @@ def admit(
     brief_text: Callable[[Task], str],
     refused: Mapping[str, str] | None = None,
     outside: Outside | None = None,
+    ledger: Ledger | None = None,
 ) -> Admission:
     """What to claim next from ``tasks`` at ``now``; ``brief_text(task)`` reads a brief;
     ``refused`` maps the ids of tasks never to claim to why (see the module docstring);
-    ``outside(id)`` finds a dependency that is not in ``tasks`` (the archive).
+    ``outside(id)`` finds a dependency that is not in ``tasks`` (the archive); ``ledger``:
+    what runs cost so far, for the budgets (None: not checked).
     The reference: :class:`macp.admission_index.Admitter` gives the same answer at a cost in
     the tasks changed since its last claim."""
     refused = refused or {}
@@ -221,7 +245,7 @@ def admit(
     for dependency_hold in holds:
         dependency_hold.apply(view[dependency_hold.task_id])
     while (task := pick_next([task for task in view.values() if task["id"] not in refused and task["id"] not in passed_over], now)) is not None:
-        verdict = consider(task, busy, config, history, runtime_state, now, brief_text)
+        verdict = consider(task, busy, config, history, runtime_state, now, brief_text, ledger)
         if verdict is None:
             passed_over.add(task["id"])
         elif isinstance(verdict, Hold):

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from macp.admission import Admission, Busy, Hold, Verdict, admission_view, consider, dependency_holds, dependency_ids, stand_in
+from macp.budget import Ledger
 from macp.clock import parse_timestamp
 from macp.dependencies import DEAD_ENDS, KnownTasks, Outside
 from macp.lifecycle import ACTIVE, status_of
@@ -85,9 +86,10 @@ class Admitter:
         brief_text: Callable[[Task], str],
         refused: Mapping[str, str] | None = None,
         outside: Outside | None = None,
+        ledger: Ledger | None = None,
     ) -> Admission:
         """What ``admit(document.tasks, config, runtime_state, now, brief_text, refused,
-        outside)`` returns. The caller applies the holds before the next call, as the
+        outside, ledger)`` returns. The caller applies the holds before the next call, as the
         controller does. An archived task never changes, so what ``outside`` says of one is
         kept until the queue is read afresh."""
         refused = refused or {}
@@ -103,7 +105,7 @@ class Admitter:
             self._dirty = bool(holds)  # until they are applied and come back as changes
 
         def judge(task: Task, busy: Busy) -> Verdict:
-            return consider(task, busy, config, document.tasks, runtime_state, now, brief_text)
+            return consider(task, busy, config, document.tasks, runtime_state, now, brief_text, ledger)
 
         return self._pick(document, now, judge, holds)
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import mmap
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Container, Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import cast
@@ -61,20 +61,24 @@ def line_problem(raw: bytes) -> tuple[Task | None, str | None]:
     return cast(Task, value), None
 
 
-def archived_lines(orch_dir: Path) -> Iterator[tuple[Path, int, Task | None, str | None]]:
-    """``(file, line number, task, problem)`` for every non-blank line of the archive, in
-    order: a valid task with ``problem`` None, else ``task`` None and why."""
+def archived_lines(orch_dir: Path, months: Container[str] | None = None) -> Iterator[tuple[Path, int, Task | None, str | None]]:
+    """``(file, line number, task, problem)`` for every non-blank line of the archive (of
+    the ``months``' files, ``YYYY-MM``, when given), in order: a valid task with
+    ``problem`` None, else ``task`` None and why."""
     for path in archive_files(orch_dir):
+        if months is not None and path.stem not in months:
+            continue
         with path.open("rb") as handle:
             for number, raw in enumerate(handle, 1):
                 if raw.strip():
                     yield (path, number, *line_problem(raw))
 
 
-def archived_tasks(orch_dir: Path, skipped: Callable[[str], object] | None = None) -> Iterator[Task]:
-    """Every valid archived task, oldest month first. A line that is not one is skipped and
-    reported through ``skipped("<file>:<line>: skipped: <why>")`` (default: not at all)."""
-    for path, number, task, problem in archived_lines(orch_dir):
+def archived_tasks(orch_dir: Path, skipped: Callable[[str], object] | None = None, months: Container[str] | None = None) -> Iterator[Task]:
+    """Every valid archived task (of the ``months``, ``YYYY-MM``, when given), oldest month
+    first. A line that is not one is skipped and reported through ``skipped("<file>:<line>:
+    skipped: <why>")`` (default: not at all)."""
+    for path, number, task, problem in archived_lines(orch_dir, months):
         if task is not None:
             yield task
         elif skipped is not None:

@@ -12,20 +12,20 @@ from __future__ import annotations
 import re
 from typing import get_args
 
-from macp.model import FailureClass
+from macp.model import GateClass
 
-CATEGORIES: tuple[FailureClass, ...] = get_args(FailureClass)
+CATEGORIES: tuple[GateClass, ...] = get_args(GateClass)
 # POSIX shells: 127 the command was not found, 126 it was found but could not be executed.
 _CANNOT_RUN = frozenset({126, 127})
 
-_BY_NAME: tuple[tuple[FailureClass, re.Pattern[str]], ...] = (
+_BY_NAME: tuple[tuple[GateClass, re.Pattern[str]], ...] = (
     ("security", re.compile(r"(?i)secur|secret|bandit|audit|vuln|gitleaks|trivy|semgrep")),
     ("typecheck", re.compile(r"(?i)type.?check|\bmypy\b|\btsc\b|pyright|\btypes?\b")),
     ("lint", re.compile(r"(?i)lint|ruff|flake8|pylint|eslint|shellcheck|\bfmt\b|format|prettier|black")),
     ("test", re.compile(r"(?i)test|pytest|vitest|jest|unittest|\bspec\b|\bcheck\b")),
     ("build", re.compile(r"(?i)build|compile|\bmake\b|cargo|\bgcc\b|\bbundle\b|package")),
 )
-_BY_OUTPUT: tuple[tuple[FailureClass, re.Pattern[str]], ...] = (
+_BY_OUTPUT: tuple[tuple[GateClass, re.Pattern[str]], ...] = (
     ("lint", re.compile(r"(?i)eslint|lint.*error|ruff|flake8|\b[EFW]\d{3}\b")),
     ("typecheck", re.compile(r"(?i)type.*error|tsc.*error|mypy|incompatible type")),
     ("test", re.compile(r"(?i)test.*fail|fail.*test|vitest.*fail|assertionerror|\d+ failed")),
@@ -34,7 +34,7 @@ _BY_OUTPUT: tuple[tuple[FailureClass, re.Pattern[str]], ...] = (
 )
 
 
-def classify_gate_failure(name: str, command: str, output: str, exit_code: int | None = None) -> FailureClass:
+def classify_gate_failure(name: str, command: str, output: str, exit_code: int | None = None) -> GateClass:
     """The category of a failed gate: one of :data:`CATEGORIES`."""
     if exit_code in _CANNOT_RUN:
         return "config"

@@ -148,6 +148,31 @@ def shortened(text: str, limit: int = 120) -> str:
     return text if len(text) <= limit else f"{text[: limit // 2]}…{text[-limit // 2 :]}"
 
 
+def token_figure(text: str) -> int:
+    """argparse type: a token figure as the Mosaic Stack guide writes it (``800``, ``5K``,
+    ``4.2K``, ``1.5M``; :func:`macp.estimates.parse_tokens`), at least 1."""
+    from macp.estimates import parse_tokens
+
+    try:
+        value = parse_tokens(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be at least 1 token")
+    return value
+
+
+def positive_dollars(text: str) -> float:
+    """argparse type: an amount of US dollars above 0 (``0.50``, ``$2``)."""
+    try:
+        value = float(text.strip().removeprefix("$"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an amount of dollars") from None
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r} must be more than 0")
+    return value
+
+
 def positive_int(text: str) -> int:
     """argparse type: an integer >= 1."""
     try:

@@ -4,7 +4,7 @@ The defaults are the template ``templates/repo/.mosaic/orchestrator/config.json`
 ``mosaic macp init`` copies), so the documented template and the built-in behaviour cannot
 drift apart. A user's config is merged over it: objects merge key by key, everything else
 (lists, strings, numbers) replaces the default; a runtime set to ``null`` is removed from the
-registry. The result is validated against ``protocol/config.schema.json``.
+registry; a ``prices`` section replaces the shipped example price table whole. The result is validated against ``protocol/config.schema.json``.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ PROJECT_ROOT = Path(__file__).resolve().parents[3]
 TEMPLATE_STATE_DIR = PROJECT_ROOT / "templates" / "repo" / ".mosaic" / "orchestrator"
 # Sections merged key by key: in a user's config each must be an object too (``null`` would
 # otherwise replace the defaults whole).
-SECTIONS = ("matrix", "macp", "worker", "runtimes")
+SECTIONS = ("matrix", "macp", "worker", "runtimes", "budget", "prices")
 
 
 def merge(defaults: Any, override: Any) -> Any:
@@ -58,6 +58,8 @@ def load_config(config_file: Path | None) -> Config:
             if section in user and not isinstance(user[section], dict):
                 raise MacpError(f"{config_file}: $.{section}: expected an object, got {json_type_name(user[section])}")
         config = merge(config, user)
+        if "prices" in user:  # the user's table replaces the shipped example whole: never a mix of the two
+            config["prices"] = user["prices"]
     config["runtimes"] = {name: spec for name, spec in config.get("runtimes", {}).items() if spec is not None}
     errors = schema_errors("config", config) or signature_errors(config)
     if errors:

@@ -10,6 +10,9 @@ The rules (DESIGN.md "The task lifecycle", docs/failures.md):
 - an agent (yolo) run whose output shows a provider failure (rate limit, auth, missing
   binary; :mod:`macp.verdicts`) does not count: the task fails over to the next runtime, waits
   for the earliest reset, or is escalated past ``macp.max_provider_failures``;
+- a run whose runtime's own report took the task past its cap (``max_tokens``,
+  ``max_cost_usd``; :mod:`macp.budget`) is a counted failure of class ``budget``: the task
+  is ``escalated`` and its worktree kept, whatever the run's exit code;
 - a worker report with ``escalate`` ends the task ``escalated``;
 - a non-zero exit, a timeout or an error the agent reported is a failed attempt;
 - a worker that exited 0 has its gates run (``gated``, not for legacy tasks); all passing
@@ -29,8 +32,9 @@ from typing import Any, Literal
 
 from dispatcher import macp_dispatcher as dispatcher
 from macp import clock, verdicts
+from macp.budget import overrun
 from macp.guidance import failure_summary
-from macp.model import Config, Failure, FinalStatus, GateResult, Task, TaskChanges, TaskStatus, WorkerRun
+from macp.model import Config, Failure, FinalStatus, GateResult, Task, TaskChanges, TaskStatus, Usage, WorkerRun
 from macp.providers import WAITING_DOES_NOT_FIX, ProviderFailure
 from macp.selection import cooling_down, runtime_order
 
@@ -43,8 +47,8 @@ class AttemptOutcome:
     task's deadline, or for silence: ``idle_timed_out``), its output tail, its JSON report
     (docs/workers.md), a spawn error, its log (None for an acp report), when it ran
     (``run``: ``started_at``, ``duration_seconds``), the end of its log (``output``, what
-    provider failures are judged from; defaults to the tail) and whether it printed nothing
-    at all (``silent``)."""
+    provider failures are judged from; defaults to the tail), whether it printed nothing
+    at all (``silent``) and what it used (``usage``, priced; None when not an agent run)."""
 
     exit_code: int | None
     timed_out: bool = False
@@ -56,6 +60,7 @@ class AttemptOutcome:
     run: WorkerRun | None = None
     output: str | None = None
     silent: bool = False
+    usage: Usage | None = None
 
     @property
     def stopped_for_silence(self) -> bool:
@@ -81,6 +86,7 @@ class Ending:
     escalation_reason: str | None = None
     last_failure: Failure | None = None
     worker_run: WorkerRun | None = None
+    keep_worktree: str | None = None  # why the worktree stays whatever it holds (a spent budget: a person picks it up)
 
 
 @dataclass(frozen=True)
@@ -143,6 +149,9 @@ def decide(task: Task, outcome: AttemptOutcome, gate_results: list[GateResult] |
             report = {**report, "summary": verdict.summary}
     details: dict[str, Any] = {"exit_code": outcome.exit_code, "output_tail": outcome.output_tail, "timed_out": outcome.timed_out, "report": report,
                "error": outcome.error, "worker_run": outcome.run}
+    if gate_results is None and outcome.usage is not None and (over := overrun(task, outcome.usage, config)):
+        spent: Failure = {"kind": "worker", "attempt": task["attempts"], "exit_code": outcome.exit_code, "classification": "budget", "output_tail": outcome.output_tail}
+        return finish(Ending("escalated", escalation_reason=over, last_failure=spent, keep_worktree=over, **details))
     if report.get("escalate"):
         reason = report.get("escalation_reason") or "the worker asked for a person"
         return finish(Ending("escalated", escalation_reason=reason, **details))

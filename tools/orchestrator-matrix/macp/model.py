@@ -21,7 +21,8 @@ Dispatch = Literal["yolo", "acp", "exec"]
 TaskType = Literal["coding", "deploy", "research", "review", "documentation", "infrastructure"]
 GateType = Literal["mechanical", "ai-review", "ci-pipeline"]
 FailureKind = Literal["worker", "gate", "timeout", "merge"]
-FailureClass = Literal["lint", "typecheck", "test", "build", "security", "config", "unknown"]
+GateClass = Literal["lint", "typecheck", "test", "build", "security", "config", "unknown"]
+FailureClass = GateClass | Literal["budget"]  # budget: the task's own cap was spent (docs/usage.md)
 ProviderClass = Literal["misconfigured", "auth", "quota", "rate_limit", "overloaded", "network"]
 
 
@@ -60,7 +61,7 @@ class GateResult(TypedDict):
     timed_out: bool
     started_at: str
     duration_seconds: float
-    classification: FailureClass | None
+    classification: GateClass | None
     output_tail: str
     log: str | None
 
@@ -125,6 +126,21 @@ class Usage(TypedDict):
     completeness: Completeness
 
 
+EstimateSource = Literal["given", "calibrated"]
+VarianceLevel = Literal["log", "flag", "learning", "critical"]
+
+
+class Variance(TypedDict):
+    """How a task's ``used_tokens`` (:func:`macp.usage.used_tokens`) compare with its
+    ``estimate_tokens`` (:mod:`macp.estimates`): ``percent`` is (used - estimate) /
+    estimate x 100, ``level`` the Mosaic Stack guide's threshold it falls in."""
+
+    estimate_tokens: int
+    used_tokens: int
+    percent: float
+    level: VarianceLevel
+
+
 class _RunRequired(TypedDict):
     attempt: int
     runtime: str
@@ -184,6 +200,11 @@ class TaskChanges(TypedDict, total=False):
     runs: list[Run]
     usage: Usage
     waste: Usage
+    estimate_tokens: int
+    estimate_source: EstimateSource
+    variance: Variance | None
+    max_tokens: int
+    max_cost_usd: float
     failed_runtimes: list[str]
     provider_failures: int
     error: str | None
@@ -239,6 +260,8 @@ class ResultDetails(TypedDict, total=False):
     runs: list[Run]
     usage: Usage
     waste: Usage
+    estimate_tokens: int | None
+    variance: Variance | None
     dispatch: str
     worktree: str | None
     branch: str | None
@@ -290,6 +313,8 @@ class RuntimeSpec(_RuntimeSpecRequired, total=False):
     idle_timeout_seconds: int
     first_output_timeout_seconds: int
     max_parallel: int
+    model: str
+    caps: dict[str, list[str]]
 
 
 class MatrixConfig(TypedDict):
@@ -338,6 +363,7 @@ class MacpConfig(TypedDict):
     build_output_folders: list[str]
     stack_dependencies: bool
     commit_leftovers: bool
+    learnings_file: str
 
 
 class WorkerConfig(TypedDict):
@@ -349,6 +375,35 @@ class WorkerConfig(TypedDict):
     idle_timeout_seconds: int
     first_output_timeout_seconds: int
     max_parallel: int
+    selection: Literal["success", "cost"]
+
+
+class BudgetConfig(TypedDict):
+    """config ``budget``: what may be spent, checked before a task is claimed (docs/usage.md).
+    US dollars and used tokens (:func:`macp.usage.used_tokens`); None: no limit."""
+
+    daily_usd: float | None
+    per_run_usd: float | None
+    task_max_cost_usd: float | None
+    task_max_tokens: int | None
+
+
+class Price(TypedDict, total=False):
+    """USD per million tokens of one runtime or model (config ``prices``, :mod:`macp.prices`)."""
+
+    input: float
+    cached_input: float
+    output: float
+    models: dict[str, Price]
+
+
+class PricesConfig(TypedDict, total=False):
+    """config ``prices``: the price table for runtimes that report no cost; ``example``
+    marks the shipped figures, ``as_of`` their date."""
+
+    as_of: str | None
+    example: bool
+    runtimes: dict[str, Price]
 
 
 class Config(TypedDict):
@@ -364,4 +419,6 @@ class Config(TypedDict):
     worker: WorkerConfig
     quality_gates: list[str | GateObject]
     runtimes: dict[str, RuntimeSpec]
+    budget: BudgetConfig
+    prices: PricesConfig
 

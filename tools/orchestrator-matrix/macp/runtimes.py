@@ -5,6 +5,8 @@ A runtime entry in config (``runtimes.<name>``) is ``{"command": [argv template]
 Placeholders ``{worktree}``, ``{prompt_file}`` and ``{prompt}`` are substituted inside argv
 elements; nothing is ever passed through a shell. The brief goes by stdin (default) or file;
 ``arg`` is refused for prompts over Linux's 128 KiB single-argument limit (MAX_ARG_STRLEN).
+``caps`` pass a task's remaining budget to a CLI that takes one (claude
+``--max-budget-usd``, docs/usage.md).
 ``env_as_root`` is added only when MACP runs as root: Claude Code refuses
 ``--dangerously-skip-permissions`` as root unless ``IS_SANDBOX=1``
 (``../shared/reference/agent-runtimes.md`` §2).
@@ -15,6 +17,7 @@ from __future__ import annotations
 import os
 import re
 import shlex
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -49,8 +52,12 @@ def runtime_spec(config: Config, name: str) -> RuntimeSpec:
     return runtimes[name]
 
 
-def build_invocation(spec: RuntimeSpec, *, worktree: str, prompt_file: Path, prompt_text: str, as_root: bool = False) -> Invocation:
-    """Fill ``spec``'s template for one run; ``as_root`` adds ``env_as_root``.
+def build_invocation(
+    spec: RuntimeSpec, *, worktree: str, prompt_file: Path, prompt_text: str, as_root: bool = False, caps: Mapping[str, str] | None = None
+) -> Invocation:
+    """Fill ``spec``'s template for one run; ``as_root`` adds ``env_as_root``; ``caps``
+    (``{"max_cost_usd": "0.5"}``) add the runtime's ``caps`` arguments with ``{value}``
+    filled, after the template (a cap the runtime takes no argument for is not passed).
 
     ``prompt_file`` holds ``prompt_text``. Raises :class:`MacpError` when the prompt must go
     as an argument but is too long for one.
@@ -60,6 +67,8 @@ def build_invocation(spec: RuntimeSpec, *, worktree: str, prompt_file: Path, pro
         raise MacpError("prompt is longer than one command-line argument may be (128 KiB); use prompt 'stdin' or 'file'")
     values = {"{worktree}": worktree, "{prompt_file}": str(prompt_file), "{prompt}": prompt_text}
     argv = [_fill(part, values) for part in spec["command"]]
+    for name, value in (caps or {}).items():
+        argv += [part.replace("{value}", value) for part in (spec.get("caps") or {}).get(name, [])]
     if mode == "arg" and not any("{prompt}" in part for part in spec["command"]):
         argv.append(prompt_text)
     if mode == "file" and not any("{prompt_file}" in part for part in spec["command"]):

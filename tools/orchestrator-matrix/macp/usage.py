@@ -64,6 +64,13 @@ def usage_of(
     }
 
 
+def used_tokens(usage: Usage) -> int:
+    """What a run or task *used*, in MACP's one unit for estimates, ``used`` and budgets
+    (issue 23; the Mosaic Stack guide's "K" tokens): input not read from a cache, plus
+    output -- so cache hits, which cost a tenth or less, do not swing it."""
+    return usage["input_tokens"] - usage["cached_input_tokens"] + usage["output_tokens"]
+
+
 def combined(usages: Iterable[Usage]) -> Usage:
     """The sum of ``usages`` (several runs). A cost is known only when every run's is, and
     its source is the one they share (else ``price_table``, the weaker); the completeness
