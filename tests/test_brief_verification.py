@@ -107,8 +107,8 @@ def test_cli_submit_and_status_print_correct_output(sandbox):
     status = sandbox.macp("status", check=True)
     lines = status.stdout.splitlines()
     assert lines[0] == "1 task(s): 1 pending"
-    assert lines[2].split() == ["ID", "STATUS", "ATTEMPTS", "DISPATCH", "RUNTIME", "TITLE", "NOTE"]
-    assert lines[3].split() == ["TASK-001", "ready", "0/1", "exec", "-", "Fix", "the", "parser"]
+    assert lines[2].split() == ["ID", "STATUS", "ATTEMPTS", "DISPATCH", "RUNTIME", "SPENT", "TITLE", "NOTE"]
+    assert lines[3].split() == ["TASK-001", "ready", "0/1", "exec", "-", "-", "Fix", "the", "parser"]
     data = json.loads(sandbox.macp("status", "--json", check=True).stdout)
     assert data["counts"]["pending"] == 1
     assert data["tasks"][0]["view"] == "ready"

@@ -10,15 +10,16 @@ of which 200 cached, 70 output of which 30 reasoning): 1070 used tokens (1000 no
 from __future__ import annotations
 
 import json
+import signal
 from pathlib import Path
 
 import pytest
 
 from macp.budget import Ledger, budget_verdict, estimated_cost
 from macp.config import default_config, merge
-from macp.estimates import calibrated_estimate, format_tokens, parse_tokens, variance_level
+from macp.estimates import calibrated_estimate, variance_level
 from macp.prices import price_for, price_note, priced
-from macp.usage import read_usage, usage_of, used_tokens
+from macp.usage import format_tokens, parse_tokens, read_usage, usage_of, used_tokens
 
 DATA = Path(__file__).resolve().parent / "data" / "runtimes"
 CODEX_USED = 1070
@@ -267,3 +268,128 @@ def test_a_dry_run_shows_the_budget_and_the_cap_a_runtime_would_get(sandbox):
     assert "budget: a task without its own cap has max_cost_usd $0.50" in plan
     assert "budget: costs from the price table are the shipped examples as of 2026-12-01" in plan
     assert "--max-budget-usd 0.5 <" in plan, "the claude command line as it would run"
+
+
+# -- workers' own reports, cost-based selection -----------------------------------------------
+
+
+def exec_reporting(sandbox, task_id: str, report: dict, exit_code: int = 0) -> None:
+    """Submit an exec task whose worker writes ``report`` to ``$MACP_REPORT`` and exits."""
+    command = f"printf '%s' '{json.dumps(report)}' > \"$MACP_REPORT\"; exit {exit_code}"
+    sandbox.macp("submit", "--task-id", task_id, "--dispatch", "exec", "--command", command, check=True)
+
+
+def test_the_guides_worker_result_is_a_report_whose_used_counts(sandbox):
+    sandbox.write_config({"macp": {"risk": {"enabled": False}}})
+    exec_reporting(sandbox, "G", {"task_id": "G", "status": "success", "used": "5.2K", "commit_sha": "abc123", "notes": "sanitized the input"})
+    sandbox.macp("edit", "G", "--estimate", "5K", check=True)
+    sandbox.macp("drain", check=True)
+    task, result = sandbox.task("G"), sandbox.result("G")
+    assert [(run["runtime"], run["counted"], used_tokens(run["usage"])) for run in task["runs"]] == [("exec", True, 5200)]
+    assert result["summary"] == "sanitized the input" and result["metadata"]["reported_commit"] == "abc123"
+    assert task["variance"] == {"estimate_tokens": 5000, "used_tokens": 5200, "percent": 4.0, "level": "log"}
+
+
+def test_a_worker_reporting_status_failed_is_a_failed_attempt_whatever_its_exit_code(sandbox):
+    exec_reporting(sandbox, "F", {"task_id": "F", "status": "failed", "used": "1K", "notes": "tests would not pass"})
+    sandbox.macp("drain")
+    task = sandbox.task("F")
+    assert task["status"] == "failed" and task["last_failure"]["reported_error"] == "the worker reported status failed: tests would not pass"
+    assert used_tokens(task["usage"]) == 1000, "what a failed attempt used counts too"
+
+
+def test_a_report_of_another_task_is_ignored_and_says_so(sandbox):
+    exec_reporting(sandbox, "MINE", {"task_id": "THEIRS", "status": "failed", "used": "9K", "notes": "not yours"})
+    sandbox.macp("drain", check=True)
+    task, result = sandbox.task("MINE"), sandbox.result("MINE")
+    assert task["status"] == "completed" and not task.get("runs")
+    assert result["metadata"]["report_note"] == "report.json ignored: it is the report of task THEIRS, not MINE"
+
+
+def test_an_exec_workers_usage_object_keeps_its_reported_cost(sandbox):
+    exec_reporting(sandbox, "U", {"usage": {"input_tokens": 3000, "cached_input_tokens": 1000, "output_tokens": 100, "cost_usd": 0.04}})
+    sandbox.macp("drain", check=True)
+    usage = sandbox.result("U")["usage"]
+    assert (usage["input_tokens"], usage["cached_input_tokens"], usage["output_tokens"]) == (3000, 1000, 100)
+    assert (usage["cost_usd"], usage["cost_source"], used_tokens(usage)) == (0.04, "reported", 2100)
+
+
+def test_cost_selection_picks_the_runtime_cheapest_per_completed_task_of_the_type():
+    from macp.selection import runtime_order
+
+    def done(task_id: str, runtime: str, cost: float, status: str = "completed") -> dict:
+        run = {"attempt": 1, "runtime": runtime, "counted": True, "usage": usage_of(input_tokens=10, cost_usd=cost)}
+        return {"id": task_id, "type": "coding", "dispatch": "yolo", "status": status, "attempt_runtime": runtime, "runs": [run]}
+
+    history = [done("A", "codex", 0.02), done("E", "codex", 0.0, "failed"),
+               done("B", "claude", 0.01), done("C", "claude", 0.05, "failed"), done("D", "claude", 0.01)]
+    config = merge(default_config(), {"worker": {"selection": "cost"}})
+    order, why = runtime_order({"id": "NEW", "type": "coding", "dispatch": "yolo"}, config, history)
+    # claude: $0.07 over 2 completed = $0.035; codex: $0.02 over 1 = $0.02 -- though claude's
+    # success rate is the better one (2 of 3 against 1 of 2)
+    assert order[:2] == ["codex", "claude"] and why == "lowest cost per completed task of type coding (codex $0.0200, claude $0.0350)"
+    assert runtime_order({"id": "NEW", "type": "review", "dispatch": "yolo"}, config, history)[1] == "no completed task of type review to price; default runtime codex"
+    assert runtime_order({"id": "NEW", "type": "coding", "dispatch": "yolo"}, default_config(), history)[0][0] == "claude", "selection by success"
+
+
+# -- interrupted runs are waste, never lost ----------------------------------------------------
+
+STEP = {"type": "step_finish", "part": {"reason": "tool-calls", "cost": 0.03,
+                                        "tokens": {"input": 900, "output": 40, "reasoning": 10, "cache": {"read": 100, "write": 0}}}}
+
+
+def opencode_cut_short(sandbox, started: Path) -> None:
+    """An opencode that reports one finished step, says it is under way, and works on."""
+    sandbox.fake_cli("opencode", f"cat > /dev/null\necho '{json.dumps(STEP)}'\ntouch {started}\nsleep 60\n")
+    sandbox.write_config({"runtimes": {"codex": None, "claude": None, "gemini": None, "goose": None}, "macp": {"risk": {"enabled": False}}})
+    sandbox.macp("submit", "--task-id", "CUT", "--runtime", "opencode", check=True)
+
+
+def assert_kept_as_waste(task: dict) -> None:
+    assert task["status"] == "pending" and task["attempts"] == 0
+    [run] = task["runs"]
+    assert (run["runtime"], run["counted"], run["usage"]["completeness"]) == ("opencode", False, "partial")
+    assert task["waste"]["cost_usd"] == pytest.approx(0.03) and used_tokens(task["waste"]) == 950
+    assert task["usage"]["completeness"] == "unavailable", "nothing counted"
+
+
+def cut_short(sandbox, tmp_path: Path, signum: int) -> None:
+    """Run CUT's opencode until it has reported its first step, then send ``signum`` to the
+    controller and wait for it to go."""
+    from test_durability import start_controller, wait_for
+
+    started = tmp_path / "started"
+    opencode_cut_short(sandbox, started)
+    controller = start_controller(sandbox, "--until-drained")
+    wait_for(started.exists, timeout=60, what="opencode to report its first step")
+    controller.send_signal(signum)
+    controller.communicate(timeout=60)
+
+
+@pytest.mark.slow
+def test_what_a_run_stopped_by_a_signal_used_is_kept_as_waste(sandbox, tmp_path):
+    cut_short(sandbox, tmp_path, signal.SIGTERM)
+    assert_kept_as_waste(sandbox.task("CUT"))
+
+
+@pytest.mark.slow
+def test_what_a_run_cut_by_a_controller_crash_used_is_kept_as_waste_on_recovery(sandbox, tmp_path):
+    cut_short(sandbox, tmp_path, signal.SIGKILL)
+    sandbox.fake_cli("opencode", "cat > /dev/null\nexit 3\n")  # the next run fails fast: recovery is what is looked at
+    sandbox.controller("--once")
+    assert "task.recovered" in sandbox.event_types("CUT"), "the crash was recovered"
+    first = sandbox.task("CUT")["runs"][0]
+    assert (first["counted"], first["usage"]["completeness"], first["usage"]["cost_usd"]) == (False, "partial", pytest.approx(0.03))
+
+
+def test_a_task_archived_today_still_counts_toward_todays_budget(sandbox):
+    codex_reports(sandbox)
+    sandbox.write_config(only_codex({"budget": {"daily_usd": 0.003}}))
+    sandbox.macp("submit", "--task-id", "A", "--runtime", "codex", check=True)
+    sandbox.macp("drain", check=True)
+    sandbox.macp("archive", check=True)
+    sandbox.macp("submit", "--task-id", "B", "--runtime", "codex", "--estimate", "1K", check=True)
+    plan = sandbox.macp("drain", "--dry-run", check=True).stdout
+    assert "budget: today's runs (UTC) cost $0.0020 of the daily $0.0030" in plan
+    sandbox.macp("drain", check=True)
+    assert sandbox.task("B")["status"] == "pending" and sandbox.task("B")["not_before"].endswith("T00:00:00.000Z")

@@ -92,7 +92,7 @@ def test_a_drain_ends_with_a_table_of_every_task_it_touched_and_json_for_ci(sand
     proc = sandbox.macp("drain")
     assert proc.returncode == 1
     table = proc.stdout.split("this run:\n", 1)[1].splitlines()
-    assert table[0].split() == ["TASK", "STATUS", "ATTEMPTS", "TIME", "BRANCH", "COMMITS", "REASON"]
+    assert table[0].split() == ["TASK", "STATUS", "ATTEMPTS", "TIME", "BRANCH", "COMMITS", "SPENT", "REASON"]
     assert table[1].split()[:2] == ["OK", "completed"] and table[1].split()[5] == "1"
     assert table[2].split()[:2] == ["BAD", "failed"] and "exited with code 3" in table[2], "failed tasks are listed too"
     sandbox.write_tasks({"tasks": [*sandbox.tasks(), {"id": "NEXT", "command": "true"}]})

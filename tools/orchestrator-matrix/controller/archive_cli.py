@@ -19,21 +19,23 @@ from macp.recording import recorded
 from macp.taskstore import edit_tasks
 
 
-def parse_before(text: str | None) -> datetime | None:
-    """``--before``: a date (``2026-11-01``, midnight UTC) or an RFC 3339 timestamp."""
+def parse_date_option(text: str | None, option: str = "--before") -> datetime | None:
+    """A date option (``--before``, ``usage --since``): a date (``2026-11-01``, midnight
+    UTC) or an RFC 3339 timestamp; None when not given. Raises :class:`MacpError` naming
+    ``option``."""
     if text is None:
         return None
     stamp = text if "T" in text else f"{text}T00:00:00Z"
     try:
         return clock.parse_timestamp(stamp)
     except ValueError:
-        raise MacpError(f"--before: {text!r} is not a date (YYYY-MM-DD) or an RFC 3339 timestamp") from None
+        raise MacpError(f"{option}: {text!r} is not a date (YYYY-MM-DD) or an RFC 3339 timestamp") from None
 
 
 def cmd_archive(args) -> int:
     """Archive finished tasks; returns the exit code."""
     layout = repo_layout(args.repo)
-    before = parse_before(args.before)
+    before = parse_date_option(args.before)
     with recorded(edit_tasks(layout), layout.events_file) as (document, events):
         chosen, kept = archivable(document.tasks, before)
         if chosen and not args.dry_run:

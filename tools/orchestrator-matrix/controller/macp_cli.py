@@ -1,7 +1,7 @@
 """``mosaic macp``: submit, inspect and steer the MACP queue of a repository.
 
 Subcommands (MACP Phase 1 brief, Task 7, plus what DESIGN.md adds): ``init``, ``submit``,
-``status``, ``show``, ``log``, ``diff``, ``prune``, ``archive``, ``report``, ``drain``, ``history``, ``retry``, ``edit``, ``cancel``, ``approve``, ``complete``,
+``status``, ``show``, ``usage``, ``log``, ``diff``, ``prune``, ``archive``, ``report``, ``drain``, ``history``, ``retry``, ``edit``, ``cancel``, ``approve``, ``complete``,
 ``sync``, ``validate``. Every one takes
 ``--repo DIR`` (default: the main worktree of the current folder's repository); read commands take
 ``--json``. Human output goes to stdout, diagnostics to stderr; exit codes are in
@@ -54,6 +54,7 @@ from macp.redact import redact
 from macp.scheduler import hold_reason
 from macp.taskstore import edit_tasks, find_known, load_tasks
 from macp.textview import duration_text, fit, one_line, readable, render_table
+from macp.usage_report import GROUPINGS, spend_of, spend_text
 from protocol.schemas import schema_errors
 
 PROG = "mosaic macp"
@@ -348,6 +349,7 @@ def task_view(task: Task, by_id: Mapping[str, Task], now: datetime, layout: Layo
         "dispatch": task.get("dispatch") or "legacy",
         "runtime": (task.get("attempt_runtime") if extra else None) or task.get("runtime") or task.get("attempt_runtime") or "",
         "title": one_line(task.get("title") or ""),
+        **spend_of(task),
         **extra,
     }
 
@@ -408,6 +410,7 @@ def cmd_status(args) -> int:
             ("ATTEMPTS", lambda r: f"{r['attempts']}/{r['max_attempts']}"),
             ("DISPATCH", lambda r: r["dispatch"]),
             ("RUNTIME", lambda r: r["runtime"] or "-"),
+            ("SPENT", spend_text),
             ("TITLE", lambda r: fit(r["title"], 40)),
             ("NOTE", lambda r: fit(r["note"], 80)),
         ]
@@ -775,6 +778,10 @@ def build_parser() -> OneLineParser:
     p.add_argument("--dry-run", action="store_true", help="say what would go, remove nothing")
     p.add_argument("--wait", action="store_true", help="wait for a running controller instead of exiting 75")
 
+    p = command("usage", delegated("usage_cli", "cmd_usage"), "what the work cost: tokens, used tokens, cost, waste and estimate variance per task, runtime, type or day (archived tasks included)")
+    p.add_argument("--by", choices=GROUPINGS, default="task", help="how to group the runs (default: task)")
+    p.add_argument("--since", metavar="DATE", help="only runs recorded from this date (YYYY-MM-DD, UTC) or timestamp on (default: every run)")
+    p.add_argument("--json", action="store_true", help="print the groups and their total as one JSON document")
     p = command("archive", delegated("archive_cli", "cmd_archive"), "move finished tasks out of tasks.json into archive/<YYYY-MM>.ndjson (status --all and history still see them)")
     p.add_argument("--before", metavar="DATE", help="only tasks finished before this date or timestamp (default: every finished task)")
     p.add_argument("--dry-run", action="store_true", help="say how many would go, move nothing")

@@ -84,7 +84,7 @@ from macp.runtime_state import load_runtime_state, record_cooldown
 from macp.scheduler import queue_order
 from macp.signals import STOP_SIGNALS, SignalGuard
 from macp.taskstore import QueueSession, TaskDocument, load_tasks, task_errors
-from macp.usage import read_usage, sums_of, unavailable
+from macp.usage import sums_of, unavailable
 from macp.worktree_contents import (
     WorktreeContents,
     dirty_fingerprints,
@@ -190,7 +190,7 @@ class Controller:
     def ledger(self) -> Ledger:
         """What runs cost so far, for the budgets (:func:`controller.planning.ledger_now`),
         and then every run this controller records."""
-        return ledger_now(self.layout, self.queue.snapshot().tasks, clock.now())
+        return ledger_now(self.layout, self.queue.snapshot().tasks, clock.now(), self.config)
 
     def refuse(self, task_id: str, problem: str) -> None:
         """Set ``task_id`` aside for this run, untouched, and say why on stderr."""
@@ -260,7 +260,7 @@ class Controller:
             for task_id in self.in_flight:
                 task = document.get(task_id)
                 if status_of(task) in ACTIVE and task.get("claim") == self.owner:
-                    task = recovery.released(task)
+                    task = recovery.interrupted(task, self.layout, self.config)
                     document.replace(task)
                     released.append(task)
         for task in released:
@@ -516,7 +516,7 @@ class Controller:
         if proc.idle_timed_out:
             limits = f"nothing for {command.idle_timeout_seconds}s, or nothing at all in its first {command.first_output_timeout_seconds}s"
             self.say(f"{task['id']}: worker went silent ({limits}); its process group was stopped")
-        report = dispatcher.read_worker_report(attempt_dir / "report.json")
+        report = dispatcher.read_worker_report(attempt_dir / "report.json", task["id"])
         run: WorkerRun = {"started_at": proc.started_at, "duration_seconds": proc.duration_seconds}
         outcome = AttemptOutcome(
             proc.exit_code, proc.timed_out, proc.output_tail, report, proc.spawn_error, proc.idle_timed_out, log_path, run, silent=proc.log_bytes == 0
@@ -570,13 +570,12 @@ class Controller:
         """Apply what the worker's exit means (:func:`macp.decide.decide`): a provider
         failure, escalation, a failed attempt, or the gates (as steps) and then their
         verdict. Returns the task's status."""
-        if log_path := outcome.log_path:
-            outcome = replace(outcome, output=read_log_tail(log_path))
-            if runtime := task.get("attempt_runtime"):
-                outcome = replace(outcome, usage=self.run_usage(runtime, log_path))
+        if outcome.log_path:
+            outcome = replace(outcome, output=read_log_tail(outcome.log_path))
+        outcome = replace(outcome, usage=self.attempt_usage(task, outcome))
         decision = self.decide(task, outcome, None)
-        if runtime := task.get("attempt_runtime"):
-            task = self.record_run(task, runtime, outcome, decision.counts_attempt)
+        if outcome.usage is not None:
+            task = self.record_run(task, task.get("attempt_runtime") or dispatcher.dispatch_kind(task), outcome, decision.counts_attempt)
         if decision.action == "gates":
             specs = gate_specs(task, self.config)
             if decision.status == "gated":
@@ -640,17 +639,20 @@ class Controller:
             self.say(f"{task['id']}: committed the worker's uncommitted changes ({commit[:12]})")
         return task
 
-    def run_usage(self, runtime: str, log_path: Path) -> Usage:
-        """What the run logged at ``log_path`` on ``runtime`` used: read from the runtime's
-        structured output (:func:`macp.usage.read_usage`; the whole log, up to
-        ``macp.max_log_bytes``) and priced from the price table when the runtime reported
-        no cost (:mod:`macp.prices`)."""
-        spec = self.config["runtimes"].get(runtime)
-        output = read_log_tail(log_path, self.config["macp"]["max_log_bytes"])
-        return priced(read_usage(output, spec.get("output", "text") if spec else "text"), price_for(self.config, runtime))
+    def attempt_usage(self, task: Task, outcome: AttemptOutcome) -> Usage | None:
+        """What this attempt's run used: an agent runtime's own figures (:func:`dispatcher.run_usage`),
+        else what the worker's report says (``usage`` or the guide's ``used``; priced like
+        the runtime's runs); :func:`macp.usage.unavailable` for an agent run with neither;
+        None for an exec or legacy worker that reported nothing (no run is recorded)."""
+        runtime, reported = task.get("attempt_runtime"), outcome.report.get("usage")
+        own = dispatcher.run_usage(self.config, runtime, outcome.log_path) if runtime and outcome.log_path else None
+        if reported is not None and (own is None or own["completeness"] == "unavailable"):
+            return priced(reported, price_for(self.config, runtime)) if runtime else reported
+        return own if own is not None or not runtime else unavailable()
 
     def record_run(self, task: Task, runtime: str, outcome: AttemptOutcome, counted: bool) -> Task:
-        """Append where this attempt ran (on ``runtime``), how it ended, whether it
+        """Append where this attempt ran (on ``runtime``; ``exec`` for an exec worker that
+        reported what it used), how it ended, whether it
         ``counted`` and what it used (``outcome.usage``) to the task's ``runs``, sum the
         task's ``usage`` and ``waste`` again, and count its cost in the budgets' ledger."""
         run: Run = {
@@ -737,6 +739,7 @@ class Controller:
                 "log_dir": str(self.layout.attempt_dir(task["id"], task.get("attempts", 0))),
                 **({"uncommitted_work": uncommitted} if (uncommitted := task.get("uncommitted_work")) else {}),
                 **({"report_note": report["note"]} if report.get("note") else {}),
+                **({"reported_commit": report["commit_sha"]} if report.get("commit_sha") else {}),
             },
         }
         result = dispatcher.collect_result(task, ending.exit_code, ending.gate_results, self.layout.orch_dir, status, details)

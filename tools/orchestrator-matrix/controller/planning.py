@@ -50,7 +50,7 @@ def plan_lines(
     claim: Claim = {"pid": 1, "host": "(dry run)", "started_at": clock.format_timestamp(now)}
     by_id = {task["id"]: task for task in simulated}
     archive = ArchiveLookup(Layout(repo_root).orch_dir)
-    ledger = ledger_now(Layout(repo_root), tasks, now)
+    ledger = ledger_now(Layout(repo_root), tasks, now, config)
     lines = [f"refused: {task_id}: {problem}" for task_id, problem in refused.items()]
     planned = waves = 0
     while True:
@@ -87,10 +87,12 @@ def plan_lines(
     return header + lines + held
 
 
-def ledger_now(layout: Layout, tasks: list[Task], now: datetime) -> Ledger:
+def ledger_now(layout: Layout, tasks: list[Task], now: datetime, config: Config) -> Ledger:
     """What runs cost so far, for the budgets (:class:`macp.budget.Ledger`): every run of
-    ``tasks`` (the queue) and of ``now``'s month's archive (a task archived with a run
-    recorded today finished today)."""
+    ``tasks`` (the queue) and, with a daily budget, of ``now``'s month's archive (a task
+    archived with a run recorded today finished today; without one the archive is not read)."""
+    if config["budget"]["daily_usd"] is None:
+        return Ledger.of(tasks)
     month = now.astimezone(timezone.utc).strftime("%Y-%m")
     return Ledger.of([*tasks, *archived_tasks(layout.orch_dir, months={month})])
 

@@ -18,11 +18,12 @@ from macp import clock, gitops
 from macp.events import read_tail
 from macp.layout import Layout
 from macp.lifecycle import ACTIVE, FINISHED, status_of, transition
-from macp.model import Config, Task
+from macp.model import Config, Run, Task
 from macp.procs import OWNER_ENV
 from macp.proctree import processes_with_env, terminate
 from macp.signals import SignalGuard
 from macp.taskstore import QueueSession
+from macp.usage import sums_of
 
 
 class Controller(Protocol):
@@ -64,7 +65,7 @@ def recover(ctl: Controller, previous: dict | None, refused: Mapping[str, str]) 
                 if task["id"] in refused:
                     continue
                 if status_of(task) in ACTIVE and (task.get("claim") or not awaiting_acp_report(task)):
-                    handed_back = released(task)
+                    handed_back = interrupted(task, ctl.layout, ctl.config)
                     document.replace(handed_back)
                     recovered.append(handed_back)
             for stale in ctl.layout.orch_dir.glob(".tasks.json.*.tmp"):
@@ -116,6 +117,28 @@ def awaiting_acp_report(task: Task) -> bool:
     """True for an acp task whose sessions_spawn request is out: it waits in ``running``
     without a claim on purpose (``mosaic macp complete`` ends the wait)."""
     return dispatcher.dispatch_kind(task) == "acp" and bool((task.get("acp") or {}).get("requested_at"))
+
+
+def interrupted(task: Task, layout: Layout, config: Config) -> Task:
+    """``task`` handed back (:func:`released`) after its attempt was cut short by a signal or
+    a crash, with what its agent run had used by then kept as waste: a run that did not
+    count (issue 23), read from the attempt's log (:func:`dispatcher.run_usage`), always
+    ``partial`` (or ``unavailable``: nothing reported yet). Only for a task
+    whose agent run was under way: ``running``, on a runtime, its log there and no run of
+    this attempt recorded yet (a run is recorded as it ends, before the task moves on)."""
+    runtime = task.get("attempt_runtime")
+    log_path = layout.attempt_dir(task["id"], task.get("attempts", 0)) / "worker.log"
+    began = task.get("attempt_started_at") or ""
+    recorded = any((run.get("at") or "") >= began for run in task.get("runs") or [])
+    if status_of(task) == "running" and runtime and not recorded and log_path.is_file():
+        usage = dispatcher.run_usage(config, runtime, log_path)
+        if usage["completeness"] == "complete":
+            usage = {**usage, "completeness": "partial"}  # cut short: whatever it reported, the run did not end
+        run: Run = {"attempt": task.get("attempts", 0), "runtime": runtime, "exit_code": None, "timed_out": False, "idle_timed_out": False,
+                    "at": clock.timestamp(), "counted": False, "usage": usage}
+        runs = [*(task.get("runs") or []), run]
+        task = {**task, "runs": runs, **sums_of(runs)}
+    return released(task)
 
 
 def released(task: Task) -> Task:

@@ -3,8 +3,10 @@
 JUnit XML is what CI tools read (GitHub Actions test reporters, GitLab, Jenkins): one
 ``<testsuite>`` per task that has a result, one ``<testcase>`` for its worker and one per
 quality gate, with ``<failure>`` carrying the exit code, the failure class and the output
-tail (already redacted). Only the elements and attributes of the common JUnit schema are used
-(``testsuites``/``testsuite``/``testcase``/``failure``/``skipped``/``system-out``).
+tail (already redacted); an agent task's suite carries what it used and cost as
+``<property name="macp.used_tokens" ...>``. Only the elements and attributes of the common
+JUnit schema are used (``testsuites``/``testsuite``/``properties``/``property``/``testcase``/
+``failure``/``skipped``/``system-out``).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from macp.fsio import read_json, write_atomic
 from macp.model import GateResult, Result
 from macp.taskstore import load_tasks
 from macp.textview import one_line
+from macp.usage import used_tokens
 
 # Characters XML 1.0 forbids anywhere (elements and attributes): C0 controls but tab, newline
 # and carriage return; surrogates; U+FFFE and U+FFFF (https://www.w3.org/TR/xml/#charsets).
@@ -50,6 +53,10 @@ def junit_suites(results: list[Result]) -> ET.Element:
     totals = {"tests": 0, "failures": 0, "skipped": 0, "time": 0.0}
     for result in results:
         suite = node(root, "testsuite", name=result["task_id"], timestamp=result.get("completed_at", ""))
+        if spend := spend_properties(result):
+            properties = node(suite, "properties")
+            for name, text in spend.items():
+                node(properties, "property", name=f"macp.{name}", value=text)
         cases = [_worker_case(result), *(_gate_case(result["task_id"], gate) for gate in result.get("gate_results") or [])]
         counts = {"tests": len(cases), "failures": 0, "skipped": 0, "time": 0.0}
         for case in cases:
@@ -65,6 +72,29 @@ def junit_suites(results: list[Result]) -> ET.Element:
         root.set(key, f"{value:.3f}" if key == "time" else str(value))
     root.set("errors", "0")
     return root
+
+
+def spend_properties(result: Result) -> dict[str, str]:
+    """What an agent task used, as ``<property>`` values of its suite (docs/usage.md): its
+    runtime, used tokens, input, cached and output tokens, cost and where the cost came
+    from, the waste's used tokens and cost, its estimate and variance. Empty for a task
+    without agent runs; a figure nobody has is left out."""
+    usage = result.get("usage")
+    if usage is None:
+        return {}
+    figures: dict[str, object] = {
+        "runtime": result.get("runtime"),
+        "used_tokens": used_tokens(usage),
+        **{name: usage[name] for name in ("input_tokens", "cached_input_tokens", "output_tokens")},
+        "cost_usd": usage["cost_usd"],
+        "cost_source": usage["cost_source"],
+        "completeness": usage["completeness"],
+    }
+    if waste := result.get("waste"):
+        figures.update({"waste_used_tokens": used_tokens(waste), "waste_cost_usd": waste["cost_usd"]})
+    if variance := result.get("variance"):
+        figures.update({"estimate_tokens": variance["estimate_tokens"], "variance_percent": variance["percent"], "variance_level": variance["level"]})
+    return {name: str(value) for name, value in figures.items() if value is not None}
 
 
 def _worker_case(result: Result) -> ET.Element:

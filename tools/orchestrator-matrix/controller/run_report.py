@@ -11,11 +11,14 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable, Mapping
 
+from macp.budget import dollars
 from macp.config import max_attempts
 from macp.events import make_event
 from macp.lifecycle import STATUSES, status_of
 from macp.model import Config, Result, Task
 from macp.textview import duration_text, fit, one_line, render_table
+from macp.usage import format_tokens
+from macp.usage_report import spend_of, spend_text
 
 
 def reason_of(task: Task) -> str:
@@ -41,7 +44,9 @@ def task_rows(
     them, found through ``by_id``: the queue, then the archive -- a task archived while the
     run went on is still the run's): ``id``, ``status``, ``attempts``, ``max_attempts``
     (:func:`macp.config.max_attempts`), ``duration_seconds`` (time this run spent on it),
-    ``branch``, ``commits`` (from its result), ``reason``, ``result``."""
+    ``branch``, ``commits`` (from its result), ``reason``, ``result``, and what it spent
+    (:func:`macp.usage_report.spend_of`: ``used_tokens``, ``cost_usd``, ``estimate_tokens``,
+    ``waste_used_tokens``, ``waste_cost_usd``)."""
     rows = []
     for task_id in outcomes:
         task = by_id.get(task_id)
@@ -59,6 +64,7 @@ def task_rows(
                 "commits": (result.get("commits") if result else None) or [],
                 "reason": reason_of(task),
                 "result": task.get("result_path") if result else None,
+                **spend_of(task),
             }
         )
     return rows
@@ -75,6 +81,7 @@ def summary_lines(rows: list[dict]) -> list[str]:
         ("TIME", lambda r: duration_text(r["duration_seconds"])),
         ("BRANCH", lambda r: fit(r["branch"] or "-", 32)),
         ("COMMITS", lambda r: str(len(r["commits"]))),
+        ("SPENT", spend_text),
         ("REASON", lambda r: fit(r["reason"], 60)),
     ]
     return ["", "this run:", *render_table(rows, columns)]
@@ -82,7 +89,8 @@ def summary_lines(rows: list[dict]) -> list[str]:
 
 def run_document(repo: str, started_at: str, finished_at: str, exit_code: int, rows: list[dict], tasks: list[Task], refused: dict[str, str]) -> dict:
     """The run as one JSON document: where and when, its exit code, every touched task's
-    row, the tasks it refused, and the queue's counts afterwards."""
+    row, the tasks it refused, the queue's counts afterwards, and what the run's tasks
+    spent (:func:`spent_total`)."""
     counts = Counter(status_of(task) for task in tasks)
     return {
         "repo": repo,
@@ -92,21 +100,50 @@ def run_document(repo: str, started_at: str, finished_at: str, exit_code: int, r
         "tasks": rows,
         "refused": [{"id": task_id, "reason": reason} for task_id, reason in refused.items()],
         "queue": {status: counts[status] for status in STATUSES},
+        "spent": spent_total(rows),
     }
+
+
+def spent_total(rows: list[dict]) -> dict:
+    """What the run's tasks spent, summed from their rows: ``used_tokens``, ``cost_usd``
+    (of the tasks with a cost; ``unpriced_tasks`` used tokens without one) and the waste."""
+    def total(key: str) -> float:
+        return sum(row[key] or 0 for row in rows)
+
+    return {
+        "used_tokens": int(total("used_tokens")),
+        "cost_usd": round(total("cost_usd"), 10),
+        "unpriced_tasks": sum(1 for row in rows if row["used_tokens"] and row["cost_usd"] is None),
+        "waste_used_tokens": int(total("waste_used_tokens")),
+        "waste_cost_usd": round(total("waste_cost_usd"), 10),
+    }
+
+
+def spent_text(spent: dict) -> str:
+    """`` · used 12.3K tokens, $0.42 (+ waste 1K, $0.01)``; empty when nothing was used."""
+    if not spent["used_tokens"] and not spent["waste_used_tokens"]:
+        return ""
+    text = f" · used {format_tokens(spent['used_tokens'])} tokens, {dollars(spent['cost_usd'])}" + ("+?" if spent["unpriced_tasks"] else "")
+    if spent["waste_used_tokens"]:
+        text += f" (+ waste {format_tokens(spent['waste_used_tokens'])}, {dollars(spent['waste_cost_usd'])})"
+    return text
 
 
 def summary_event(rows: list[dict], seconds: float, exit_code: int) -> dict:
     """The ``controller.stopped`` event that ends a drain which touched tasks: the run's
     summary for the event log and the room (issue 13) -- ``3 task(s) in 12.0s: 2 completed,
-    1 failed — B failed`` -- with the counts, the unfinished tasks, the run's length
-    (``seconds``) and its exit code as metadata."""
+    1 failed · used 3.2K tokens, $0.0060 — B failed`` -- with the counts, the unfinished
+    tasks, the run's length (``seconds``), its exit code and what it spent
+    (:func:`spent_total`) as metadata."""
     counts = Counter(row["status"] for row in rows)
     unfinished = {row["id"]: row["status"] for row in rows if row["status"] != "completed"}
-    line = f"{len(rows)} task(s) in {duration_text(seconds)}: " + ", ".join(f"{counts[s]} {s}" for s in STATUSES if counts[s])
+    spent = spent_total(rows)
+    line = f"{len(rows)} task(s) in {duration_text(seconds)}: " + ", ".join(f"{counts[s]} {s}" for s in STATUSES if counts[s]) + spent_text(spent)
     listed = ", ".join(f"{task_id} {status}" for task_id, status in unfinished.items())
     return make_event(
         "controller.stopped",
         source="controller",
         message=f"{line} — {listed}" if listed else line,
-        metadata={"counts": {s: counts[s] for s in STATUSES if counts[s]}, "unfinished": unfinished, "seconds": round(seconds, 3), "exit_code": exit_code},
+        metadata={"counts": {s: counts[s] for s in STATUSES if counts[s]}, "unfinished": unfinished, "seconds": round(seconds, 3), "exit_code": exit_code,
+                  "spent": spent},
     )

@@ -39,7 +39,7 @@ from macp.archive import archived_ids, archived_tasks
 from macp.cliutil import note, out, repo_layout
 from macp.config import load_config, max_attempts
 from macp.errors import EXIT_OK, MacpError
-from macp.estimates import calibrate, format_tokens, parse_tokens
+from macp.estimates import calibrate
 from macp.events import make_event, read_events
 from macp.fsio import write_atomic
 from macp.gfm_table import Cell, Table, parse_tables, replace_cells
@@ -48,7 +48,7 @@ from macp.lifecycle import status_of
 from macp.model import Config, Task, TaskChanges
 from macp.recording import recorded
 from macp.taskstore import edit_tasks
-from macp.usage import used_tokens
+from macp.usage import format_tokens, parse_tokens, used_tokens
 from protocol.schemas import schema_errors
 from protocol.validator import is_valid_date_time
 

@@ -41,12 +41,14 @@ from macp.errors import MacpError
 from macp.fsio import dump_json, loads, read_regular, write_atomic
 from macp.guidance import compose_brief
 from macp.layout import Layout, confine, confine_output, resolved_root
-from macp.model import Config, FinalStatus, GateResult, KeptCommit, Result, ResultDetails, Task
+from macp.model import Config, FinalStatus, GateResult, KeptCommit, Result, ResultDetails, Task, Usage
 from macp.naming import branch_name, task_folder_name
 from macp.pool import run_command
+from macp.prices import price_for, priced
 from macp.procs import Command, read_log_tail
 from macp.redact import redact, redact_value
-from macp.usage import unavailable
+from macp.textview import one_line
+from macp.usage import read_usage, reported_usage, unavailable
 from macp.verdicts import SUMMARY_MAX_CHARS, bounded, judge_agent_run
 from macp.worktree_contents import WorktreeContents, discard_gate_output, read_contents, read_gate_record, why_kept
 from protocol.schemas import schema_errors
@@ -416,13 +418,20 @@ def worker_command(argv: list[str], *, task: Task, cwd: Path, env: dict[str, str
 MAX_REPORT_BYTES = 65536
 
 
-def read_worker_report(report_file: Path) -> dict:
+def read_worker_report(report_file: Path, task_id: str | None = None) -> dict:
     """The worker's optional JSON report (docs/workers.md), keeping only well-typed fields:
     ``summary`` (str, cut at 2,000 characters), ``files_changed`` (list of str), ``escalate``
-    (bool), ``escalation_reason`` (str), ``pr`` (str); secrets in the strings are redacted
-    here, before any view sees them. Missing or malformed reports give ``{}``. A report that is not a regular file (a link, a FIFO) or is larger than
-    :data:`MAX_REPORT_BYTES` is ignored: ``{"note": why}``; it is never followed or read
-    whole, so a worker cannot make the controller block or read another file."""
+    (bool), ``escalation_reason`` (str), ``pr`` (str), ``usage`` (what it used, a
+    :class:`~macp.model.Usage`: :func:`macp.usage.reported_usage`); secrets in the strings
+    are redacted here, before any view sees them. The Mosaic Stack guide's worker result
+    (seed 004: ``task_id``, ``status`` success|failed, ``used`` like ``"5.2K"``,
+    ``commit_sha``, ``notes``) is read too: ``notes`` as the summary when there is none,
+    ``status: "failed"`` as ``failed`` True (a failed attempt whatever the exit code), the
+    commit as ``commit_sha``; a report naming another task than ``task_id`` is ignored:
+    ``{"note": why}``. Missing or malformed reports give ``{}``. A report that is not a
+    regular file (a link, a FIFO) or is larger than :data:`MAX_REPORT_BYTES` is ignored:
+    ``{"note": why}``; it is never followed or read whole, so a worker cannot make the
+    controller block or read another file."""
     try:
         raw = read_regular(report_file, MAX_REPORT_BYTES + 1)
     except FileNotFoundError:
@@ -437,14 +446,32 @@ def read_worker_report(report_file: Path) -> dict:
         return {}
     if not isinstance(report, dict):
         return {}
-    types: dict[str, type] = {"summary": str, "escalate": bool, "escalation_reason": str, "pr": str}
+    if task_id is not None and isinstance(report.get("task_id"), str) and report["task_id"] != task_id:
+        return {"note": f"report.json ignored: it is the report of task {redact(one_line(report['task_id']))[:128]}, not {task_id}"}
+    types: dict[str, type] = {"summary": str, "escalate": bool, "escalation_reason": str, "pr": str, "commit_sha": str}
     kept: dict[str, Any] = {key: redact_value(value) for key, value in report.items() if key in types and isinstance(value, types[key])}
+    if isinstance(report.get("notes"), str) and "summary" not in kept:
+        kept["summary"] = redact(report["notes"])
+    if report.get("status") == "failed":
+        kept["failed"] = True
+    if (usage := reported_usage(report)) is not None:
+        kept["usage"] = usage
     if "summary" in kept:
         kept["summary"] = bounded(kept["summary"], SUMMARY_MAX_CHARS)
     files = report.get("files_changed")
     if isinstance(files, list) and all(isinstance(name, str) for name in files):
         kept["files_changed"] = [redact(name) for name in files]
     return kept
+
+
+def run_usage(config: Config, runtime: str, log_path: Path) -> Usage:
+    """What the agent run logged at ``log_path`` on ``runtime`` used: read from the
+    runtime's structured output (:func:`macp.usage.read_usage`; the whole log, up to
+    ``macp.max_log_bytes``) and priced from the price table when the runtime reported no
+    cost (:mod:`macp.prices`). A run cut short reads as what it reported so far."""
+    spec = config["runtimes"].get(runtime)
+    output = read_log_tail(log_path, config["macp"]["max_log_bytes"])
+    return priced(read_usage(output, spec.get("output", "text") if spec else "text"), price_for(config, runtime))
 
 
 def default_result_path(task: Task, repo_root: Path, config: Config) -> str:
@@ -626,7 +653,7 @@ def dispatch_task(task: Task, repo_root: Path, orch_dir: Path, config: Config) -
     log_path = attempt_dir / "worker.log"
     proc = run_command(worker_command(argv, task=task, cwd=cwd, env=env, log_path=log_path, config=config))
     exit_code = 127 if proc.exit_code is None else proc.exit_code
-    report = read_worker_report(attempt_dir / "report.json")
+    report = read_worker_report(attempt_dir / "report.json", task["id"])
     if yolo and not report.get("summary"):
         verdict = judge_agent_run(config, resolve_runtime(task, config), exit_code=proc.exit_code,
                                   idle_timed_out=proc.idle_timed_out, output=read_log_tail(log_path), now=clock.now())

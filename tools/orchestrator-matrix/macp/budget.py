@@ -28,10 +28,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
 from macp import clock
-from macp.estimates import format_tokens
 from macp.model import Config, Run, Task, Usage
 from macp.prices import PER_MILLION, price_for, price_note
-from macp.usage import used_tokens
+from macp.usage import format_tokens, used_tokens
 
 BUDGET = "budget"  # the escalation reasons' prefix and the failure class
 

@@ -150,8 +150,8 @@ def shortened(text: str, limit: int = 120) -> str:
 
 def token_figure(text: str) -> int:
     """argparse type: a token figure as the Mosaic Stack guide writes it (``800``, ``5K``,
-    ``4.2K``, ``1.5M``; :func:`macp.estimates.parse_tokens`), at least 1."""
-    from macp.estimates import parse_tokens
+    ``4.2K``, ``1.5M``; :func:`macp.usage.parse_tokens`), at least 1."""
+    from macp.usage import parse_tokens
 
     try:
         value = parse_tokens(text)

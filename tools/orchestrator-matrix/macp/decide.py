@@ -14,7 +14,8 @@ The rules (DESIGN.md "The task lifecycle", docs/failures.md):
   ``max_cost_usd``; :mod:`macp.budget`) is a counted failure of class ``budget``: the task
   is ``escalated`` and its worktree kept, whatever the run's exit code;
 - a worker report with ``escalate`` ends the task ``escalated``;
-- a non-zero exit, a timeout or an error the agent reported is a failed attempt;
+- a non-zero exit, a timeout, an error the agent reported or a worker report with
+  ``status: "failed"`` (the guide's worker result) is a failed attempt;
 - a worker that exited 0 has its gates run (``gated``, not for legacy tasks); all passing
   ends it ``completed``, a failing one is a failed attempt ending ``escalated`` (``failed``
   for a legacy task);
@@ -147,6 +148,8 @@ def decide(task: Task, outcome: AttemptOutcome, gate_results: list[GateResult] |
         reported_error = verdict.reported_error
         if verdict.summary and not report.get("summary"):
             report = {**report, "summary": verdict.summary}
+    if report.get("failed") and not reported_error:  # the guide's worker result: status "failed"
+        reported_error = f"the worker reported status failed: {report.get('summary') or 'no notes'}"
     details: dict[str, Any] = {"exit_code": outcome.exit_code, "output_tail": outcome.output_tail, "timed_out": outcome.timed_out, "report": report,
                "error": outcome.error, "worker_run": outcome.run}
     if gate_results is None and outcome.usage is not None and (over := overrun(task, outcome.usage, config)):

@@ -12,38 +12,16 @@ The unit is :func:`macp.usage.used_tokens`: input not read from a cache, plus ou
 
 from __future__ import annotations
 
-import re
 import statistics
 from collections.abc import Iterable
 
 from macp.lifecycle import status_of
 from macp.model import Task, Variance, VarianceLevel
-from macp.usage import used_tokens
+from macp.usage import format_tokens, used_tokens
 
-_FIGURE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kKmM]?)\s*$")
-_SCALE = {"": 1, "k": 1_000, "m": 1_000_000}
 # (upper bound of |variance| in percent, level): the guide's "Variance Thresholds" table.
 THRESHOLDS: tuple[tuple[float, VarianceLevel], ...] = ((30.0, "log"), (50.0, "flag"), (100.0, "learning"))
 LEARNING_LEVELS: frozenset[VarianceLevel] = frozenset({"learning", "critical"})
-
-
-def parse_tokens(text: str) -> int:
-    """A token figure as the guide writes it -- ``5K`` (5000), ``4.2K`` (4200), ``1.5M``,
-    or a plain ``800`` -- as a whole number of tokens. Raises ValueError for anything else
-    (the message names the accepted forms)."""
-    match = _FIGURE.match(text)
-    if match is None:
-        raise ValueError(f"{text!r} is not a token figure (like 800, 5K, 4.2K or 1.5M)")
-    return round(float(match.group(1)) * _SCALE[match.group(2).lower()])
-
-
-def format_tokens(tokens: int) -> str:
-    """``tokens`` in the guide's format: ``800``, ``5.2K``, ``15K``, ``1.2M`` (one decimal,
-    dropped when it is 0)."""
-    if tokens < 1_000:
-        return str(tokens)
-    value, suffix = (tokens / 1_000_000, "M") if tokens >= 999_950 else (tokens / 1_000, "K")
-    return f"{value:.1f}".removesuffix(".0") + suffix
 
 
 def variance_level(percent: float) -> VarianceLevel:

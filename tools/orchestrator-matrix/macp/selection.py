@@ -5,7 +5,10 @@ failure then waits for that runtime, never moves on). A task that does not gets 
 recorded success rate for its ``type`` -- finished tasks of that type, ``completed`` counting
 as a success and ``failed``/``escalated`` as a failure, smoothed as (s+1)/(n+2) so a runtime
 with no history scores 0.5 -- ties broken by config order with ``worker.runtime`` first, so
-with no history the default runtime is chosen. On failover the remaining runtimes follow in
+with no history the default runtime is chosen. With ``worker.selection`` ``cost`` (issue
+23) it gets instead the runtime with the lowest cost per completed task of its type -- what
+every run on it cost, waste included, over the tasks that completed on it -- runtimes that
+completed none following in the same order as above. On failover the remaining runtimes follow in
 config order, skipping those that already failed the task this round and those cooling down
 after a provider named its reset time.
 """
@@ -37,6 +40,40 @@ def success_rates(tasks: list[Task], task_type: str | None) -> dict[str, tuple[i
     return rates
 
 
+def costs_per_completed(tasks: list[Task], task_type: str | None) -> dict[str, tuple[float, int]]:
+    """``{runtime: (dollars, completed)}`` over finished yolo/acp tasks of ``task_type``:
+    what every run on the runtime cost (waste included: provider failures spend like
+    anything else) and how many of the tasks completed on it. Only runtimes with a
+    completed task are listed; a run without a cost counts 0."""
+    spent: dict[str, float] = {}
+    completed: dict[str, int] = {}
+    for task in tasks:
+        status = status_of(task)
+        if task.get("type") != task_type or task.get("dispatch") not in ("yolo", "acp") or not (status == SUCCESS or status in FAILURES):
+            continue
+        for run in task.get("runs") or []:
+            usage = run.get("usage")
+            cost = usage["cost_usd"] if usage is not None else None
+            spent[run["runtime"]] = spent.get(run["runtime"], 0.0) + (cost or 0.0)
+        if status == SUCCESS and (ran_on := task.get("attempt_runtime") or task.get("runtime")):
+            completed[ran_on] = completed.get(ran_on, 0) + 1
+    return {name: (spent.get(name, 0.0), count) for name, count in completed.items()}
+
+
+def _by_cost(base: list[str], task: Task, tasks: list[Task]) -> tuple[list[str], str]:
+    """``base`` ordered by cost per completed task of ``task``'s type (``worker.selection``
+    ``cost``): runtimes with a completed task cheapest first, then the rest in ``base``
+    order; and why the first."""
+    costs = costs_per_completed(tasks, task.get("type"))
+    known = sorted((name for name in base if name in costs), key=lambda name: (costs[name][0] / costs[name][1], base.index(name)))
+    ranked = known + [name for name in base if name not in costs]
+    kind = task.get("type") or "unset"
+    if not known:
+        return ranked, f"no completed task of type {kind} to price; default runtime {ranked[0]}"
+    shown = ", ".join(f"{name} ${costs[name][0] / costs[name][1]:.4f}" for name in known)
+    return ranked, f"lowest cost per completed task of type {kind} ({shown})"
+
+
 def _score(record: tuple[int, int] | None) -> float:
     wins, total = record or (0, 0)
     return (wins + 1) / (total + 2)
@@ -55,6 +92,8 @@ def runtime_order(task: Task, config: Config, tasks: list[Task]) -> tuple[list[s
         return [first] + [n for n in names if n != first], f"runtime {first} named by the task"
     default = config["worker"].get("runtime") or config["macp"]["default_runtime"]
     base = ([default] if default in names else []) + [n for n in names if n != default]
+    if config["worker"].get("selection") == "cost":
+        return _by_cost(base, task, tasks)
     rates = success_rates(tasks, task.get("type"))
     ranked = sorted(base, key=lambda name: (-_score(rates.get(name)), base.index(name)))
     if not rates:

@@ -32,12 +32,53 @@ reports 0 for a model it has no prices for: that is no price).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+import re
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from macp.fsio import json_object
 from macp.model import Completeness, Run, TaskChanges, Usage
 from macp.runtime_output import structured_events
+
+_FIGURE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kKmM]?)\s*$")
+_SCALE = {"": 1, "k": 1_000, "m": 1_000_000}
+
+def parse_tokens(text: str) -> int:
+    """A token figure as the guide writes it -- ``5K`` (5000), ``4.2K`` (4200), ``1.5M``,
+    or a plain ``800`` -- as a whole number of tokens. Raises ValueError for anything else
+    (the message names the accepted forms)."""
+    match = _FIGURE.match(text)
+    if match is None:
+        raise ValueError(f"{text!r} is not a token figure (like 800, 5K, 4.2K or 1.5M)")
+    return round(float(match.group(1)) * _SCALE[match.group(2).lower()])
+
+
+def format_tokens(tokens: int) -> str:
+    """``tokens`` in the guide's format: ``800``, ``5.2K``, ``15K``, ``1.2M`` (one decimal,
+    dropped when it is 0)."""
+    if tokens < 1_000:
+        return str(tokens)
+    value, suffix = (tokens / 1_000_000, "M") if tokens >= 999_950 else (tokens / 1_000, "K")
+    return f"{value:.1f}".removesuffix(".0") + suffix
+
+
+def reported_usage(report: Mapping[str, Any]) -> Usage | None:
+    """What a worker's own report says it used (docs/workers.md; an exec worker, or an agent
+    whose runtime prints no figures): a ``usage`` object with MACP's field names
+    (``input_tokens``, ``cached_input_tokens``, ``cache_write_tokens``, ``output_tokens``,
+    ``reasoning_tokens``, ``cost_usd``: the cost is ``reported``), else the Mosaic Stack
+    guide's ``used`` figure (``"5.2K"``): used tokens whose split is unknown, counted as
+    input. None when the report has neither, or they cannot be read."""
+    figures = report.get("usage")
+    if isinstance(figures, dict):
+        return _named(figures, _MACP_NAMES, cost_usd=_cost(figures.get("cost_usd")))
+    used = report.get("used")
+    if isinstance(used, str):
+        try:
+            return usage_of(input_tokens=parse_tokens(used))
+        except ValueError:
+            return None
+    return None
 
 
 def unavailable() -> Usage:
@@ -108,6 +149,18 @@ def _count(value: Any) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
 
 
+# Names of (input, cached input, cache writes, output, reasoning) in MACP's meanings.
+_MACP_NAMES = ("input_tokens", "cached_input_tokens", "cache_write_tokens", "output_tokens", "reasoning_tokens")
+_CODEX_NAMES = ("input_tokens", "cached_input_tokens", "cache_write_input_tokens", "output_tokens", "reasoning_output_tokens")
+
+
+def _named(figures: dict, names: tuple[str, str, str, str, str], cost_usd: float | None = None) -> Usage:
+    """A :class:`~macp.model.Usage` from ``figures`` that already mean what MACP's fields
+    mean, under the ``names`` (input, cached input, cache writes, output, reasoning)."""
+    input_tokens, cached, cache_write, output_tokens, reasoning = (_count(figures.get(name)) for name in names)
+    return usage_of(input_tokens=input_tokens, cached=cached, cache_write=cache_write, output_tokens=output_tokens, reasoning=reasoning, cost_usd=cost_usd)
+
+
 def _cost(value: Any) -> float | None:
     """A reported cost in dollars; None when there is none, or 0 (no price known)."""
     return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0 else None
@@ -117,14 +170,7 @@ def _codex(events: list[dict]) -> Usage:
     reports = [json_object(event.get("usage")) for event in events if event["type"] == "turn.completed" and isinstance(event.get("usage"), dict)]
     if not reports:
         return unavailable()
-    last = reports[-1]  # cumulative for the thread: the last report holds the whole run
-    return usage_of(
-        input_tokens=_count(last.get("input_tokens")),
-        cached=_count(last.get("cached_input_tokens")),
-        cache_write=_count(last.get("cache_write_input_tokens")),
-        output_tokens=_count(last.get("output_tokens")),
-        reasoning=_count(last.get("reasoning_output_tokens")),
-    )
+    return _named(reports[-1], _CODEX_NAMES)  # cumulative for the thread: the last report holds the whole run
 
 
 def _claude(events: list[dict]) -> Usage:
