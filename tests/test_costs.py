@@ -199,8 +199,22 @@ def test_a_run_whose_own_report_passes_its_cap_is_a_counted_budget_failure_and_k
     task = sandbox.task("OVER")
     assert task["status"] == "escalated" and task["attempts"] == 1, "never retried: a retry cannot meet a spent cap"
     assert task["last_failure"]["classification"] == "budget"
-    assert task["escalation_reason"] == "budget: the task used 1.1K, over its max_tokens 1K"
+    assert task["escalation_reason"] == "budget: the task used 1.1K, its max_tokens is 1K"
     assert sandbox.worktree("OVER").is_dir() and sandbox.result("OVER")["worktree_kept"] == task["escalation_reason"]
+
+
+def test_claude_stopping_itself_at_the_cap_it_was_given_is_a_budget_failure_not_a_retry(sandbox):
+    # what the real claude prints when --max-budget-usd stops it (its "budget_exhausted" result)
+    stopped = {"type": "result", "subtype": "error_max_budget_usd", "is_error": True, "num_turns": 3, "total_cost_usd": 0.5,
+               "errors": ["Reached maximum budget ($0.5)"], "usage": {"input_tokens": 9000, "output_tokens": 800}}
+    sandbox.fake_cli("claude", f"cat > /dev/null\necho work > work.txt\necho '{json.dumps(stopped)}'\nexit 1\n")
+    sandbox.write_config({"runtimes": {"codex": None, "opencode": None, "gemini": None, "goose": None}, "macp": {"risk": {"enabled": False}}})
+    sandbox.macp("submit", "--task-id", "CAP", "--runtime", "claude", "--max-cost-usd", "0.5", "--max-attempts", "3", check=True)
+    sandbox.macp("drain")
+    task = sandbox.task("CAP")
+    assert (task["status"], task["attempts"], task["last_failure"]["classification"]) == ("escalated", 1, "budget")
+    assert task["escalation_reason"] == "budget: the task spent $0.50, its max_cost_usd is $0.50"
+    assert (sandbox.worktree("CAP") / "work.txt").read_text() == "work\n", "its work is kept for a person"
 
 
 def test_a_daily_budget_spent_makes_the_next_task_wait_for_the_next_utc_day(sandbox):

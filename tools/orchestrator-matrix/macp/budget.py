@@ -167,14 +167,15 @@ def _against(verb: str, spent_text: str, cap_name: str, cap_text: str, estimate_
 
 
 def overrun(task: Task, run_usage: Usage, config: Config) -> str | None:
-    """Why the run that used ``run_usage`` took ``task`` past its own cap -- by its
-    runtime's own report -- or None."""
+    """Why the run that used ``run_usage`` took ``task`` to its own cap or past it -- by its
+    runtime's own report: nothing is left for another attempt (claude, given the cap,
+    stops itself once its cost reaches it: "Reached maximum budget") -- or None."""
     used, paid = spent(task, run_usage)
     max_tokens, max_cost = caps(task, config)
-    if max_tokens is not None and used > max_tokens:
-        return f"{BUDGET}: the task used {format_tokens(used)}, over its max_tokens {format_tokens(max_tokens)}"
-    if max_cost is not None and paid > max_cost:
-        return f"{BUDGET}: the task spent {dollars(paid)}, over its max_cost_usd {dollars(max_cost)}"
+    if max_tokens is not None and used >= max_tokens:
+        return f"{BUDGET}: the task used {format_tokens(used)}, its max_tokens is {format_tokens(max_tokens)}"
+    if max_cost is not None and paid >= max_cost:
+        return f"{BUDGET}: the task spent {dollars(paid)}, its max_cost_usd is {dollars(max_cost)}"
     return None
 
 
