@@ -60,7 +60,7 @@ class Sandbox:
     @property
     def worktree_base(self) -> Path:
         """The default ``~/src/{repo}-{repo_hash}-worktrees`` of this repository."""
-        from macp.config import repo_hash
+        from macp.settings import repo_hash
 
         return self.home / "src" / f"project-{repo_hash(self.repo)}-worktrees"
 

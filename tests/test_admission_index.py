@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from macp.admission import Admission, admit
 from macp.admission_index import Admitter
 from macp.config import default_config
-from macp.taskstore import TaskDocument
+from macp.taskdoc import TaskDocument
 
 PROPERTY = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 START = datetime(2026, 11, 23, 12, 0, tzinfo=timezone.utc)

@@ -461,7 +461,7 @@ def test_a_brief_dir_outside_the_repository_is_refused_by_submit_and_validate(sa
 
 
 def test_finding_a_task_by_id_compares_no_tasks():
-    from macp.taskstore import TaskDocument, validate_tasks
+    from macp.taskdoc import TaskDocument, validate_tasks
 
     comparisons = 0
 
@@ -522,7 +522,7 @@ def test_status_never_reads_a_fifo_among_a_running_tasks_logs(sandbox, tmp_path)
 
 
 def test_status_skips_a_log_that_goes_between_listing_and_looking(tmp_path):
-    from controller.macp_cli import attempt_progress
+    from controller.status_cli import attempt_progress
 
     folder = tmp_path / "attempt-1"
     folder.mkdir()

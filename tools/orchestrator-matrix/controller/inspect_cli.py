@@ -1,4 +1,4 @@
-"""See what a task does and did: ``mosaic macp log`` and ``mosaic macp diff``.
+"""See what a task does and did: ``mosaic macp log``, ``mosaic macp diff`` and ``mosaic macp history``.
 
 ``log ID [--follow] [--attempt N] [--gate NAME]`` prints a task's worker or gate log. Logs
 are ``logs/<id>/attempt-<n>/worker.log`` and ``gate-<k>-<name>.log`` (docs/file-formats.md),
@@ -10,10 +10,13 @@ moving on to the next attempt's log -- or the same attempt's run again -- unless
 
 ``diff ID [--stat]`` prints what the task's branch changed since the commit it started from
 (``git diff BASE...BRANCH``).
+
+``history [--task-id ID] [--json]`` prints the event log, streamed.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 import sys
@@ -26,12 +29,14 @@ from typing import BinaryIO
 from macp import gitops
 from macp.cliutil import note, out, repo_layout
 from macp.errors import EXIT_OK, MacpError
+from macp.events import read_events
 from macp.fsio import NotARegularFile, open_regular, read_regular
 from macp.gates import gate_log_name
 from macp.layout import Layout
 from macp.lifecycle import status_of
 from macp.model import Task
 from macp.taskstore import find_known
+from macp.textview import one_line
 
 FOLLOW_POLL_SECONDS = 0.2
 _STILL_GOING = frozenset({"pending", "running", "gated"})
@@ -185,4 +190,22 @@ def cmd_diff(args) -> int:
         sys.stdout.write(text)
     else:
         out(f"task {args.task_id}: no changes on {branch} since {base_commit[:12]}")
+    return EXIT_OK
+
+
+def cmd_history(args) -> int:
+    layout = repo_layout(args.repo)
+    if args.task_id:
+        find_known(layout, args.task_id)  # an unknown id is an error, an archived one has a history
+    shown = 0
+    for event in read_events(layout.events_file, args.task_id):  # streamed: a million events need no list
+        if args.json:
+            out(json.dumps(event, ensure_ascii=False))  # JSON lines, one event each, as events.ndjson has them
+        else:
+            task_id = event.get("task_id") or "-"
+            status = event.get("status") or ""
+            out(one_line(f"{event.get('timestamp', '')}  {task_id}  {event.get('event_type', '')}  {status}  {event.get('message', '')}").rstrip())
+        shown += 1
+    if not shown and not args.json:
+        out("no events")
     return EXIT_OK

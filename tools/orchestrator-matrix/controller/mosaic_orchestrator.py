@@ -45,15 +45,16 @@ from macp.admission_index import Admitter
 from macp.archive import ArchiveLookup
 from macp.budget import Ledger, budget_lines
 from macp.cliutil import OneLineParser, add_workers_option, print_json, repo_layout, run_main
-from macp.config import load_config, max_attempts, timeout_seconds
+from macp.config import load_config
 from macp.decide import AttemptOutcome, Decision, Ending, attempt_failed, decide
 from macp.decide import finish as finish_decision
 from macp.dependencies import KnownTasks
 from macp.errors import EXIT_OK, EXIT_TASKS_FAILED, EXIT_USAGE, Interrupted, MacpError, is_resource_exhaustion, is_storage_error
 from macp.estimates import LEARNING_LEVELS, learning_entry, variance_of, variance_text
 from macp.events import append_event, make_event
-from macp.fsio import dump_json, read_json, write_atomic
+from macp.fsio import read_json, write_atomic
 from macp.gates import GateLimits, gate_specs, gate_steps
+from macp.jsontext import dump_json
 from macp.layout import Layout, check_output_folders, confine
 from macp.learnings import append_learning
 from macp.lifecycle import ACTIVE, status_of, transition
@@ -76,14 +77,17 @@ from macp.model import (
     Variance,
     WorkerRun,
 )
+from macp.naming import dispatch_kind
 from macp.pool import Crashed, StepPool, Steps
 from macp.prices import price_for, priced
 from macp.procs import OWNER_ENV, Command, ProcessResult, read_log_tail
 from macp.recording import recorded
 from macp.runtime_state import load_runtime_state, record_cooldown
 from macp.scheduler import queue_order
+from macp.settings import max_attempts, timeout_seconds
 from macp.signals import STOP_SIGNALS, SignalGuard
-from macp.taskstore import QueueSession, TaskDocument, load_tasks, task_errors
+from macp.taskdoc import TaskDocument, task_errors
+from macp.taskstore import QueueSession, load_tasks
 from macp.usage import sums_of, unavailable
 from macp.worktree_contents import (
     WorktreeContents,
@@ -417,7 +421,7 @@ class Controller:
                 self.record_hold(hold, stored)
             if task is None:
                 return None
-            kind = dispatcher.dispatch_kind(task)
+            kind = dispatch_kind(task)
             runtime = f", runtime {task['attempt_runtime']}" if admission.runtime else ""
             metadata: dict[str, Any] = {"dispatch": kind, "runtime": task.get("attempt_runtime")}
             if admission.why:
@@ -488,7 +492,7 @@ class Controller:
     def run_attempt(self, task: Task) -> Steps:
         """A claimed task's attempt, as steps: the worker, then :meth:`after_worker`.
         Returns the task's status after it."""
-        kind = dispatcher.dispatch_kind(task)
+        kind = dispatch_kind(task)
         if kind != "legacy":
             try:
                 task = self.enter_worktree(task)
@@ -575,7 +579,7 @@ class Controller:
         outcome = replace(outcome, usage=self.attempt_usage(task, outcome))
         decision = self.decide(task, outcome, None)
         if outcome.usage is not None:
-            task = self.record_run(task, task.get("attempt_runtime") or dispatcher.dispatch_kind(task), outcome, decision.counts_attempt)
+            task = self.record_run(task, task.get("attempt_runtime") or dispatch_kind(task), outcome, decision.counts_attempt)
         if decision.action == "gates":
             specs = gate_specs(task, self.config)
             if decision.status == "gated":
@@ -589,7 +593,7 @@ class Controller:
         """:func:`macp.decide.decide` with this run's config, the clock, and -- for a provider
         failure, which picks the next runtime -- the queue and runtimes.json."""
         provider_inputs: dict[str, Any] = {}
-        if dispatcher.dispatch_kind(task) == "yolo":
+        if dispatch_kind(task) == "yolo":
             provider_inputs = {"tasks": self.queue.snapshot().tasks, "runtime_state": load_runtime_state(self.layout)}
         return decide(task, outcome, gate_results, self.config, clock.now(), **provider_inputs)
 

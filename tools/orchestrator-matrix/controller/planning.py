@@ -26,6 +26,7 @@ from macp.gates import gate_specs
 from macp.layout import Layout
 from macp.lifecycle import STATUSES, status_of
 from macp.model import Claim, Config, Task
+from macp.naming import dispatch_kind, resolve_runtime
 from macp.runtimes import build_invocation, describe_invocation, running_as_root, runtime_spec
 from macp.scheduler import hold_reason
 
@@ -100,7 +101,7 @@ def ledger_now(layout: Layout, tasks: list[Task], now: datetime, config: Config)
 def _base_line(task: Task, by_id: Mapping[str, Task], repo_root: Path, config: Config) -> list[str]:
     """Where a new branch of ``task`` would start when it depends on others: the branches
     of dependencies that already completed with commits, else theirs once they do."""
-    if dispatcher.dispatch_kind(task) == "legacy" or not task.get("depends_on") or task.get("base_commit"):
+    if dispatch_kind(task) == "legacy" or not task.get("depends_on") or task.get("base_commit"):
         return []
     stack = dispatcher.stacked_branches(task, by_id, repo_root, config)
     if stack:
@@ -111,7 +112,7 @@ def _base_line(task: Task, by_id: Mapping[str, Task], repo_root: Path, config: C
 
 
 def _describe(number: int, task: Task, repo_root: Path, config: Config) -> list[str]:
-    kind = dispatcher.dispatch_kind(task)
+    kind = dispatch_kind(task)
     attempt = task.get("attempts", 0) + 1
     brief_file = Layout(repo_root).attempt_dir(task["id"], attempt) / "brief.md"
     worktree = dispatcher.worktree_path(task, repo_root, config)
@@ -119,7 +120,7 @@ def _describe(number: int, task: Task, repo_root: Path, config: Config) -> list[
     if kind == "acp":
         command = f"write {Layout(repo_root).acp_file(task['id'])} for sessions_spawn"
     elif kind == "yolo":
-        spec = runtime_spec(config, dispatcher.resolve_runtime(task, config))
+        spec = runtime_spec(config, resolve_runtime(task, config))
         caps = {"max_cost_usd": cap_text(left)} if (left := remaining_cost(task, config)) is not None else {}
         invocation = build_invocation(spec, worktree=str(worktree), prompt_file=brief_file, prompt_text="<the brief>", as_root=running_as_root(), caps=caps)
         command = describe_invocation(invocation)

@@ -19,6 +19,7 @@ from macp.events import read_tail
 from macp.layout import Layout
 from macp.lifecycle import ACTIVE, FINISHED, status_of, transition
 from macp.model import Config, Run, Task
+from macp.naming import dispatch_kind
 from macp.procs import OWNER_ENV
 from macp.proctree import processes_with_env, terminate
 from macp.signals import SignalGuard
@@ -116,7 +117,7 @@ def log_unlogged_changes(ctl: Controller, tasks: list[Task], previous: dict, rec
 def awaiting_acp_report(task: Task) -> bool:
     """True for an acp task whose sessions_spawn request is out: it waits in ``running``
     without a claim on purpose (``mosaic macp complete`` ends the wait)."""
-    return dispatcher.dispatch_kind(task) == "acp" and bool((task.get("acp") or {}).get("requested_at"))
+    return dispatch_kind(task) == "acp" and bool((task.get("acp") or {}).get("requested_at"))
 
 
 def interrupted(task: Task, layout: Layout, config: Config) -> Task:
@@ -144,6 +145,6 @@ def interrupted(task: Task, layout: Layout, config: Config) -> Task:
 def released(task: Task) -> Task:
     """``task`` handed back after its attempt was cut short (recovery or a signal)."""
     now = clock.timestamp()
-    if dispatcher.dispatch_kind(task) == "acp" and (task.get("acp") or {}).get("reported_at"):
+    if dispatch_kind(task) == "acp" and (task.get("acp") or {}).get("reported_at"):
         return {**task, "status": "running", "claim": None, "updated_at": now}
     return transition(task, "pending", now, {"claim": None, "attempts": max(0, task.get("attempts", 1) - 1)})

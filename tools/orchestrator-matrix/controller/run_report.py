@@ -12,10 +12,10 @@ from collections import Counter
 from collections.abc import Callable, Mapping
 
 from macp.budget import dollars
-from macp.config import max_attempts
 from macp.events import make_event
 from macp.lifecycle import STATUSES, status_of
 from macp.model import Config, Result, Task
+from macp.settings import max_attempts
 from macp.textview import duration_text, fit, one_line, render_table
 from macp.usage import format_tokens
 from macp.usage_report import spend_of, spend_text
@@ -43,7 +43,7 @@ def task_rows(
     """One row per task in ``outcomes`` (the tasks the run touched, in the order it touched
     them, found through ``by_id``: the queue, then the archive -- a task archived while the
     run went on is still the run's): ``id``, ``status``, ``attempts``, ``max_attempts``
-    (:func:`macp.config.max_attempts`), ``duration_seconds`` (time this run spent on it),
+    (:func:`macp.settings.max_attempts`), ``duration_seconds`` (time this run spent on it),
     ``branch``, ``commits`` (from its result), ``reason``, ``result``, and what it spent
     (:func:`macp.usage_report.spend_of`: ``used_tokens``, ``cost_usd``, ``estimate_tokens``,
     ``waste_used_tokens``, ``waste_cost_usd``)."""

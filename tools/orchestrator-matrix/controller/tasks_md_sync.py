@@ -37,7 +37,7 @@ from dispatcher.macp_dispatcher import branch_problem
 from macp import clock
 from macp.archive import archived_ids, archived_tasks
 from macp.cliutil import note, out, repo_layout
-from macp.config import load_config, max_attempts
+from macp.config import load_config
 from macp.errors import EXIT_OK, MacpError
 from macp.estimates import calibrate
 from macp.events import make_event, read_events
@@ -47,6 +47,7 @@ from macp.layout import confine
 from macp.lifecycle import status_of
 from macp.model import Config, Task, TaskChanges
 from macp.recording import recorded
+from macp.settings import max_attempts
 from macp.taskstore import edit_tasks
 from macp.usage import format_tokens, parse_tokens, used_tokens
 from protocol.schemas import schema_errors

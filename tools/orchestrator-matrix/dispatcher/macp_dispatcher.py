@@ -28,25 +28,19 @@ from typing import Any, NamedTuple, cast
 
 from macp import clock, gitops
 from macp.budget import cap_text, remaining_cost
-from macp.config import (
-    PROJECT_ROOT,
-    first_output_timeout,
-    idle_timeout,
-    load_config,
-    matrix_token_env,
-    timeout_seconds,
-    worktree_base,
-)
+from macp.config import PROJECT_ROOT, load_config
 from macp.errors import MacpError
-from macp.fsio import dump_json, loads, read_regular, write_atomic
+from macp.fsio import read_regular, write_atomic
 from macp.guidance import compose_brief
+from macp.jsontext import dump_json, loads
 from macp.layout import Layout, confine, confine_output, resolved_root
 from macp.model import Config, FinalStatus, GateResult, KeptCommit, Result, ResultDetails, Task, Usage
-from macp.naming import branch_name, task_folder_name
+from macp.naming import branch_name, dispatch_kind, resolve_runtime, task_folder_name
 from macp.pool import run_command
 from macp.prices import price_for, priced
 from macp.procs import Command, read_log_tail
 from macp.redact import redact, redact_value
+from macp.settings import first_output_timeout, idle_timeout, matrix_token_env, timeout_seconds, worktree_base
 from macp.textview import one_line
 from macp.usage import read_usage, reported_usage, unavailable
 from macp.verdicts import SUMMARY_MAX_CHARS, bounded, judge_agent_run
@@ -73,18 +67,6 @@ class StackConflict(MacpError):
     def __init__(self, message: str, paths: list[str]) -> None:
         super().__init__(message)
         self.paths = paths
-
-
-def dispatch_kind(task: Task) -> str:
-    """``legacy`` for a task without ``dispatch``, else its dispatch (``exec``/``yolo``/``acp``)."""
-    return task.get("dispatch") or "legacy"
-
-
-def resolve_runtime(task: Task, config: Config) -> str:
-    """The runtime the task's attempt runs on: ``attempt_runtime`` (what the controller chose
-    for the current attempt, after failover too), else the task's ``runtime`` (the user's
-    choice), else ``worker.runtime``, else ``macp.default_runtime``."""
-    return task.get("attempt_runtime") or task.get("runtime") or config["worker"].get("runtime") or config["macp"]["default_runtime"]
 
 
 def branch_problem(task: Task, repo_root: Path) -> str | None:
@@ -396,7 +378,7 @@ def worker_env(
 def worker_command(argv: list[str], *, task: Task, cwd: Path, env: dict[str, str], log_path: Path, config: Config) -> Command:
     """The :class:`~macp.procs.Command` of ``task``'s worker: its timeout, the config's output
     limits and grace, and for an agent runtime (yolo) the runtime's silence limits
-    (:func:`macp.config.idle_timeout`, :func:`macp.config.first_output_timeout`): a runtime
+    (:func:`macp.settings.idle_timeout`, :func:`macp.settings.first_output_timeout`): a runtime
     cut short for silence is a provider ``hang``, not a failed attempt."""
     macp = config["macp"]
     agent = dispatch_kind(task) == "yolo"

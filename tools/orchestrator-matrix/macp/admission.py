@@ -35,7 +35,6 @@ from typing import Any
 from macp import clock
 from macp.budget import Ledger, budget_verdict
 from macp.budget import Verdict as BudgetVerdict
-from macp.config import runtime_max_parallel
 from macp.dependencies import KnownTasks, Outside, doomed_tasks, find_cycles
 from macp.lifecycle import ACTIVE, FINISHED, STATUSES, status_of
 from macp.model import Config, Task, TaskChanges, TaskStatus
@@ -43,6 +42,7 @@ from macp.naming import branch_name
 from macp.risk import risk_term
 from macp.scheduler import pick_next
 from macp.selection import choose_runtime
+from macp.settings import runtime_max_parallel
 
 
 @dataclass(frozen=True)

@@ -37,7 +37,7 @@ from macp.dependencies import DEAD_ENDS, KnownTasks, Outside
 from macp.lifecycle import ACTIVE, status_of
 from macp.model import Config, Task
 from macp.scheduler import queue_rank
-from macp.taskstore import TaskDocument
+from macp.taskdoc import TaskDocument
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,8 @@ from pathlib import Path
 from typing import cast
 
 from macp.clock import parse_timestamp
-from macp.fsio import append_line, loads
+from macp.fsio import append_line
+from macp.jsontext import loads
 from macp.lifecycle import FINISHED, status_of
 from macp.model import Task
 from protocol.schemas import schema_errors

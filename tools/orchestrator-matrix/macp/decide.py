@@ -31,11 +31,11 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
 
-from dispatcher import macp_dispatcher as dispatcher
 from macp import clock, verdicts
 from macp.budget import overrun
 from macp.guidance import failure_summary
 from macp.model import Config, Failure, FinalStatus, GateResult, Task, TaskChanges, TaskStatus, Usage, WorkerRun
+from macp.naming import dispatch_kind, resolve_runtime
 from macp.providers import WAITING_DOES_NOT_FIX, ProviderFailure
 from macp.selection import cooling_down, runtime_order
 
@@ -134,10 +134,10 @@ def decide(task: Task, outcome: AttemptOutcome, gate_results: list[GateResult] |
     (runtimes.json) are read only on a provider failure, to pick the runtime to fail over to."""
     report = outcome.report
     reported_error = None
-    if dispatcher.dispatch_kind(task) == "yolo":
+    if dispatch_kind(task) == "yolo":
         verdict = verdicts.judge_agent_run(
             config,
-            dispatcher.resolve_runtime(task, config),
+            resolve_runtime(task, config),
             exit_code=outcome.exit_code,
             idle_timed_out=outcome.stopped_for_silence,
             output=outcome.output if outcome.output is not None else outcome.output_tail,
@@ -171,7 +171,7 @@ def decide(task: Task, outcome: AttemptOutcome, gate_results: list[GateResult] |
         return attempt_failed(task, failure, "failed", [], details, config, now)
     # A legacy task (no dispatch) keeps the pre-MACP lifecycle: no `gated` step, and a
     # failing gate ends it `failed`, never `escalated` (DESIGN.md "The task lifecycle").
-    legacy = dispatcher.dispatch_kind(task) == "legacy"
+    legacy = dispatch_kind(task) == "legacy"
     if gate_results is None:
         return Decision("gates", None if legacy else "gated", "" if legacy else "task.gated", "worker exited 0; running the quality gates")
     failing = next((gate for gate in gate_results if not gate["passed"]), None)
@@ -240,7 +240,7 @@ def provider_failed(task: Task, failure: ProviderFailure, outcome: AttemptOutcom
     fix (a missing binary, a bad command line, bad credentials), after which a new round
     starts at once. Past ``macp.max_provider_failures`` it is escalated ("runtime
     unavailable"). A reset time in the future cools the runtime down for every task."""
-    runtime = dispatcher.resolve_runtime(task, config)
+    runtime = resolve_runtime(task, config)
     reset = clock.format_timestamp(failure.reset_at) if failure.reset_at else None
     if failure.reset_capped:
         reset = f"{reset} (capped at 24 h)"

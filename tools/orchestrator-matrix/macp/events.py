@@ -19,7 +19,8 @@ from pathlib import Path
 from macp import clock
 from macp.cliutil import note
 from macp.errors import MacpError
-from macp.fsio import append_line, loads
+from macp.fsio import append_line
+from macp.jsontext import loads
 from macp.redact import redact, redact_value
 from protocol.schemas import schema_errors
 

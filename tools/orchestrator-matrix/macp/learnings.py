@@ -14,7 +14,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from macp.errors import MacpError
-from macp.fsio import dump_json, read_json, write_atomic
+from macp.fsio import read_json, write_atomic
+from macp.jsontext import dump_json
 
 
 def append_learning(path: Path, entry: dict[str, object]) -> None:

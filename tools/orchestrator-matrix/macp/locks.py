@@ -19,7 +19,7 @@ from pathlib import Path
 
 from macp import clock
 from macp.errors import BusyError
-from macp.fsio import json_object
+from macp.jsontext import json_object
 from macp.model import Claim
 
 

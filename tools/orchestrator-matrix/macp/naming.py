@@ -1,7 +1,9 @@
-"""The names MACP derives from a task (pure): its slug, branch and folder name.
+"""The task's vocabulary (pure): how it runs (its dispatch kind, its runtime) and the names
+MACP derives from it (its slug, branch and folder name).
 
-Part of the task's vocabulary that the pure core needs (admission keeps tasks that share a
-branch apart) as much as the dispatcher (worktrees, refs); so it lives here, below both.
+The pure core needs them (admission keeps tasks that share a branch apart; a decision
+depends on the dispatch kind and the runtime) as much as the dispatcher (worktrees, refs);
+so they live here, below both (issue 24).
 """
 
 from __future__ import annotations
@@ -9,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import re
 
-from macp.model import Task
+from macp.model import Config, Task
 
 
 def slugify(text: str, max_length: int = 40) -> str:
@@ -39,3 +41,15 @@ def task_folder_name(task_id: str) -> str:
     if slug == task_id:
         return slug
     return f"{slug}--{hashlib.sha256(task_id.encode()).hexdigest()[:8]}"
+
+
+def dispatch_kind(task: Task) -> str:
+    """``legacy`` for a task without ``dispatch``, else its dispatch (``exec``/``yolo``/``acp``)."""
+    return task.get("dispatch") or "legacy"
+
+
+def resolve_runtime(task: Task, config: Config) -> str:
+    """The runtime the task's attempt runs on: ``attempt_runtime`` (what the controller chose
+    for the current attempt, after failover too), else the task's ``runtime`` (the user's
+    choice), else ``worker.runtime``, else ``macp.default_runtime``."""
+    return task.get("attempt_runtime") or task.get("runtime") or config["worker"].get("runtime") or config["macp"]["default_runtime"]

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
 import secrets
 import signal
 import subprocess
@@ -35,9 +34,8 @@ from macp.errors import is_resource_exhaustion
 from macp.fsio import create_regular, open_regular
 from macp.proctree import RUN_ENV, reap_adopted, run_members, signal_all, start_ticks
 from macp.redact import redact
+from macp.textview import strip_terminal_codes
 
-_ANSI = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)|\x1b[@-Z\\-_]")
-_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 OWNER_ENV = "MACP_OWNER_TOKEN"
 _READ_SIZE = 65536
 _TAIL_CONTEXT = 1024
@@ -70,12 +68,6 @@ class ProcessResult:
     spawn_error: str | None = None
     idle_timed_out: bool = False
     started_at: str = ""
-
-
-def strip_terminal_codes(text: str) -> str:
-    """``text`` without ANSI escape sequences and control characters (tab, newline and
-    carriage return stay)."""
-    return _CONTROL.sub("", _ANSI.sub("", text))
 
 
 def clean_text(raw: bytes) -> str:

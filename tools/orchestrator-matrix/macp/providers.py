@@ -43,8 +43,8 @@ from email.utils import parsedate_to_datetime
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from macp.errors import EXIT_NOT_INSTALLED
-from macp.procs import strip_terminal_codes
 from macp.runtime_output import RunReport
+from macp.textview import strip_terminal_codes
 
 FAILURE_CLASSES = ("rate_limit", "quota", "auth", "overloaded", "network", "missing", "misconfigured", "hang")
 SIGNATURE_CLASSES = ("misconfigured", "auth", "quota", "rate_limit", "overloaded", "network")

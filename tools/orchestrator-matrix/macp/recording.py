@@ -19,7 +19,7 @@ from pathlib import Path
 
 from macp.events import append_events
 from macp.signals import SignalGuard
-from macp.taskstore import TaskDocument
+from macp.taskdoc import TaskDocument
 
 
 @contextmanager

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import re
 
-from macp.fsio import well_formed_text
+from macp.jsontext import well_formed_text
 
 REDACTED = "[REDACTED]"
 
@@ -65,7 +65,7 @@ def redact_value(value: object) -> object:
 
 def redact(text: str) -> str:
     """``text`` with every known secret shape replaced by ``[REDACTED]``, and well-formed
-    (:func:`macp.fsio.well_formed_text`: no lone surrogate, so it can be stored and printed)."""
+    (:func:`macp.jsontext.well_formed_text`: no lone surrogate, so it can be stored and printed)."""
     text = well_formed_text(text)
     for pattern in _WHOLE_MATCH:
         text = pattern.sub(REDACTED, text)

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from macp.fsio import json_object, loads
+from macp.jsontext import json_object, loads
 
 FORMATS = ("codex-json", "claude-stream-json", "gemini-stream-json", "opencode-json", "text")
 

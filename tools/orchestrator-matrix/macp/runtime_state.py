@@ -12,7 +12,8 @@ from datetime import datetime
 
 from macp import clock
 from macp.errors import MacpError
-from macp.fsio import dump_json, read_json, write_atomic
+from macp.fsio import read_json, write_atomic
+from macp.jsontext import dump_json
 from macp.layout import Layout
 from macp.locks import exclusive_lock
 from protocol.schemas import schema_errors

@@ -17,11 +17,13 @@ from macp.archive import archive_files, archived_lines
 from macp.cliutil import out, repo_layout
 from macp.config import default_config, load_config, merge, signature_errors
 from macp.errors import EXIT_OK, EXIT_TASKS_FAILED, MacpError
-from macp.fsio import loads, parse_json_text, read_json
+from macp.fsio import read_json
+from macp.jsontext import loads, parse_json_text
 from macp.layout import Layout, confine, confine_output
 from macp.lifecycle import FINISHED, status_of
 from macp.model import Config, Task
-from macp.taskstore import load_tasks, parse_tasks
+from macp.taskdoc import parse_tasks
+from macp.taskstore import load_tasks
 from protocol.schemas import validator_for
 from protocol.validator import SchemaError, Validator
 

@@ -11,6 +11,15 @@ import json
 import re
 from collections.abc import Callable
 
+_ANSI = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)|\x1b[@-Z\\-_]")
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+
+def strip_terminal_codes(text: str) -> str:
+    """``text`` without ANSI escape sequences and control characters (tab, newline and
+    carriage return stay)."""
+    return _CONTROL.sub("", _ANSI.sub("", text))
+
 ELLIPSIS = "…"
 
 

@@ -36,7 +36,7 @@ import re
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from macp.fsio import json_object
+from macp.jsontext import json_object
 from macp.model import Completeness, Run, TaskChanges, Usage
 from macp.runtime_output import structured_events
 

@@ -32,7 +32,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from macp import gitops
-from macp.fsio import NotARegularFile, dump_json, open_regular, write_atomic
+from macp.fsio import NotARegularFile, open_regular, write_atomic
+from macp.jsontext import dump_json
 from macp.model import BuildOutput, MacpConfig
 
 # A path's content, as far as "did anyone change it since" needs: "sha256:<hex>" for a file,

@@ -20,7 +20,7 @@ import time
 from typing import Any
 from urllib.parse import SplitResult, quote, unquote, urlsplit
 
-from macp.fsio import loads
+from macp.jsontext import loads
 from transport.matrix_errors import DeliveryError, Unreachable, failure_from_reply
 
 

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from macp import clock
-from macp.fsio import json_object
+from macp.jsontext import json_object
 
 EVENT_ID_KEY = "dev.mosaicstack.macp.event_id"
 EVENT_IDS_KEY = "dev.mosaicstack.macp.event_ids"  # every event of a coalesced message, in order

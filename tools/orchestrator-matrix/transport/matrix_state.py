@@ -20,7 +20,8 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from macp.fsio import dump_json, json_object, write_atomic
+from macp.fsio import write_atomic
+from macp.jsontext import dump_json, json_object
 
 STATE_NAME = ".transport-state.json"
 LEGACY_CURSOR_NAME = ".transport-cursor"

@@ -48,10 +48,10 @@ from urllib.parse import quote
 
 from macp import clock
 from macp.cliutil import note
-from macp.config import matrix_token_env, worktree_base
 from macp.fsio import append_line
 from macp.layout import Layout
 from macp.model import Config
+from macp.settings import matrix_token_env, worktree_base
 from transport.matrix_errors import DeliveryError, RateLimited, Refused, Rejected, Unreachable
 from transport.matrix_http import MatrixClient, room_path, send_path
 from transport.matrix_messages import (
