@@ -5,10 +5,7 @@ from __future__ import annotations
 
 import shutil
 
-from macp.cliutil import (
-    out,
-    repo_layout,
-)
+from macp.cliutil import out, repo_layout
 from macp.config import TEMPLATE_STATE_DIR
 from macp.errors import EXIT_OK
 from macp.layout import Layout

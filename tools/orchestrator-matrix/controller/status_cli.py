@@ -14,12 +14,7 @@ from typing import Any
 from controller.deliver_cli import delivery_lines, delivery_status
 from macp import clock
 from macp.archive import ArchiveLookup
-from macp.cliutil import (
-    note,
-    out,
-    print_json,
-    repo_layout,
-)
+from macp.cliutil import note, out, print_json, repo_layout
 from macp.config import load_config
 from macp.dependencies import KnownTasks
 from macp.errors import EXIT_OK

@@ -8,10 +8,7 @@ from collections.abc import Callable
 from typing import cast
 
 from macp import clock
-from macp.cliutil import (
-    out,
-    repo_layout,
-)
+from macp.cliutil import out, repo_layout
 from macp.config import load_config
 from macp.errors import EXIT_OK, MacpError
 from macp.events import make_event

@@ -15,12 +15,7 @@ from typing import Any, cast
 from controller.init_cli import initialise
 from macp import clock
 from macp.archive import archived_ids, archived_tasks
-from macp.cliutil import (
-    note,
-    out,
-    repo_layout,
-    shortened,
-)
+from macp.cliutil import note, out, repo_layout, shortened
 from macp.config import load_config
 from macp.errors import EXIT_OK, MacpError
 from macp.estimates import calibrate, estimate_note

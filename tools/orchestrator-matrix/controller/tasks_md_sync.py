@@ -20,19 +20,26 @@ Table -> tasks.json (:func:`plan_sync`, pure):
   row goes away;
 - ``blocks`` is checked against ``depends_on`` and contradictions are reported.
 
-tasks.json -> table (``--write-back``, :func:`write_back_edits`): the ``status``, ``agent``,
+tasks.json -> table (``--write-back``, :func:`controller.tasks_md_table.write_back_edits`): the ``status``, ``agent``,
 ``started_at``, ``completed_at`` and ``used`` (in the guide's format, ``4.2K``) cells are
 rewritten from the tasks; every other byte of the file stays as it was.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
 
+from controller.tasks_md_table import (
+    EMPTY,
+    Row,
+    find_task_table,
+    split_list,
+    table_rows,
+    write_back_edits,
+)
 from dispatcher.macp_dispatcher import branch_problem
 from macp import clock
 from macp.archive import archived_ids, archived_tasks
@@ -42,14 +49,14 @@ from macp.errors import EXIT_OK, MacpError
 from macp.estimates import calibrate
 from macp.events import make_event, read_events
 from macp.fsio import write_atomic
-from macp.gfm_table import Cell, Table, parse_tables, replace_cells
+from macp.gfm_table import replace_cells
 from macp.layout import confine
 from macp.lifecycle import status_of
 from macp.model import Config, Task, TaskChanges
 from macp.recording import recorded
 from macp.settings import max_attempts
 from macp.taskstore import edit_tasks
-from macp.usage import format_tokens, parse_tokens, used_tokens
+from macp.usage import parse_tokens
 from protocol.schemas import schema_errors
 from protocol.validator import is_valid_date_time
 
@@ -64,30 +71,10 @@ STATUS_FROM_TABLE = {
     "escalated": "escalated",
     "cancelled": "cancelled",
 }
-STATUS_TO_TABLE = {
-    "pending": "not-started",
-    "running": "in-progress",
-    "gated": "in-progress",
-    "completed": "done",
-    "failed": "failed",
-    "escalated": "escalated",
-    "cancelled": "cancelled",
-}
 LIST_COLUMNS = ("depends_on", "blocks")
 TEXT_FIELDS = ("issue", "branch", "type", "dispatch", "runtime", "command")
 INT_FIELDS = ("priority", "max_attempts")
 METADATA_FIELDS = ("repo",)
-_EMPTY = {"", "-", "—", "n/a", "none"}
-
-
-@dataclass(frozen=True)
-class Row:
-    """One body row: its task id, cell texts and cells by column name, and its line (1-based)."""
-
-    task_id: str
-    values: dict[str, str]
-    cells: dict[str, Cell]
-    line: int
 
 
 @dataclass
@@ -106,37 +93,6 @@ class SyncPlan:
     problems: list[str] = field(default_factory=list)
 
 
-def column_key(header: str) -> str:
-    """``"Depends On"`` -> ``depends_on``."""
-    return re.sub(r"[\s-]+", "_", header.strip().lower())
-
-
-def find_task_table(text: str, label: str) -> tuple[Table, dict[str, int]]:
-    """The first table with an ``id`` column, and its columns by key; MacpError if none."""
-    for table in parse_tables(text):
-        columns = {column_key(cell.text): index for index, cell in enumerate(table.header)}
-        if "id" in columns:
-            return table, columns
-    raise MacpError(f"{label}: no table with an 'id' column")
-
-
-def table_rows(table: Table, columns: dict[str, int]) -> list[Row]:
-    """The body rows that have an id, with their cells by column key."""
-    rows = []
-    for cells in table.rows:
-        values = {key: cells[index].text.strip() for key, index in columns.items()}
-        if values["id"]:
-            rows.append(Row(values["id"], values, {key: cells[index] for key, index in columns.items()}, cells[0].line + 1))
-    return rows
-
-
-def split_list(text: str) -> list[str]:
-    """A comma (or space) separated id list; ``-``, ``—`` and empty mean none."""
-    if text.strip().lower() in _EMPTY:
-        return []
-    return [part for part in re.split(r"[,\s]+", text) if part]
-
-
 def owned_fields(row: Row, config: Config, is_new: bool) -> tuple[dict[str, Any], list[str]]:
     """The task fields ``row`` sets, and the problems found reading it."""
     values = row.values
@@ -149,10 +105,10 @@ def owned_fields(row: Row, config: Config, is_new: bool) -> tuple[dict[str, Any]
         if "title" in values:
             fields["description"] = values["description"]
     for key in TEXT_FIELDS:
-        if key in values and values[key].lower() not in _EMPTY:
+        if key in values and values[key].lower() not in EMPTY:
             fields[key] = values[key]
     for key in INT_FIELDS:
-        if key in values and values[key].lower() not in _EMPTY:
+        if key in values and values[key].lower() not in EMPTY:
             try:
                 fields[key] = int(values[key])
             except ValueError:
@@ -160,7 +116,7 @@ def owned_fields(row: Row, config: Config, is_new: bool) -> tuple[dict[str, Any]
     for key in LIST_COLUMNS:
         if key in values:
             fields[key] = split_list(values[key])
-    if values.get("estimate", "").lower() not in _EMPTY:
+    if values.get("estimate", "").lower() not in EMPTY:
         try:
             fields["estimate_tokens"], fields["estimate_source"] = parse_tokens(values["estimate"]), "given"
         except ValueError as exc:
@@ -184,7 +140,7 @@ def agent_prompt(row: Row, fields: dict[str, Any], brief_dir: Path, repo_root: P
         return {"brief_path": str(brief.relative_to(repo_root))}
     lines = [row.values.get("description", "").strip() or row.task_id]
     lines += [f"{label}: {row.values[key].strip()}" for key, label in (("issue", "Issue"), ("branch", "Branch"))
-              if row.values.get(key, "").strip().lower() not in _EMPTY]
+              if row.values.get(key, "").strip().lower() not in EMPTY]
     return {"description": "\n\n".join([lines[0], "\n".join(lines[1:])]).strip()}
 
 
@@ -295,47 +251,6 @@ def blocks_contradictions(rows: list[Row]) -> list[str]:
             if blocked in depends.get(row.task_id, set()):
                 found.append(f"{row.task_id} blocks {blocked} and also depends on it")
     return found
-
-
-def table_values(task: Task) -> dict[str, str]:
-    """What write-back puts in the MACP-owned columns for ``task``: its status always; the
-    agent (runtime, or dispatch) once MACP has run it; timestamps once MACP has them. A cell
-    MACP has nothing to say about is left as it is."""
-    values = {"status": STATUS_TO_TABLE[status_of(task)]}
-    if task.get("claim") or task.get("attempts"):
-        values["agent"] = task.get("attempt_runtime") or task.get("runtime") or task.get("dispatch") or "legacy"
-    for column in ("started_at", "completed_at"):
-        if stamp := task.get(column):
-            values[column] = str(stamp)
-    if (usage := task.get("usage")) and usage["completeness"] != "unavailable":
-        values["used"] = format_tokens(used_tokens(usage))
-    return values
-
-
-@dataclass(frozen=True)
-class CellEdit:
-    """A write-back change: the row's task, the column, the cell, its old and new text."""
-
-    task_id: str
-    column: str
-    cell: Cell
-    old: str
-    new: str
-
-
-def write_back_edits(rows: list[Row], tasks: list[Task]) -> list[CellEdit]:
-    """Every MACP-owned cell (status, agent, started_at, completed_at, used) that differs from the tasks."""
-    by_id = {task["id"]: task for task in tasks}
-    edits = []
-    for row in rows:
-        task = by_id.get(row.task_id)
-        if task is None:
-            continue
-        for column, value in table_values(task).items():
-            cell = row.cells.get(column)
-            if cell is not None and cell.text.strip() != value:
-                edits.append(CellEdit(row.task_id, column, cell, cell.text.strip(), value))
-    return edits
 
 
 def default_table_path(repo_root: Path) -> Path:
