@@ -66,7 +66,7 @@ class Sandbox:
 
     def worktree(self, task_id: str) -> Path:
         """Where the controller puts ``task_id``'s worktree (the dispatcher's own rule)."""
-        from dispatcher.macp_dispatcher import task_folder_name
+        from macp.naming import task_folder_name
 
         return self.worktree_base / task_folder_name(task_id)
 

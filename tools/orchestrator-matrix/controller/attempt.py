@@ -40,7 +40,7 @@ from macp.model import (
     Variance,
     WorkerRun,
 )
-from macp.naming import dispatch_kind
+from macp.naming import branch_name, dispatch_kind
 from macp.pool import Steps
 from macp.prices import price_for, priced
 from macp.procs import Command, ProcessResult, read_log_tail
@@ -139,7 +139,7 @@ class Attempts(RunState):
         if self.base is None:
             self.base = dispatcher.base_ref(self.layout.repo_root, self.config)  # once per run (issue 11)
         path, created, base_commit, repaired = dispatcher.prepare_worktree(task, self.layout.repo_root, self.config, stack, self.base)
-        branch = dispatcher.branch_name(task)
+        branch = branch_name(task)
         changes: TaskChanges = {"worktree": str(path), "branch": branch, "base_commit": base_commit}
         if created:
             changes["stacked_on"] = stack

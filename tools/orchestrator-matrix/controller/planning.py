@@ -26,7 +26,7 @@ from macp.gates import gate_specs
 from macp.layout import Layout
 from macp.lifecycle import STATUSES, status_of
 from macp.model import Claim, Config, Task
-from macp.naming import dispatch_kind, resolve_runtime
+from macp.naming import branch_name, dispatch_kind, resolve_runtime
 from macp.runtimes import build_invocation, describe_invocation, running_as_root, runtime_spec
 from macp.scheduler import hold_reason
 
@@ -116,7 +116,7 @@ def _describe(number: int, task: Task, repo_root: Path, config: Config) -> list[
     attempt = task.get("attempts", 0) + 1
     brief_file = Layout(repo_root).attempt_dir(task["id"], attempt) / "brief.md"
     worktree = dispatcher.worktree_path(task, repo_root, config)
-    where = f"in {repo_root}" if kind == "legacy" else f"in {worktree} (branch {dispatcher.branch_name(task)})"
+    where = f"in {repo_root}" if kind == "legacy" else f"in {worktree} (branch {branch_name(task)})"
     if kind == "acp":
         command = f"write {Layout(repo_root).acp_file(task['id'])} for sessions_spawn"
     elif kind == "yolo":

@@ -32,6 +32,7 @@ from macp.layout import Layout
 from macp.lifecycle import FINISHED, status_of
 from macp.locks import ControllerLock
 from macp.model import Config, Task
+from macp.naming import task_folder_name
 from macp.taskstore import load_tasks
 from macp.worktree_contents import why_kept
 
@@ -143,7 +144,7 @@ def carry_out(layout: Layout, config: Config, step: Step) -> str:
     if tip is None:
         return Step(task, "branch", step.target, False, "it is gone already").line(dry_run=False)
     try:
-        ref = gitops.keep_commit(layout.repo_root, f"refs/macp/{dispatcher.task_folder_name(task['id'])}/pruned", tip)
+        ref = gitops.keep_commit(layout.repo_root, f"refs/macp/{task_folder_name(task['id'])}/pruned", tip)
         gitops.delete_branch(layout.repo_root, step.target)
     except gitops.GitError as exc:
         return Step(task, "branch", step.target, False, f"git refused to delete it: {exc}").line(dry_run=False)
