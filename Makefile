@@ -11,7 +11,7 @@ AGENT_CLI_PACKAGES := @openai/codex@0.169.0 @anthropic-ai/claude-code@2.1.330 @g
 SYNAPSE := .cache/synapse
 SYNAPSE_PACKAGE := matrix-synapse==1.163.2
 
-.PHONY: demo test pytest lint conformance agent-clis synapse live capture-runtimes bench clean
+.PHONY: demo test pytest lint conformance agent-clis synapse slurm live capture-runtimes bench clean
 
 $(STAMP): tests/requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -22,7 +22,7 @@ $(STAMP): tests/requirements.txt
 demo:
 	$(PYTHON) tools/orchestrator-matrix/demo/run_demo.py
 
-test: lint agent-clis synapse pytest
+test: lint agent-clis synapse slurm pytest
 
 pytest: $(STAMP)
 	$(VPY) -m pytest tests
@@ -46,6 +46,20 @@ $(SYNAPSE)/.installed:
 	$(PYTHON) -m venv $(SYNAPSE)
 	$(SYNAPSE)/bin/python -m pip install --quiet --disable-pip-version-check $(SYNAPSE_PACKAGE)
 	touch $@
+
+# A real Slurm cluster for the Slurm tests (tests/slurm_harness.py): Debian's packages, as
+# root, once; the tests start munged, slurmctld and two slurmd on loopback themselves.
+# Elsewhere (not root, no apt-get) the Slurm tests skip, saying why.
+SLURM_PACKAGES := slurm-wlm slurmctld slurmd slurm-client munge
+
+slurm:
+	@if command -v sbatch >/dev/null 2>&1 && [ -x /usr/sbin/slurmctld ]; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		export DEBIAN_FRONTEND=noninteractive; \
+		apt-get install -y -qq --no-install-recommends $(SLURM_PACKAGES) >/dev/null 2>&1 \
+		|| { apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq --no-install-recommends $(SLURM_PACKAGES) >/dev/null 2>&1; } \
+		|| echo "slurm: apt-get could not install $(SLURM_PACKAGES): the Slurm tests will be skipped"; \
+	else echo "slurm: not installed and not root with apt-get: the Slurm tests will be skipped"; fi
 
 # The benchmark suite (bench/run.py): MACP against peers (nq, jq) where they are installed;
 # the table goes to the terminal and bench/latest.json. Targets live here, not in tests.
