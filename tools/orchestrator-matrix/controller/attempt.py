@@ -312,7 +312,7 @@ class Attempts(RunState):
             try:
                 contents = dispatcher.inspect_worktree(task, worktree, self.layout.repo_root, self.config)
                 if base_commit:
-                    files = [path for path in gitops.changed_files(worktree, base_commit) if path not in contents.gate_output]
+                    files = [path for path in gitops.changed_files(worktree, base_commit, contents.untracked) if path not in contents.gate_output]
                 kept = ending.keep_worktree or why_kept(contents, self.config["macp"]["remove_ignored_files"])
                 kept_commits = dispatcher.preserve_commits(task, worktree)
                 commits = gitops.commits_since(worktree, base_commit) if base_commit else []

@@ -140,7 +140,7 @@ def cmd_submit(args) -> int:
     archived = archived_ids(layout.orch_dir)
     queue = load_tasks(layout)
     add_checked(queue, submissions, tasks, archived)  # before anything is created
-    calibrations = calibrate(tasks, [*queue.tasks, *archived_tasks(layout.orch_dir)])
+    calibrations = calibrate(tasks, lambda: [*queue.tasks, *archived_tasks(layout.orch_dir)])
     created = initialise(layout) if not layout.tasks_file.exists() else []
     if created:
         note(f"created {layout.orch_dir} from templates ({', '.join(created)})")

@@ -291,7 +291,7 @@ def run_sync(args) -> int:
             note(f"{path}: {problem}")
         if plan.problems:
             raise MacpError(f"{path}: {len(plan.problems)} problem(s); nothing was changed")
-        plan.notes += calibrate(plan.added, [*document.tasks, *archived_tasks(layout.orch_dir)])
+        plan.notes += calibrate(plan.added, lambda: [*document.tasks, *archived_tasks(layout.orch_dir)])
         if not args.dry_run:
             apply_plan(document, plan)
             events.extend(sync_events(plan, document.tasks))

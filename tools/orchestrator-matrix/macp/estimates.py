@@ -13,7 +13,7 @@ The unit is :func:`macp.usage.used_tokens`: input not read from a cache, plus ou
 from __future__ import annotations
 
 import statistics
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from macp.lifecycle import status_of
 from macp.model import Task, Variance, VarianceLevel
@@ -94,19 +94,22 @@ def variance_text(variance: Variance) -> str:
     return f"used {format_tokens(variance['used_tokens'])} of an estimated {format_tokens(variance['estimate_tokens'])} ({variance['percent']:+.1f} %, {variance['level']})"
 
 
-def calibrate(tasks: list[Task], finished: list[Task]) -> list[str]:
+def calibrate(tasks: list[Task], finished: Callable[[], list[Task]]) -> list[str]:
     """Give each agent task of ``tasks`` without an estimate the median ``used`` of the
-    ``finished`` tasks of its type (:func:`calibrated_estimate`;
-    ``estimate_source`` ``calibrated``), in place; returns one line per calibrated type
-    saying so."""
+    finished tasks of its type (:func:`calibrated_estimate`; ``estimate_source``
+    ``calibrated``), in place; returns one line per calibrated type saying so.
+    ``finished()`` gives the tasks to calibrate from; it is called only when a task needs
+    an estimate (reading the archive is not free), and once."""
     lines: list[str] = []
     by_type: dict[str | None, Calibration | None] = {}
+    history: list[Task] | None = None
     for task in tasks:
         if task.get("estimate_tokens") or task.get("dispatch") not in ("yolo", "acp"):
             continue
         kind = task.get("type")
         if kind not in by_type:
-            by_type[kind] = calibrated_estimate(kind, finished)
+            history = finished() if history is None else history
+            by_type[kind] = calibrated_estimate(kind, history)
             if (found := by_type[kind]) is not None:
                 tokens, count = found
                 lines.append(f"estimate {format_tokens(tokens)} for new {kind or 'untyped'} tasks: calibrated, the median used of {count} completed {kind or 'untyped'} task(s)")

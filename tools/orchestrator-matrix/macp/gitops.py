@@ -367,13 +367,17 @@ def _require_commit_id(value: str) -> None:
         raise GitError(f"base_commit {value[:80]!r} is not a commit id")
 
 
-def changed_files(worktree: Path, base_commit: str) -> list[str]:
+def changed_files(worktree: Path, base_commit: str, untracked: list[str] | None = None) -> list[str]:
     """Paths that differ from ``base_commit``: committed, uncommitted and untracked, sorted.
+    ``untracked``: the worktree's untracked files when the caller has just read them (a
+    ``git status`` of :func:`worktree_status`), so git is not asked twice.
 
     ``base_commit`` comes from tasks.json, so it must be a full commit id: anything else
     (``--output=FILE`` would make git write a file) raises :class:`GitError`."""
     _require_commit_id(base_commit)
     names = set(git(["diff", "--name-only", "-z", base_commit, "--"], worktree).stdout.split("\0"))
-    names.update(git(["ls-files", "--others", "--exclude-standard", "-z"], worktree).stdout.split("\0"))
+    if untracked is None:
+        untracked = git(["ls-files", "--others", "--exclude-standard", "-z"], worktree).stdout.split("\0")
+    names.update(untracked)
     names.discard("")
     return sorted(names)

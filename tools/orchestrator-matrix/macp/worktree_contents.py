@@ -56,6 +56,7 @@ class WorktreeContents:
     build_output: list[str] = field(default_factory=list)
     build_output_bytes: int = 0
     tracked_gate_output: list[str] = field(default_factory=list)  # the gate output git tracks (restored, not deleted)
+    untracked: list[str] = field(default_factory=list)  # every untracked path that is not ignored, gate output included
 
     def build_output_record(self) -> BuildOutput:
         """The result's ``build_output``: the paths (the first :data:`LISTED_PATHS`), how many
@@ -173,6 +174,7 @@ def read_contents(worktree: Path, macp: MacpConfig, gate_record: dict[str, Finge
         uncommitted=[path for path in status.dirty if path not in left_by_gates],
         gate_output=[path for path in status.dirty if path in left_by_gates],
         tracked_gate_output=[path for path in status.changed if path in left_by_gates],
+        untracked=status.untracked,
     )
     patterns, opaque = macp["keep_ignored"], macp["build_output_folders"]
     for path in status.ignored:
