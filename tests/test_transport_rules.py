@@ -17,8 +17,8 @@ from transport.matrix_messages import (
     message_content,
     minimal_content,
 )
+from transport.matrix_rounds import backoff_seconds, parse_event, transaction_id
 from transport.matrix_state import load_state
-from transport.matrix_transport import backoff_seconds, parse_event, transaction_id
 
 CONTEXT = RenderContext(
     repo_name="shop", repo_root="/srv/shop", worktree_base="/home/u/src/shop-worktrees", home="/home/u",

@@ -11,7 +11,7 @@ The predicate accepts exactly what the validator accepts (a test checks both on 
 Schema Test Suite and on random schemas). Keywords it does not compile (``multipleOf``,
 ``uniqueItems``, ``dependent*``, ``patternProperties``, ``prefixItems``, anything
 unsupported or malformed) make that schema object fall back to the validator's own walk, and
-any exception -- a :class:`~protocol.walk.SchemaError` from that walk, a ``$ref``
+any exception -- a :class:`~protocol.jsonvalues.SchemaError` from that walk, a ``$ref``
 loop -- is the caller's cue to run the full validation, which raises it properly.
 """
 
@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from protocol.walk import _exact, _is_type, is_valid_date_time, json_equal
+from protocol.jsonvalues import _exact, _is_type, is_valid_date_time, json_equal
 
 if TYPE_CHECKING:
     from protocol.walk import SchemaWalk

@@ -13,7 +13,9 @@ from collections.abc import Iterator
 from typing import Any
 
 from protocol.fastcheck import Predicate, compile_schema
-from protocol.walk import Registry, SchemaError, SchemaWalk, ValidationError, child_path, is_valid_date_time, json_type_name
+from protocol.jsonvalues import SchemaError, ValidationError, child_path, is_valid_date_time, json_type_name
+from protocol.registry import Registry
+from protocol.walk import SchemaWalk
 
 __all__ = ["Registry", "SchemaError", "ValidationError", "Validator", "child_path", "is_valid_date_time", "json_type_name"]
 

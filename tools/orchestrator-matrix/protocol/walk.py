@@ -1,4 +1,6 @@
-"""The JSON Schema (draft 2020-12) walk, standard library only: every error of an instance.
+"""The JSON Schema (draft 2020-12) walk, standard library only: every error of an instance
+(the values it compares are :mod:`protocol.jsonvalues`, the schemas it resolves ``$ref``
+among :mod:`protocol.registry`).
 
 :class:`SchemaWalk` applies a schema keyword by keyword and reports each failure; the public
 :class:`protocol.validator.Validator` asks the compiled predicate (:mod:`protocol.fastcheck`)
@@ -30,18 +32,25 @@ Errors carry the JSON path of the offending value: ``$`` is the instance itself,
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
-from urllib.parse import unquote, urldefrag, urljoin
+
+from protocol.jsonvalues import (
+    SchemaError,
+    ValidationError,
+    _exact,
+    _is_type,
+    child_path,
+    is_valid_date_time,
+    json_equal,
+    json_type_name,
+)
+from protocol.registry import Registry
 
 if TYPE_CHECKING:
     from fractions import Fraction
 
-_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_HAS_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")
 UNSUPPORTED_KEYWORDS = frozenset(
     {
         "$dynamicRef",
@@ -53,209 +62,6 @@ UNSUPPORTED_KEYWORDS = frozenset(
         "maxContains",
     }
 )
-_DATE_TIME = re.compile(
-    r"(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(\.\d+)?([Zz]|([+-])(\d{2}):(\d{2}))",
-    re.ASCII,
-)
-
-
-class SchemaError(Exception):
-    """The schema itself cannot be used: an unresolvable ``$ref``, an unsupported keyword, a
-    keyword with a malformed value, or a ``$ref`` loop. The only error the validator raises."""
-
-
-@dataclass(frozen=True)
-class ValidationError:
-    """One reason an instance is invalid.
-
-    ``path`` is the JSON path of the offending value (``$.a[0].b``), ``keyword`` the schema
-    keyword that failed and ``message`` a sentence a person can act on.
-    """
-
-    path: str
-    keyword: str
-    message: str
-
-    def __str__(self) -> str:
-        return f"{self.path}: {self.message}"
-
-
-def child_path(path: str, key: str | int) -> str:
-    """Return the JSON path of ``key`` (an object key or an array index) below ``path``."""
-    if isinstance(key, int):
-        return f"{path}[{key}]"
-    if _IDENTIFIER.match(key):
-        return f"{path}.{key}"
-    escaped = key.replace("\\", "\\\\").replace('"', '\\"')
-    return f'{path}["{escaped}"]'
-
-
-def join_uri(base: str, ref: str) -> str:
-    """Resolve ``ref`` against ``base`` (RFC 3986), also for ``urn:`` bases that urljoin skips."""
-    if not base or _HAS_SCHEME.match(ref):
-        return ref
-    if ref.startswith("#"):
-        return urldefrag(base)[0] + ref
-    return urljoin(base, ref)
-
-
-def is_valid_date_time(text: str) -> bool:
-    """True when ``text`` is an RFC 3339 ``date-time`` (leap seconds only at 23:59:60 UTC)."""
-    match = _DATE_TIME.fullmatch(text)
-    if not match:
-        return False
-    year, month, day, hour, minute, second = (int(match.group(i)) for i in range(1, 7))
-    if not 1 <= month <= 12 or not 1 <= day <= _days_in_month(year, month):
-        return False
-    if hour > 23 or minute > 59 or second > 60:
-        return False
-    offset_hours = int(match.group(10) or 0)
-    offset_minutes = int(match.group(11) or 0)
-    if offset_hours > 23 or offset_minutes > 59:
-        return False
-    if second == 60:
-        sign = -1 if match.group(9) == "+" else 1
-        utc_minutes = (hour * 60 + minute + sign * (offset_hours * 60 + offset_minutes)) % 1440
-        return utc_minutes == 23 * 60 + 59
-    return True
-
-
-def _days_in_month(year: int, month: int) -> int:
-    if month == 2:
-        leap = year % 4 == 0 and (year % 100 != 0 or year % 400 == 0)
-        return 29 if leap else 28
-    return 30 if month in (4, 6, 9, 11) else 31
-
-
-def json_equal(a: Any, b: Any) -> bool:
-    """JSON equality: ``1 == 1.0`` but ``true != 1``; arrays and objects compare deeply."""
-    if isinstance(a, bool) or isinstance(b, bool):
-        return isinstance(a, bool) and isinstance(b, bool) and a == b
-    if isinstance(a, (int, float)) and isinstance(b, (int, float)):
-        return a == b
-    if isinstance(a, list) and isinstance(b, list):
-        return len(a) == len(b) and all(json_equal(x, y) for x, y in zip(a, b, strict=True))
-    if isinstance(a, dict) and isinstance(b, dict):
-        return a.keys() == b.keys() and all(json_equal(a[k], b[k]) for k in a)
-    return type(a) is type(b) and a == b
-
-
-def _is_type(value: Any, name: str) -> bool:
-    if name == "null":
-        return value is None
-    if name == "boolean":
-        return isinstance(value, bool)
-    if name == "object":
-        return isinstance(value, dict)
-    if name == "array":
-        return isinstance(value, list)
-    if name == "string":
-        return isinstance(value, str)
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return False
-    if name == "number":
-        return True
-    if name == "integer":
-        return isinstance(value, int) or (math.isfinite(value) and value.is_integer())
-    raise SchemaError(f"unknown type {name!r}")
-
-
-def json_type_name(value: Any) -> str:
-    """The JSON Schema type name of ``value`` (``null``, ``boolean``, ``integer``, ...)."""
-    for name in ("null", "boolean", "integer", "number", "string", "array", "object"):
-        if _is_type(value, name):
-            return name
-    return type(value).__name__
-
-
-def _exact(number: float) -> Fraction:
-    """``number`` as an exact fraction (a float by its shortest repr), for multipleOf and the
-    bounds. decimal and fractions are imported here: most commands never compare numbers."""
-    from decimal import Decimal
-    from fractions import Fraction
-
-    if isinstance(number, int):
-        return Fraction(number)
-    return Fraction(Decimal(repr(number)))
-
-
-class Registry:
-    """Schemas addressable by URI, so ``$ref`` can cross between them.
-
-    ``Registry([task_schema, event_schema])`` indexes every ``$id`` and ``$anchor`` found in
-    the given schemas. A schema without ``$id`` is reachable only from inside itself.
-    """
-
-    def __init__(self, schemas: list[Any] | None = None) -> None:
-        self._resources: dict[str, Any] = {}
-        self._bases: dict[int, str] = {}
-        self._resolved: dict[tuple[str, str], tuple[Any, str]] = {}
-        for schema in schemas or []:
-            self.add(schema)
-
-    def add(self, schema: Any) -> str:
-        """Index ``schema`` and its embedded resources; return its base URI."""
-        self._index(schema, "")
-        return self.base_of(schema, "")
-
-    def base_of(self, schema: Any, default: str) -> str:
-        """The canonical base URI of ``schema`` if it declares ``$id``, else ``default``."""
-        return self._bases.get(id(schema), default)
-
-    def _index(self, schema: Any, base_uri: str) -> None:
-        if isinstance(schema, dict):
-            if isinstance(schema.get("$id"), str):
-                base_uri = urldefrag(join_uri(base_uri, schema["$id"]))[0]
-                self._bases[id(schema)] = base_uri
-                self._resources.setdefault(base_uri, schema)
-            elif base_uri not in self._resources:
-                self._resources[base_uri] = schema
-            if isinstance(schema.get("$anchor"), str):
-                self._resources.setdefault(f"{base_uri}#{schema['$anchor']}", schema)
-            for key, value in schema.items():
-                if key in ("enum", "const"):
-                    continue
-                if key in ("properties", "patternProperties", "$defs", "dependentSchemas"):
-                    if isinstance(value, dict):
-                        for sub in value.values():
-                            self._index(sub, base_uri)
-                else:
-                    self._index(value, base_uri)
-        elif isinstance(schema, list):
-            for item in schema:
-                self._index(item, base_uri)
-
-    def resolve(self, base_uri: str, ref: str) -> tuple[Any, str]:
-        """Return ``(schema, base URI of its enclosing resource)`` for ``ref`` seen under ``base_uri``.
-
-        Raises :class:`SchemaError` when the reference points outside the registry. A
-        resolution is remembered: the registry's schemas are not changed once added.
-        """
-        found = self._resolved.get((base_uri, ref))
-        if found is None:
-            found = self._resolved[(base_uri, ref)] = self._resolve(base_uri, ref)
-        return found
-
-    def _resolve(self, base_uri: str, ref: str) -> tuple[Any, str]:
-        document_uri, fragment = urldefrag(join_uri(base_uri, ref))
-        if fragment and not fragment.startswith("/"):
-            anchored = self._resources.get(f"{document_uri}#{fragment}")
-            if anchored is None:
-                raise SchemaError(f"cannot resolve $ref {ref!r}")
-            return anchored, document_uri
-        if document_uri not in self._resources:
-            raise SchemaError(f"cannot resolve $ref {ref!r} (remote references are not supported)")
-        schema = self._resources[document_uri]
-        for raw_token in fragment.split("/")[1:] if fragment else []:
-            token = unquote(raw_token).replace("~1", "/").replace("~0", "~")
-            if isinstance(schema, list) and token.isdigit() and int(token) < len(schema):
-                schema = schema[int(token)]
-            elif isinstance(schema, dict) and token in schema:
-                schema = schema[token]
-            else:
-                raise SchemaError(f"cannot resolve $ref {ref!r}")
-            document_uri = self.base_of(schema, document_uri)
-        return schema, document_uri
 
 
 class SchemaWalk:

@@ -34,14 +34,10 @@ backlog and the last error.
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import itertools
 import json
 import os
-import re
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
@@ -62,15 +58,21 @@ from transport.matrix_messages import (
     message_content,
     minimal_content,
 )
+from transport.matrix_rounds import (
+    advance,
+    backoff_seconds,
+    error_record,
+    fingerprint,
+    group_transaction_id,
+    parse_event,
+    transaction_id,
+    transport_lock,
+)
 from transport.matrix_state import DEAD_LETTER_NAME, DeliveryState, backlog, events_after, load_state, save_state
 
-BACKOFF_BASE_SECONDS = 5.0
-BACKOFF_MAX_SECONDS = 300.0
 HISTORY_PAGES = 10  # pages of 100 recent room messages looked through after a token change
 MAX_ROUND_LINES = 5000  # log lines one round looks at; the rest wait for the next
 MAX_COALESCED = 20  # events of one task in one coalesced message
-LOCK_NAME = ".transport.lock"
-SAFE_TXN_ID = re.compile(r"[A-Za-z0-9._~-]{1,128}")
 
 
 @dataclass
@@ -88,44 +90,6 @@ class RoundReport:
     rate_limited: int = 0
     backlog: int = 0
     error: DeliveryError | None = None
-
-
-def fingerprint(*parts: str) -> str:
-    """16 hex digits of the SHA-256 of ``parts``: tells tokens (and settings) apart without
-    storing them."""
-    import hashlib
-
-    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
-
-
-def backoff_seconds(failures: int) -> float:
-    """Seconds automatic rounds wait after ``failures`` failed rounds in a row."""
-    return min(BACKOFF_MAX_SECONDS, BACKOFF_BASE_SECONDS * 2 ** max(0, failures - 1))
-
-
-def error_record(exc: DeliveryError, kind: str) -> dict:
-    """The ``last_error`` kept in the state and shown by ``status``."""
-    return {"kind": kind, "status": exc.status, "errcode": exc.errcode, "error": exc.error, "at": clock.timestamp()}
-
-
-@contextlib.contextmanager
-def transport_lock(orch_dir: Path, deadline: float) -> Iterator[bool]:
-    """Hold the transport's ``flock`` (one delivering process per repository), waiting for
-    it until ``deadline`` (monotonic); yields whether it was taken."""
-    fd = os.open(orch_dir / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    yield False
-                    return
-                time.sleep(0.05)
-        yield True
-    finally:
-        os.close(fd)
 
 
 class MatrixTransport:
@@ -411,46 +375,3 @@ class MatrixTransport:
             return matrix_id
 
 
-def advance(state: DeliveryState, items: list[tuple[int, dict | None]], handled: list[bool], beyond: bool) -> None:
-    """After a round over ``items`` (``(offset after the line, event)``, in log order):
-    move the cursor past the longest run of handled lines from the start, keep the ids of
-    events handled beyond it (``sent_ahead``), and note whether events were left waiting
-    (``behind``; also when lines ``beyond`` this round's were not looked at). Pure."""
-    prefix = 0
-    while prefix < len(items) and handled[prefix]:
-        prefix += 1
-    if prefix:
-        state.cursor = items[prefix - 1][0]
-    state.sent_ahead = [event["event_id"] for (_end, event), done in zip(items[prefix:], handled[prefix:], strict=True) if done and event is not None]
-    state.behind = beyond or prefix < len(items)
-
-
-def group_transaction_id(event_ids: list[str]) -> str:
-    """The transaction id of a coalesced message: a digest of its events' ids, so resending
-    the same group is idempotent."""
-    import hashlib
-
-    return "group-" + hashlib.sha256("\n".join(event_ids).encode("utf-8", "surrogatepass")).hexdigest()[:40]
-
-
-def transaction_id(event_id: str) -> str:
-    """The transaction id of an event's message: its event id when that is a short, plain
-    token (MACP's own are 32 hex digits), else a digest of it, so any line's id makes a
-    valid URL path segment."""
-    if SAFE_TXN_ID.fullmatch(event_id):
-        return event_id
-    import hashlib
-
-    return "sha256-" + hashlib.sha256(event_id.encode("utf-8", "surrogatepass")).hexdigest()
-
-
-def parse_event(raw: bytes) -> dict | None:
-    """The event on one log line, or ``None`` when the line is not a JSON object with a
-    string ``event_id`` (such a line is skipped, never retried)."""
-    try:
-        event = json.loads(raw)
-    except ValueError:
-        return None
-    if not isinstance(event, dict) or not isinstance(event.get("event_id"), str) or not event["event_id"]:
-        return None
-    return event
