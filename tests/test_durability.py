@@ -318,17 +318,6 @@ def test_an_append_that_fails_part_way_is_undone(tmp_path):
     assert log.read_text() == '{"n": 1}\n', "the partial line was taken back"
 
 
-def test_cancel_is_refused_while_the_claiming_controller_runs(sandbox, tmp_path):
-    release = tmp_path / "release"
-    sandbox.write_tasks({"tasks": [{"id": "slow", "command": held_command(release)}]})
-    holder = start_controller(sandbox, "--once")
-    wait_for(lambda: sandbox.task("slow").get("status") == "running", what="slow to start")
-    proc = sandbox.macp("cancel", "slow")
-    release.touch()
-    assert proc.returncode == 2 and "under a running controller" in proc.stderr
-    assert holder.wait(timeout=60) == 0 and sandbox.task("slow")["status"] == "completed"
-
-
 def test_what_a_worker_leaves_running_gets_term_before_kill(sandbox, tmp_path):
     ready, marker, script = tmp_path / "ready", tmp_path / "got-term", tmp_path / "grandchild.sh"
     script.write_text(f"trap 'echo term > \"{marker}\"; exit 0' TERM\ntouch \"{ready}\"\nsleep 60 &\nwait\n")
@@ -656,3 +645,42 @@ def test_an_editor_saving_tasks_json_in_place_during_a_run_never_stops_the_runni
     assert "cannot read" in stderr and "the run goes on with the queue as it was" in stderr
     assert {task["id"]: task["status"] for task in sandbox.tasks()} == {"A": "completed", "B": "completed", "C": "completed"}
     assert json.loads(tasks_file.read_text())["tasks"][0]["status"] == "completed", "at rest tasks.json is whole again"
+
+
+def test_cancel_of_a_running_task_stops_it_while_its_drain_goes_on(sandbox, tmp_path):
+    pidfile = tmp_path / "worker.pid"
+    sandbox.write_tasks({"tasks": [
+        {"id": "LONG", "dispatch": "exec", "command": f'echo $$ > "{pidfile}"; sleep 300'},
+        {"id": "NEXT", "dispatch": "exec", "command": "true"},
+    ]})
+    controller = start_controller(sandbox, "--until-drained")
+    wait_for(lambda: pidfile.exists() and pidfile.read_text().strip(), timeout=60, what="the worker to write its pid")
+    worker = int(pidfile.read_text())
+    proc = sandbox.macp("cancel", "LONG", "--reason", "wrong approach")
+    assert proc.returncode == 0 and "cancel requested" in proc.stdout, proc.stderr
+    _, stderr = controller.communicate(timeout=120)
+    assert controller.returncode == 0, stderr
+    wait_for(lambda: not alive(worker), timeout=30, what="the worker to die")
+    task = sandbox.task("LONG")
+    assert task["status"] == "cancelled" and task["claim"] is None
+    [event] = [e for e in sandbox.events("LONG") if e["event_type"] == "task.cancelled"]
+    assert event["message"] == "wrong approach (stopped while it ran)"
+    assert sandbox.task("NEXT")["status"] == "completed", "the drain went on"
+    assert not list((sandbox.orch / "cancel").glob("*.json")), "the request is done with"
+
+
+def test_a_cancel_requested_of_a_crashed_controllers_task_holds_after_recovery(sandbox, tmp_path):
+    pidfile = tmp_path / "worker.pid"
+    sandbox.write_tasks({"tasks": [{"id": "HANG", "dispatch": "exec", "command": f'echo $$ > "{pidfile}"; sleep 300'}]})
+    controller = start_controller(sandbox, "--until-drained")
+    wait_for(lambda: pidfile.exists() and pidfile.read_text().strip(), timeout=60, what="the worker to write its pid")
+    from macp.cancellation import write_request
+    from macp.layout import Layout
+
+    os.kill(controller.pid, signal.SIGSTOP)  # the request is written as to a live controller, which then dies
+    write_request(Layout(sandbox.repo), sandbox.task("HANG"), "not needed any more")
+    os.kill(controller.pid, signal.SIGKILL)
+    controller.wait(timeout=60)
+    sandbox.controller("--until-drained", check=True, timeout=120)
+    assert sandbox.task("HANG")["status"] == "cancelled", "recovered to pending, then cancelled as asked: never run again"
+    assert [e["event_type"] for e in sandbox.events("HANG")][-2:] == ["task.recovered", "task.cancelled"]

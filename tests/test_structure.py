@@ -71,7 +71,7 @@ CORE = frozenset({
     "macp.selection", "macp.settings", "macp.taskdoc", "macp.textview", "macp.usage", "macp.usage_report", "macp.verdicts",
 })
 EDGES = frozenset({
-    "macp.archive", "macp.cliutil", "macp.config", "macp.events", "macp.fsio", "macp.gates", "macp.gitops", "macp.journal",
+    "macp.archive", "macp.cancellation", "macp.cliutil", "macp.config", "macp.events", "macp.fsio", "macp.gates", "macp.gitops", "macp.journal",
     "macp.launch", "macp.layout", "macp.learnings", "macp.locks", "macp.outbox", "macp.pool", "macp.procs", "macp.proctree",
     "macp.recording", "macp.runtime_state", "macp.runtimes", "macp.signals", "macp.statecheck", "macp.taskstore",
     "macp.worktree_contents",

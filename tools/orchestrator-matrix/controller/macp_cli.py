@@ -174,7 +174,7 @@ def build_parser() -> OneLineParser:
     p.add_argument("--gate", action="append", metavar="COMMAND", help="the task's quality gates, replacing its list (repeatable; default: unchanged)")
     add_budget_options(p, "default: unchanged", "default: unchanged")
 
-    p = command("cancel", delegated("steer_cli", "cmd_cancel"), "cancel a task that is not running")
+    p = command("cancel", delegated("steer_cli", "cmd_cancel"), "cancel a task; one a running controller runs is stopped by it and ends cancelled")
     p.add_argument("task_id", help="the task to cancel")
     p.add_argument("--reason", help="why, kept in the task and its event (default: none)")
 

@@ -44,6 +44,7 @@ from controller.run_state import PROG, RunSummary, warn, warn_plain
 from dispatcher import macp_dispatcher as dispatcher
 from macp import __version__, clock, proctree
 from macp.budget import budget_lines
+from macp.cancellation import drop_request, read_requests
 from macp.cliutil import OneLineParser, add_workers_option, print_json, repo_layout, run_main
 from macp.config import load_config
 from macp.decide import AttemptOutcome
@@ -54,11 +55,13 @@ from macp.layout import check_output_folders
 from macp.lifecycle import ACTIVE, status_of, transition
 from macp.locks import ControllerLock
 from macp.model import Task
-from macp.pool import Crashed, StepPool, Steps
+from macp.pool import Cancelled, Crashed, StepPool, Steps
 from macp.procs import OWNER_ENV
 from macp.runtime_state import load_runtime_state
 from macp.signals import STOP_SIGNALS, SignalGuard
 from macp.taskstore import load_tasks
+
+CANCEL_POLL_SECONDS = 1.0  # how often a running controller looks for cancel requests
 
 
 class Controller(Claims, Attempts):
@@ -95,25 +98,59 @@ class Controller(Claims, Attempts):
 
         Any exception -- an interruption, a full disk -- first stops every running child."""
         pool = StepPool()
-        claiming = True
+        claiming = claim_now = True
         try:
+            self.honour_cancel_requests(pool)  # a request left for a task its crashed controller ran
             while True:
-                while claiming and len(pool) < workers and (claimed := self.claim_within_limits(len(pool))) is not None:
+                while claim_now and claiming and len(pool) < workers and (claimed := self.claim_within_limits(len(pool))) is not None:
                     task, resumed = claimed
                     self.in_flight[task["id"]] = time.monotonic()
                     pool.add(task["id"], self.task_steps(task, resumed))
-                claiming = until_drained
+                if claim_now:
+                    claiming = until_drained
                 if not pool:
                     return self.summary
-                for task_id, outcome in pool.wait():
+                finished = pool.wait(timeout=CANCEL_POLL_SECONDS)
+                claim_now = bool(finished)  # a slot is free again only when a task ended
+                for task_id, outcome in finished:
                     if isinstance(outcome, Crashed) and is_resource_exhaustion(outcome.error):
                         workers = self.out_of_resources(str(task_id), outcome.error, len(pool))
                         self.settle(str(task_id), self.hand_back(str(task_id), f"the machine ran out of resources ({outcome.error.strerror})"))
                     else:
                         self.settle(str(task_id), outcome)
+                self.honour_cancel_requests(pool)
         except BaseException:
             pool.stop_all()
             raise
+
+    def honour_cancel_requests(self, pool: StepPool) -> None:
+        """Carry out ``mosaic macp cancel`` of running tasks (:mod:`macp.cancellation`): stop
+        the processes of each task this controller runs that a request names (it ends
+        ``cancelled`` when they are gone, :meth:`settle`); a request for an attempt that no
+        longer runs is dropped, or -- its controller died and the task was recovered to
+        ``pending`` -- carried out on the pending task."""
+        for request in read_requests(self.layout):
+            task_id = request["task_id"]
+            if task_id in self.cancelling:
+                continue
+            if task_id in self.in_flight and request.get("claim_token") == self.owner.get("token") and pool.cancel(task_id):
+                self.cancelling[task_id] = str(request.get("reason") or "cancelled by hand")
+                self.say(f"{task_id}: cancel requested; stopping it")
+                continue
+            task = self.queue.snapshot().find(task_id)
+            if task_id not in self.in_flight and task is not None and status_of(task) == "pending" and request.get("claim_token") != self.owner.get("token"):
+                self.change(task_id, "cancelled", "task.cancelled", f"{request.get('reason') or 'cancelled by hand'} (requested while its controller ran; it stopped before)")
+                self.say(f"{task_id}: cancelled (requested while the controller that ran it was stopped)")
+            drop_request(self.layout, task_id)
+
+    def cancelled(self, task_id: str) -> str:
+        """End ``task_id``, whose processes :meth:`honour_cancel_requests` stopped, ``cancelled``
+        (its worktree kept, as ``cancel`` always does); returns the status."""
+        reason = self.cancelling.pop(task_id)
+        self.change(task_id, "cancelled", "task.cancelled", f"{reason} (stopped while it ran)", {"claim": None})
+        drop_request(self.layout, task_id)
+        self.say(f"{task_id}: cancelled")
+        return "cancelled"
 
     def claim_within_limits(self, running: int) -> tuple[Task, bool] | None:
         """:meth:`claim_next`; when the machine's limits (file descriptors, memory,
@@ -145,10 +182,13 @@ class Controller(Claims, Attempts):
             return (yield from self.after_worker(task, AttemptOutcome(acp.get("reported_exit_code"), report={"summary": summary} if summary else {})))
         return (yield from self.run_attempt(task))
 
-    def settle(self, task_id: str, outcome: str | Crashed) -> None:
+    def settle(self, task_id: str, outcome: str | Crashed | Cancelled) -> None:
         """Record how a task's steps ended; a step that raised ends the task ``failed``
         (:meth:`internal_failure`) unless it is the machine's storage, which stops the run
-        (exit 74; the next run recovers the task). Then deliver pending events."""
+        (exit 74; the next run recovers the task); a cancelled one ends ``cancelled``. Then
+        deliver pending events."""
+        if isinstance(outcome, Cancelled):
+            outcome = self.cancelled(task_id)
         if isinstance(outcome, Crashed):
             if is_storage_error(outcome.error):
                 raise outcome.error

@@ -94,6 +94,7 @@ class RunState:
         # log it on recovery, as after a crash (see run_controller).
         self.unlogged = False
         self.base: str | None = None  # the ref new branches start from, resolved once per run
+        self.cancelling: dict[str, str] = {}  # task id -> why, for tasks being stopped on a cancel request
 
     @cached_property
     def ledger(self) -> Ledger:

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import cast
 
 from macp import clock
+from macp.cancellation import write_request
 from macp.cliutil import out, repo_layout
 from macp.config import load_config
 from macp.errors import EXIT_OK, MacpError
@@ -18,7 +19,7 @@ from macp.locks import live_holder
 from macp.model import AcpState, Task, TaskChanges, TaskStatus
 from macp.recording import recorded
 from macp.redact import redact
-from macp.taskstore import edit_tasks, load_tasks
+from macp.taskstore import edit_tasks, find_known, load_tasks
 from macp.textview import one_line
 from protocol.schemas import schema_errors
 
@@ -165,12 +166,19 @@ def cmd_edit(args) -> int:
 
 def cmd_cancel(args) -> int:
     layout = repo_layout(args.repo)
+    current, _archived = find_known(layout, args.task_id)
+    claim = current.get("claim")
+    holder = live_holder(layout.controller_lock) if claim else None
+    if claim and holder is not None and holder.get("token") in (None, claim.get("token")):
+        write_request(layout, current, args.reason or "cancelled by hand")
+        out(f"{current['id']}: cancel requested; the running controller (pid {holder.get('pid')}) stops it and ends it cancelled")
+        return EXIT_OK
 
     def decide(task: Task) -> TaskChanges:
         claim = task.get("claim")
         holder = live_holder(layout.controller_lock) if claim else None
         if claim and holder is not None and holder.get("token") in (None, claim.get("token")):
-            raise MacpError(f"task {task['id']} is {status_of(task)} under a running controller; stop the controller first")
+            raise MacpError(f"task {task['id']} is {status_of(task)} under a running controller that just started it; cancel it again")
         if status_of(task) in ("completed", "cancelled"):
             raise MacpError(f"task {task['id']} is already {status_of(task)}")
         return {"claim": None}

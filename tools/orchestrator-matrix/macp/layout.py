@@ -75,6 +75,11 @@ class Layout:
     def acp_dir(self) -> Path:
         return self.orch_dir / "acp"
 
+    @property
+    def cancel_dir(self) -> Path:
+        """``cancel/``: requests to cancel a task a running controller runs (``mosaic macp cancel``)."""
+        return self.orch_dir / "cancel"
+
     def task_log_dir(self, task_id: str) -> Path:
         """``logs/<task-id>``: the task's attempt folders and its gate-output record."""
         return self.logs_dir / task_id

@@ -35,6 +35,12 @@ class Crashed:
     error: Exception
 
 
+@dataclass(frozen=True)
+class Cancelled:
+    """The outcome of a steps generator stopped by :meth:`StepPool.cancel`: its command was
+    stopped and the generator closed without being advanced."""
+
+
 class StepPool:
     """Steps generators in progress, keyed by any hashable (the controller uses task ids).
 
@@ -46,6 +52,7 @@ class StepPool:
         self._running: dict[Hashable, tuple[Steps, Child]] = {}
         self._watched: dict[Child, set[int]] = {}
         self._done: list[tuple[Hashable, Any]] = []
+        self._cancelling: set[Hashable] = set()
 
     def __len__(self) -> int:
         return len(self._running) + len(self._done)
@@ -54,15 +61,28 @@ class StepPool:
         """Start ``steps`` under ``key``: run it up to its first command and start that."""
         self._advance(key, steps, None)
 
-    def wait(self) -> list[tuple[Hashable, Any]]:
-        """Block until at least one generator has finished; return ``[(key, outcome)]`` in
-        the order they finished -- the value each returned, or :class:`Crashed`. An
-        exception that is not an :class:`Exception` (an interruption) propagates; call
-        :meth:`stop_all` then. Returns ``[]`` when nothing is in progress."""
-        while not self._done and self._running:
-            self._poll(advance=True)
+    def wait(self, timeout: float | None = None) -> list[tuple[Hashable, Any]]:
+        """Block until at least one generator has finished, or ``timeout`` seconds (None:
+        no limit) have passed; return ``[(key, outcome)]`` in the order they finished --
+        the value each returned, :class:`Crashed` or :class:`Cancelled`. An exception that
+        is not an :class:`Exception` (an interruption) propagates; call :meth:`stop_all`
+        then. Returns ``[]`` when nothing is in progress or nothing finished in time."""
+        until = None if timeout is None else time.monotonic() + timeout
+        while not self._done and self._running and (until is None or time.monotonic() < until):
+            self._poll(advance=True, until=until)
         done, self._done = self._done, []
         return done
+
+    def cancel(self, key: Hashable) -> bool:
+        """Stop the command ``key``'s generator runs (SIGTERM to all of it, SIGKILL after
+        the grace); once it is gone the generator is closed, not advanced, and :meth:`wait`
+        hands back :class:`Cancelled` for it. False when ``key`` runs nothing here."""
+        entry = self._running.get(key)
+        if entry is None:
+            return False
+        entry[1].stop()
+        self._cancelling.add(key)
+        return True
 
     def stop_all(self) -> None:
         """Stop every running command (SIGTERM, the grace, SIGKILL -- all of them at once)
@@ -108,11 +128,13 @@ class StepPool:
             self._watch(started)
             return
 
-    def _poll(self, advance: bool) -> None:
-        """Wait for the next output, exit or deadline of any running command, then step
-        every command; those that ended go back to their generator (``advance``) or are
-        closed."""
+    def _poll(self, advance: bool, until: float | None = None) -> None:
+        """Wait for the next output, exit or deadline of any running command (or ``until``,
+        a monotonic time), then step every command; those that ended go back to their
+        generator (``advance``, unless it was cancelled) or are closed."""
         wake = min(child.wake_at() for _steps, child in self._running.values())
+        if until is not None:
+            wake = min(wake, until)
         for selector_key, _events in self._selector.select(max(0.0, wake - time.monotonic())):
             selector_key.data.on_ready(selector_key.fd)
         for key, (steps, child) in list(self._running.items()):
@@ -123,7 +145,11 @@ class StepPool:
             del self._running[key]
             self._unwatch(child)
             result = child.result()
-            if advance:
+            if key in self._cancelling:
+                self._cancelling.discard(key)
+                steps.close()
+                self._done.append((key, Cancelled()))
+            elif advance:
                 self._advance(key, steps, result)
             else:
                 steps.close()
