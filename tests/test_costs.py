@@ -201,6 +201,11 @@ def test_a_run_whose_own_report_passes_its_cap_is_a_counted_budget_failure_and_k
     assert task["last_failure"]["classification"] == "budget"
     assert task["escalation_reason"] == "budget: the task used 1.1K, its max_tokens is 1K"
     assert sandbox.worktree("OVER").is_dir() and sandbox.result("OVER")["worktree_kept"] == task["escalation_reason"]
+    sandbox.macp("retry", "OVER", check=True)  # the cap not raised: nothing is left to spend
+    sandbox.macp("drain")
+    again = sandbox.task("OVER")
+    assert again["status"] == "escalated" and len(again["runs"]) == 1, "escalated again before any run"
+    assert again["escalation_reason"] == "budget: the task has used 1.1K of its max_tokens 1K"
 
 
 def test_claude_stopping_itself_at_the_cap_it_was_given_is_a_budget_failure_not_a_retry(sandbox):
@@ -218,6 +223,7 @@ def test_claude_stopping_itself_at_the_cap_it_was_given_is_a_budget_failure_not_
 
 
 def test_a_daily_budget_spent_makes_the_next_task_wait_for_the_next_utc_day(sandbox):
+    sandbox.env["MACP_NOW"] = "2026-12-04T12:00:00Z"  # one UTC day throughout, whenever the test runs
     codex_reports(sandbox)
     sandbox.write_config(only_codex({"budget": {"daily_usd": 0.003}}))
     for task_id in ("A", "B", "C"):
@@ -227,7 +233,7 @@ def test_a_daily_budget_spent_makes_the_next_task_wait_for_the_next_utc_day(sand
     # is priced at A's measured rate ($0.001846): $0.00382 > $0.003
     assert [sandbox.task(task_id)["status"] for task_id in "ABC"] == ["completed", "pending", "pending"]
     waiting = sandbox.task("B")
-    assert waiting["not_before"].endswith("T00:00:00.000Z")
+    assert waiting["not_before"] == "2026-12-05T00:00:00.000Z"
     updates = [event for event in sandbox.events("B") if event["event_type"] == "task.updated"]
     assert updates and updates[-1]["metadata"]["budget"] is True
     assert "today's runs cost $0.0020 of the daily $0.0030" in updates[-1]["message"]
@@ -353,8 +359,13 @@ STEP = {"type": "step_finish", "part": {"reason": "tool-calls", "cost": 0.03,
 
 
 def opencode_cut_short(sandbox, started: Path) -> None:
-    """An opencode that reports one finished step, says it is under way, and works on."""
-    sandbox.fake_cli("opencode", f"cat > /dev/null\necho '{json.dumps(STEP)}'\ntouch {started}\nsleep 60\n")
+    """An opencode that reports one finished step, waits until the controller has it in the
+    worker log (so a kill cannot come before it is there: the case is forced, not hoped
+    for), says it is under way, and works on."""
+    log = sandbox.orch / "logs" / "CUT" / "attempt-1" / "worker.log"
+    sandbox.fake_cli("opencode", f"cat > /dev/null\necho '{json.dumps(STEP)}'\n"
+                                 f"i=0; while ! grep -q step_finish '{log}' 2>/dev/null && [ $i -lt 1200 ]; do sleep 0.05; i=$((i+1)); done\n"
+                                 f"touch {started}\nsleep 60\n")
     sandbox.write_config({"runtimes": {"codex": None, "claude": None, "gemini": None, "goose": None}, "macp": {"risk": {"enabled": False}}})
     sandbox.macp("submit", "--task-id", "CUT", "--runtime", "opencode", check=True)
 
@@ -397,6 +408,7 @@ def test_what_a_run_cut_by_a_controller_crash_used_is_kept_as_waste_on_recovery(
 
 
 def test_a_task_archived_today_still_counts_toward_todays_budget(sandbox):
+    sandbox.env["MACP_NOW"] = "2026-12-04T12:00:00Z"
     codex_reports(sandbox)
     sandbox.write_config(only_codex({"budget": {"daily_usd": 0.003}}))
     sandbox.macp("submit", "--task-id", "A", "--runtime", "codex", check=True)
@@ -406,4 +418,4 @@ def test_a_task_archived_today_still_counts_toward_todays_budget(sandbox):
     plan = sandbox.macp("drain", "--dry-run", check=True).stdout
     assert "budget: today's runs (UTC) cost $0.0020 of the daily $0.0030" in plan
     sandbox.macp("drain", check=True)
-    assert sandbox.task("B")["status"] == "pending" and sandbox.task("B")["not_before"].endswith("T00:00:00.000Z")
+    assert sandbox.task("B")["status"] == "pending" and sandbox.task("B")["not_before"] == "2026-12-05T00:00:00.000Z"

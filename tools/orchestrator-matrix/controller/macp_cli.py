@@ -187,7 +187,7 @@ def build_parser() -> OneLineParser:
 
     p = command("sync", delegated("tasks_md_sync", "run_sync"), "sync the docs/TASKS.md table into tasks.json")
     p.add_argument("--file", help="the markdown file (default: docs/TASKS.md)")
-    p.add_argument("--write-back", action="store_true", help="write statuses, agents and timestamps back into the table (default: read only)")
+    p.add_argument("--write-back", action="store_true", help="write statuses, agents, timestamps and used tokens back into the table (default: read only)")
     p.add_argument("--dry-run", action="store_true", help="show the changes, write nothing")
 
     p = command("complete", delegated("steer_cli", "cmd_complete"), "report the end of an acp task's external run")

@@ -143,9 +143,10 @@ def budget_verdict(task: Task, runtime: str | None, config: Config, ledger: Ledg
     cost = estimated_cost(estimate, runtime, config, ledger)
     used, paid = spent(task)
     max_tokens, max_cost = caps(task, config)
-    if max_tokens is not None and used + estimate > max_tokens:
+    # nothing left (a run already reached the cap: :func:`overrun`), or not enough for the estimate
+    if max_tokens is not None and (used >= max_tokens or used + estimate > max_tokens):
         return "escalate", f"{BUDGET}: {_against('used', format_tokens(used), 'max_tokens', format_tokens(max_tokens), format_tokens(estimate) if estimate else None)}", None
-    if max_cost is not None and paid + (cost or 0.0) > max_cost:
+    if max_cost is not None and (paid >= max_cost or paid + (cost or 0.0) > max_cost):
         return "escalate", f"{BUDGET}: {_against('spent', dollars(paid), 'max_cost_usd', dollars(max_cost), dollars(cost) if cost else None)}", None
     budget = config["budget"]
     if budget["daily_usd"] is not None:
@@ -161,9 +162,9 @@ def budget_verdict(task: Task, runtime: str | None, config: Config, ledger: Ledg
     return None
 
 
-def _against(verb: str, spent_text: str, cap_name: str, cap_text: str, estimate_text: str | None) -> str:
+def _against(verb: str, spent_text: str, cap_name: str, limit_text: str, estimate_text: str | None) -> str:
     """``the task has used 3K of its max_tokens 8K and its estimate is 6K``."""
-    return f"the task has {verb} {spent_text} of its {cap_name} {cap_text}" + (f" and its estimate is {estimate_text}" if estimate_text else "")
+    return f"the task has {verb} {spent_text} of its {cap_name} {limit_text}" + (f" and its estimate is {estimate_text}" if estimate_text else "")
 
 
 def overrun(task: Task, run_usage: Usage, config: Config) -> str | None:
