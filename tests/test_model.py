@@ -15,7 +15,7 @@ import typing
 import pytest
 
 from conftest import TOOLS
-from macp import model
+from macp import config_model, model
 from macp.config import default_config
 
 SCHEMAS = {name: json.loads((TOOLS / "protocol" / f"{name}.schema.json").read_text()) for name in ("task", "result", "config")}
@@ -26,6 +26,7 @@ PAIRS = {
     model.Claim: ("task", "/properties/claim/oneOf/1"),
     model.Failure: ("task", "/$defs/failure"),
     model.AcpState: ("task", "/properties/acp/oneOf/1"),
+    model.Job: ("task", "/properties/job/oneOf/1"),
     model.Run: ("task", "/properties/runs/items"),
     model.Usage: ("task", "/$defs/usage"),
     model.Variance: ("task", "/$defs/variance"),
@@ -42,6 +43,7 @@ PAIRS = {
     model.WorkerConfig: ("config", "/properties/worker"),
     model.RuntimeSpec: ("config", "/$defs/runtime"),
     model.BudgetConfig: ("config", "/properties/budget"),
+    model.ExecutorConfig: ("config", "/properties/executor"),
     model.PricesConfig: ("config", "/properties/prices"),
     model.Price: ("config", "/$defs/price"),
 }
@@ -49,7 +51,7 @@ PAIRS = {
 # ResultDetails: parts of Task and Result, checked below).
 INTERNAL = {model.GateSpec, model.TaskChanges, model.ResultDetails}
 # The effective config has every key: the template supplies each default (macp.config).
-FILLED_BY_THE_TEMPLATE = {model.Config, model.MatrixConfig, model.MacpConfig, model.WorkerConfig, model.BudgetConfig}
+FILLED_BY_THE_TEMPLATE = {model.Config, model.MatrixConfig, model.MacpConfig, model.WorkerConfig, model.BudgetConfig, model.ExecutorConfig}
 # Written whole by MACP (macp.gates), though the schema lets a hand-made result leave keys out.
 WRITTEN_WHOLE = {model.GateResult}
 SCALARS = {str: "string", int: "integer", float: "number", bool: "boolean", type(None): "null"}
@@ -138,7 +140,7 @@ def test_a_change_or_detail_may_set_every_field_but_the_required_ones(part, whol
 
 
 def test_every_typed_dict_of_the_model_is_paired_with_a_schema():
-    declared = {value for value in vars(model).values() if typing.is_typeddict(value) and value.__module__ == model.__name__}
+    declared = {value for value in vars(model).values() if typing.is_typeddict(value) and value.__module__ in (model.__name__, config_model.__name__)}
     public = {typed for typed in declared if not typed.__name__.startswith("_")}
     assert public == set(PAIRS) | INTERNAL
 
@@ -147,5 +149,5 @@ def test_every_typed_dict_of_the_model_is_paired_with_a_schema():
 def test_the_template_config_supplies_every_key_the_config_type_requires(typed):
     template = default_config()
     section = {model.Config: template, model.MatrixConfig: template["matrix"], model.MacpConfig: template["macp"], model.WorkerConfig: template["worker"],
-               model.BudgetConfig: template["budget"]}[typed]
+               model.BudgetConfig: template["budget"], model.ExecutorConfig: template["executor"]}[typed]
     assert set(typed.__required_keys__) <= set(section)

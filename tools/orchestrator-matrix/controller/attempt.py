@@ -12,19 +12,19 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from controller.run_state import RunState, one_line_title, warn
+from controller.run_state import one_line_title
+from controller.spending import Spending
 from dispatcher import macp_dispatcher as dispatcher
 from macp import clock, gitops
+from macp.capture import read_log_tail
 from macp.decide import AttemptOutcome, Decision, Ending, attempt_failed, decide
 from macp.decide import finish as finish_decision
 from macp.dependencies import KnownTasks
 from macp.errors import MacpError
-from macp.estimates import LEARNING_LEVELS, learning_entry, variance_of, variance_text
+from macp.estimates import variance_of
 from macp.fsio import read_json, write_atomic
 from macp.gates import GateLimits, gate_specs, gate_steps
 from macp.jsontext import dump_json
-from macp.layout import confine
-from macp.learnings import append_learning
 from macp.model import (
     AcpState,
     Failure,
@@ -33,20 +33,15 @@ from macp.model import (
     KeptCommit,
     Result,
     ResultDetails,
-    Run,
     Task,
     TaskChanges,
-    Usage,
-    Variance,
     WorkerRun,
 )
 from macp.naming import branch_name, dispatch_kind
 from macp.pool import Steps
-from macp.prices import price_for, priced
-from macp.procs import Command, ProcessResult, read_log_tail
+from macp.procs import Command, ProcessResult
 from macp.runtime_state import load_runtime_state, record_cooldown
 from macp.settings import timeout_seconds
-from macp.usage import sums_of, unavailable
 from macp.worktree_contents import (
     WorktreeContents,
     dirty_fingerprints,
@@ -59,7 +54,7 @@ from macp.worktree_contents import (
 )
 
 
-class Attempts(RunState):
+class Attempts(Spending):
     """The steps of a claimed task's attempt (:meth:`run_attempt`, :meth:`after_worker`) and
     its end (:meth:`finish`)."""
 
@@ -106,8 +101,31 @@ class Attempts(RunState):
             argv = dispatcher.build_dispatch_argv(task, self.config, brief_file)
         except MacpError as exc:
             return self.finish(task, Ending("failed", exit_code=None, error=str(exc)))
-        log_path = attempt_dir / "worker.log"
-        command = dispatcher.worker_command(argv, task=task, cwd=self.workdir(task), env=self.environment(task), log_path=log_path, config=self.config)
+        command = dispatcher.worker_command(argv, task=task, cwd=self.workdir(task), env=self.environment(task), log_path=attempt_dir / "worker.log",
+                                            config=self.config)
+        return (yield from self.worker_steps(task, command))
+
+    def follow_attempt(self, task: Task) -> Steps:
+        """The attempt of a task whose worker job a stopped controller left running (task
+        ``job``, :func:`macp.lifecycle.follows_job`): that job followed to its end
+        (``Command.attach``) with what is left of the task's timeout, then the attempt goes
+        on as if this controller had started it -- never a second run of the worker."""
+        job = task.get("job")
+        assert job is not None  # follows_job(task)
+        self.say(f"{task['id']}: following Slurm job {job['id']}, left running by a controller that stopped")
+        attempt_dir = self.layout.attempt_dir(task["id"], task["attempts"])
+        command = dispatcher.worker_command([], task=task, cwd=self.workdir(task), env=self.environment(task), log_path=attempt_dir / "worker.log",
+                                            config=self.config)
+        timeout = command.timeout_seconds
+        if timeout is not None and (began := task.get("attempt_started_at")):
+            timeout = max(0.0, timeout - (clock.now() - clock.parse_timestamp(began)).total_seconds())
+        return (yield from self.worker_steps(task, replace(command, attach=job["id"], timeout_seconds=timeout)))
+
+    def worker_steps(self, task: Task, command: Command) -> Steps:
+        """Run the worker ``command`` of ``task``'s attempt (as steps), read its report, and go
+        on with :meth:`after_worker`. Returns the task's status."""
+        attempt_dir = command.log_path.parent
+        log_path = command.log_path
         proc = yield command
         if proc.timed_out:
             self.say(f"{task['id']}: worker timed out after {command.timeout_seconds}s; its process group was stopped")
@@ -237,36 +255,6 @@ class Attempts(RunState):
             self.say(f"{task['id']}: committed the worker's uncommitted changes ({commit[:12]})")
         return task
 
-    def attempt_usage(self, task: Task, outcome: AttemptOutcome) -> Usage | None:
-        """What this attempt's run used: an agent runtime's own figures (:func:`dispatcher.run_usage`),
-        else what the worker's report says (``usage`` or the guide's ``used``; priced like
-        the runtime's runs); :func:`macp.usage.unavailable` for an agent run with neither;
-        None for an exec or legacy worker that reported nothing (no run is recorded)."""
-        runtime, reported = task.get("attempt_runtime"), outcome.report.get("usage")
-        own = dispatcher.run_usage(self.config, runtime, outcome.log_path) if runtime and outcome.log_path else None
-        if reported is not None and (own is None or own["completeness"] == "unavailable"):
-            return priced(reported, price_for(self.config, runtime)) if runtime else reported
-        return own if own is not None or not runtime else unavailable()
-
-    def record_run(self, task: Task, runtime: str, outcome: AttemptOutcome, counted: bool) -> Task:
-        """Append where this attempt ran (on ``runtime``; ``exec`` for an exec worker that
-        reported what it used), how it ended, whether it
-        ``counted`` and what it used (``outcome.usage``) to the task's ``runs``, sum the
-        task's ``usage`` and ``waste`` again, and count its cost in the budgets' ledger."""
-        run: Run = {
-            "attempt": task["attempts"],
-            "runtime": runtime,
-            "exit_code": outcome.exit_code,
-            "timed_out": outcome.timed_out,
-            "idle_timed_out": outcome.idle_timed_out,
-            "at": clock.timestamp(),
-            "counted": counted,
-            "usage": outcome.usage or unavailable(),
-        }
-        self.ledger.add(run)
-        runs = [*(task.get("runs") or []), run]
-        return self.update(task["id"], {"runs": runs, **sums_of(runs)})
-
     def run_quality_gates(self, task: Task, specs: list[GateSpec]) -> Generator[Command, ProcessResult, list[GateResult]]:
         """Run ``specs`` in the task's working folder (as steps) and record one event per gate."""
         macp = self.config["macp"]
@@ -365,21 +353,6 @@ class Attempts(RunState):
                 self.emit("worktree.kept", task, f"{task['worktree']} kept: {kept}", source="dispatcher", reason=kept)
             self.say(f"{task['id']}: worktree kept ({kept})")
         return status
-
-    def record_variance(self, task: Task, variance: Variance) -> None:
-        """Log how far the ended ``task`` was off its estimate (``task.variance``, with the
-        Mosaic Stack guide's level) and, from 50 %, append a learning to the learnings file
-        (:mod:`macp.learnings`); a learnings file MACP cannot extend is named, not fatal."""
-        text = variance_text(variance)
-        with self.guard.critical():
-            self.emit("task.variance", task, text, **variance)
-        self.say(f"{task['id']}: {text}")
-        if variance["level"] in LEARNING_LEVELS:
-            try:
-                path = confine(self.config["macp"]["learnings_file"], self.layout.repo_root, "macp.learnings_file")
-                append_learning(path, learning_entry(task, variance, clock.timestamp()))
-            except MacpError as exc:
-                warn(str(exc))
 
     def remove_worktree(self, task: Task, contents: WorktreeContents | None = None) -> None:
         """Remove a finished task's worktree unless it holds work; log either way

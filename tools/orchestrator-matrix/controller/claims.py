@@ -13,7 +13,7 @@ from dispatcher import macp_dispatcher as dispatcher
 from macp import clock
 from macp.admission import Hold
 from macp.errors import MacpError
-from macp.lifecycle import status_of, transition
+from macp.lifecycle import follows_job, status_of, transition
 from macp.model import Config, ResultDetails, Task, TaskChanges
 from macp.naming import dispatch_kind
 from macp.runtime_state import load_runtime_state
@@ -54,9 +54,11 @@ class Claims(RunState):
     """Claim the next task (:meth:`claim_next`) and apply the holds admission decided."""
 
     def claim_next(self) -> tuple[Task, bool] | None:
-        """Claim the next task: an acp task with its report in (``resumed`` True), else the
-        task :func:`macp.admission.admit` picks (``pending -> running``, attempt counted),
-        after applying the holds it decided (escalations, waits)."""
+        """Claim the next task: an acp task with its report in, or a task whose worker job a
+        stopped controller left running (:func:`macp.lifecycle.follows_job`, for the Slurm
+        executor) -- ``resumed`` True, its attempt already counted -- else the task
+        :func:`macp.admission.admit` picks (``pending -> running``, attempt counted), after
+        applying the holds it decided (escalations, waits)."""
         now = clock.now()
         ledger = self.ledger  # read before the queue is locked
         with self.guard.critical():
@@ -65,7 +67,9 @@ class Claims(RunState):
                     if waiting["id"] in self.summary.refused:
                         continue
                     acp = waiting.get("acp")
-                    if status_of(waiting) == "running" and not waiting.get("claim") and acp and acp.get("reported_at"):
+                    job = waiting.get("job")
+                    followed = follows_job(waiting) and job is not None and self.executor.name == job["executor"]
+                    if status_of(waiting) == "running" and not waiting.get("claim") and ((acp and acp.get("reported_at")) or followed):
                         resumed: Task = {**waiting, "claim": self.owner, "updated_at": clock.timestamp()}
                         document.replace(resumed)
                         return resumed, True
@@ -139,6 +143,7 @@ class Claims(RunState):
             "started_at": task.get("started_at") or now,
             "attempt_started_at": now,
             "not_before": None,
+            "job": None,
             "result_path": task.get("result_path")
             or dispatcher.default_result_path(task, self.layout.repo_root, self.config),
         }

@@ -19,6 +19,7 @@ from controller.deliver_cli import RECORDING_COMMANDS, cmd_deliver, deliver_afte
 from macp import __version__
 from macp.cliutil import (
     OneLineParser,
+    add_executor_option,
     add_workers_option,
     out,
     positive_dollars,
@@ -56,7 +57,7 @@ def cmd_drain(args) -> int:
     from controller.mosaic_orchestrator import run_controller
 
     return run_controller(
-        args.repo, until_drained=True, wait=args.wait, dry_run=args.dry_run, json_output=args.json, workers=args.workers, say=out
+        args.repo, until_drained=True, wait=args.wait, dry_run=args.dry_run, json_output=args.json, workers=args.workers, executor=args.executor, say=out
     )
 
 
@@ -126,6 +127,7 @@ def build_parser() -> OneLineParser:
     p.add_argument("--wait", action="store_true", help="wait for a running controller instead of exiting 75")
     p.add_argument("--json", action="store_true", help="print the run's summary as one JSON document on stdout (progress goes to stderr)")
     add_workers_option(p)
+    add_executor_option(p)
 
     p = command("log", delegated("inspect_cli", "cmd_log"), "print a task's worker or gate log; --follow streams it while the task runs")
     p.add_argument("task_id", help="the task whose log to print")

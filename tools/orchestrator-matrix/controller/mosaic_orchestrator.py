@@ -30,6 +30,7 @@ import signal
 import sys
 import time
 import traceback
+from collections.abc import Hashable
 from pathlib import Path
 
 if __package__ in (None, ""):  # run as a script: make the tools folder importable
@@ -45,16 +46,17 @@ from dispatcher import macp_dispatcher as dispatcher
 from macp import __version__, clock, proctree
 from macp.budget import budget_lines
 from macp.cancellation import drop_request, read_requests
-from macp.cliutil import OneLineParser, add_workers_option, print_json, repo_layout, run_main
+from macp.cliutil import OneLineParser, add_executor_option, add_workers_option, print_json, repo_layout, run_main
 from macp.config import load_config
 from macp.decide import AttemptOutcome
 from macp.dependencies import KnownTasks
-from macp.errors import EXIT_OK, EXIT_USAGE, Interrupted, MacpError, is_resource_exhaustion, is_storage_error
+from macp.errors import EXIT_OK, EXIT_USAGE, Interrupted, JobLost, MacpError, is_resource_exhaustion, is_storage_error
 from macp.events import append_event
+from macp.executor import make_executor
 from macp.layout import check_output_folders
-from macp.lifecycle import ACTIVE, status_of, transition
+from macp.lifecycle import ACTIVE, follows_job, status_of, transition
 from macp.locks import ControllerLock
-from macp.model import Task
+from macp.model import Job, Task
 from macp.pool import Cancelled, Crashed, StepPool, Steps
 from macp.procs import OWNER_ENV
 from macp.runtime_state import load_runtime_state
@@ -75,11 +77,16 @@ class Controller(Claims, Attempts):
 
     def interrupt(self, signum: int) -> None:
         """Leave every task in flight recoverable after SIGINT/SIGTERM/SIGHUP (attempts not counted),
-        in the order they were claimed. Their processes are already stopped (:meth:`run`)."""
+        in the order they were claimed. Their processes are already stopped (:meth:`run`),
+        except a worker running as a Slurm job: that task stays ``running`` and the next
+        controller follows its job (:func:`macp.lifecycle.follows_job`)."""
         released = []
         with self.queue.edit() as document:
             for task_id in self.in_flight:
                 task = document.get(task_id)
+                if follows_job(task) and task_id not in self.cancelling:
+                    self.say(f"{task_id}: left running as Slurm job {job['id'] if (job := task.get('job')) else '?'}; the next run follows it")
+                    continue
                 if status_of(task) in ACTIVE and task.get("claim") == self.owner:
                     task = recovery.interrupted(task, self.layout, self.config)
                     document.replace(task)
@@ -97,7 +104,7 @@ class Controller(Claims, Attempts):
         runnable and none is running; or, without ``until_drained``, one wave of claims.
 
         Any exception -- an interruption, a full disk -- first stops every running child."""
-        pool = StepPool()
+        pool = StepPool(self.executor, self.job_started)
         claiming = claim_now = True
         try:
             self.honour_cancel_requests(pool)  # a request left for a task its crashed controller ran
@@ -173,9 +180,31 @@ class Controller(Claims, Attempts):
         self.say(f"{task_id}: {error.strerror}; up to {running} task(s) at once from now on")
         return running
 
+    def job_started(self, task_id: Hashable, job: Job) -> None:
+        """Record on the task the scheduler job a command of its attempt was submitted as
+        (``job``, ``task.job.submitted``): what a controller that crashes leaves for the next
+        one to follow."""
+        task = self.update(str(task_id), {"job": job})
+        with self.guard.critical():
+            self.emit("task.job.submitted", task, f"{job['step']}: Slurm job {job['id']} ({job['name']})", source="dispatcher", job=job)
+        self.say(f"{task_id}: {job['step']} submitted as Slurm job {job['id']}")
+
     def task_steps(self, task: Task, resumed: bool) -> Steps:
         """The steps of one claimed task (:mod:`macp.pool`): its attempt, or -- for an acp
-        task whose report is in -- what that report means. Returns the task's status."""
+        task whose report is in -- what that report means, or -- for a task whose worker job
+        a stopped controller left running -- that job followed to its end. A command the
+        executor lost (a node failure) hands the task back, its attempt not counted.
+        Returns the task's status."""
+        try:
+            return (yield from self.attempt_steps(task, resumed))
+        except JobLost as lost:
+            self.say(f"{task['id']}: {lost}")
+            return self.hand_back(task["id"], str(lost))
+
+    def attempt_steps(self, task: Task, resumed: bool) -> Steps:
+        """:meth:`task_steps` without the executor's losses."""
+        if resumed and follows_job(task):
+            return (yield from self.follow_attempt(task))
         if resumed:
             acp = task.get("acp") or {}  # resumed: the report is in (claim_next)
             summary = acp.get("reported_summary")
@@ -230,6 +259,7 @@ def build_parser() -> OneLineParser:
     mode.add_argument("--until-drained", action="store_true", help="run tasks until none is runnable")
     parser.add_argument("--wait", action="store_true", help="wait for another running controller instead of exiting 75")
     add_workers_option(parser)
+    add_executor_option(parser)
     parser.add_argument("--dry-run", action="store_true", help="print the order and exact commands without running anything")
     parser.add_argument("--json", action="store_true", help="print the run's summary as one JSON document on stdout (progress goes to stderr)")
     return parser
@@ -243,10 +273,12 @@ def run_controller(
     dry_run: bool = False,
     json_output: bool = False,
     workers: int | None = None,
+    executor: str | None = None,
     say=print,
 ) -> int:
     """Run the controller on ``repo`` with up to ``workers`` tasks at once (None:
-    ``worker.max_parallel``); returns the exit code (see docs/exit-codes.md). The
+    ``worker.max_parallel``), running commands through ``executor`` (``local`` or ``slurm``;
+    None: config ``executor.kind``); returns the exit code (see docs/exit-codes.md). The
     run ends with a summary of every task it touched (:mod:`controller.run_report`); with
     ``json_output`` that summary is one JSON document on stdout and ``say``'s progress
     lines go to stderr."""
@@ -266,6 +298,7 @@ def run_controller(
         for line in plan_lines(document.tasks, layout.repo_root, config, load_runtime_state(layout), clock.now(), refused, workers):
             say(line)
         return EXIT_USAGE if refused else EXIT_OK
+    executor_in_use = make_executor(config["executor"], executor, layout.repo_root)
     lock = ControllerLock(layout.controller_lock)
     lock.acquire(wait=wait)
     assert lock.owner is not None
@@ -279,6 +312,7 @@ def run_controller(
     for task_id, problem in refused.items():
         controller.refuse(task_id, problem)
     ended_cleanly = False
+    controller.executor = executor_in_use
     try:
         recovery.recover(controller, lock.previous, controller.summary.refused)
         lock.recovered()
@@ -336,7 +370,8 @@ def main(argv: list[str] | None = None) -> int:
     return run_main(
         PROG,
         lambda: run_controller(
-            args.repo, until_drained=args.until_drained, wait=args.wait, dry_run=args.dry_run, json_output=args.json, workers=args.workers
+            args.repo, until_drained=args.until_drained, wait=args.wait, dry_run=args.dry_run, json_output=args.json, workers=args.workers,
+            executor=args.executor,
         ),
     )
 

@@ -16,13 +16,15 @@ from typing import Protocol
 from dispatcher import macp_dispatcher as dispatcher
 from macp import clock, gitops
 from macp.events import read_tail
+from macp.executor import Executor
 from macp.layout import Layout
 from macp.lifecycle import ACTIVE, FINISHED, status_of, transition
-from macp.model import Config, Run, Task
+from macp.model import Config, Job, Run, Task
 from macp.naming import dispatch_kind
 from macp.procs import OWNER_ENV
 from macp.proctree import processes_with_env, terminate
 from macp.signals import SignalGuard
+from macp.slurm import SlurmExecutor, job_name
 from macp.taskstore import QueueSession
 from macp.usage import sums_of
 
@@ -37,6 +39,7 @@ class Controller(Protocol):
     config: Config
     guard: SignalGuard
     queue: QueueSession
+    executor: Executor
     say: Callable[[str], object]
 
     def emit(self, event_type: str, task: Task, message: str, *, source: str = ..., **metadata: object) -> None: ...
@@ -60,12 +63,17 @@ def recover(ctl: Controller, previous: dict | None, refused: Mapping[str, str]) 
     if previous:
         stop_orphans(ctl, previous)
     recovered: list[Task] = []
+    followed: list[Task] = []
     with ctl.guard.critical():
         with ctl.queue.edit() as document:
             for task in list(document.tasks):
                 if task["id"] in refused:
                     continue
-                if status_of(task) in ACTIVE and (task.get("claim") or not awaiting_acp_report(task)):
+                if status_of(task) in ACTIVE and (task.get("claim") or not awaiting_acp_report(task)) and (job := job_to_follow(ctl, task)):
+                    kept: Task = {**task, "claim": None, "job": job, "updated_at": clock.timestamp()}
+                    document.replace(kept)
+                    followed.append(kept)
+                elif status_of(task) in ACTIVE and (task.get("claim") or not awaiting_acp_report(task)):
                     handed_back = interrupted(task, ctl.layout, ctl.config)
                     document.replace(handed_back)
                     recovered.append(handed_back)
@@ -76,6 +84,10 @@ def recover(ctl: Controller, previous: dict | None, refused: Mapping[str, str]) 
         for task in recovered:
             ctl.emit("task.recovered", task, "owner is gone; interrupted attempt not counted")
             ctl.say(f"{task['id']}: recovered from a stopped controller, back to {status_of(task)}")
+        for task in followed:
+            job_id = job["id"] if (job := task.get("job")) else "?"
+            ctl.emit("task.recovered", task, f"owner is gone; its worker still runs as Slurm job {job_id}, followed to its end", job=task.get("job"))
+            ctl.say(f"{task['id']}: its worker still runs as Slurm job {job_id}; it is followed, not run again")
     if recovered or previous:
         gitops.prune_worktrees(ctl.layout.repo_root)
     if previous and ctl.config["macp"]["cleanup_worktrees"]:
@@ -83,6 +95,31 @@ def recover(ctl: Controller, previous: dict | None, refused: Mapping[str, str]) 
             if task["id"] not in refused and status_of(task) in ("completed", "failed", "escalated") and (worktree := task.get("worktree")) and Path(worktree).exists():
                 ctl.remove_worktree(task)
     return [task["id"] for task in recovered]
+
+
+def job_to_follow(ctl: Controller, task: Task) -> Job | None:
+    """The Slurm job still running ``task``'s worker for a controller that is gone -- the
+    one recorded on the task, else the one named after its claim (the controller died
+    between ``sbatch`` and recording it) -- or None: no such job, or it ended without an
+    exit file. A recorded job this controller's executor cannot ask about (it is not Slurm)
+    is kept: the task waits for a drain with ``--executor slurm`` rather than run twice."""
+    recorded = task.get("job")
+    if status_of(task) != "running" or (recorded and recorded["step"] != "worker"):
+        return None
+    executor = ctl.executor
+    if not isinstance(executor, SlurmExecutor):
+        return recorded
+    log_path = ctl.layout.attempt_dir(task["id"], task.get("attempts", 0)) / "worker.log"
+    if recorded is not None:
+        return recorded if executor.followable(recorded["id"], log_path) else None
+    claim = task.get("claim")
+    if not claim:
+        return None
+    token, attempt = str(claim.get("token") or ""), task.get("attempts", 0)
+    found = executor.find(task["id"], attempt, "worker", token)
+    if found is None or not executor.followable(found, log_path):
+        return None
+    return {"executor": "slurm", "id": found, "name": job_name(ctl.layout.repo_root, task["id"], str(attempt), "worker", token), "step": "worker"}
 
 
 def stop_orphans(ctl: Controller, previous: dict) -> None:

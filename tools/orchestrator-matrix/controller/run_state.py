@@ -19,6 +19,7 @@ from macp.archive import ArchiveLookup
 from macp.budget import Ledger
 from macp.errors import EXIT_OK, EXIT_TASKS_FAILED, EXIT_USAGE
 from macp.events import append_event, make_event
+from macp.executor import Executor, LocalExecutor
 from macp.layout import Layout
 from macp.lifecycle import status_of, transition
 from macp.model import (
@@ -95,6 +96,7 @@ class RunState:
         self.unlogged = False
         self.base: str | None = None  # the ref new branches start from, resolved once per run
         self.cancelling: dict[str, str] = {}  # task id -> why, for tasks being stopped on a cancel request
+        self.executor: Executor = LocalExecutor()  # where commands run (macp.executor); run_controller sets the configured one
 
     @cached_property
     def ledger(self) -> Ledger:

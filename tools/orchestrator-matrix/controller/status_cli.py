@@ -80,7 +80,7 @@ def attempt_progress(task: Task, now: datetime, layout: Layout) -> dict[str, Any
     """``{"elapsed_seconds", "last_output"}`` of a running attempt: seconds since it was
     claimed (``attempt_started_at``), and the last non-empty line of the newest log in its
     attempt folder (the worker's, or a gate's), "" when there is none yet."""
-    from macp.procs import read_log_tail  # here: the other commands do not need it at start-up
+    from macp.capture import read_log_tail  # here: the other commands do not need it at start-up
 
     started = task.get("attempt_started_at") or task.get("updated_at")
     elapsed = max(0.0, (now - clock.parse_timestamp(started)).total_seconds()) if started else 0.0

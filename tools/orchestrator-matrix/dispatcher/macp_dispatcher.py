@@ -56,12 +56,12 @@ from dispatcher.worktrees import (
     worktree_path,
 )
 from macp import clock, gitops
+from macp.capture import read_log_tail
 from macp.config import load_config
 from macp.layout import Layout
 from macp.model import Config, ResultDetails, Task
 from macp.naming import branch_name, dispatch_kind, resolve_runtime
 from macp.pool import run_command
-from macp.procs import read_log_tail
 from macp.verdicts import judge_agent_run
 
 # The dispatcher's public API: the brief's five functions and the pieces the controller

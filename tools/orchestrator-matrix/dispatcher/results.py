@@ -10,13 +10,13 @@ from pathlib import Path
 from typing import Any, cast
 
 from macp import clock
+from macp.capture import read_log_tail
 from macp.fsio import read_regular, write_atomic
 from macp.jsontext import dump_json, loads
 from macp.layout import Layout, confine_output
 from macp.model import Config, FinalStatus, GateResult, Result, ResultDetails, Task, Usage
 from macp.naming import dispatch_kind
 from macp.prices import price_for, priced
-from macp.procs import read_log_tail
 from macp.redact import redact, redact_value
 from macp.textview import one_line
 from macp.usage import read_usage, reported_usage, unavailable

@@ -17,11 +17,12 @@ import traceback
 from collections.abc import Callable
 from contextvars import ContextVar
 from pathlib import Path
-from typing import NoReturn
+from typing import NoReturn, get_args
 
 from macp import gitops
 from macp.errors import EXIT_INTERNAL, EXIT_IO, EXIT_USAGE, Interrupted, MacpError, is_resource_exhaustion, is_storage_error
 from macp.layout import Layout, check_state_folder
+from macp.model import ExecutorKind
 
 DOCS_DIR = Path(__file__).resolve().parents[3] / "docs"
 
@@ -182,6 +183,12 @@ def positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"{text!r} must be at least 1")
     return value
+
+
+def add_executor_option(parser: argparse.ArgumentParser) -> None:
+    """``--executor local|slurm`` of ``mosaic-orchestrator-run`` and ``mosaic macp drain`` (issue 24)."""
+    parser.add_argument("--executor", choices=get_args(ExecutorKind),
+                        help="where attempts run: local processes, or jobs on a Slurm cluster (default: config executor.kind, local unless set)")
 
 
 def add_workers_option(parser: argparse.ArgumentParser) -> None:

@@ -38,6 +38,12 @@ class BusyError(MacpError):
         super().__init__(message, EXIT_BUSY)
 
 
+class JobLost(Exception):
+    """The executor lost a command where it ran (a Slurm node failure): no outcome of the
+    command's own, so the attempt does not count. Raised into a task's steps at the
+    ``yield`` of that command (:mod:`macp.pool`); ``str(error)`` says what happened."""
+
+
 class Interrupted(BaseException):
     """SIGINT, SIGTERM or SIGHUP arrived; ``signum`` says which. Derives from BaseException
     so that ``except Exception`` blocks never swallow it."""

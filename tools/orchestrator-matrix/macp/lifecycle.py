@@ -27,6 +27,15 @@ ALLOWED: dict[str, frozenset[str]] = {
 }
 
 
+def follows_job(task: Task) -> bool:
+    """True for a ``running`` task whose worker runs as a scheduler job that outlives its
+    controller (task ``job``, the Slurm executor): a controller that stops leaves it
+    running, and the next one follows that job to its end instead of running the attempt
+    again (docs/scale-out.md)."""
+    job = task.get("job")
+    return status_of(task) == "running" and job is not None and job.get("step") == "worker"
+
+
 def status_of(task: Task) -> TaskStatus:
     """The task's status; a task without one (a new legacy entry) is ``pending``."""
     return task.get("status") or "pending"

@@ -12,20 +12,28 @@ advances each generator when its command ends, and hands back the outcomes as th
 Which child ends first is up to the children; everything between two yields runs to its
 end before anything else does, so the code of one generator never interleaves with
 another's.
+
+The commands are started by an executor (:mod:`macp.executor`: local processes by default,
+or Slurm jobs); a command the executor lost (a node failure) raises
+:class:`~macp.errors.JobLost` into its generator instead of returning a result.
 """
 
 from __future__ import annotations
 
 import selectors
 import time
-from collections.abc import Generator, Hashable
+from collections.abc import Callable, Generator, Hashable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from macp.procs import Child, Command, ProcessResult
+from macp.errors import JobLost
+from macp.executor import Executor, Handle, LocalExecutor
+from macp.model import Job
+from macp.procs import Command, ProcessResult
 
 Steps = Generator[Command, ProcessResult, Any]
+OnStart = Callable[[Hashable, Job], None]
 
 
 @dataclass(frozen=True)
@@ -44,13 +52,17 @@ class Cancelled:
 class StepPool:
     """Steps generators in progress, keyed by any hashable (the controller uses task ids).
 
-    ``len(pool)`` counts the generators not yet handed back by :meth:`wait`.
+    ``len(pool)`` counts the generators not yet handed back by :meth:`wait`. ``executor``
+    starts the commands (default: local processes); ``on_start(key, job)`` hears of each
+    scheduler job started for ``key``'s generator, so the task can record it.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, executor: Executor | None = None, on_start: OnStart | None = None) -> None:
+        self._executor = executor or LocalExecutor()
+        self._on_start = on_start
         self._selector = selectors.DefaultSelector()
-        self._running: dict[Hashable, tuple[Steps, Child]] = {}
-        self._watched: dict[Child, set[int]] = {}
+        self._running: dict[Hashable, tuple[Steps, Handle]] = {}
+        self._watched: dict[Handle, set[int]] = {}
         self._done: list[tuple[Hashable, Any]] = []
         self._cancelling: set[Hashable] = set()
 
@@ -86,8 +98,14 @@ class StepPool:
 
     def stop_all(self) -> None:
         """Stop every running command (SIGTERM, the grace, SIGKILL -- all of them at once)
-        and close their generators without advancing them. When this is itself interrupted,
-        what is left is killed outright before the interruption propagates."""
+        and close their generators without advancing them; a command that survives its
+        controller (a Slurm worker job) is left running, to be followed again. When this is
+        itself interrupted, what is left is killed outright before the interruption
+        propagates."""
+        for key, (steps, child) in list(self._running.items()):
+            if child.survives_controller:
+                del self._running[key]
+                steps.close()
         try:
             for _steps, child in self._running.values():
                 child.stop()
@@ -101,11 +119,10 @@ class StepPool:
                 steps.close()
             self._running.clear()
 
-    def _advance(self, key: Hashable, steps: Steps, value: ProcessResult | None) -> None:
-        """Send ``value`` into ``steps`` until it yields a command that starts or finishes.
-        A command that cannot even be set up (its log cannot be created) raises inside the
-        generator, at its ``yield``, as a direct call would."""
-        error: Exception | None = None
+    def _advance(self, key: Hashable, steps: Steps, value: ProcessResult | None, error: Exception | None = None) -> None:
+        """Send ``value`` (or throw ``error``) into ``steps`` until it yields a command that
+        starts or finishes. A command that cannot even be set up (its log cannot be created)
+        raises inside the generator, at its ``yield``, as a direct call would."""
         while True:
             try:
                 command = steps.throw(error) if error is not None else steps.send(value)  # type: ignore[arg-type]  # None starts it
@@ -116,7 +133,7 @@ class StepPool:
                 self._done.append((key, Crashed(exc)))
                 return
             try:
-                started = Child.start(command)
+                started = self._executor.start(command)
             except Exception as exc:  # noqa: BLE001 -- goes back into the generator
                 error = exc
                 continue
@@ -126,6 +143,8 @@ class StepPool:
                 continue
             self._running[key] = (steps, started)
             self._watch(started)
+            if started.job is not None and self._on_start is not None:
+                self._on_start(key, started.job)
             return
 
     def _poll(self, advance: bool, until: float | None = None) -> None:
@@ -149,12 +168,14 @@ class StepPool:
                 self._cancelling.discard(key)
                 steps.close()
                 self._done.append((key, Cancelled()))
+            elif advance and result.lost:
+                self._advance(key, steps, None, JobLost(result.lost))
             elif advance:
                 self._advance(key, steps, result)
             else:
                 steps.close()
 
-    def _watch(self, child: Child) -> None:
+    def _watch(self, child: Handle) -> None:
         """Register exactly the fds ``child`` wants watched now."""
         watched = self._watched.setdefault(child, set())
         wanted = child.fds()
@@ -164,7 +185,7 @@ class StepPool:
             self._selector.register(fd, selectors.EVENT_READ, child)
         self._watched[child] = wanted
 
-    def _unwatch(self, child: Child) -> None:
+    def _unwatch(self, child: Handle) -> None:
         for fd in self._watched.pop(child, set()):
             self._selector.unregister(fd)
 

@@ -30,15 +30,14 @@ from pathlib import Path
 from typing import BinaryIO
 
 from macp import clock
+from macp.capture import OutputCapture
 from macp.errors import is_resource_exhaustion
 from macp.fsio import create_regular, open_regular
+from macp.model import Job
 from macp.proctree import RUN_ENV, reap_adopted, run_members, signal_all, start_ticks
-from macp.redact import redact
-from macp.textview import strip_terminal_codes
 
 OWNER_ENV = "MACP_OWNER_TOKEN"
 _READ_SIZE = 65536
-_TAIL_CONTEXT = 1024
 _POLL_SECONDS = 0.2  # how often a child is polled where there is no pidfd
 _IDLE_WAKE_SECONDS = 60.0  # with a pidfd, exits and output wake the loop; this is a backstop
 _STOP_POLL_SECONDS = 0.05  # how often a stopping command is checked for being gone
@@ -53,7 +52,9 @@ class ProcessResult:
     None when the command could not be started (``spawn_error`` says why).
     ``timed_out``: the deadline passed and the group was killed. ``idle_timed_out``: the
     command printed nothing for its idle timeout (or, from its start, for its first-output
-    timeout) and the group was killed (``timed_out`` is then False). ``started_at``: when it started (UTC timestamp); ``duration_seconds``: wall time. ``output_tail``: the last bytes of output as clean text (ANSI and control
+    timeout) and the group was killed (``timed_out`` is then False). ``lost``: why the
+    executor lost the command where it ran (a Slurm node failure): no outcome of the command's
+    own, so the attempt does not count. ``started_at``: when it started (UTC timestamp); ``duration_seconds``: wall time. ``output_tail``: the last bytes of output as clean text (ANSI and control
     characters removed, invalid UTF-8 replaced, secrets redacted). ``log_bytes``: bytes
     written to the log; ``log_truncated``: output beyond ``max_log_bytes`` was dropped.
     """
@@ -68,98 +69,7 @@ class ProcessResult:
     spawn_error: str | None = None
     idle_timed_out: bool = False
     started_at: str = ""
-
-
-def clean_text(raw: bytes) -> str:
-    """Decode ``raw`` for humans and JSON: UTF-8 with replacement, no ANSI/control chars, redacted."""
-    return redact(strip_terminal_codes(raw.decode("utf-8", errors="replace")))
-
-
-def read_log_tail(log_path: Path, max_bytes: int = 1 << 20) -> str:
-    """The last ``max_bytes`` (default 1 MiB) of a run's log as clean text (see
-    :func:`clean_text`); "" when the log cannot be read. A partial first line is dropped."""
-    try:
-        with os.fdopen(open_regular(log_path), "rb") as handle:
-            size = handle.seek(0, os.SEEK_END)
-            handle.seek(max(0, size - max_bytes))
-            raw = handle.read()
-    except OSError:  # none, or not a regular file (a FIFO left in its place): nothing to read
-        return ""
-    if size > max_bytes and b"\n" in raw:
-        raw = raw[raw.index(b"\n") + 1 :]
-    return clean_text(raw)
-
-
-class _Capture:
-    """Collect a child's output: a log file cut at ``max_bytes`` and an in-memory tail, both
-    redacted before anything is cut (docs/security.md).
-
-    The log gets whole lines, terminal escapes removed and secrets redacted. A line is held
-    until its newline comes, up to the room left in the log: a longer line is redacted whole
-    and then cut with the log, so no secret is split by a chunk boundary. The tail keeps
-    :data:`_TAIL_CONTEXT` bytes more than it shows, so a label or token that starts before
-    the shown part is redacted as a whole (:meth:`tail_text`).
-    """
-
-    def __init__(self, handle: BinaryIO, max_bytes: int, tail_bytes: int) -> None:
-        self.handle = handle
-        self.max_bytes = max_bytes
-        self.tail_bytes = tail_bytes
-        self.tail = bytearray()
-        self.tail_trimmed = False
-        self.written = 0
-        self.truncated = False
-        self._pending = bytearray()
-
-    def feed(self, chunk: bytes) -> None:
-        """Take the next chunk of output: whole lines go to the log, everything to the tail."""
-        self.tail.extend(chunk)
-        keep = self.tail_bytes + _TAIL_CONTEXT
-        if len(self.tail) > keep:
-            del self.tail[: len(self.tail) - keep]
-            self.tail_trimmed = True
-        if self.truncated:
-            return
-        newline = chunk.rfind(b"\n")
-        if newline == -1:
-            self._pending.extend(chunk)
-            if len(self._pending) > self.max_bytes - self.written + _TAIL_CONTEXT:
-                self._write(bytes(self._pending))
-                self._pending.clear()
-            return
-        self._pending.extend(chunk[: newline + 1])
-        self._write(bytes(self._pending))
-        self._pending = bytearray(chunk[newline + 1 :])
-
-    def close(self) -> None:
-        """Flush a final line that had no newline."""
-        if self._pending:
-            self._write(bytes(self._pending))
-            self._pending.clear()
-
-    def tail_text(self) -> str:
-        """The last ``tail_bytes`` of output as clean, redacted text (see :func:`clean_text`).
-
-        Redaction runs on the tail plus its context first, and the context's first word is
-        dropped when output was cut before it, so a token cut at the edge is never shown.
-        """
-        raw = bytes(self.tail)
-        if self.tail_trimmed:
-            raw = raw[next((i + 1 for i, byte in enumerate(raw[:_TAIL_CONTEXT]) if byte in b" \t\n"), 0) :]
-        text = clean_text(raw).encode("utf-8")
-        return text[-self.tail_bytes :].decode("utf-8", errors="ignore") if len(text) > self.tail_bytes else text.decode("utf-8")
-
-    def _write(self, data: bytes) -> None:
-        if self.truncated:
-            return
-        text = redact(strip_terminal_codes(data.decode("utf-8", errors="replace"))).encode("utf-8")
-        room = self.max_bytes - self.written
-        if len(text) > room:
-            text = text[:room] + f"\n[macp: log cut at {self.max_bytes} bytes]\n".encode()
-            self.truncated = True
-        self.handle.write(text)
-        self.handle.flush()  # whole lines reach the file as they come: `tail -f` and `mosaic macp log --follow` see them
-        self.written += len(text)
+    lost: str | None = None
 
 
 @dataclass(frozen=True)
@@ -170,7 +80,9 @@ class Command:
     open pipe: agent CLIs block on one). ``timeout_seconds`` None means no deadline;
     ``idle_timeout_seconds`` None means silence is never cut short;
     ``first_output_timeout_seconds``: a command that has printed nothing at all this long
-    after its start is stopped as silent too (None: never). ``tail_bytes`` of output
+    after its start is stopped as silent too (None: never). ``attach``: the id of a job an
+    executor already runs this command as (after a controller crash, :mod:`macp.slurm`),
+    followed instead of starting the command again. ``tail_bytes`` of output
     are kept for results, the log is cut at ``max_log_bytes``, and ``grace_seconds`` pass
     between SIGTERM and SIGKILL.
     """
@@ -186,6 +98,7 @@ class Command:
     max_log_bytes: int = 8 * 1024 * 1024
     grace_seconds: float = 5.0
     first_output_timeout_seconds: float | None = None
+    attach: str | None = None
 
 
 # Leaders of the commands this process runs right now (pids). Their exit status belongs to
@@ -204,14 +117,20 @@ class Child:
     ``stopping`` (SIGTERM sent to what is left of the command; SIGKILL when the grace ends),
     ``draining`` (the leader reaped; the rest of its output read until EOF, at most
     :data:`_DRAIN_SECONDS`).
+
+    A local command never outlives its controller (``survives_controller``) and has no
+    scheduler job to record (``job``).
     """
+
+    survives_controller = False
+    job: Job | None = None
 
     def __init__(self, command: Command, proc: subprocess.Popen, log_handle: BinaryIO, run_id: str, started_at: str) -> None:
         assert proc.stdout is not None
         self.command = command
         self.proc = proc
         self.log_handle = log_handle
-        self.capture = _Capture(log_handle, command.max_log_bytes, command.tail_bytes)
+        self.capture = OutputCapture(log_handle, command.max_log_bytes, command.tail_bytes)
         self.started = time.monotonic()
         self.started_at = started_at
         self.pipe = _Pipe(proc.stdout.fileno(), self.capture, self.started)
@@ -378,9 +297,9 @@ def _pidfd(pid: int) -> int | None:
 
 
 class _Pipe:
-    """The read end of the child's output pipe, fed into a :class:`_Capture`."""
+    """The read end of the child's output pipe, fed into a :class:`OutputCapture`."""
 
-    def __init__(self, fd: int, capture: _Capture, started: float) -> None:
+    def __init__(self, fd: int, capture: OutputCapture, started: float) -> None:
         self.fd = fd
         self.capture = capture
         self.open = True

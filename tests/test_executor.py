@@ -1,0 +1,93 @@
+"""Executors without a cluster (issue 24): the Slurm executor's command lines and parsing
+(pure), its job wrapper run as a real child process, the local executor's limits, and a
+drain asked for Slurm on a machine without it. The executor on a real cluster is in
+tests/test_slurm_executor.py."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from test_durability import wait_for
+
+from macp.errors import MacpError
+from macp.executor import LocalExecutor
+from macp.procs import Command
+from macp.slurm import WRAPPER, SlurmSettings, job_name, parse_job_id, parse_states, sbatch_argv, time_limit
+
+
+def test_the_job_name_is_deterministic_and_names_repository_task_attempt_step_and_claim(tmp_path):
+    name = job_name(tmp_path, "T-7", "2", "worker", "0123456789abcdef")
+    assert name == job_name(tmp_path, "T-7", "2", "worker", "0123456789abcdef")
+    assert name.startswith("macp-") and name.endswith("-T-7-a2-worker-01234567")
+    assert name != job_name(tmp_path / "other", "T-7", "2", "worker", "0123456789abcdef"), "another repository, another name"
+
+
+def test_sbatch_gets_no_requeue_the_worktree_the_output_a_backstop_time_and_a_warning_signal(tmp_path):
+    settings = SlurmSettings(partition="gpu", sbatch_args=("--mem=4G",))
+    argv = sbatch_argv(settings, "macp-x", tmp_path / "wt", tmp_path / "worker.slurm.out", time_limit(600, 5), tmp_path / "w.py", tmp_path / "w.json")
+    assert argv[:3] == ["sbatch", "--parsable", "--no-requeue"]
+    assert {"--job-name=macp-x", f"--chdir={tmp_path / 'wt'}", f"--output={tmp_path / 'worker.slurm.out'}", "--export=ALL",
+            "--signal=B:TERM@60", "--time=13", "--partition=gpu"} <= set(argv)
+    assert argv[-3:] == ["--mem=4G", str(tmp_path / "w.py"), str(tmp_path / "w.json")], "the user's arguments last before the script"
+    assert time_limit(None, 5) is None and "--time" not in " ".join(sbatch_argv(SlurmSettings(), "n", tmp_path, tmp_path, None, tmp_path, tmp_path))
+
+
+def test_states_and_job_ids_are_read_as_squeue_sacct_and_sbatch_print_them():
+    assert parse_states("12|RUNNING\n13|CANCELLED by 0\n13.batch|CANCELLED\n14|COMPLETED\n\n") == {
+        "12": "RUNNING", "13": "CANCELLED", "14": "COMPLETED"}
+    assert parse_job_id("42\n") == "42" and parse_job_id("42;cluster\n") == "42"
+    with pytest.raises(MacpError, match="sbatch printed no job id"):
+        parse_job_id("Submitted batch job 42")
+
+
+def test_the_local_executor_never_pretends_to_follow_a_job(tmp_path):
+    with pytest.raises(MacpError, match="cannot follow job 12"):
+        LocalExecutor().start(Command(["true"], tmp_path, {}, tmp_path / "log", None, attach="12"))
+
+
+def run_wrapper(tmp_path: Path, argv: list[str], job: str = "7") -> subprocess.Popen:
+    spec = tmp_path / "spec.json"
+    spec.write_text(json.dumps({"argv": argv, "stdin": None, "exit_file": str(tmp_path / "exit-{job}.json"),
+                                "heartbeat_file": str(tmp_path / "alive-{job}"), "grace_seconds": 1, "heartbeat_seconds": 0.2}))
+    return subprocess.Popen([sys.executable, str(WRAPPER), str(spec)], env={**os.environ, "SLURM_JOB_ID": job}, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+
+
+def test_the_job_wrapper_writes_its_commands_exit_under_its_job_id(tmp_path):
+    proc = run_wrapper(tmp_path, ["/bin/sh", "-c", "echo working; sleep 0.5; exit 3"])
+    output, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 3 and output == "working\n"
+    record = json.loads((tmp_path / "exit-7.json").read_text())
+    assert (record["job_id"], record["exit_code"], record["signal"]) == ("7", 3, None)
+    assert (tmp_path / "alive-7").exists(), "it beat while the command ran"
+
+
+def test_the_job_wrapper_stops_its_command_on_sigterm_and_still_writes_its_exit(tmp_path):
+    started = tmp_path / "started"
+    proc = run_wrapper(tmp_path, ["/bin/sh", "-c", f'touch "{started}"; sleep 300 & wait'])
+    wait_for(started.exists, timeout=60, what="the command to start")
+    proc.send_signal(signal.SIGTERM)  # what scancel, or Slurm's warning before the time limit, sends
+    proc.communicate(timeout=60)
+    record = json.loads((tmp_path / "exit-7.json").read_text())
+    assert (record["exit_code"], record["signal"]) == (143, signal.SIGTERM)
+
+
+def test_a_drain_asked_for_slurm_where_there_is_none_is_one_line_and_exit_2(sandbox, tmp_path):
+    tools = tmp_path / "tools"  # the machine's commands, Slurm's left out
+    tools.mkdir()
+    for folder in os.environ["PATH"].split(os.pathsep):
+        for tool in Path(folder).glob("*") if Path(folder).is_dir() else ():
+            if tool.name not in ("sbatch", "squeue", "scancel", "sacct") and not (tools / tool.name).is_symlink():
+                (tools / tool.name).symlink_to(tool)
+    sandbox.env["PATH"] = str(tools)
+    sandbox.write_tasks({"tasks": [{"id": "T", "dispatch": "exec", "command": "true"}]})
+    proc = sandbox.macp("drain", "--executor", "slurm")
+    assert proc.returncode == 2 and proc.stderr.strip().count("\n") == 0, proc.stderr
+    assert "the Slurm executor needs sbatch, squeue, scancel on PATH" in proc.stderr
+    assert sandbox.task("T").get("status") in (None, "pending") and not (sandbox.orch / ".controller.lock").exists()
