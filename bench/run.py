@@ -295,6 +295,73 @@ def matrix_delivery(count: int = 30) -> tuple[Callable[[], float] | None, Callab
     return macp, homeserver
 
 
+_CLUSTER: list = []  # the Slurm cluster the Slurm rows share, started on first use
+
+
+def slurm_cluster():
+    """A real one-host Slurm cluster (tests/slurm_harness.py; ``make slurm``), started once
+    and stopped at exit; None where it cannot run here."""
+    sys.path.insert(0, str(ROOT / "tests"))
+    from slurm_harness import SlurmCluster, why_not_here
+
+    if why_not_here() is not None:
+        return None
+    if not _CLUSTER:
+        cluster = SlurmCluster(Path(tempfile.mkdtemp(prefix="macp-bench-slurm-")), nodes=2)
+        cluster.start()
+        atexit.register(cluster.stop)
+        _CLUSTER.append(cluster)
+    return _CLUSTER[0]
+
+
+def slurm_tasks(count: int = 20) -> tuple[Callable[[], float] | None, Callable[[], float] | None]:
+    """``count`` trivial tasks drained through the Slurm executor, one at a time (issue 24),
+    against a shell loop of ``sbatch --wait`` running the same command on the same cluster."""
+    cluster = slurm_cluster()
+    if cluster is None:
+        return None, None
+
+    def macp() -> float:
+        ws = Workspace()
+        try:
+            ws.env["SLURM_CONF"] = cluster.env["SLURM_CONF"]
+            ws.tasks(legacy_tasks(count))
+            return timed(lambda: ws.run([*CONTROLLER, "--repo", str(ws.repo), "--until-drained", "--executor", "slurm"]))
+        finally:
+            ws.close()
+
+    def loop() -> float:
+        script = f"for i in $(seq {count}); do sbatch --wait --quiet --output=/dev/null --wrap true || exit 1; done"
+        return timed(lambda: subprocess.run(["sh", "-c", script], env=cluster.env, check=True, stdout=subprocess.DEVNULL))
+
+    return macp, loop
+
+
+def slurm_polling(jobs: int = 200) -> tuple[Callable[[], float] | None, Callable[[], float] | None]:
+    """The controller's cost of one poll round over ``jobs`` jobs (held, so they stay in the
+    queue): :meth:`macp.slurm.SlurmExecutor.states`, one ``squeue`` and its parsing,
+    against that ``squeue`` call alone."""
+    cluster = slurm_cluster()
+    if cluster is None:
+        return None, None
+    sys.path.insert(0, str(ROOT / "tools" / "orchestrator-matrix"))
+    from macp.slurm import SlurmExecutor, SlurmSettings
+
+    ids = [cluster.run("sbatch", "--parsable", "--hold", "--output=/dev/null", "--wrap", "true").stdout.strip() for _ in range(jobs)]
+    atexit.register(lambda: cluster.run("scancel", *ids, check=False))
+    os.environ["SLURM_CONF"] = cluster.env["SLURM_CONF"]
+    executor = SlurmExecutor(SlurmSettings(), ROOT)
+    argv = ["squeue", "-h", "--states=all", "-o", "%i|%T", "-j", ",".join(ids)]
+
+    def macp() -> float:
+        return timed(lambda: executor.states(ids))
+
+    def squeue() -> float:
+        return timed(lambda: subprocess.run(argv, env=cluster.env, check=True, stdout=subprocess.DEVNULL))
+
+    return macp, squeue
+
+
 def measurements() -> dict[str, Callable[[], tuple[Callable[[], float] | None, Callable[[], float] | None, str, float]]]:
     """name -> a builder of (MACP, peer or None, what the peer is, goal ratio)."""
     return {
@@ -310,6 +377,8 @@ def measurements() -> dict[str, Callable[[], tuple[Callable[[], float] | None, C
         "start-up of a read command (s)": lambda: (*start_up(), "python3 -c pass", 2.0),
         "four 2-s tasks with --workers 2, whole run (s)": lambda: (*parallel_sleeps(), "xargs -P 2", 1.25),
         "Matrix delivery added to a drain of 30 tasks (s)": lambda: (*matrix_delivery(), "Synapse accepting them", 1.5),
+        "20 trivial tasks through Slurm, whole run (s)": lambda: (*slurm_tasks(), "sbatch --wait loop", 1.5),
+        "one poll round over 200 Slurm jobs (s)": lambda: (*slurm_polling(), "squeue alone", 1.5),
     }
 
 
