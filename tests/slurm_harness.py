@@ -138,10 +138,21 @@ class SlurmCluster:
         self._spawn("munged", [daemon("munged"), "--foreground", f"--socket={munge / 'socket'}", f"--key-file={munge / 'key'}",
                                f"--pid-file={munge / 'pid'}", f"--log-file={munge / 'log'}", f"--seed-file={munge / 'seed'}"])
         self._wait_for((munge / "socket").exists, "munged's socket")
-        self._spawn("slurmctld", [daemon("slurmctld"), "-D"])
+        self.start_daemon("slurmctld")
         for name in self.node_names:
-            self._spawn(name, [daemon("slurmd"), "-D", "-N", name])
+            self.start_daemon(name)
         self._wait_for(lambda: self.node_states() == dict.fromkeys(self.node_names, "idle"), "every node idle")
+
+    def start_daemon(self, name: str) -> None:
+        """Start ``slurmctld`` or node ``name``'s slurmd (again) in the foreground."""
+        self._spawn(name, [daemon("slurmctld"), "-D"] if name == "slurmctld" else [daemon("slurmd"), "-D", "-N", name])
+
+    def stop_daemon(self, name: str) -> None:
+        """Stop one daemon this cluster started with SIGTERM (a clean shutdown: slurmctld saves
+        its state) and reap it."""
+        process = self.processes.pop(name)
+        process.terminate()
+        process.wait(timeout=60)
 
     def _spawn(self, name: str, argv: list[str]) -> None:
         log = (self.folder / "log" / f"{name}.out").open("ab")

@@ -18,7 +18,7 @@ from test_durability import wait_for
 from macp.errors import MacpError
 from macp.executor import LocalExecutor
 from macp.procs import Command
-from macp.slurm import WRAPPER, SlurmSettings, job_name, parse_job_id, parse_states, sbatch_argv, time_limit
+from macp.slurm import WRAPPER, SlurmExecutor, SlurmSettings, job_name, parse_job_id, parse_states, sbatch_argv, time_limit
 
 
 def test_the_job_name_is_deterministic_and_names_repository_task_attempt_step_and_claim(tmp_path):
@@ -91,3 +91,17 @@ def test_a_drain_asked_for_slurm_where_there_is_none_is_one_line_and_exit_2(sand
     assert proc.returncode == 2 and proc.stderr.strip().count("\n") == 0, proc.stderr
     assert "the Slurm executor needs sbatch, squeue, scancel on PATH" in proc.stderr
     assert sandbox.task("T").get("status") in (None, "pending") and not (sandbox.orch / ".controller.lock").exists()
+
+
+def test_a_cluster_that_does_not_answer_leaves_a_jobs_state_unknown_never_ended(tmp_path, monkeypatch):
+    for tool, script in {"sbatch": "exit 0", "scancel": "exit 0",
+                         "squeue": 'echo "slurm_load_jobs error: Unable to contact slurm controller (connect failure)" >&2; exit 1',
+                         "sacct": "exit 0"}.items():
+        (tmp_path / tool).write_text(f"#!/bin/sh\n{script}\n")
+        (tmp_path / tool).chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
+    executor = SlurmExecutor(SlurmSettings(), tmp_path)
+    assert executor.states(["5", "6"]) == {}, "slurmctld down: unknown this round"
+    assert executor.followable("5", tmp_path / "worker.log"), "an unknown job is followed, never run twice"
+    (tmp_path / "squeue").write_text('#!/bin/sh\necho "slurm_load_jobs error: Invalid job id specified" >&2; exit 1\n')
+    assert executor.states(["5"]) == {"5": "GONE"}, "an answer that names none of the jobs: gone"

@@ -92,7 +92,7 @@ class Attempts(Spending):
                 failure: Failure = {"kind": "merge", "attempt": task["attempts"], "exit_code": None, "conflicts": exc.paths, "output_tail": str(exc)}
                 return self.apply(task, attempt_failed(task, failure, "failed", [], {"exit_code": None, "error": str(exc)}, self.config, clock.now()))
             except MacpError as exc:
-                return self.finish(task, Ending("failed", exit_code=None, error=f"worktree creation failed: {exc}"))
+                return self.apply(task, finish_decision(Ending("failed", exit_code=None, error=f"worktree creation failed: {exc}")))
         attempt_dir = self.fresh_attempt_dir(task)
         try:
             brief_file, prompt = dispatcher.write_attempt_brief(task, self.layout.repo_root, attempt_dir)
@@ -100,7 +100,7 @@ class Attempts(Spending):
                 return self.request_acp(task, prompt)
             argv = dispatcher.build_dispatch_argv(task, self.config, brief_file)
         except MacpError as exc:
-            return self.finish(task, Ending("failed", exit_code=None, error=str(exc)))
+            return self.apply(task, finish_decision(Ending("failed", exit_code=None, error=str(exc))))
         command = dispatcher.worker_command(argv, task=task, cwd=self.workdir(task), env=self.environment(task), log_path=attempt_dir / "worker.log",
                                             config=self.config)
         return (yield from self.worker_steps(task, command))
@@ -286,8 +286,9 @@ class Attempts(Spending):
         return results
 
     def finish(self, task: Task, ending: Ending) -> str:
-        """End the task as ``ending`` says: write its result, record the status, then remove
-        its worktree. In that order, so a crash can leak a worktree but never lose an outcome."""
+        """End the task as ``ending`` says: write its result, record the status (with
+        :attr:`Ending.message`), then remove its worktree. In that order, so a crash can
+        leak a worktree but never lose an outcome."""
         status, report, error, escalation_reason = ending.status, ending.report, ending.error, ending.escalation_reason
         files = report.get("files_changed")
         kept: str | None = None
@@ -329,7 +330,6 @@ class Attempts(Spending):
             },
         }
         result = dispatcher.collect_result(task, ending.exit_code, ending.gate_results, self.layout.orch_dir, status, details)
-        message = finish_decision(ending).message
         changes: TaskChanges = {
             "claim": None,
             "completed_at": result["completed_at"],
@@ -342,8 +342,8 @@ class Attempts(Spending):
         if variance:
             changes["variance"] = variance
         result_path = str(dispatcher.result_file(task, self.layout.orch_dir))
-        task = self.change(task["id"], status, f"task.{status}", message, changes, {"result": result_path})
-        self.say(f"{task['id']}: {status}" + (f" ({message})" if status != "completed" else ""))
+        task = self.change(task["id"], status, f"task.{status}", ending.message, changes, {"result": result_path})
+        self.say(f"{task['id']}: {status}" + (f" ({ending.message})" if status != "completed" else ""))
         if variance:
             self.record_variance(task, variance)
         if worktree and worktree.exists() and kept is None and self.config["macp"]["cleanup_worktrees"]:

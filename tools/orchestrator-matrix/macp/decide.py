@@ -89,6 +89,11 @@ class Ending:
     worker_run: WorkerRun | None = None
     keep_worktree: str | None = None  # why the worktree stays whatever it holds (a spent budget: a person picks it up)
 
+    @property
+    def message(self) -> str:
+        """The line of the task's final event: why it ended so."""
+        return {"completed": "all quality gates passed", "failed": self.error or "failed", "escalated": self.escalation_reason or "escalated"}[self.status]
+
 
 @dataclass(frozen=True)
 class Cooldown:
@@ -190,8 +195,7 @@ def decide(task: Task, outcome: AttemptOutcome, gate_results: list[GateResult] |
 
 def finish(ending: Ending) -> Decision:
     """End the task as ``ending`` says."""
-    message = {"completed": "all quality gates passed", "failed": ending.error or "failed", "escalated": ending.escalation_reason or "escalated"}
-    return Decision("finish", ending.status, f"task.{ending.status}", message[ending.status], ending=ending)
+    return Decision("finish", ending.status, f"task.{ending.status}", ending.message, ending=ending)
 
 
 def attempt_failed(

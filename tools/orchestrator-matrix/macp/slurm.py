@@ -200,14 +200,21 @@ class SlurmExecutor:
 
     def states(self, job_ids: list[str]) -> dict[str, str]:
         """``{job id: state}`` for ``job_ids``: ``squeue`` once, then ``sacct -c`` for the jobs
-        it does not show; :data:`GONE` for a job neither knows."""
+        it does not show; :data:`GONE` for a job neither knows. A job Slurm could not be
+        asked about (slurmctld unreachable, restarting) is left out: unknown this round,
+        never taken for ended."""
         if not job_ids:
             return {}
         self.squeue_calls += 1
         found = self._query(["squeue", "-h", "--states=all", "-o", "%i|%T", "-j", ",".join(job_ids)])
+        if found is None:
+            return {}
         missing = [job for job in job_ids if job not in found]
         if missing:
-            found.update(self._query(["sacct", "-c", "-n", "-P", "-o", "JobID,State", "-j", ",".join(missing)]))
+            accounted = self._query(["sacct", "-c", "-n", "-P", "-o", "JobID,State", "-j", ",".join(missing)])
+            if accounted is None:
+                return found
+            found.update(accounted)
             found.update({job: GONE for job in missing if job not in found})
         return found
 
@@ -216,7 +223,8 @@ class SlurmExecutor:
         followed to its end: it is queued or running, or its exit file is there."""
         if (log_path.parent / f"{log_path.stem}.exit-{job_id}.json").exists():
             return True
-        return self.states([job_id]).get(job_id, GONE) not in (*ENDED, GONE)
+        state = self.states([job_id]).get(job_id)
+        return state is None or state not in (*ENDED, GONE)  # unknown: followed, never run twice
 
     def find(self, task_id: str, attempt: int, step: str, claim_token: str) -> str | None:
         """The id of the job a controller with ``claim_token`` submitted for ``step`` of
@@ -231,13 +239,16 @@ class SlurmExecutor:
         with contextlib.suppress(OSError, subprocess.TimeoutExpired):
             subprocess.run(argv, capture_output=True, timeout=CLIENT_TIMEOUT_SECONDS, check=False)
 
-    def _query(self, argv: list[str]) -> dict[str, str]:
-        """:func:`parse_states` of what ``argv`` prints; ``{}`` when it fails (``squeue``
-        errors when it knows none of the ids)."""
+    def _query(self, argv: list[str]) -> dict[str, str] | None:
+        """:func:`parse_states` of what ``argv`` prints; None when it could not answer.
+        ``squeue -j`` fails with "Invalid job id specified" when it knows none of the ids:
+        an answer (none of them), not a failure."""
         try:
             proc = subprocess.run(argv, capture_output=True, text=True, timeout=CLIENT_TIMEOUT_SECONDS, check=False)
         except (OSError, subprocess.TimeoutExpired):
-            return {}
+            return None
+        if proc.returncode != 0 and "Invalid job id" not in proc.stderr:
+            return None
         return parse_states(proc.stdout)
 
 
