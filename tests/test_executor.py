@@ -21,11 +21,11 @@ from macp.procs import Command
 from macp.slurm import WRAPPER, SlurmExecutor, SlurmSettings, job_name, parse_job_id, parse_states, sbatch_argv, time_limit
 
 
-def test_the_job_name_is_deterministic_and_names_repository_task_attempt_step_and_claim(tmp_path):
-    name = job_name(tmp_path, "T-7", "2", "worker", "0123456789abcdef")
-    assert name == job_name(tmp_path, "T-7", "2", "worker", "0123456789abcdef")
-    assert name.startswith("macp-") and name.endswith("-T-7-a2-worker-01234567")
-    assert name != job_name(tmp_path / "other", "T-7", "2", "worker", "0123456789abcdef"), "another repository, another name"
+def test_the_job_name_is_deterministic_and_names_repository_task_attempt_and_claim(tmp_path):
+    name = job_name(tmp_path, "T-7", "2", "0123456789abcdef")
+    assert name == job_name(tmp_path, "T-7", "2", "0123456789abcdef")
+    assert name.startswith("macp-") and name.endswith("-T-7-a2-01234567")
+    assert name != job_name(tmp_path / "other", "T-7", "2", "0123456789abcdef"), "another repository, another name"
 
 
 def test_sbatch_gets_no_requeue_the_worktree_the_output_a_backstop_time_and_a_warning_signal(tmp_path):
@@ -51,31 +51,56 @@ def test_the_local_executor_never_pretends_to_follow_a_job(tmp_path):
         LocalExecutor().start(Command(["true"], tmp_path, {}, tmp_path / "log", None, attach="12"))
 
 
-def run_wrapper(tmp_path: Path, argv: list[str], job: str = "7") -> subprocess.Popen:
-    spec = tmp_path / "spec.json"
-    spec.write_text(json.dumps({"argv": argv, "stdin": None, "exit_file": str(tmp_path / "exit-{job}.json"),
-                                "heartbeat_file": str(tmp_path / "alive-{job}"), "grace_seconds": 1, "heartbeat_seconds": 0.2}))
-    return subprocess.Popen([sys.executable, str(WRAPPER), str(spec)], env={**os.environ, "SLURM_JOB_ID": job}, stdout=subprocess.PIPE,
+def step_spec(folder: Path, step: str, argv: list[str], linger: float = 60) -> Path:
+    """A step spec for the job wrapper (macp/slurm_job.py) in ``folder``; returns its path."""
+    spec = folder / f"{step}.job.json"
+    spec.write_text(json.dumps({
+        "argv": argv, "cwd": str(folder), "stdin": None, "output": str(folder / f"{step}.out"),
+        "exit_file": str(folder / f"{step}.exit-{{job}}.json"), "heartbeat_file": str(folder / "alive-{job}"),
+        "next_file": str(folder / "next-{job}.json"), "stop_file": str(folder / "stop-{job}"),
+        "grace_seconds": 1, "heartbeat_seconds": 0.2, "linger_seconds": linger}))
+    return spec
+
+
+def run_wrapper(first: Path) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, str(WRAPPER), str(first)], env={**os.environ, "SLURM_JOB_ID": "7"}, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
 
 
-def test_the_job_wrapper_writes_its_commands_exit_under_its_job_id(tmp_path):
-    proc = run_wrapper(tmp_path, ["/bin/sh", "-c", "echo working; sleep 0.5; exit 3"])
+def exit_record(folder: Path, step: str) -> dict:
+    return json.loads((folder / f"{step}.exit-7.json").read_text())
+
+
+def test_the_job_wrapper_runs_each_step_it_is_handed_and_ends_when_told(tmp_path):
+    proc = run_wrapper(step_spec(tmp_path, "worker", ["/bin/sh", "-c", "echo working; sleep 0.5; exit 3"]))
+    wait_for((tmp_path / "worker.exit-7.json").exists, timeout=60, what="the first step's exit")
+    assert (exit_record(tmp_path, "worker")["job_id"], exit_record(tmp_path, "worker")["exit_code"]) == ("7", 3)
+    assert (tmp_path / "worker.out").read_text() == "working\n" and proc.poll() is None, "the job waits for its next step"
+    gate = step_spec(tmp_path, "gate-1", ["/bin/sh", "-c", "echo gate in $PWD"])
+    (tmp_path / "next-7.json").write_text(json.dumps({"spec": str(gate)}))
+    wait_for((tmp_path / "gate-1.exit-7.json").exists, timeout=60, what="the handed step's exit")
+    assert exit_record(tmp_path, "gate-1")["exit_code"] == 0 and (tmp_path / "gate-1.out").read_text() == f"gate in {tmp_path}\n"
+    assert not (tmp_path / "next-7.json").exists(), "a hand-over is taken once"
+    (tmp_path / "stop-7").touch()
     output, _ = proc.communicate(timeout=60)
-    assert proc.returncode == 3 and output == "working\n"
-    record = json.loads((tmp_path / "exit-7.json").read_text())
-    assert (record["job_id"], record["exit_code"], record["signal"]) == ("7", 3, None)
-    assert (tmp_path / "alive-7").exists(), "it beat while the command ran"
+    assert proc.returncode == 0 and output == "", "it ends when told, with the last step's code"
+    assert (tmp_path / "alive-7").exists(), "it beat while it lived"
 
 
-def test_the_job_wrapper_stops_its_command_on_sigterm_and_still_writes_its_exit(tmp_path):
+def test_the_job_wrapper_stops_its_step_on_sigterm_writes_its_exit_and_ends(tmp_path):
     started = tmp_path / "started"
-    proc = run_wrapper(tmp_path, ["/bin/sh", "-c", f'touch "{started}"; sleep 300 & wait'])
+    proc = run_wrapper(step_spec(tmp_path, "worker", ["/bin/sh", "-c", f'touch "{started}"; sleep 300 & wait']))
     wait_for(started.exists, timeout=60, what="the command to start")
     proc.send_signal(signal.SIGTERM)  # what scancel, or Slurm's warning before the time limit, sends
     proc.communicate(timeout=60)
-    record = json.loads((tmp_path / "exit-7.json").read_text())
-    assert (record["exit_code"], record["signal"]) == (143, signal.SIGTERM)
+    assert proc.returncode == 143
+    assert (exit_record(tmp_path, "worker")["exit_code"], exit_record(tmp_path, "worker")["signal"]) == (143, signal.SIGTERM)
+
+
+def test_a_job_with_no_next_step_ends_after_it_lingered(tmp_path):
+    proc = run_wrapper(step_spec(tmp_path, "worker", ["true"], linger=0.5))
+    proc.communicate(timeout=60)
+    assert proc.returncode == 0 and exit_record(tmp_path, "worker")["exit_code"] == 0
 
 
 def test_a_drain_asked_for_slurm_where_there_is_none_is_one_line_and_exit_2(sandbox, tmp_path):

@@ -71,8 +71,9 @@ def test_tasks_run_as_slurm_jobs_with_the_same_outcomes_as_a_local_drain(cluster
         "OK": ("completed", 1), "BROKEN": ("failed", 1), "GATE": ("escalated", 1), "FLAKY": ("completed", 2)}
     worker, gate = jobs_of(slurm, "OK")
     assert (worker["step"], gate["step"]) == ("worker", "gate-1-test--f-out.txt")
-    assert cluster.job_state(worker["id"]) == ("COMPLETED", "0:0") and cluster.job_state(gate["id"]) == ("COMPLETED", "0:0")
-    assert worker["name"].startswith("macp-") and "-OK-a1-worker-" in worker["name"]
+    assert gate["id"] == worker["id"], "one job per attempt: the gate ran in the worker's job"
+    wait_for(lambda: cluster.job_state(worker["id"]) == ("COMPLETED", "0:0"), timeout=60, what="the attempt's job to end, told to")
+    assert worker["name"].startswith("macp-") and "-OK-a1-" in worker["name"]
     log = (slurm.orch / "logs" / "OK" / "attempt-1" / "worker.log").read_text()
     assert log == f"job {worker['id']}\n", "the job's own output, copied into the worker's log"
     assert slurm.result("GATE")["gate_results"][0]["output_tail"] == "tests failed\n"

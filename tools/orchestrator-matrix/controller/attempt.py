@@ -103,7 +103,8 @@ class Attempts(Spending):
             return self.apply(task, finish_decision(Ending("failed", exit_code=None, error=str(exc))))
         command = dispatcher.worker_command(argv, task=task, cwd=self.workdir(task), env=self.environment(task), log_path=attempt_dir / "worker.log",
                                             config=self.config)
-        return (yield from self.worker_steps(task, command))
+        gates_seconds = sum(spec["timeout_seconds"] or timeout_seconds(task, self.config) for spec in gate_specs(task, self.config))
+        return (yield from self.worker_steps(task, replace(command, later_seconds=gates_seconds)))
 
     def follow_attempt(self, task: Task) -> Steps:
         """The attempt of a task whose worker job a stopped controller left running (task

@@ -116,10 +116,10 @@ def job_to_follow(ctl: Controller, task: Task) -> Job | None:
     if not claim:
         return None
     token, attempt = str(claim.get("token") or ""), task.get("attempts", 0)
-    found = executor.find(task["id"], attempt, "worker", token)
+    found = executor.find(task["id"], attempt, token)
     if found is None or not executor.followable(found, log_path):
         return None
-    return {"executor": "slurm", "id": found, "name": job_name(ctl.layout.repo_root, task["id"], str(attempt), "worker", token), "step": "worker"}
+    return {"executor": "slurm", "id": found, "name": job_name(ctl.layout.repo_root, task["id"], str(attempt), token), "step": "worker"}
 
 
 def stop_orphans(ctl: Controller, previous: dict) -> None:

@@ -30,7 +30,8 @@ class Handle(Protocol):
     """One started command, advanced without blocking: :meth:`fds` to watch, :meth:`on_ready`
     when one is readable, :meth:`step` at least by :meth:`wake_at` (monotonic seconds),
     :meth:`result` once :meth:`step` returned True; :meth:`stop` ends it (a grace, then a
-    kill), :meth:`kill` at once. ``survives_controller``: left running when the controller
+    kill), :meth:`kill` at once; :meth:`release` when the attempt it belongs to is over
+    (a Slurm job that runs an attempt's steps ends then). ``survives_controller``: left running when the controller
     stops, to be followed again (``Command.attach``); ``job``: what the task records of it
     (None for a local process)."""
 
@@ -48,6 +49,8 @@ class Handle(Protocol):
     def stop(self) -> None: ...
 
     def kill(self) -> None: ...
+
+    def release(self) -> None: ...
 
     def result(self) -> ProcessResult: ...
 

@@ -62,6 +62,7 @@ class StepPool:
         self._on_start = on_start
         self._selector = selectors.DefaultSelector()
         self._running: dict[Hashable, tuple[Steps, Handle]] = {}
+        self._last: dict[Hashable, Handle] = {}  # the handle of each generator's latest command
         self._watched: dict[Handle, set[int]] = {}
         self._done: list[tuple[Hashable, Any]] = []
         self._cancelling: set[Hashable] = set()
@@ -127,10 +128,10 @@ class StepPool:
             try:
                 command = steps.throw(error) if error is not None else steps.send(value)  # type: ignore[arg-type]  # None starts it
             except StopIteration as stop:
-                self._done.append((key, stop.value))
+                self._finished(key, stop.value)
                 return
             except Exception as exc:  # noqa: BLE001 -- handed to the owner, who decides
-                self._done.append((key, Crashed(exc)))
+                self._finished(key, Crashed(exc))
                 return
             try:
                 started = self._executor.start(command)
@@ -142,10 +143,19 @@ class StepPool:
                 value = started
                 continue
             self._running[key] = (steps, started)
+            self._last[key] = started
             self._watch(started)
             if started.job is not None and self._on_start is not None:
                 self._on_start(key, started.job)
             return
+
+    def _finished(self, key: Hashable, outcome: Any) -> None:
+        """``key``'s generator ended with ``outcome``: its last command's executor hears
+        that the attempt is over."""
+        last = self._last.pop(key, None)
+        if last is not None:
+            last.release()
+        self._done.append((key, outcome))
 
     def _poll(self, advance: bool, until: float | None = None) -> None:
         """Wait for the next output, exit or deadline of any running command (or ``until``,
@@ -167,7 +177,7 @@ class StepPool:
             if key in self._cancelling:
                 self._cancelling.discard(key)
                 steps.close()
-                self._done.append((key, Cancelled()))
+                self._finished(key, Cancelled())
             elif advance and result.lost:
                 self._advance(key, steps, None, JobLost(result.lost))
             elif advance:

@@ -82,7 +82,9 @@ class Command:
     ``first_output_timeout_seconds``: a command that has printed nothing at all this long
     after its start is stopped as silent too (None: never). ``attach``: the id of a job an
     executor already runs this command as (after a controller crash, :mod:`macp.slurm`),
-    followed instead of starting the command again. ``tail_bytes`` of output
+    followed instead of starting the command again. ``later_seconds``: how long the steps
+    that may follow it in the same attempt can take (its gates), for an executor that books
+    a job's time up front. ``tail_bytes`` of output
     are kept for results, the log is cut at ``max_log_bytes``, and ``grace_seconds`` pass
     between SIGTERM and SIGKILL.
     """
@@ -99,6 +101,7 @@ class Command:
     grace_seconds: float = 5.0
     first_output_timeout_seconds: float | None = None
     attach: str | None = None
+    later_seconds: float = 0.0
 
 
 # Leaders of the commands this process runs right now (pids). Their exit status belongs to
@@ -124,6 +127,9 @@ class Child:
 
     survives_controller = False
     job: Job | None = None
+
+    def release(self) -> None:
+        """Nothing to do when the attempt is over: a local process ends with its command."""
 
     def __init__(self, command: Command, proc: subprocess.Popen, log_handle: BinaryIO, run_id: str, started_at: str) -> None:
         assert proc.stdout is not None

@@ -51,6 +51,7 @@ GONE = "GONE"  # neither squeue nor sacct knows the job
 EXIT_FILE_WAIT_SECONDS = 20.0  # how long an exit file may lag behind Slurm saying the job ended (shared file systems)
 CLIENT_TIMEOUT_SECONDS = 60.0  # one sbatch, squeue, sacct or scancel call
 STALE_HEARTBEATS = 3  # a job whose heartbeat is this many periods old is gone
+LINGER_SECONDS = 120.0  # how long a job waits for its attempt's next step before it ends
 SIGNAL_BEFORE_LIMIT_SECONDS = 60
 
 
@@ -66,11 +67,11 @@ class SlurmSettings:
     heartbeat_seconds: float = 10.0
 
 
-def job_name(repo_root: Path, task_id: str, attempt: str, step: str, claim_token: str) -> str:
-    """The deterministic job name of one step of one attempt: ``macp-<repository hash>-<task>-a<attempt>-<step>-<claim>``
+def job_name(repo_root: Path, task_id: str, attempt: str, claim_token: str) -> str:
+    """The deterministic job name of one attempt: ``macp-<repository hash>-<task>-a<attempt>-<claim>``
     (the repository's path hashed to 8 hex digits, the claim token's first 8)."""
     repo = hashlib.sha256(str(repo_root).encode()).hexdigest()[:8]
-    return f"macp-{repo}-{task_id}-a{attempt}-{step}-{claim_token[:8]}"
+    return f"macp-{repo}-{task_id}-a{attempt}-{claim_token[:8]}"
 
 
 def time_limit(timeout_seconds: float | None, grace_seconds: float) -> str | None:
@@ -125,6 +126,8 @@ class SlurmExecutor:
         self.repo_root = repo_root
         self.watched: set[str] = set()
         self.known: dict[str, str] = {}
+        self.attempt_jobs: dict[Path, str] = {}  # attempt folder -> the job running its steps
+        self.names: dict[str, str] = {}  # job id -> name, for the jobs this executor submitted
         self.polled_at = -math.inf
         self.squeue_calls = 0
         missing = [tool for tool in ("sbatch", "squeue", "scancel") if shutil.which(tool) is None]
@@ -134,29 +137,58 @@ class SlurmExecutor:
     # -- the executor's interface -----------------------------------------------------------
 
     def start(self, command: Command) -> SlurmJob | ProcessResult:
-        """Submit ``command`` as a job (or, with ``command.attach``, follow that job);
-        a :class:`ProcessResult` with ``spawn_error`` when ``sbatch`` refuses it. Raises
-        ``OSError`` when the attempt folder cannot be written."""
-        folder, step = command.log_path.parent, command.log_path.stem
+        """Run ``command`` in its attempt's job: hand it to the job the attempt already has
+        (it waits for its next step), else submit a job that starts with it; with
+        ``command.attach``, follow that job. A :class:`ProcessResult` with ``spawn_error``
+        when ``sbatch`` refuses the job. Raises ``OSError`` when the attempt folder cannot
+        be written."""
+        folder = command.log_path.parent
         folder.mkdir(parents=True, exist_ok=True)
         started_at = clock.timestamp()
         if command.attach:
+            self.attempt_jobs[folder] = command.attach
             return self.follow(command, command.attach, started_at)
-        script, spec = folder / f"{step}.job.py", folder / f"{step}.job.json"
-        write_atomic(script, WRAPPER.read_text(encoding="utf-8"))
+        spec = self.write_spec(command)
+        job_id = self.attempt_jobs.get(folder)
+        if job_id is not None and self.known.get(job_id) not in (*ENDED, GONE):
+            write_atomic(folder / f"next-{job_id}.json", json.dumps({"spec": str(spec)}))
+            return self.follow(command, job_id, started_at, handed=True)
+        submitted = self.submit(command, spec)
+        if isinstance(submitted, ProcessResult):
+            return submitted
+        return self.follow(command, submitted, started_at)
+
+    def write_spec(self, command: Command) -> Path:
+        """Write the job wrapper (once per attempt folder) and ``command``'s step spec
+        (:mod:`macp.slurm_job`); returns the spec's path."""
+        folder, step = command.log_path.parent, command.log_path.stem
+        script = folder / "job.py"
+        if not script.exists():
+            write_atomic(script, WRAPPER.read_text(encoding="utf-8"))
+        spec = folder / f"{step}.job.json"
         write_atomic(spec, json.dumps({
             "argv": command.argv,
+            "cwd": str(command.cwd),
             "stdin": str(command.stdin_path) if command.stdin_path else None,
+            "output": str(folder / f"{step}.slurm.out"),
             "exit_file": str(folder / f"{step}.exit-{{job}}.json"),
-            "heartbeat_file": str(folder / f"{step}.alive-{{job}}"),
+            "heartbeat_file": str(folder / "job.alive-{job}"),
+            "next_file": str(folder / "next-{job}.json"),
+            "stop_file": str(folder / "stop-{job}"),
             "grace_seconds": command.grace_seconds,
             "heartbeat_seconds": self.settings.heartbeat_seconds,
+            "linger_seconds": LINGER_SECONDS,
         }))
-        env = command.env
+        return spec
+
+    def submit(self, command: Command, spec: Path) -> str | ProcessResult:
+        """Submit the attempt's job, starting with the step ``spec``; its id, or a
+        :class:`ProcessResult` saying why ``sbatch`` refused it."""
+        folder, env = command.log_path.parent, command.env
         token = env.get(OWNER_ENV) or os.environ.get(OWNER_ENV, "")
-        name = job_name(self.repo_root, env.get("MACP_TASK_ID", "task"), env.get("MACP_ATTEMPT", "0"), step, token)
-        argv = sbatch_argv(self.settings, name, command.cwd, folder / f"{step}.slurm.out", time_limit(command.timeout_seconds, command.grace_seconds),
-                           script, spec)
+        name = job_name(self.repo_root, env.get("MACP_TASK_ID", "task"), env.get("MACP_ATTEMPT", "0"), token)
+        seconds = None if command.timeout_seconds is None else command.timeout_seconds + command.later_seconds
+        argv = sbatch_argv(self.settings, name, command.cwd, folder / "job-%j.out", time_limit(seconds, command.grace_seconds), folder / "job.py", spec)
         job_env = {key: value for key, value in env.items() if key != OWNER_ENV}  # a crash's clean-up must not kill a job that outlives it
         job_env.update({key: value for key, value in os.environ.items() if key.startswith("SLURM_") and key not in job_env})
         try:
@@ -170,15 +202,21 @@ class SlurmExecutor:
             log = os.fdopen(create_regular(command.log_path), "wb")
             with log:
                 log.write((message + "\n").encode())
-            return ProcessResult(None, False, 0.0, message, command.log_path, len(message) + 1, False, message, started_at=started_at)
-        write_atomic(folder / f"{step}.slurm.json", json.dumps({"job_id": job_id, "name": name, "submitted_at": started_at}))
-        return self.follow(command, job_id, started_at, name)
+            return ProcessResult(None, False, 0.0, message, command.log_path, len(message) + 1, False, message, started_at=clock.timestamp())
+        self.attempt_jobs[folder] = job_id
+        self.names[job_id] = name
+        return job_id
 
-    def follow(self, command: Command, job_id: str, started_at: str, name: str = "") -> SlurmJob:
-        """A handle on job ``job_id`` running ``command`` (just submitted, or reattached)."""
+    def follow(self, command: Command, job_id: str, started_at: str, handed: bool = False) -> SlurmJob:
+        """A handle on job ``job_id`` running ``command``: submitted with it, ``handed`` it
+        as its next step, or followed again after a controller crash."""
+        self.watch(job_id)
+        return SlurmJob(self, command, job_id, self.names.get(job_id, ""), started_at, handed)
+
+    def watch(self, job_id: str) -> None:
+        """Include ``job_id`` in the poll rounds, starting with one at once."""
         self.watched.add(job_id)
-        self.polled_at = -math.inf  # a new job: the next round asks at once
-        return SlurmJob(self, command, job_id, name, started_at)
+        self.polled_at = -math.inf
 
     def forget(self, job_id: str) -> None:
         """Stop watching ``job_id`` (its handle has ended)."""
@@ -226,10 +264,10 @@ class SlurmExecutor:
         state = self.states([job_id]).get(job_id)
         return state is None or state not in (*ENDED, GONE)  # unknown: followed, never run twice
 
-    def find(self, task_id: str, attempt: int, step: str, claim_token: str) -> str | None:
-        """The id of the job a controller with ``claim_token`` submitted for ``step`` of
-        ``task_id``'s attempt ``attempt`` (found by its name, :func:`job_name`), or None."""
-        name = job_name(self.repo_root, task_id, str(attempt), step, claim_token)
+    def find(self, task_id: str, attempt: int, claim_token: str) -> str | None:
+        """The id of the job a controller with ``claim_token`` submitted for ``task_id``'s
+        attempt ``attempt`` (found by its name, :func:`job_name`), or None."""
+        name = job_name(self.repo_root, task_id, str(attempt), claim_token)
         found = self._query(["squeue", "-h", "--states=all", "-o", "%i|%T", f"--name={name}"])
         return min(found, key=int) if found else None
 
@@ -258,16 +296,18 @@ class SlurmJob:
     :meth:`step` by :meth:`wake_at`. The job's output file is read as it grows and copied,
     redacted and cut, into the command's log, as a local command's output is."""
 
-    def __init__(self, executor: SlurmExecutor, command: Command, job_id: str, name: str, started_at: str) -> None:
+    def __init__(self, executor: SlurmExecutor, command: Command, job_id: str, name: str, started_at: str, handed: bool = False) -> None:
         self.executor = executor
         self.command = command
         self.job_id = job_id
         self.name = name
         self.started_at = started_at
         folder, step = command.log_path.parent, command.log_path.stem
+        self.folder = folder
         self.output = folder / f"{step}.slurm.out"
         self.exit_file = folder / f"{step}.exit-{job_id}.json"
-        self.heartbeat = folder / f"{step}.alive-{job_id}"
+        self.heartbeat = folder / f"job.alive-{job_id}"
+        self.next_file = folder / f"next-{job_id}.json" if handed else None  # the hand-over the job has not taken yet
         # What the task records of a job just submitted (a job followed again is recorded already).
         self.job: Job | None = None if command.attach else {"executor": "slurm", "id": job_id, "name": name, "step": step}
         self.survives_controller = step == "worker"  # a gate job is cancelled with its controller; the worker's is followed again
@@ -285,6 +325,7 @@ class SlurmJob:
         self.exit: dict | None = None
         self.state: str | None = None
         self.lost: str | None = None
+        self.refused: ProcessResult | None = None  # a withdrawn step sbatch would not take again
 
     def fds(self) -> set[int]:
         return set()
@@ -323,6 +364,8 @@ class SlurmJob:
             return True
         if state == "RUNNING" and self.running_since is None:
             self.running_since = now
+        if (state in ENDED or state == GONE) and self._withdrawn():
+            return self._resubmit()
         if state in ENDED or state == GONE:
             self.ended_seen = self.ended_seen if self.ended_seen is not None else now
             return now - self.ended_seen >= EXIT_FILE_WAIT_SECONDS
@@ -335,6 +378,13 @@ class SlurmJob:
             self.killed = True
             self.executor.cancel(self.job_id, "KILL")
         return False
+
+    def release(self) -> None:
+        """The attempt is over: its job ends now instead of waiting for a next step."""
+        if self.executor.attempt_jobs.get(self.folder) == self.job_id:
+            del self.executor.attempt_jobs[self.folder]
+        with contextlib.suppress(OSError):
+            write_atomic(self.folder / f"stop-{self.job_id}", "")
 
     def stop(self) -> None:
         """Cancel the job (``mosaic macp cancel``, or a gate job when its controller stops)."""
@@ -350,6 +400,10 @@ class SlurmJob:
         """How the job ended: its exit file's code (else 143 when MACP stopped it, 137 when
         Slurm ended it without one); its output, redacted, in the command's log and tail;
         ``lost`` after a node failure. The job's raw output file is removed."""
+        if self.refused is not None:
+            self.log_handle.close()
+            self.executor.forget(self.job_id)
+            return self.refused
         self._read_output()
         if self.exit is None and self.lost is None:
             self.capture.feed(f"\n[macp: Slurm job {self.job_id} ended {self.state or 'unseen'} without an exit file]\n".encode())
@@ -380,6 +434,31 @@ class SlurmJob:
         if idle is not None and now - self.last_output >= idle:
             return True
         return first is not None and self.read_bytes == 0 and self.running_since is not None and now - self.running_since >= first
+
+    def _withdrawn(self) -> bool:
+        """True when this step was handed to a job that ended without taking it, and the
+        hand-over is now withdrawn (renamed away: the job can no longer take it)."""
+        if self.next_file is None:
+            return False
+        try:
+            os.rename(self.next_file, self.next_file.with_name(self.next_file.name + ".withdrawn"))
+        except OSError:
+            return False
+        return True
+
+    def _resubmit(self) -> bool:
+        """Run the withdrawn step in a job of its own; True when even that cannot be
+        submitted (:meth:`result` says why)."""
+        submitted = self.executor.submit(self.command, self.folder / f"{self.command.log_path.stem}.job.json")
+        if isinstance(submitted, ProcessResult):
+            self.refused = submitted
+            return True
+        self.executor.forget(self.job_id)
+        self.job_id, self.next_file, self.state, self.running_since = submitted, None, None, None
+        self.exit_file = self.folder / f"{self.command.log_path.stem}.exit-{submitted}.json"
+        self.heartbeat = self.folder / f"job.alive-{submitted}"
+        self.executor.watch(submitted)
+        return False
 
     def _read_output(self) -> None:
         try:
