@@ -121,6 +121,28 @@ def test_a_controller_killed_mid_job_is_followed_by_the_next_drain_and_the_comma
     assert jobs_of(sandbox, "ONCE") == [job], "no second job was submitted for the worker"
 
 
+def test_a_controller_killed_while_a_gate_runs_has_that_job_cancelled_and_the_attempt_run_again(cluster, sandbox, tmp_path):
+    gates, release = tmp_path / "gates", tmp_path / "release"
+    on_cluster(sandbox, cluster)
+    sandbox.write_tasks({"tasks": [{"id": "GATED", "dispatch": "exec", "command": "true",
+                                    "quality_gates": [f'echo "gate $SLURM_JOB_ID" >> "{gates}"; ' + held_command(release)]}]})
+    first = start_drain(sandbox)
+    wait_for(gates.exists, timeout=120, what="the gate to run")
+    os.killpg(first.pid, signal.SIGKILL)
+    first.communicate(timeout=30)
+    [worker, gate] = jobs_of(sandbox, "GATED")
+    assert gate["id"] == worker["id"] and sandbox.task("GATED")["status"] == "gated"
+    second = start_drain(sandbox)
+    wait_for(lambda: cluster.job_state(gate["id"])[0] == "CANCELLED", timeout=120, what="recovery to cancel the job still running the gate")
+    release.touch()
+    stdout, stderr = second.communicate(timeout=300)
+    assert second.returncode == 0, stdout + stderr
+    task = sandbox.task("GATED")
+    assert (task["status"], task["attempts"]) == ("completed", 1), "the interrupted attempt did not count"
+    again = jobs_of(sandbox, "GATED")[-1]["id"]
+    assert gates.read_text() == f"gate {gate['id']}\ngate {again}\n" and again != gate["id"]
+
+
 def test_sigterm_to_the_controller_leaves_the_job_running_and_the_task_recoverable(cluster, sandbox, tmp_path):
     runs, release = tmp_path / "runs", tmp_path / "release"
     on_cluster(sandbox, cluster)

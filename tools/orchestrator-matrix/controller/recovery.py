@@ -74,6 +74,7 @@ def recover(ctl: Controller, previous: dict | None, refused: Mapping[str, str]) 
                     document.replace(kept)
                     followed.append(kept)
                 elif status_of(task) in ACTIVE and (task.get("claim") or not awaiting_acp_report(task)):
+                    cancel_job(ctl, task)  # a gate the job still runs must not race the attempt's next run
                     handed_back = interrupted(task, ctl.layout, ctl.config)
                     document.replace(handed_back)
                     recovered.append(handed_back)
@@ -120,6 +121,15 @@ def job_to_follow(ctl: Controller, task: Task) -> Job | None:
     if found is None or not executor.followable(found, log_path):
         return None
     return {"executor": "slurm", "id": found, "name": job_name(ctl.layout.repo_root, task["id"], str(attempt), token), "step": "worker"}
+
+
+def cancel_job(ctl: Controller, task: Task) -> None:
+    """``scancel`` the Slurm job recorded on ``task`` when this controller runs Slurm (a job
+    not followed: it ran a gate, or it already ended). With another executor the job cannot
+    be reached; its worktree is the task's, and the job ends when its step does."""
+    job = task.get("job")
+    if job is not None and isinstance(ctl.executor, SlurmExecutor):
+        ctl.executor.cancel(job["id"])
 
 
 def stop_orphans(ctl: Controller, previous: dict) -> None:
