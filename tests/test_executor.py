@@ -52,7 +52,7 @@ def test_the_local_executor_never_pretends_to_follow_a_job(tmp_path):
 
 
 def step_spec(folder: Path, step: str, argv: list[str], linger: float = 60) -> Path:
-    """A step spec for the job wrapper (macp/slurm_job.py) in ``folder``; returns its path."""
+    """A step spec for the job wrapper (macp/slurm_wrapper.py) in ``folder``; returns its path."""
     spec = folder / f"{step}.job.json"
     spec.write_text(json.dumps({
         "argv": argv, "cwd": str(folder), "stdin": None, "output": str(folder / f"{step}.out"),

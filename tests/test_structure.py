@@ -73,7 +73,7 @@ CORE = frozenset({
 EDGES = frozenset({
     "macp.archive", "macp.cancellation", "macp.capture", "macp.cliutil", "macp.config", "macp.events", "macp.fsio", "macp.gates", "macp.gitops", "macp.journal",
     "macp.executor", "macp.launch", "macp.layout", "macp.learnings", "macp.locks", "macp.outbox", "macp.pool", "macp.procs", "macp.proctree",
-    "macp.recording", "macp.runtime_state", "macp.runtimes", "macp.signals", "macp.slurm", "macp.slurm_job", "macp.statecheck", "macp.taskstore",
+    "macp.recording", "macp.runtime_state", "macp.runtimes", "macp.signals", "macp.slurm", "macp.slurm_handle", "macp.slurm_wrapper", "macp.statecheck", "macp.taskstore",
     "macp.worktree_contents",
 })
 # Standard-library modules that do I/O the core must not do itself (the clock is read in one
