@@ -44,6 +44,7 @@ PAIRS = {
     model.RuntimeSpec: ("config", "/$defs/runtime"),
     model.BudgetConfig: ("config", "/properties/budget"),
     model.ExecutorConfig: ("config", "/properties/executor"),
+    model.LandConfig: ("config", "/properties/land"),
     model.PricesConfig: ("config", "/properties/prices"),
     model.Price: ("config", "/$defs/price"),
 }
@@ -51,7 +52,7 @@ PAIRS = {
 # ResultDetails: parts of Task and Result, checked below).
 INTERNAL = {model.GateSpec, model.TaskChanges, model.ResultDetails}
 # The effective config has every key: the template supplies each default (macp.config).
-FILLED_BY_THE_TEMPLATE = {model.Config, model.MatrixConfig, model.MacpConfig, model.WorkerConfig, model.BudgetConfig, model.ExecutorConfig}
+FILLED_BY_THE_TEMPLATE = {model.Config, model.MatrixConfig, model.MacpConfig, model.WorkerConfig, model.BudgetConfig, model.ExecutorConfig, model.LandConfig}
 # Written whole by MACP (macp.gates), though the schema lets a hand-made result leave keys out.
 WRITTEN_WHOLE = {model.GateResult}
 SCALARS = {str: "string", int: "integer", float: "number", bool: "boolean", type(None): "null"}
@@ -149,5 +150,6 @@ def test_every_typed_dict_of_the_model_is_paired_with_a_schema():
 def test_the_template_config_supplies_every_key_the_config_type_requires(typed):
     template = default_config()
     section = {model.Config: template, model.MatrixConfig: template["matrix"], model.MacpConfig: template["macp"], model.WorkerConfig: template["worker"],
-               model.BudgetConfig: template["budget"], model.ExecutorConfig: template["executor"]}[typed]
+               model.BudgetConfig: template["budget"], model.ExecutorConfig: template["executor"],
+               model.LandConfig: template["land"]}[typed]
     assert set(typed.__required_keys__) <= set(section)

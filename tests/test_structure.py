@@ -66,7 +66,7 @@ def test_the_run_time_modules_import_one_another_without_a_cycle():
 
 CORE = frozenset({
     "macp.admission", "macp.admission_index", "macp.budget", "macp.classify", "macp.clock", "macp.decide", "macp.dependencies",
-    "macp.config_model", "macp.errors", "macp.estimates", "macp.gfm_table", "macp.guidance", "macp.jsontext", "macp.lifecycle", "macp.model",
+    "macp.config_model", "macp.errors", "macp.estimates", "macp.landing", "macp.gfm_table", "macp.guidance", "macp.jsontext", "macp.lifecycle", "macp.model",
     "macp.naming", "macp.prices", "macp.providers", "macp.redact", "macp.risk", "macp.runtime_output", "macp.scheduler",
     "macp.selection", "macp.settings", "macp.taskdoc", "macp.textview", "macp.usage", "macp.usage_report", "macp.verdicts",
 })

@@ -16,7 +16,7 @@ from macp.errors import EXIT_OK, EXIT_REFUSED, EXIT_UNAVAILABLE, BusyError, Macp
 from macp.layout import Layout
 
 # Commands that append events: each ends with a delivery round when the transport is on.
-RECORDING_COMMANDS = frozenset({"submit", "retry", "edit", "cancel", "approve", "complete", "sync", "archive"})
+RECORDING_COMMANDS = frozenset({"submit", "retry", "edit", "cancel", "approve", "complete", "sync", "archive", "land"})
 
 
 def transport_enabled(config_file: Path) -> bool:

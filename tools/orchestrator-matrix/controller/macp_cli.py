@@ -183,6 +183,14 @@ def build_parser() -> OneLineParser:
     p = command("approve", delegated("steer_cli", "cmd_approve"), "let a task held by the risk policy run")
     p.add_argument("task_id", help="the held task")
 
+    p = command("land", delegated("land_cli", "cmd_land"), "land completed tasks onto the target branch: combined in a landing worktree, tested, the target fast-forwarded (docs/landing.md)")
+    p.add_argument("task_ids", nargs="*", metavar="ID", help="the tasks to land (default: none; see --all)")
+    p.add_argument("--all", action="store_true", help="every completed task that has not landed, in dependency then queue order")
+    p.add_argument("--onto", metavar="BRANCH", help="the branch to land onto (default: config land.onto, else the branch checked out)")
+    p.add_argument("--dry-run", action="store_true", help="combine and test as land would, but move no branch and change no task")
+    p.add_argument("--json", action="store_true", help="print what landed and what went back as one JSON document")
+    p.add_argument("--wait", action="store_true", help="wait for a running controller instead of exiting 75")
+
     p = command("validate", cmd_validate, "check state files against their schemas (exit 1 when invalid)")
     p.add_argument("--schema", help="a JSON Schema file to check FILES against (default: the schema each file's name implies)")
     p.add_argument("files", nargs="*", metavar="FILE", help="default: every state file of the repository")

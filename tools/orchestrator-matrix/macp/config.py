@@ -23,7 +23,7 @@ PROJECT_ROOT = Path(__file__).resolve().parents[3]
 TEMPLATE_STATE_DIR = PROJECT_ROOT / "templates" / "repo" / ".mosaic" / "orchestrator"
 # Sections merged key by key: in a user's config each must be an object too (``null`` would
 # otherwise replace the defaults whole).
-SECTIONS = ("matrix", "macp", "worker", "runtimes", "budget", "prices", "executor")
+SECTIONS = ("matrix", "macp", "worker", "runtimes", "budget", "prices", "executor", "land")
 
 
 def merge(defaults: Any, override: Any) -> Any:

@@ -136,6 +136,16 @@ class ExecutorConfig(TypedDict):
     heartbeat_seconds: float
 
 
+class LandConfig(TypedDict):
+    """config ``land``: the merge queue (``mosaic macp land``, docs/landing.md): the target
+    branch (None: the one checked out), ``merge`` or ``squash``, and the gates run on the
+    combination (None: ``quality_gates``)."""
+
+    onto: str | None
+    strategy: Literal["merge", "squash"]
+    gates: list[str | GateObject] | None
+
+
 class Price(TypedDict, total=False):
     """USD per million tokens of one runtime or model (config ``prices``, :mod:`macp.prices`)."""
 
@@ -170,4 +180,5 @@ class Config(TypedDict):
     budget: BudgetConfig
     prices: PricesConfig
     executor: ExecutorConfig
+    land: LandConfig
 

@@ -30,7 +30,7 @@ EVENT_TYPES = (
     "task.submitted", "task.assigned", "task.started", "task.progress", "task.gated", "task.completed", "task.failed",
     "task.escalated", "task.retry.scheduled", "task.recovered", "task.interrupted", "task.cancelled", "task.approved",
     "task.retried", "task.updated", "task.variance", "task.provider.failed", "task.acp.requested", "task.acp.reported",
-    "task.job.submitted",
+    "task.job.submitted", "task.landed", "task.land.failed",
     "gate.passed", "gate.failed",
     "worktree.created", "worktree.reused", "worktree.removed", "worktree.kept", "worktree.committed", "worktree.commit_failed",
     "branch.pruned", "controller.started", "controller.stopped", "queue.archived",

@@ -286,16 +286,32 @@ class MergeConflict(GitError):
         self.paths = paths
 
 
-def merge_branch(worktree: Path, branch: str) -> None:
-    """Merge ``refs/heads/<branch>`` into the worktree's HEAD (a merge commit, hooks
-    skipped). Raises :class:`MergeConflict` (after ``git merge --abort``) on a conflict,
-    :class:`GitError` when git refuses otherwise."""
-    message = f"Merge {branch}"
-    proc = git([*_identity(worktree), "merge", "--no-ff", "--no-verify", "-m", message, f"refs/heads/{branch}"], worktree, check=False)
-    if proc.returncode == 0:
-        return
+def merge_branch(worktree: Path, branch: str, message: str | None = None) -> None:
+    """Merge ``refs/heads/<branch>`` into the worktree's HEAD (a merge commit, ``message``
+    or ``Merge <branch>``, hooks skipped). Raises :class:`MergeConflict` (after ``git merge
+    --abort``) on a conflict, :class:`GitError` when git refuses otherwise."""
+    proc = git([*_identity(worktree), "merge", "--no-ff", "--no-verify", "-m", message or f"Merge {branch}", f"refs/heads/{branch}"], worktree,
+               check=False)
+    if proc.returncode != 0:
+        _merge_failed(worktree, branch, proc)
+
+
+def squash_branch(worktree: Path, branch: str, message: str) -> None:
+    """Apply ``refs/heads/<branch>``'s changes to the worktree's HEAD as one commit with
+    ``message`` (``git merge --squash``, hooks skipped); no commit when HEAD holds them
+    already. Raises :class:`MergeConflict` (the worktree reset) or :class:`GitError`."""
+    proc = git(["merge", "--squash", f"refs/heads/{branch}"], worktree, check=False)
+    if proc.returncode != 0:
+        _merge_failed(worktree, branch, proc)
+    if git(["diff", "--cached", "--quiet"], worktree, check=False).returncode != 0:
+        git([*_identity(worktree), "commit", "--quiet", "--no-verify", "-m", message], worktree)
+
+
+def _merge_failed(worktree: Path, branch: str, proc: subprocess.CompletedProcess) -> None:
+    """Raise what a failed ``git merge`` of ``branch`` means, after undoing it."""
     conflicted = git(["diff", "--name-only", "--diff-filter=U", "-z"], worktree, check=False).stdout.split("\0")
-    git(["merge", "--abort"], worktree, check=False)
+    if git(["merge", "--abort"], worktree, check=False).returncode != 0:  # a squash leaves no merge to abort
+        git(["reset", "--hard", "--quiet", "HEAD"], worktree, check=False)
     paths = [path for path in conflicted if path]
     if paths:
         raise MergeConflict(branch, paths)

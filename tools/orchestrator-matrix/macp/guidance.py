@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 
+from macp.landing import landing_failure_text
 from macp.model import Failure, Task
 
 
@@ -38,6 +39,8 @@ def failure_summary(failure: Failure) -> str:
         )
     if failure["kind"] == "timeout":
         return "the worker timed out and was stopped"
+    if failure["kind"] == "land":
+        return landing_failure_text(failure)
     if failure["kind"] == "merge":
         return f"its dependencies' branches do not merge (conflicts in {', '.join(failure.get('conflicts') or []) or 'the index'})"
     if failure.get("reported_error"):

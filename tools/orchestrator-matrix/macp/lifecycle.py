@@ -20,7 +20,8 @@ ALLOWED: dict[str, frozenset[str]] = {
     # running -> completed: a legacy task, which has no gated step (pre-MACP lifecycle).
     "running": frozenset({"gated", "completed", "pending", "failed", "escalated", "cancelled"}),
     "gated": frozenset({"completed", "pending", "failed", "escalated", "cancelled"}),
-    "completed": frozenset(),
+    # completed -> pending / escalated: its landing failed (mosaic macp land, issue 25).
+    "completed": frozenset({"pending", "escalated"}),
     "failed": frozenset({"pending", "cancelled"}),
     "escalated": frozenset({"pending", "cancelled"}),
     "cancelled": frozenset({"pending"}),

@@ -39,6 +39,9 @@ from macp.config_model import (
     GateType as GateType,
 )
 from macp.config_model import (
+    LandConfig as LandConfig,
+)
+from macp.config_model import (
     MacpConfig as MacpConfig,
 )
 from macp.config_model import (
@@ -66,7 +69,7 @@ from macp.config_model import (
 TaskStatus = Literal["pending", "running", "gated", "completed", "failed", "escalated", "cancelled"]
 FinalStatus = Literal["completed", "failed", "escalated"]
 TaskType = Literal["coding", "deploy", "research", "review", "documentation", "infrastructure"]
-FailureKind = Literal["worker", "gate", "timeout", "merge"]
+FailureKind = Literal["worker", "gate", "timeout", "merge", "land"]
 GateClass = Literal["lint", "typecheck", "test", "build", "security", "config", "unknown"]
 FailureClass = GateClass | Literal["budget"]  # budget: the task's own cap was spent (docs/usage.md)
 ProviderClass = Literal["misconfigured", "auth", "quota", "rate_limit", "overloaded", "network"]
@@ -114,6 +117,7 @@ class Failure(_FailureRequired, total=False):
     output_tail: str
     reported_error: str
     conflicts: list[str]
+    conflicts_with: str
 
 
 class _ClaimRequired(TypedDict):
@@ -222,6 +226,8 @@ class TaskChanges(TypedDict, total=False):
     result_path: str | None
     issue: str | None
     pr: str | None
+    landed_commit: str | None
+    landed_at: str | None
     depends_on: list[str]
     priority: int
     exclusive_group: str | None

@@ -1,0 +1,110 @@
+"""``mosaic macp land`` (issue 25, first part): completed tasks land onto the target branch
+through a landing worktree, tested on the combination, the target moved only by
+fast-forward; conflicts and failing gates go back to their tasks. Real git, real drains."""
+
+from __future__ import annotations
+
+import json
+
+from conftest import Sandbox
+
+
+def completed(sandbox: Sandbox, tasks: list[dict], config: dict | None = None) -> None:
+    """Drain ``tasks`` (exec tasks) until each is completed."""
+    sandbox.write_config(config or {})
+    sandbox.write_tasks({"tasks": [{"dispatch": "exec", **task} for task in tasks]})
+    proc = sandbox.macp("drain", timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert all(task["status"] == "completed" for task in sandbox.tasks())
+
+
+def subjects(sandbox: Sandbox, ref: str = "main") -> list[str]:
+    return sandbox.git("log", "--first-parent", "--format=%s", ref).splitlines()
+
+
+def test_completed_tasks_land_in_dependency_then_queue_order_one_merge_each(sandbox):
+    completed(sandbox, [
+        {"id": "A", "title": "add a", "command": "echo a > a.txt"},
+        {"id": "B", "title": "add b", "command": "echo b > b.txt", "priority": 5},
+        {"id": "C", "title": "add c", "command": "echo c > c.txt", "priority": 9, "depends_on": ["A"]},
+    ])
+    proc = sandbox.macp("land", "--all")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert subjects(sandbox) == ["C: add c", "A: add a", "B: add b", "initial commit"], "B first (queue), C after A (dependency)"
+    assert all((sandbox.repo / name).read_text() == f"{name[0]}\n" for name in ("a.txt", "b.txt", "c.txt")), "the checkout of main followed"
+    assert sandbox.git("status", "--porcelain", "--untracked-files=no") == ""
+    merges = dict(zip(["C", "A", "B"], sandbox.git("log", "--first-parent", "--format=%H", "main").split()[:3], strict=True))
+    for task_id, commit in merges.items():
+        task = sandbox.task(task_id)
+        assert task["landed_commit"] == commit and task["landed_at"] and sandbox.result(task_id)["landed_commit"] == commit
+        assert [e for e in sandbox.events(task_id) if e["event_type"] == "task.landed"]
+    assert sandbox.macp("land", "--all").stdout.strip() == "nothing to land"
+
+
+def test_a_conflicting_task_goes_back_with_the_conflict_named_and_lands_after_its_retry(sandbox):
+    command = 'printf "from %s\\n" "$MACP_TASK_ID" > shared.txt'
+    completed(sandbox, [{"id": "A", "command": command}, {"id": "B", "command": command, "max_attempts": 2}])
+    old_tip = sandbox.git("rev-parse", "refs/heads/" + sandbox.task("B")["branch"]).strip()
+    proc = sandbox.macp("land", "--all")
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert (sandbox.repo / "shared.txt").read_text() == "from A\n"
+    task = sandbox.task("B")
+    assert task["status"] == "pending" and task.get("landed_commit") is None
+    assert (task["last_failure"]["kind"], task["last_failure"]["conflicts"], task["last_failure"]["conflicts_with"]) == ("land", ["shared.txt"], "A")
+    main = sandbox.git("rev-parse", "main").strip()
+    assert sandbox.git("rev-parse", "refs/heads/" + task["branch"]).strip() == main, "the retry starts from what landed"
+    kept = sandbox.git("for-each-ref", "--format=%(objectname)", "refs/macp/").split()
+    assert old_tip in kept, "the branch's old tip is kept"
+    [failed] = [e for e in sandbox.events("B") if e["event_type"] == "task.land.failed"]
+    assert "conflicts in shared.txt with A" in failed["message"]
+    proc = sandbox.macp("drain", timeout=300)
+    assert proc.returncode == 0 and sandbox.task("B")["status"] == "completed" and sandbox.task("B")["attempts"] == 2
+    brief = (sandbox.orch / "logs" / "B" / "attempt-2" / "brief.md").read_text()
+    assert "conflicts in shared.txt with A" in brief, "the next brief names the conflict"
+    assert sandbox.macp("land", "B").returncode == 0
+    assert (sandbox.repo / "shared.txt").read_text() == "from B\n"
+
+
+def test_a_gate_failing_on_the_combination_sends_that_task_back_and_the_rest_land(sandbox):
+    # Each task passes alone; A and B together break the landing gate.
+    config = {"land": {"gates": ["test ! -f a.txt || test ! -f b.txt"]}}
+    completed(sandbox, [{"id": "A", "command": "echo a > a.txt"}, {"id": "B", "command": "echo b > b.txt"},
+                        {"id": "C", "command": "echo c > c.txt"}], config)
+    proc = sandbox.macp("land", "--all", "--json")
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    document = json.loads(proc.stdout)
+    assert [entry["id"] for entry in document["landed"]] == ["A", "C"]
+    assert [(entry["id"], entry["status"]) for entry in document["sent_back"]] == [("B", "escalated")], "out of attempts: to a person"
+    assert (sandbox.repo / "a.txt").exists() and (sandbox.repo / "c.txt").exists() and not (sandbox.repo / "b.txt").exists()
+    failure = sandbox.task("B")["last_failure"]
+    assert (failure["kind"], failure["gate"]) == ("land", "test ! -f a.txt || test ! -f b.txt")
+    assert sandbox.git("rev-parse", "main").strip() == document["after"]
+
+
+def test_a_dirty_checkout_of_the_target_is_refused_and_nothing_changes(sandbox):
+    completed(sandbox, [{"id": "A", "command": "echo a > a.txt"}])
+    (sandbox.repo / "README.md").write_text("# edited, not committed\n")
+    main = sandbox.git("rev-parse", "main").strip()
+    proc = sandbox.macp("land", "--all")
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "uncommitted changes on main" in proc.stderr
+    assert sandbox.git("rev-parse", "main").strip() == main and sandbox.task("A").get("landed_commit") is None
+
+
+def test_dry_run_predicts_what_land_does_and_changes_nothing(sandbox):
+    command = 'printf "from %s\\n" "$MACP_TASK_ID" > shared.txt'
+    completed(sandbox, [{"id": "A", "command": command}, {"id": "B", "command": command}, {"id": "C", "command": "echo c > c.txt"}])
+    main, tasks = sandbox.git("rev-parse", "main").strip(), sandbox.tasks()
+    dry = sandbox.macp("land", "--all", "--dry-run", "--json")
+    assert dry.returncode == 1 and sandbox.git("rev-parse", "main").strip() == main and sandbox.tasks() == tasks
+    real = sandbox.macp("land", "--all", "--json")
+    predicted, done = json.loads(dry.stdout), json.loads(real.stdout)
+    assert [(e["id"], e["files"]) for e in predicted["landed"]] == [(e["id"], e["files"]) for e in done["landed"]] == [
+        ("A", ["shared.txt"]), ("C", ["c.txt"])]
+    assert predicted["sent_back"] == done["sent_back"] and [e["id"] for e in done["sent_back"]] == ["B"]
+
+
+def test_land_names_a_task_that_cannot_land_in_one_line(sandbox):
+    sandbox.write_tasks({"tasks": [{"id": "P", "dispatch": "exec", "command": "true"}]})
+    proc = sandbox.macp("land", "P")
+    assert proc.returncode == 2 and proc.stderr.strip().endswith("task P cannot land: it is pending; only completed tasks that have not landed can")
+    assert sandbox.macp("land").returncode == 2

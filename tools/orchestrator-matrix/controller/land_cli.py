@@ -1,0 +1,255 @@
+"""``mosaic macp land``: land completed tasks onto the target branch, testing what it lands
+(issue 25, docs/landing.md).
+
+Each task, in dependency then queue order (:func:`macp.landing.landing_order`), is combined
+with the target in a landing worktree of MACP's own (``<worktree base>/.land``; never the
+user's checkout): a ``--no-ff`` merge with ``<id>: <title>`` as its message (``land.strategy``
+``merge``), or one squashed commit (``squash``). The gates (``land.gates``, else the config's
+``quality_gates``) run on the combination; only when they pass does the target branch move,
+by fast-forward, to that tested commit -- with ``git update-ref`` given the old tip, so a
+target someone else moved meanwhile is never overwritten, or, when the target is checked out
+in a clean worktree, by ``git merge --ff-only`` there, so its files follow. A conflict or a
+failing gate sends the task back (:func:`macp.landing.sent_back`) with its branch moved to
+the target's tip (its old tip kept under ``refs/macp/<task>/land-<attempt>``) so its retry
+resolves the conflict against what landed.
+
+A crash or signal mid-land leaves the target where it was or at a tested commit: it moves
+only by that last fast-forward. The landing worktree is made again on the next run.
+``--dry-run`` does everything but move the target and change the tasks.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from controller.run_state import warn_plain
+from controller.steer_cli import cli_event
+from dispatcher.macp_dispatcher import result_file
+from macp import clock, gitops
+from macp.cliutil import out, print_json, repo_layout
+from macp.config import load_config
+from macp.errors import EXIT_OK, EXIT_TASKS_FAILED, MacpError
+from macp.fsio import read_json, write_atomic
+from macp.gates import GateLimits, gate_specs, gate_steps
+from macp.jsontext import dump_json
+from macp.landing import land_message, landing_failure_text, landing_order, sent_back
+from macp.layout import Layout
+from macp.lifecycle import transition
+from macp.locks import ControllerLock
+from macp.model import Config, Failure, GateResult, Task
+from macp.naming import task_folder_name
+from macp.pool import Crashed, StepPool
+from macp.recording import recorded
+from macp.settings import max_attempts, worktree_base
+from macp.taskstore import edit_tasks, load_tasks
+
+
+@dataclass
+class Landed:
+    """What one run of ``land`` did: the target, its tip before and after, each task landed
+    (id, commit, files) and each sent back (id, status, why); ``say`` tells the person
+    watching (stdout, or stderr when stdout carries ``--json``)."""
+
+    onto: str
+    before: str
+    after: str
+    dry_run: bool
+    say: Callable[[str], object] = out
+    landed: list[dict] = field(default_factory=list)
+    sent_back: list[dict] = field(default_factory=list)
+
+
+def cmd_land(args) -> int:
+    """``mosaic macp land [ID...|--all] [--onto BRANCH] [--dry-run] [--json] [--wait]``:
+    exit 0 when every task landed, 1 when one was sent back or escalated, 2 for a usage
+    error (nothing to name, a dirty checkout of the target), 75 when a controller runs."""
+    if not args.task_ids and not args.all:
+        raise MacpError("land: name the tasks to land, or --all")
+    layout = repo_layout(args.repo)
+    config = load_config(layout.config_file)
+    lock = ControllerLock(layout.controller_lock)
+    lock.acquire(wait=args.wait)
+    try:
+        landed = land(layout, config, None if args.all else args.task_ids, args.onto, args.dry_run, warn_plain if args.json else out)
+    finally:
+        lock.release(clean=lock.previous is None)
+    if args.json:
+        print_json({"onto": landed.onto, "before": landed.before, "after": landed.after, "dry_run": landed.dry_run,
+                    "landed": landed.landed, "sent_back": landed.sent_back})
+    return EXIT_TASKS_FAILED if landed.sent_back else EXIT_OK
+
+
+def land(layout: Layout, config: Config, ids: list[str] | None, onto: str | None, dry_run: bool, say: Callable[[str], object] = out) -> Landed:
+    """Land the tasks ``ids`` names (None: every one that can) onto ``onto`` (None: config
+    ``land.onto``, else the branch checked out in the repository); see the module's
+    docstring. Raises :class:`MacpError` before changing anything when the target does not
+    exist or its checkout has uncommitted changes."""
+    repo = layout.repo_root
+    order = landing_order(load_tasks(layout).tasks, ids)
+    onto = onto or config["land"]["onto"] or current_branch(repo)
+    before = gitops.resolve_commit(repo, f"refs/heads/{onto}")
+    if before is None:
+        raise MacpError(f"land: there is no branch {onto!r} to land onto")
+    checkout = next((path for path, tree in gitops.registered_worktrees(repo).items() if tree.branch == onto), None)
+    if checkout is not None and gitops.git(["status", "--porcelain", "--untracked-files=no"], checkout).stdout.strip():
+        raise MacpError(f"land: {checkout} has uncommitted changes on {onto}; commit or stash them first (nothing landed)")
+    landed = Landed(onto, before, before, dry_run, say)
+    if not order:
+        say("nothing to land")
+        return landed
+    place = worktree_base(config, repo) / ".land"
+    if place.exists() or place.resolve() in gitops.registered_worktrees(repo):
+        gitops.discard_worktree(repo, place)  # left by a run that stopped: it never holds work
+    place.parent.mkdir(parents=True, exist_ok=True)
+    gitops.git(["worktree", "add", "--detach", "--end-of-options", str(place), before], repo)
+    try:
+        for task in order:
+            land_one(layout, config, task, place, landed, checkout)
+    finally:
+        gitops.discard_worktree(repo, place)
+    return landed
+
+
+def land_one(layout: Layout, config: Config, task: Task, place: Path, landed: Landed, checkout: Path | None) -> None:
+    """Combine ``task``'s branch with the landing worktree's tip, test it, and move the
+    target there -- or send the task back."""
+    tip = gitops.git(["rev-parse", "HEAD"], place).stdout.strip()
+    failure = combine(config, task, place, landed)
+    if failure is None:
+        failure = run_gates(layout, config, task, place)
+    if failure is not None:
+        gitops.git(["reset", "--hard", "--quiet", tip], place)
+        send_back(layout, config, task, failure, tip, landed)
+        return
+    commit = gitops.git(["rev-parse", "HEAD"], place).stdout.strip()
+    if not landed.dry_run:
+        move_target(layout.repo_root, landed.onto, commit, landed.after, checkout)
+        record_landed(layout, config, task, commit, landed.onto)
+    landed.after = commit
+    landed.landed.append({"id": task["id"], "commit": commit, "files": changed_between(place, tip, commit)})
+    verb = "would land" if landed.dry_run else "landed"
+    landed.say(f"{task['id']}: {verb} onto {landed.onto} as {commit[:12]} ({config['land']['strategy']})")
+
+
+def combine(config: Config, task: Task, place: Path, landed: Landed) -> Failure | None:
+    """Merge or squash ``task``'s branch into the landing worktree; the failure (kind
+    ``land``, the conflicting files and the task landed before it that touched them) when it
+    conflicts."""
+    branch, message = str(task.get("branch")), land_message(task)  # landing_order took only tasks with a branch
+    try:
+        if config["land"]["strategy"] == "squash":
+            gitops.squash_branch(place, branch, message)
+        else:
+            gitops.merge_branch(place, branch, message)
+    except gitops.MergeConflict as conflict:
+        failure: Failure = {"kind": "land", "attempt": max(1, task.get("attempts", 1)), "exit_code": None, "conflicts": conflict.paths,
+                            "output_tail": str(conflict)}
+        touched = [entry["id"] for entry in landed.landed if set(entry["files"]) & set(conflict.paths)]
+        if touched:
+            failure["conflicts_with"] = touched[-1]
+        return failure
+    return None
+
+
+def run_gates(layout: Layout, config: Config, task: Task, place: Path) -> Failure | None:
+    """Run the landing gates in the landing worktree; the failure of the first that fails."""
+    gates = config["land"]["gates"]
+    gated: Task = {"id": task["id"]}
+    if gates is not None:
+        gated["quality_gates"] = gates
+    specs = gate_specs(gated, config)
+    if not specs:
+        return None
+    macp = config["macp"]
+    limits = GateLimits(config["worker"]["timeout_seconds"], macp["output_tail_bytes"], macp["max_log_bytes"], macp["kill_grace_seconds"])
+    log_dir = layout.task_log_dir(task["id"]) / f"land-{clock.timestamp().replace(':', '')}"
+    pool = StepPool()
+    pool.add("gates", gate_steps(specs, cwd=place, env=dict(os.environ), log_dir=log_dir, limits=limits))
+    try:
+        ((_key, results),) = pool.wait()
+    except BaseException:
+        pool.stop_all()
+        raise
+    if isinstance(results, Crashed):
+        raise results.error
+    failing: GateResult | None = next((gate for gate in results if not gate["passed"]), None)
+    if failing is None:
+        return None
+    return {"kind": "land", "attempt": max(1, task.get("attempts", 1)), "exit_code": failing["exit_code"], "gate": failing["name"],
+            "classification": failing["classification"] or "unknown", "output_tail": failing["output_tail"]}
+
+
+def move_target(repo: Path, onto: str, commit: str, old: str, checkout: Path | None) -> None:
+    """Fast-forward ``onto`` from ``old`` to the tested ``commit``: in its clean checkout by
+    ``merge --ff-only`` (its files follow), else by ``update-ref`` given the old tip. Raises
+    :class:`MacpError` when the target moved meanwhile (nothing is overwritten)."""
+    if checkout is not None:
+        if gitops.git(["rev-parse", "HEAD"], checkout).stdout.strip() == old:
+            proc = gitops.git(["merge", "--ff-only", "--quiet", commit], checkout, check=False)
+            if proc.returncode == 0:
+                return
+    elif gitops.git(["update-ref", f"refs/heads/{onto}", commit, old], repo, check=False).returncode == 0:
+        return
+    raise MacpError(f"land: {onto} moved while landing (it is no longer {old[:12]}); nothing more landed: run land again")
+
+
+def record_landed(layout: Layout, config: Config, task: Task, commit: str, onto: str) -> None:
+    """``landed_commit`` and ``landed_at`` on the task (with its ``task.landed`` event) and
+    in its result."""
+    at = clock.timestamp()
+    with recorded(edit_tasks(layout), layout.events_file) as (document, events):
+        stored: Task = {**document.get(task["id"]), "landed_commit": commit, "landed_at": at, "updated_at": at}
+        document.replace(stored)
+        events.append(cli_event("task.landed", stored, f"landed onto {onto} as {commit[:12]}", onto=onto, commit=commit,
+                                strategy=config["land"]["strategy"]))
+    path = result_file(stored, layout.orch_dir)
+    try:
+        result = read_json(path)
+    except (MacpError, OSError):
+        return
+    write_atomic(path, dump_json({**result, "landed_commit": commit, "landed_at": at}))
+
+
+def send_back(layout: Layout, config: Config, task: Task, failure: Failure, tip: str, landed: Landed) -> None:
+    """Send ``task`` back after its landing failed: its branch's tip kept under
+    ``refs/macp/<task>/land-<attempt>`` and the branch moved to ``tip`` (the target as
+    landed so far), then ``pending`` or ``escalated`` with the failure
+    (``task.land.failed``). A dry run only says so."""
+    why = landing_failure_text(failure)
+    status, changes, message = sent_back(task, failure, max_attempts(task, config), tip)
+    landed.sent_back.append({"id": task["id"], "status": status, "reason": why})
+    if landed.dry_run:
+        landed.say(f"{task['id']}: would be sent back ({why})")
+        return
+    repo, branch = layout.repo_root, str(task.get("branch"))
+    old = gitops.resolve_commit(repo, f"refs/heads/{branch}")
+    if status == "pending" and old is not None:
+        kept = gitops.keep_commit(repo, f"refs/macp/{task_folder_name(task['id'])}/land-{task.get('attempts', 0)}", old)
+        worktree = Path(path) if (path := task.get("worktree")) else None
+        if worktree is not None and worktree.exists():
+            gitops.git(["reset", "--keep", "--quiet", tip], worktree)
+        else:
+            gitops.git(["update-ref", f"refs/heads/{branch}", tip, old], repo)
+        message += f"; its branch's tip is kept as {kept}"
+    with recorded(edit_tasks(layout), layout.events_file) as (document, events):
+        stored = transition(document.get(task["id"]), status, clock.timestamp(), changes)
+        document.replace(stored)
+        events.append(cli_event("task.land.failed", stored, message, failure=failure, onto=landed.onto))
+    landed.say(f"{task['id']}: {status} ({message})")
+
+
+def changed_between(place: Path, old: str, new: str) -> list[str]:
+    """The files ``new`` changed since ``old`` (what a landed task brought)."""
+    return [path for path in gitops.git(["diff", "--name-only", "-z", old, new], place).stdout.split("\0") if path]
+
+
+def current_branch(repo: Path) -> str:
+    """The branch checked out in the repository's main worktree. Raises :class:`MacpError`
+    on a detached HEAD (name the target with ``--onto``)."""
+    proc = gitops.git(["symbolic-ref", "--quiet", "--short", "HEAD"], repo, check=False)
+    if proc.returncode != 0:
+        raise MacpError("land: the repository's HEAD is detached; name the branch to land onto with --onto")
+    return proc.stdout.strip()
