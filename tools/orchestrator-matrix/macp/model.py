@@ -317,6 +317,8 @@ class ResultDetails(TypedDict, total=False):
     worktree: str | None
     branch: str | None
     pr: str | None
+    landed_commit: str | None
+    landed_at: str | None
     base_commit: str | None
     commits: list[str]
     stacked_on: list[str]
