@@ -108,3 +108,36 @@ def test_land_names_a_task_that_cannot_land_in_one_line(sandbox):
     proc = sandbox.macp("land", "P")
     assert proc.returncode == 2 and proc.stderr.strip().endswith("task P cannot land: it is pending; only completed tasks that have not landed can")
     assert sandbox.macp("land").returncode == 2
+
+
+def test_independent_tasks_land_in_batches_with_one_gate_run_per_batch(sandbox):
+    completed(sandbox, [{"id": f"T{n}", "command": f"echo {n} > t{n}.txt"} for n in range(1, 6)], {"land": {"gates": ["test -f README.md"]}})
+    proc = sandbox.macp("land", "--all", "--batch", "3", "--json")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    document = json.loads(proc.stdout)
+    assert document["gate_runs"] == 2 and [entry["id"] for entry in document["landed"]] == ["T1", "T2", "T3", "T4", "T5"]
+    assert subjects(sandbox)[:5] == ["T5: T5", "T4: T4", "T3: T3", "T2: T2", "T1: T1"]
+    assert sandbox.task("T2")["landed_commit"] == document["landed"][1]["commit"], "each task's own merge commit"
+
+
+def test_a_batch_whose_combination_breaks_a_test_is_bisected_and_the_rest_land(sandbox):
+    # A and B each pass alone and break the gate together; C and D are independent.
+    config = {"land": {"gates": ["test ! -f a.txt || test ! -f b.txt"], "batch": 4}}
+    completed(sandbox, [{"id": name, "command": f"echo {name} > {name.lower()}.txt", "max_attempts": 2} for name in "ABCD"], config)
+    proc = sandbox.macp("land", "--all", "--json")
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    document = json.loads(proc.stdout)
+    assert [entry["id"] for entry in document["landed"]] == ["A", "C", "D"]
+    assert [(entry["id"], entry["status"]) for entry in document["sent_back"]] == [("B", "pending")]
+    assert document["gate_runs"] == 5, "ABCD, AB, A, B, CD"
+    assert not (sandbox.repo / "b.txt").exists() and sandbox.task("B")["last_failure"]["gate"] == "test ! -f a.txt || test ! -f b.txt"
+
+
+def test_a_task_conflicting_inside_a_batch_is_tried_alone_after_the_rest_landed(sandbox):
+    command = 'printf "from %s\\n" "$MACP_TASK_ID" > shared.txt'
+    completed(sandbox, [{"id": "A", "command": command}, {"id": "B", "command": command}, {"id": "C", "command": "echo c > c.txt"}])
+    proc = sandbox.macp("land", "--all", "--batch", "3", "--json")
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    document = json.loads(proc.stdout)
+    assert [entry["id"] for entry in document["landed"]] == ["A", "C"] and [entry["id"] for entry in document["sent_back"]] == ["B"]
+    assert sandbox.task("B")["last_failure"]["conflicts_with"] == "A"

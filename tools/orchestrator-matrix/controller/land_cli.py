@@ -58,6 +58,7 @@ class Landed:
     after: str
     dry_run: bool
     say: Callable[[str], object] = out
+    gate_runs: int = 0
     landed: list[dict] = field(default_factory=list)
     sent_back: list[dict] = field(default_factory=list)
 
@@ -73,16 +74,17 @@ def cmd_land(args) -> int:
     lock = ControllerLock(layout.controller_lock)
     lock.acquire(wait=args.wait)
     try:
-        landed = land(layout, config, None if args.all else args.task_ids, args.onto, args.dry_run, warn_plain if args.json else out)
+        landed = land(layout, config, None if args.all else args.task_ids, args.onto, args.dry_run, warn_plain if args.json else out, args.batch)
     finally:
         lock.release(clean=lock.previous is None)
     if args.json:
-        print_json({"onto": landed.onto, "before": landed.before, "after": landed.after, "dry_run": landed.dry_run,
+        print_json({"onto": landed.onto, "before": landed.before, "after": landed.after, "dry_run": landed.dry_run, "gate_runs": landed.gate_runs,
                     "landed": landed.landed, "sent_back": landed.sent_back})
     return EXIT_TASKS_FAILED if landed.sent_back else EXIT_OK
 
 
-def land(layout: Layout, config: Config, ids: list[str] | None, onto: str | None, dry_run: bool, say: Callable[[str], object] = out) -> Landed:
+def land(layout: Layout, config: Config, ids: list[str] | None, onto: str | None, dry_run: bool, say: Callable[[str], object] = out,
+         batch: int | None = None) -> Landed:
     """Land the tasks ``ids`` names (None: every one that can) onto ``onto`` (None: config
     ``land.onto``, else the branch checked out in the repository); see the module's
     docstring. Raises :class:`MacpError` before changing anything when the target does not
@@ -106,38 +108,70 @@ def land(layout: Layout, config: Config, ids: list[str] | None, onto: str | None
     place.parent.mkdir(parents=True, exist_ok=True)
     gitops.git(["worktree", "add", "--detach", "--end-of-options", str(place), before], repo)
     try:
-        for task in order:
-            land_one(layout, config, task, place, landed, checkout)
+        size = batch or config["land"]["batch"]
+        for start in range(0, len(order), size):
+            land_batch(layout, config, order[start : start + size], place, landed, checkout)
     finally:
         gitops.discard_worktree(repo, place)
     return landed
 
 
-def land_one(layout: Layout, config: Config, task: Task, place: Path, landed: Landed, checkout: Path | None) -> None:
-    """Combine ``task``'s branch with the landing worktree's tip, test it, and move the
-    target there -- or send the task back."""
-    tip = gitops.git(["rev-parse", "HEAD"], place).stdout.strip()
-    failure = combine(config, task, place, landed)
-    if failure is None:
-        failure = run_gates(layout, config, task, place)
-    if failure is not None:
-        gitops.git(["reset", "--hard", "--quiet", tip], place)
-        send_back(layout, config, task, failure, tip, landed)
-        return
-    commit = gitops.git(["rev-parse", "HEAD"], place).stdout.strip()
+def land_batch(layout: Layout, config: Config, tasks: list[Task], place: Path, landed: Landed, checkout: Path | None) -> None:
+    """Land ``tasks`` together like a merge train: combine them all on the target's tip,
+    run the gates once, and move the target when they pass. When they fail, bisect: each
+    half is landed the same way, so a culprit is found alone and the rest land. A task that
+    conflicts with the batch is set aside and tried alone on the target as landed after it;
+    a task alone that conflicts or fails the gates is sent back."""
+    tip = landed.after
+    gitops.git(["reset", "--hard", "--quiet", tip], place)
+    merged: list[dict] = []
+    set_aside: list[tuple[Task, Failure]] = []
+    for task in tasks:
+        before = gitops.git(["rev-parse", "HEAD"], place).stdout.strip()
+        failure = combine(config, task, place, landed.landed + merged)
+        if failure is not None:
+            set_aside.append((task, failure))
+            continue
+        commit = gitops.git(["rev-parse", "HEAD"], place).stdout.strip()
+        merged.append({"id": task["id"], "commit": commit, "files": changed_between(place, before, commit), "task": task})
+    if merged:
+        failure = run_gates(layout, config, merged[-1]["task"], place)
+        landed.gate_runs += 1
+        if failure is None:
+            publish(layout, config, merged, landed, checkout)
+        elif len(merged) == 1:
+            send_back(layout, config, merged[0]["task"], failure, tip, landed)
+        else:
+            half = len(merged) // 2
+            landed.say(f"the gates failed on {len(merged)} tasks together; trying {half} and {len(merged) - half} apart")
+            land_batch(layout, config, [entry["task"] for entry in merged[:half]], place, landed, checkout)
+            land_batch(layout, config, [entry["task"] for entry in merged[half:]], place, landed, checkout)
+    for task, failure in set_aside:
+        if len(tasks) == 1:
+            send_back(layout, config, task, failure, tip, landed)
+        else:
+            land_batch(layout, config, [task], place, landed, checkout)
+
+
+def publish(layout: Layout, config: Config, merged: list[dict], landed: Landed, checkout: Path | None) -> None:
+    """Move the target to the tested tip of ``merged`` and record each of its tasks landed
+    (a dry run only says so)."""
+    commit = merged[-1]["commit"]
     if not landed.dry_run:
         move_target(layout.repo_root, landed.onto, commit, landed.after, checkout)
-        record_landed(layout, config, task, commit, landed.onto)
     landed.after = commit
-    landed.landed.append({"id": task["id"], "commit": commit, "files": changed_between(place, tip, commit)})
     verb = "would land" if landed.dry_run else "landed"
-    landed.say(f"{task['id']}: {verb} onto {landed.onto} as {commit[:12]} ({config['land']['strategy']})")
+    for entry in merged:
+        if not landed.dry_run:
+            record_landed(layout, config, entry["task"], entry["commit"], landed.onto)
+        landed.landed.append({key: entry[key] for key in ("id", "commit", "files")})
+        landed.say(f"{entry['id']}: {verb} onto {landed.onto} as {entry['commit'][:12]} ({config['land']['strategy']})")
 
 
-def combine(config: Config, task: Task, place: Path, landed: Landed) -> Failure | None:
+def combine(config: Config, task: Task, place: Path, before: list[dict]) -> Failure | None:
     """Merge or squash ``task``'s branch into the landing worktree; the failure (kind
-    ``land``, the conflicting files and the task landed before it that touched them) when it
-    conflicts."""
+    ``land``, the conflicting files and the task of ``before`` -- landed, or combined ahead of
+    it -- that touched them last) when it conflicts."""
     branch, message = str(task.get("branch")), land_message(task)  # landing_order took only tasks with a branch
     try:
         if config["land"]["strategy"] == "squash":
@@ -147,7 +181,7 @@ def combine(config: Config, task: Task, place: Path, landed: Landed) -> Failure 
     except gitops.MergeConflict as conflict:
         failure: Failure = {"kind": "land", "attempt": max(1, task.get("attempts", 1)), "exit_code": None, "conflicts": conflict.paths,
                             "output_tail": str(conflict)}
-        touched = [entry["id"] for entry in landed.landed if set(entry["files"]) & set(conflict.paths)]
+        touched = [entry["id"] for entry in before if set(entry["files"]) & set(conflict.paths)]
         if touched:
             failure["conflicts_with"] = touched[-1]
         return failure

@@ -138,12 +138,13 @@ class ExecutorConfig(TypedDict):
 
 class LandConfig(TypedDict):
     """config ``land``: the merge queue (``mosaic macp land``, docs/landing.md): the target
-    branch (None: the one checked out), ``merge`` or ``squash``, and the gates run on the
-    combination (None: ``quality_gates``)."""
+    branch (None: the one checked out), ``merge`` or ``squash``, the gates run on the
+    combination (None: ``quality_gates``) and how many tasks are tested together."""
 
     onto: str | None
     strategy: Literal["merge", "squash"]
     gates: list[str | GateObject] | None
+    batch: int
 
 
 class Price(TypedDict, total=False):
