@@ -141,3 +141,17 @@ def test_a_task_conflicting_inside_a_batch_is_tried_alone_after_the_rest_landed(
     document = json.loads(proc.stdout)
     assert [entry["id"] for entry in document["landed"]] == ["A", "C"] and [entry["id"] for entry in document["sent_back"]] == ["B"]
     assert sandbox.task("B")["last_failure"]["conflicts_with"] == "A"
+
+
+def test_drain_land_lands_each_task_it_completes_and_retries_one_that_conflicts(sandbox):
+    command = 'printf "from %s\\n" "$MACP_TASK_ID" > shared.txt'
+    sandbox.write_tasks({"tasks": [{"id": "A", "dispatch": "exec", "command": command},
+                                   {"id": "B", "dispatch": "exec", "command": command, "max_attempts": 2}]})
+    proc = sandbox.macp("drain", "--land", timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "B: pending (landing it conflicts in shared.txt with A" in proc.stdout, "B went back once"
+    for task_id in ("A", "B"):
+        task = sandbox.task(task_id)
+        assert task["status"] == "completed" and task["landed_commit"], task_id
+    assert sandbox.task("B")["attempts"] == 2 and (sandbox.repo / "shared.txt").read_text() == "from B\n"
+    assert subjects(sandbox)[:2] == ["B: B", "A: A"]

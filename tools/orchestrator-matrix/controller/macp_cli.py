@@ -20,6 +20,7 @@ from macp import __version__
 from macp.cliutil import (
     OneLineParser,
     add_executor_option,
+    add_land_option,
     add_workers_option,
     out,
     positive_dollars,
@@ -57,7 +58,7 @@ def cmd_drain(args) -> int:
     from controller.mosaic_orchestrator import run_controller
 
     return run_controller(
-        args.repo, until_drained=True, wait=args.wait, dry_run=args.dry_run, json_output=args.json, workers=args.workers, executor=args.executor, say=out
+        args.repo, until_drained=True, wait=args.wait, dry_run=args.dry_run, json_output=args.json, workers=args.workers, executor=args.executor, land=args.land, say=out
     )
 
 
@@ -128,6 +129,7 @@ def build_parser() -> OneLineParser:
     p.add_argument("--json", action="store_true", help="print the run's summary as one JSON document on stdout (progress goes to stderr)")
     add_workers_option(p)
     add_executor_option(p)
+    add_land_option(p)
 
     p = command("log", delegated("inspect_cli", "cmd_log"), "print a task's worker or gate log; --follow streams it while the task runs")
     p.add_argument("task_id", help="the task whose log to print")

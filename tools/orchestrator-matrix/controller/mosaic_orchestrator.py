@@ -46,13 +46,22 @@ from dispatcher import macp_dispatcher as dispatcher
 from macp import __version__, clock, proctree
 from macp.budget import budget_lines
 from macp.cancellation import drop_request, read_requests
-from macp.cliutil import OneLineParser, add_executor_option, add_workers_option, print_json, repo_layout, run_main
+from macp.cliutil import (
+    OneLineParser,
+    add_executor_option,
+    add_land_option,
+    add_workers_option,
+    print_json,
+    repo_layout,
+    run_main,
+)
 from macp.config import load_config
 from macp.decide import AttemptOutcome
 from macp.dependencies import KnownTasks
 from macp.errors import EXIT_OK, EXIT_USAGE, Interrupted, JobLost, MacpError, is_resource_exhaustion, is_storage_error
 from macp.events import append_event
 from macp.executor import make_executor
+from macp.landing import can_land
 from macp.layout import check_output_folders
 from macp.lifecycle import ACTIVE, follows_job, status_of, transition
 from macp.locks import ControllerLock
@@ -116,6 +125,11 @@ class Controller(Claims, Attempts):
                 if claim_now:
                     claiming = until_drained
                 if not pool:
+                    if self.to_land:  # nothing runs: land what completed; what goes back may run again
+                        self.land_completed()
+                        claim_now = True
+                        if claiming:
+                            continue
                     return self.summary
                 finished = pool.wait(timeout=CANCEL_POLL_SECONDS)
                 claim_now = bool(finished)  # a slot is free again only when a task ended
@@ -224,8 +238,32 @@ class Controller(Claims, Attempts):
             outcome = self.internal_failure(task_id, outcome.error)
         began = self.in_flight.pop(task_id)
         self.summary.outcomes[task_id] = outcome
+        if outcome == "completed" and self.auto_land:
+            self.to_land.append(task_id)
         self.summary.seconds[task_id] = self.summary.seconds.get(task_id, 0.0) + time.monotonic() - began
         self.transport.deliver(between_tasks=True)
+
+    def land_completed(self) -> None:
+        """Land the tasks this run completed (``drain --land``, ``macp.auto_land``;
+        :func:`controller.land_cli.land`), while no task runs: those with a branch, in one
+        batch of ``land.batch``. A task sent back is ``pending`` (or ``escalated``) again; a
+        landing that cannot start (the target's checkout is dirty) is said once and landing
+        stops for this run."""
+        from controller.land_cli import land  # here: only a run that lands needs it
+
+        snapshot = self.queue.snapshot()
+        ids = [task_id for task_id in self.to_land if (task := snapshot.find(task_id)) is not None and can_land(task)]
+        self.to_land = []
+        if not ids:
+            return
+        try:
+            landed = land(self.layout, self.config, ids, None, False, self.say)
+        except MacpError as exc:
+            warn(f"{exc}; landing stops for this run")
+            self.auto_land = False
+            return
+        for entry in landed.sent_back:
+            self.summary.outcomes[entry["id"]] = entry["status"]
 
     def internal_failure(self, task_id: str, exc: Exception) -> str:
         """End a task whose handling raised: ``failed`` with the internal error in its result
@@ -260,6 +298,7 @@ def build_parser() -> OneLineParser:
     parser.add_argument("--wait", action="store_true", help="wait for another running controller instead of exiting 75")
     add_workers_option(parser)
     add_executor_option(parser)
+    add_land_option(parser)
     parser.add_argument("--dry-run", action="store_true", help="print the order and exact commands without running anything")
     parser.add_argument("--json", action="store_true", help="print the run's summary as one JSON document on stdout (progress goes to stderr)")
     return parser
@@ -274,11 +313,13 @@ def run_controller(
     json_output: bool = False,
     workers: int | None = None,
     executor: str | None = None,
+    land: bool = False,
     say=print,
 ) -> int:
     """Run the controller on ``repo`` with up to ``workers`` tasks at once (None:
     ``worker.max_parallel``), running commands through ``executor`` (``local`` or ``slurm``;
-    None: config ``executor.kind``); returns the exit code (see docs/exit-codes.md). The
+    None: config ``executor.kind``), landing each task it completes when ``land`` (or
+    ``macp.auto_land``; docs/landing.md); returns the exit code (see docs/exit-codes.md). The
     run ends with a summary of every task it touched (:mod:`controller.run_report`); with
     ``json_output`` that summary is one JSON document on stdout and ``say``'s progress
     lines go to stderr."""
@@ -313,6 +354,7 @@ def run_controller(
         controller.refuse(task_id, problem)
     ended_cleanly = False
     controller.executor = executor_in_use
+    controller.auto_land = land or config["macp"]["auto_land"]
     try:
         recovery.recover(controller, lock.previous, controller.summary.refused)
         lock.recovered()
@@ -371,7 +413,7 @@ def main(argv: list[str] | None = None) -> int:
         PROG,
         lambda: run_controller(
             args.repo, until_drained=args.until_drained, wait=args.wait, dry_run=args.dry_run, json_output=args.json, workers=args.workers,
-            executor=args.executor,
+            executor=args.executor, land=args.land,
         ),
     )
 

@@ -97,6 +97,8 @@ class RunState:
         self.base: str | None = None  # the ref new branches start from, resolved once per run
         self.cancelling: dict[str, str] = {}  # task id -> why, for tasks being stopped on a cancel request
         self.executor: Executor = LocalExecutor()  # where commands run (macp.executor); run_controller sets the configured one
+        self.auto_land = False  # land each task this run completes (drain --land, macp.auto_land)
+        self.to_land: list[str] = []  # completed this run, to land when nothing runs
 
     @cached_property
     def ledger(self) -> Ledger:

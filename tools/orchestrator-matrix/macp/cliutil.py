@@ -191,6 +191,12 @@ def add_executor_option(parser: argparse.ArgumentParser) -> None:
                         help="where attempts run: local processes, or jobs on a Slurm cluster (default: config executor.kind, local unless set)")
 
 
+def add_land_option(parser: argparse.ArgumentParser) -> None:
+    """``--land`` of ``mosaic-orchestrator-run`` and ``mosaic macp drain`` (issue 25)."""
+    parser.add_argument("--land", action="store_true",
+                        help="land each task it completes onto the target branch, tested (default: config macp.auto_land, off; docs/landing.md)")
+
+
 def add_workers_option(parser: argparse.ArgumentParser) -> None:
     """``--workers N`` of ``mosaic-orchestrator-run`` and ``mosaic macp drain`` (issue 12)."""
     parser.add_argument("--workers", type=positive_int, metavar="N", help="run up to N tasks at once (default: worker.max_parallel, 1 unless set)")

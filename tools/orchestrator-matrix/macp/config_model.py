@@ -95,6 +95,7 @@ class MacpConfig(TypedDict):
     build_output_folders: list[str]
     stack_dependencies: bool
     commit_leftovers: bool
+    auto_land: bool
     learnings_file: str
 
 
