@@ -5,8 +5,13 @@ fast-forward; conflicts and failing gates go back to their tasks. Real git, real
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
 
-from conftest import Sandbox
+import pytest
+from test_durability import wait_for
+
+from conftest import BIN, Sandbox
 
 
 def completed(sandbox: Sandbox, tasks: list[dict], config: dict | None = None) -> None:
@@ -155,3 +160,33 @@ def test_drain_land_lands_each_task_it_completes_and_retries_one_that_conflicts(
         assert task["status"] == "completed" and task["landed_commit"], task_id
     assert sandbox.task("B")["attempts"] == 2 and (sandbox.repo / "shared.txt").read_text() == "from B\n"
     assert subjects(sandbox)[:2] == ["B: B", "A: A"]
+
+
+@pytest.mark.parametrize("step", ["worktree", "merge", "diff", "gate", "update-ref"])
+def test_a_land_killed_at_any_step_leaves_the_target_at_its_old_tip_or_a_tested_commit(sandbox, tmp_path, step):
+    # git (a wrapper put first on PATH) or the gate stops at `step` once; the test kills land
+    # there with SIGKILL, then lets the stopped git go on, as a git process outliving its
+    # caller does. A second land must then land everything, each task once.
+    mark, release, done, tested = (tmp_path / name for name in ("mark", "release", "done", "tested"))
+    hold = (f'if [ "$LAND_BLOCK_AT" = "{{at}}" ] && [ ! -e "{mark}" ]; then touch "{mark}"; i=0; '
+            f'while [ ! -e "{release}" ] && [ $i -lt 1200 ]; do sleep 0.1; i=$((i+1)); done; held=1; fi')
+    sandbox.fake_cli("git", f'{hold.format(at="$1")}\n{shutil.which("git")} "$@"; rc=$?\n[ -n "$held" ] && touch "{done}"\nexit $rc\n')
+    gate = f'git rev-parse HEAD >> "{tested}"; {hold.format(at="gate")}; [ -z "$held" ] || touch "{done}"'
+    completed(sandbox, [{"id": "A", "command": "echo a > a.txt"}, {"id": "B", "command": "echo b > b.txt"}], {"land": {"gates": [gate]}})
+    sandbox.git("branch", "release", "main")
+    old = sandbox.git("rev-parse", "release").strip()
+    land = subprocess.Popen([str(BIN / "mosaic"), "macp", "land", "--all", "--onto", "release"], cwd=sandbox.repo,
+                            env={**sandbox.env, "LAND_BLOCK_AT": step}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(mark.exists, timeout=120, what=f"land to reach {step}")
+        land.kill()
+        land.communicate(timeout=30)
+    finally:
+        release.touch()
+    wait_for(done.exists, timeout=120, what=f"the {step} that outlived land to end")
+    tip = sandbox.git("rev-parse", "release").strip()
+    assert tip == old or tip in tested.read_text().split(), f"after a kill at {step}, release is at its old tip or a tested commit"
+    again = sandbox.macp("land", "--all", "--onto", "release")
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert sorted(subjects(sandbox, "release")[:2]) == ["A: A", "B: B"], "each task landed once"
+    assert all(sandbox.task(task_id)["landed_commit"] for task_id in "AB")
