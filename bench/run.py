@@ -295,6 +295,46 @@ def matrix_delivery(count: int = 30) -> tuple[Callable[[], float] | None, Callab
     return macp, homeserver
 
 
+def landing(count: int = 20, batch: int = 5, gate_seconds: float = 0.2) -> tuple[Callable[[], float], Callable[[], float]]:
+    """Landing ``count`` independent completed tasks with ``--batch`` ``batch`` (issue 25),
+    each gate run taking ``gate_seconds``, against a shell loop that merges each branch and
+    runs the gate after each merge. Raises AssertionError when land runs the gates more than
+    ``count / batch + 2`` times (issue 25: at most 6 for 20 tasks in batches of 5)."""
+    gate = f"sleep {gate_seconds}"
+
+    def drained() -> Workspace:
+        ws = Workspace()
+        (ws.repo / ".mosaic" / "orchestrator" / "config.json").write_text(json.dumps({"land": {"gates": [gate]}}))
+        ws.tasks([{"id": f"l{n}", "dispatch": "exec", "command": f"echo {n} > l{n}.txt"} for n in range(count)])
+        ws.run([*CONTROLLER, "--repo", str(ws.repo), "--until-drained"])
+        return ws
+
+    def macp() -> float:
+        ws = drained()
+        try:
+            out = ws.root / "land.json"
+            started = time.perf_counter()
+            with out.open("w") as handle:
+                subprocess.run([*MOSAIC, "macp", "land", "--all", "--batch", str(batch), "--json"], cwd=ws.repo, env=ws.env, stdout=handle,
+                               stderr=subprocess.DEVNULL, check=True)
+            seconds = time.perf_counter() - started
+            runs = json.loads(out.read_text())["gate_runs"]
+            assert runs <= count // batch + 2, f"land ran the gates {runs} times"
+            return seconds
+        finally:
+            ws.close()
+
+    def loop() -> float:
+        ws = drained()
+        script = f'for branch in $(git for-each-ref --format="%(refname)" refs/heads/feat/); do git merge -q --no-ff -m "$branch" "$branch" && {gate} || exit 1; done'
+        try:
+            return timed(lambda: ws.run(["sh", "-c", script]))
+        finally:
+            ws.close()
+
+    return macp, loop
+
+
 _CLUSTER: list = []  # the Slurm cluster the Slurm rows share, started on first use
 
 
@@ -377,6 +417,7 @@ def measurements() -> dict[str, Callable[[], tuple[Callable[[], float] | None, C
         "start-up of a read command (s)": lambda: (*start_up(), "python3 -c pass", 2.0),
         "four 2-s tasks with --workers 2, whole run (s)": lambda: (*parallel_sleeps(), "xargs -P 2", 1.25),
         "Matrix delivery added to a drain of 30 tasks (s)": lambda: (*matrix_delivery(), "Synapse accepting them", 1.5),
+        "land 20 tasks with --batch 5, gates 0.2 s (s)": lambda: (*landing(), "merge + gate loop", 1.0),
         "20 trivial tasks through Slurm, whole run (s)": lambda: (*slurm_tasks(), "sbatch --wait loop", 1.5),
         "one poll round over 200 Slurm jobs (s)": lambda: (*slurm_polling(), "squeue alone", 1.5),
     }
