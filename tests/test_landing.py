@@ -190,3 +190,26 @@ def test_a_land_killed_at_any_step_leaves_the_target_at_its_old_tip_or_a_tested_
     assert again.returncode == 0, again.stdout + again.stderr
     assert sorted(subjects(sandbox, "release")[:2]) == ["A: A", "B: B"], "each task landed once"
     assert all(sandbox.task(task_id)["landed_commit"] for task_id in "AB")
+
+
+def test_push_lands_on_a_remote_that_someone_pushed_to_meanwhile_without_forcing(sandbox, tmp_path):
+    remote, other = tmp_path / "remote.git", tmp_path / "other"
+    sandbox.git("init", "-q", "--bare", "-b", "main", str(remote), cwd=tmp_path)
+    sandbox.git("remote", "add", "origin", str(remote))
+    sandbox.git("push", "-q", "origin", "main")
+    sandbox.git("clone", "-q", str(remote), str(other), cwd=tmp_path)
+    # The gate, on its first run, plays someone else: a commit pushed to origin/main while
+    # land tests, so land's own push is refused and it must land again on that tip.
+    pushed, runs = tmp_path / "pushed", tmp_path / "runs"
+    gate = (f'echo run >> "{runs}"; if [ ! -e "{pushed}" ]; then touch "{pushed}"; cd "{other}" && echo other > other.txt && '
+            'git add other.txt && git commit -qm "someone else" && git push -q origin HEAD:main; fi')
+    completed(sandbox, [{"id": "A", "command": "echo a > a.txt"}], {"land": {"gates": [gate]}})
+    proc = sandbox.macp("land", "--all", "--push", "origin", "--json")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "origin refused the push of main: someone pushed meanwhile" in proc.stderr
+    theirs = sandbox.git("rev-parse", "--verify", "HEAD", cwd=other).strip()
+    published = sandbox.git("ls-remote", str(remote), "refs/heads/main").split()[0]
+    assert sandbox.git("merge-base", "--is-ancestor", theirs, published) == "", "their commit is kept: no force push"
+    assert sandbox.git("rev-parse", "main").strip() == published == sandbox.task("A")["landed_commit"]
+    assert (sandbox.repo / "other.txt").exists() and (sandbox.repo / "a.txt").exists(), "the checkout followed"
+    assert runs.read_text().count("run") == 2, "the combination was tested again on their tip"

@@ -46,6 +46,8 @@ from macp.recording import recorded
 from macp.settings import max_attempts, worktree_base
 from macp.taskstore import edit_tasks, load_tasks
 
+MAX_PUSH_RETRIES = 3  # rounds of landing again after a push refused because others pushed
+
 
 @dataclass
 class Landed:
@@ -58,7 +60,9 @@ class Landed:
     after: str
     dry_run: bool
     say: Callable[[str], object] = out
+    push: str | None = None  # the remote the target is pushed to after each landing
     gate_runs: int = 0
+    push_retries: int = 0
     landed: list[dict] = field(default_factory=list)
     sent_back: list[dict] = field(default_factory=list)
 
@@ -74,7 +78,8 @@ def cmd_land(args) -> int:
     lock = ControllerLock(layout.controller_lock)
     lock.acquire(wait=args.wait)
     try:
-        landed = land(layout, config, None if args.all else args.task_ids, args.onto, args.dry_run, warn_plain if args.json else out, args.batch)
+        landed = land(layout, config, None if args.all else args.task_ids, args.onto, args.dry_run, warn_plain if args.json else out, args.batch,
+                      args.push)
     finally:
         lock.release(clean=lock.previous is None)
     if args.json:
@@ -84,11 +89,12 @@ def cmd_land(args) -> int:
 
 
 def land(layout: Layout, config: Config, ids: list[str] | None, onto: str | None, dry_run: bool, say: Callable[[str], object] = out,
-         batch: int | None = None) -> Landed:
+         batch: int | None = None, push: str | None = None) -> Landed:
     """Land the tasks ``ids`` names (None: every one that can) onto ``onto`` (None: config
     ``land.onto``, else the branch checked out in the repository); see the module's
     docstring. Raises :class:`MacpError` before changing anything when the target does not
-    exist or its checkout has uncommitted changes."""
+    exist, its checkout has uncommitted changes, or (with ``push``) it has commits the
+    remote does not."""
     repo = layout.repo_root
     order = landing_order(load_tasks(layout).tasks, ids)
     onto = onto or config["land"]["onto"] or current_branch(repo)
@@ -98,7 +104,9 @@ def land(layout: Layout, config: Config, ids: list[str] | None, onto: str | None
     checkout = next((path for path, tree in gitops.registered_worktrees(repo).items() if tree.branch == onto), None)
     if checkout is not None and gitops.git(["status", "--porcelain", "--untracked-files=no"], checkout).stdout.strip():
         raise MacpError(f"land: {checkout} has uncommitted changes on {onto}; commit or stash them first (nothing landed)")
-    landed = Landed(onto, before, before, dry_run, say)
+    landed = Landed(onto, before, before, dry_run, say, push)
+    if push:
+        catch_up(repo, landed, checkout)
     if not order:
         say("nothing to land")
         return landed
@@ -137,6 +145,10 @@ def land_batch(layout: Layout, config: Config, tasks: list[Task], place: Path, l
     if merged:
         failure = run_gates(layout, config, merged[-1]["task"], place)
         landed.gate_runs += 1
+        if failure is None and landed.push and not landed.dry_run and not pushed(layout.repo_root, landed, merged[-1]["commit"]):
+            catch_up(layout.repo_root, landed, checkout)  # someone pushed meanwhile: the same batch again on their tip
+            land_batch(layout, config, tasks, place, landed, checkout)
+            return
         if failure is None:
             publish(layout, config, merged, landed, checkout)
         elif len(merged) == 1:
@@ -151,6 +163,39 @@ def land_batch(layout: Layout, config: Config, tasks: list[Task], place: Path, l
             send_back(layout, config, task, failure, tip, landed)
         else:
             land_batch(layout, config, [task], place, landed, checkout)
+
+
+def pushed(repo: Path, landed: Landed, commit: str) -> bool:
+    """Push the tested ``commit`` to ``landed.push`` as its target branch, never forcing:
+    True when the remote took it, False when it refused a non-fast-forward (someone pushed
+    meanwhile). Raises :class:`MacpError` when the push fails otherwise."""
+    proc = gitops.git(["push", "--quiet", "--", str(landed.push), f"{commit}:refs/heads/{landed.onto}"], repo, check=False)
+    if proc.returncode == 0:
+        return True
+    if any(word in proc.stderr for word in ("rejected", "non-fast-forward", "fetch first")):
+        landed.say(f"{landed.push} refused the push of {landed.onto}: someone pushed meanwhile; landing again on their tip")
+        return False
+    raise MacpError(f"land: git push to {landed.push}: {gitops.git_reason(proc)}")
+
+
+def catch_up(repo: Path, landed: Landed, checkout: Path | None) -> None:
+    """Fetch the target from ``landed.push`` and fast-forward the local target to it. Raises
+    :class:`MacpError` when the local target has commits the remote does not (push or
+    reconcile them first), or after :data:`MAX_PUSH_RETRIES` rounds of others pushing."""
+    landed.push_retries += 1
+    if landed.push_retries > MAX_PUSH_RETRIES + 1:
+        raise MacpError(f"land: {landed.push}/{landed.onto} moved {MAX_PUSH_RETRIES} times while landing; run land again")
+    gitops.git(["fetch", "--quiet", "--", str(landed.push), f"refs/heads/{landed.onto}"], repo)
+    remote = gitops.git(["rev-parse", "FETCH_HEAD^{commit}"], repo).stdout.strip()
+    if remote == landed.after:
+        return
+    if gitops.git(["merge-base", "--is-ancestor", landed.after, remote], repo, check=False).returncode != 0:
+        raise MacpError(f"land: {landed.onto} has commits {landed.push} does not; push or reconcile them first (nothing landed)")
+    if not landed.dry_run:
+        move_target(repo, landed.onto, remote, landed.after, checkout)
+    landed.after = remote
+    if not landed.landed and not landed.sent_back:
+        landed.before = remote
 
 
 def publish(layout: Layout, config: Config, merged: list[dict], landed: Landed, checkout: Path | None) -> None:
