@@ -44,6 +44,11 @@ def test_completed_tasks_land_in_dependency_then_queue_order_one_merge_each(sand
         assert task["landed_commit"] == commit and task["landed_at"] and sandbox.result(task_id)["landed_commit"] == commit
         assert [e for e in sandbox.events(task_id) if e["event_type"] == "task.landed"]
     assert sandbox.macp("land", "--all").stdout.strip() == "nothing to land"
+    status = sandbox.macp("status", "--json")
+    assert {row["id"]: row["landed_commit"] for row in json.loads(status.stdout)["tasks"]} == merges
+    assert f"landed as {merges['A'][:12]}" in sandbox.macp("status").stdout
+    assert sandbox.macp("prune").returncode == 0
+    assert sandbox.git("for-each-ref", "--format=%(refname)", "refs/heads/") == "refs/heads/main\n", "prune takes landed branches as merged"
 
 
 def test_a_conflicting_task_goes_back_with_the_conflict_named_and_lands_after_its_retry(sandbox):
@@ -160,6 +165,7 @@ def test_drain_land_lands_each_task_it_completes_and_retries_one_that_conflicts(
         assert task["status"] == "completed" and task["landed_commit"], task_id
     assert sandbox.task("B")["attempts"] == 2 and (sandbox.repo / "shared.txt").read_text() == "from B\n"
     assert subjects(sandbox)[:2] == ["B: B", "A: A"]
+    assert proc.stdout.count("completed, landed") == 2, "the drain's summary says they landed"
 
 
 @pytest.mark.parametrize("step", ["worktree", "merge", "diff", "gate", "update-ref"])
@@ -213,3 +219,18 @@ def test_push_lands_on_a_remote_that_someone_pushed_to_meanwhile_without_forcing
     assert sandbox.git("rev-parse", "main").strip() == published == sandbox.task("A")["landed_commit"]
     assert (sandbox.repo / "other.txt").exists() and (sandbox.repo / "a.txt").exists(), "the checkout followed"
     assert runs.read_text().count("run") == 2, "the combination was tested again on their tip"
+
+
+def test_the_rebase_strategy_replays_the_tasks_commits_on_the_target_and_never_rewrites_its_branch(sandbox):
+    two_commits = 'echo 1 > r.txt && git add r.txt && git commit -qm one && echo 2 >> r.txt && git add r.txt && git commit -qm two'
+    completed(sandbox, [{"id": "R", "command": two_commits}], {"land": {"strategy": "rebase"}})
+    (sandbox.repo / "m.txt").write_text("m\n")
+    sandbox.git("add", "m.txt")
+    sandbox.git("commit", "-qm", "main moved")
+    branch_tip = sandbox.git("rev-parse", "refs/heads/" + sandbox.task("R")["branch"]).strip()
+    proc = sandbox.macp("land", "R")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert subjects(sandbox)[:3] == ["two", "one", "main moved"] and sandbox.git("log", "--merges", "--format=%H", "main") == ""
+    assert sandbox.git("rev-parse", "refs/heads/" + sandbox.task("R")["branch"]).strip() == branch_tip, "the task's branch is untouched"
+    assert sandbox.task("R")["landed_commit"] == sandbox.git("rev-parse", "main").strip()
+    assert (sandbox.repo / "r.txt").read_text() == "1\n2\n"

@@ -4,7 +4,8 @@
 Each task, in dependency then queue order (:func:`macp.landing.landing_order`), is combined
 with the target in a landing worktree of MACP's own (``<worktree base>/.land``; never the
 user's checkout): a ``--no-ff`` merge with ``<id>: <title>`` as its message (``land.strategy``
-``merge``), or one squashed commit (``squash``). The gates (``land.gates``, else the config's
+``merge``), one squashed commit (``squash``), or the task's commits replayed on a detached
+copy (``rebase``: the task's branch is never rewritten). The gates (``land.gates``, else the config's
 ``quality_gates``) run on the combination; only when they pass does the target branch move,
 by fast-forward, to that tested commit -- with ``git update-ref`` given the old tip, so a
 target someone else moved meanwhile is never overwritten, or, when the target is checked out
@@ -214,13 +215,16 @@ def publish(layout: Layout, config: Config, merged: list[dict], landed: Landed, 
 
 
 def combine(config: Config, task: Task, place: Path, before: list[dict]) -> Failure | None:
-    """Merge or squash ``task``'s branch into the landing worktree; the failure (kind
+    """Merge, squash or rebase (a copy of) ``task``'s branch onto the landing worktree; the failure (kind
     ``land``, the conflicting files and the task of ``before`` -- landed, or combined ahead of
     it -- that touched them last) when it conflicts."""
     branch, message = str(task.get("branch")), land_message(task)  # landing_order took only tasks with a branch
     try:
-        if config["land"]["strategy"] == "squash":
+        strategy = config["land"]["strategy"]
+        if strategy == "squash":
             gitops.squash_branch(place, branch, message)
+        elif strategy == "rebase":
+            gitops.rebase_copy(place, branch)
         else:
             gitops.merge_branch(place, branch, message)
     except gitops.MergeConflict as conflict:

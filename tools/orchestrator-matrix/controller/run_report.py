@@ -44,7 +44,8 @@ def task_rows(
     them, found through ``by_id``: the queue, then the archive -- a task archived while the
     run went on is still the run's): ``id``, ``status``, ``attempts``, ``max_attempts``
     (:func:`macp.settings.max_attempts`), ``duration_seconds`` (time this run spent on it),
-    ``branch``, ``commits`` (from its result), ``reason``, ``result``, and what it spent
+    ``branch``, ``commits`` (from its result), ``reason``, ``result``, ``landed_commit``
+    (``drain --land``), and what it spent
     (:func:`macp.usage_report.spend_of`: ``used_tokens``, ``cost_usd``, ``estimate_tokens``,
     ``waste_used_tokens``, ``waste_cost_usd``)."""
     rows = []
@@ -64,6 +65,7 @@ def task_rows(
                 "commits": (result.get("commits") if result else None) or [],
                 "reason": reason_of(task),
                 "result": task.get("result_path") if result else None,
+                "landed_commit": task.get("landed_commit"),
                 **spend_of(task),
             }
         )
@@ -76,7 +78,7 @@ def summary_lines(rows: list[dict]) -> list[str]:
         return []
     columns = [
         ("TASK", lambda r: r["id"]),
-        ("STATUS", lambda r: r["status"]),
+        ("STATUS", lambda r: f"{r['status']}, landed" if r.get("landed_commit") else r["status"]),
         ("ATTEMPTS", lambda r: f"{r['attempts']}/{r['max_attempts']}"),
         ("TIME", lambda r: duration_text(r["duration_seconds"])),
         ("BRANCH", lambda r: fit(r["branch"] or "-", 32)),

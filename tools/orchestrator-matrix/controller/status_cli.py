@@ -52,6 +52,10 @@ def task_view(task: Task, by_id: Mapping[str, Task], now: datetime, layout: Layo
         why = task.get("escalation_reason") or task.get("error") or ""
     elif status == "completed" and (uncommitted := task.get("uncommitted_work")):
         why = f"not committed (macp.commit_leftovers is off): {uncommitted}"
+    elif status == "completed" and (landed := task.get("landed_commit")):
+        why = f"landed as {landed[:12]}"
+    elif status == "completed" and task.get("branch"):
+        why = "not landed yet (mosaic macp land)"
     return {
         "id": task["id"],
         "status": status,
@@ -62,6 +66,7 @@ def task_view(task: Task, by_id: Mapping[str, Task], now: datetime, layout: Layo
         "dispatch": task.get("dispatch") or "legacy",
         "runtime": (task.get("attempt_runtime") if extra else None) or task.get("runtime") or task.get("attempt_runtime") or "",
         "title": one_line(task.get("title") or ""),
+        "landed_commit": task.get("landed_commit"),
         **spend_of(task),
         **extra,
     }

@@ -143,7 +143,7 @@ class LandConfig(TypedDict):
     combination (None: ``quality_gates``) and how many tasks are tested together."""
 
     onto: str | None
-    strategy: Literal["merge", "squash"]
+    strategy: Literal["merge", "squash", "rebase"]
     gates: list[str | GateObject] | None
     batch: int
 

@@ -307,6 +307,25 @@ def squash_branch(worktree: Path, branch: str, message: str) -> None:
         git([*_identity(worktree), "commit", "--quiet", "--no-verify", "-m", message], worktree)
 
 
+def rebase_copy(worktree: Path, branch: str) -> None:
+    """Replay the commits of ``refs/heads/<branch>`` that the worktree's (detached) HEAD
+    lacks on top of it, on a detached copy: the branch itself is never rewritten. Raises
+    :class:`MergeConflict` (the worktree back at its HEAD) on a conflict, :class:`GitError`
+    when git refuses otherwise."""
+    tip = git(["rev-parse", "HEAD"], worktree).stdout.strip()
+    base = git(["merge-base", tip, f"refs/heads/{branch}"], worktree).stdout.strip()
+    git(["checkout", "--quiet", "--detach", f"refs/heads/{branch}"], worktree)
+    proc = git([*_identity(worktree), "rebase", "--quiet", "--no-verify", "--onto", tip, base], worktree, check=False)
+    if proc.returncode == 0:
+        return
+    conflicted = [path for path in git(["diff", "--name-only", "--diff-filter=U", "-z"], worktree, check=False).stdout.split("\0") if path]
+    git(["rebase", "--abort"], worktree, check=False)
+    git(["checkout", "--quiet", "--force", "--detach", tip], worktree)
+    if conflicted:
+        raise MergeConflict(branch, conflicted)
+    raise GitError(f"git rebase {branch}: {git_reason(proc)}")
+
+
 def _merge_failed(worktree: Path, branch: str, proc: subprocess.CompletedProcess) -> None:
     """Raise what a failed ``git merge`` of ``branch`` means, after undoing it."""
     conflicted = git(["diff", "--name-only", "--diff-filter=U", "-z"], worktree, check=False).stdout.split("\0")
