@@ -234,3 +234,18 @@ def test_the_rebase_strategy_replays_the_tasks_commits_on_the_target_and_never_r
     assert sandbox.git("rev-parse", "refs/heads/" + sandbox.task("R")["branch"]).strip() == branch_tip, "the task's branch is untouched"
     assert sandbox.task("R")["landed_commit"] == sandbox.git("rev-parse", "main").strip()
     assert (sandbox.repo / "r.txt").read_text() == "1\n2\n"
+
+
+def test_sync_write_back_fills_a_landed_column_of_tasks_md(sandbox):
+    (sandbox.repo / "docs").mkdir()
+    table = sandbox.repo / "docs" / "TASKS.md"
+    table.write_text("| id | status | description | command | landed |\n|---|---|---|---|---|\n| L-1 | not-started | add l | echo l > l.txt | |\n")
+    sandbox.git("add", "docs/TASKS.md")
+    sandbox.git("commit", "-qm", "tasks")
+    assert sandbox.macp("sync").returncode == 0
+    assert sandbox.macp("drain", timeout=300).returncode == 0
+    assert sandbox.macp("land", "--all").returncode == 0
+    sandbox.macp("sync", "--write-back", check=True)
+    row = table.read_text().splitlines()[2]
+    assert [cell.strip() for cell in row.strip("|").split("|")][::4] == ["L-1", sandbox.task("L-1")["landed_commit"][:12]]
+    assert "| done |" in row

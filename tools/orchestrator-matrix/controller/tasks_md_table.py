@@ -65,7 +65,8 @@ def split_list(text: str) -> list[str]:
 
 def table_values(task: Task) -> dict[str, str]:
     """What write-back puts in the MACP-owned columns for ``task``: its status always; the
-    agent (runtime, or dispatch) once MACP has run it; timestamps once MACP has them. A cell
+    agent (runtime, or dispatch) once MACP has run it; timestamps once MACP has them; the
+    landed commit (12 hex digits) once ``mosaic macp land`` landed it. A cell
     MACP has nothing to say about is left as it is."""
     values = {"status": STATUS_TO_TABLE[status_of(task)]}
     if task.get("claim") or task.get("attempts"):
@@ -75,6 +76,8 @@ def table_values(task: Task) -> dict[str, str]:
             values[column] = str(stamp)
     if (usage := task.get("usage")) and usage["completeness"] != "unavailable":
         values["used"] = format_tokens(used_tokens(usage))
+    if landed := task.get("landed_commit"):
+        values["landed"] = landed[:12]
     return values
 
 @dataclass(frozen=True)
@@ -88,7 +91,8 @@ class CellEdit:
     new: str
 
 def write_back_edits(rows: list[Row], tasks: list[Task]) -> list[CellEdit]:
-    """Every MACP-owned cell (status, agent, started_at, completed_at, used) that differs from the tasks."""
+    """Every MACP-owned cell (status, agent, started_at, completed_at, used, and the optional
+    landed) that differs from the tasks."""
     by_id = {task["id"]: task for task in tasks}
     edits = []
     for row in rows:
