@@ -9,6 +9,7 @@ installed or the tests do not run as root.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -43,6 +44,28 @@ def on_cluster(sandbox: Sandbox, cluster: SlurmCluster, config: dict | None = No
 def start_drain(sandbox: Sandbox, *args: str) -> subprocess.Popen:
     return subprocess.Popen([str(BIN / "mosaic"), "macp", "drain", *args], cwd=sandbox.repo, env=sandbox.env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, start_new_session=True)
+
+
+def start_held_job(sandbox: Sandbox, cluster: SlurmCluster, task_id: str, runs, release) -> subprocess.Popen:
+    """Queue ``task_id`` (it notes each run in ``runs``, then waits for ``release``) on
+    ``cluster``, start a drain, and return it once the job runs and is recorded."""
+    on_cluster(sandbox, cluster)
+    sandbox.write_tasks({"tasks": [{"id": task_id, "dispatch": "exec", "command": f'echo run >> "{runs}"; ' + held_command(release)}]})
+    drain = start_drain(sandbox)
+    wait_for(lambda: runs.exists() and jobs_of(sandbox, task_id), timeout=120, what="the job to start, recorded")
+    return drain
+
+
+@contextlib.contextmanager
+def released_at_the_end(drain: subprocess.Popen, release):
+    """Whatever happens inside, ``release`` the held job and leave no drain running."""
+    try:
+        yield
+    finally:
+        release.touch()
+        if drain.poll() is None:
+            os.killpg(drain.pid, signal.SIGKILL)
+            drain.communicate(timeout=30)
 
 
 def jobs_of(sandbox: Sandbox, task_id: str) -> list[dict]:
@@ -101,10 +124,7 @@ def test_workers_n_keeps_n_jobs_running_at_once_and_no_more(cluster, sandbox, tm
 
 def test_a_controller_killed_mid_job_is_followed_by_the_next_drain_and_the_command_runs_once(cluster, sandbox, tmp_path):
     runs, release = tmp_path / "runs", tmp_path / "release"
-    on_cluster(sandbox, cluster)
-    sandbox.write_tasks({"tasks": [{"id": "ONCE", "dispatch": "exec", "command": f'echo run >> "{runs}"; ' + held_command(release)}]})
-    first = start_drain(sandbox)
-    wait_for(lambda: runs.exists() and jobs_of(sandbox, "ONCE"), timeout=120, what="the job to start, recorded")
+    first = start_held_job(sandbox, cluster, "ONCE", runs, release)
     os.killpg(first.pid, signal.SIGKILL)
     first.communicate(timeout=30)
     [job] = jobs_of(sandbox, "ONCE")
@@ -145,10 +165,7 @@ def test_a_controller_killed_while_a_gate_runs_has_that_job_cancelled_and_the_at
 
 def test_sigterm_to_the_controller_leaves_the_job_running_and_the_task_recoverable(cluster, sandbox, tmp_path):
     runs, release = tmp_path / "runs", tmp_path / "release"
-    on_cluster(sandbox, cluster)
-    sandbox.write_tasks({"tasks": [{"id": "STAY", "dispatch": "exec", "command": f'echo run >> "{runs}"; ' + held_command(release)}]})
-    first = start_drain(sandbox)
-    wait_for(lambda: runs.exists() and jobs_of(sandbox, "STAY"), timeout=120, what="the job to start, recorded")
+    first = start_held_job(sandbox, cluster, "STAY", runs, release)
     os.killpg(first.pid, signal.SIGTERM)
     stdout, _ = first.communicate(timeout=60)
     assert first.returncode == 143 and "STAY: left running as Slurm job" in stdout
@@ -200,7 +217,7 @@ def test_a_node_lost_mid_job_never_runs_the_attempt_twice_at_once_and_does_not_c
         on_cluster(sandbox, cluster)
         sandbox.write_tasks({"tasks": [{"id": "NODE", "dispatch": "exec", "command": command, "max_attempts": 1}]})
         drain = start_drain(sandbox)
-        try:
+        with released_at_the_end(drain, release):
             wait_for(lambda: journal.exists() and jobs_of(sandbox, "NODE"), timeout=120, what="the job to start, recorded")
             [job] = jobs_of(sandbox, "NODE")
             node = dict(part.split("=", 1) for part in cluster.run("scontrol", "show", "job", job["id"]).stdout.split() if "=" in part)["NodeList"]
@@ -208,11 +225,6 @@ def test_a_node_lost_mid_job_never_runs_the_attempt_twice_at_once_and_does_not_c
             wait_for(lambda: cluster.job_state(job["id"])[0] == "NODE_FAIL", timeout=180, what="Slurm to declare the node failed")
             release.touch()  # now the first copy ends, after Slurm gave it up: its result must be fenced off
             stdout, stderr = drain.communicate(timeout=300)
-        finally:
-            release.touch()
-            if drain.poll() is None:
-                os.killpg(drain.pid, signal.SIGKILL)
-                drain.communicate(timeout=30)
     assert drain.returncode == 0, stdout + stderr
     task = sandbox.task("NODE")
     assert (task["status"], task["attempts"]) == ("completed", 1), "the lost run did not burn the only attempt"
@@ -227,12 +239,8 @@ def test_a_node_lost_mid_job_never_runs_the_attempt_twice_at_once_and_does_not_c
 def test_slurmctld_restarted_mid_job_is_waited_out_and_the_job_completes_once(sandbox, tmp_path_factory, tmp_path):
     runs, release = tmp_path / "runs", tmp_path / "release"
     with SlurmCluster(tmp_path_factory.mktemp("slurm-restart"), nodes=2) as cluster:
-        on_cluster(sandbox, cluster)
-        sandbox.write_tasks({"tasks": [{"id": "WAIT", "dispatch": "exec", "command": f'echo run >> "{runs}"; ' + held_command(release),
-                                        "max_attempts": 1}]})
-        drain = start_drain(sandbox)
-        try:
-            wait_for(lambda: runs.exists() and jobs_of(sandbox, "WAIT"), timeout=120, what="the job to start, recorded")
+        drain = start_held_job(sandbox, cluster, "WAIT", runs, release)
+        with released_at_the_end(drain, release):
             cluster.stop_daemon("slurmctld")
             # Longer than a job's exit file may lag (macp.slurm.EXIT_FILE_WAIT_SECONDS): the
             # controller asks Slurm while nobody answers (tests/test_executor.py pins down that
@@ -241,10 +249,5 @@ def test_slurmctld_restarted_mid_job_is_waited_out_and_the_job_completes_once(sa
             cluster.start_daemon("slurmctld")
             release.touch()
             stdout, stderr = drain.communicate(timeout=300)
-        finally:
-            release.touch()
-            if drain.poll() is None:
-                os.killpg(drain.pid, signal.SIGKILL)
-                drain.communicate(timeout=30)
     assert drain.returncode == 0, stdout + stderr
     assert sandbox.task("WAIT")["status"] == "completed" and runs.read_text() == "run\n"

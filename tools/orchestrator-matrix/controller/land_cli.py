@@ -42,7 +42,7 @@ from macp.lifecycle import transition
 from macp.locks import ControllerLock
 from macp.model import Config, Failure, GateResult, Task
 from macp.naming import task_folder_name
-from macp.pool import Crashed, StepPool
+from macp.pool import run_steps
 from macp.recording import recorded
 from macp.settings import max_attempts, worktree_base
 from macp.taskstore import edit_tasks, load_tasks
@@ -249,15 +249,7 @@ def run_gates(layout: Layout, config: Config, task: Task, place: Path) -> Failur
     macp = config["macp"]
     limits = GateLimits(config["worker"]["timeout_seconds"], macp["output_tail_bytes"], macp["max_log_bytes"], macp["kill_grace_seconds"])
     log_dir = layout.task_log_dir(task["id"]) / f"land-{clock.timestamp().replace(':', '')}"
-    pool = StepPool()
-    pool.add("gates", gate_steps(specs, cwd=place, env=dict(os.environ), log_dir=log_dir, limits=limits))
-    try:
-        ((_key, results),) = pool.wait()
-    except BaseException:
-        pool.stop_all()
-        raise
-    if isinstance(results, Crashed):
-        raise results.error
+    results: list[GateResult] = run_steps(gate_steps(specs, cwd=place, env=dict(os.environ), log_dir=log_dir, limits=limits))
     failing: GateResult | None = next((gate for gate in results if not gate["passed"]), None)
     if failing is None:
         return None

@@ -200,19 +200,28 @@ class StepPool:
             self._selector.unregister(fd)
 
 
-def run_command(command: Command) -> ProcessResult:
-    """Run ``command`` to its end and return a :class:`ProcessResult`. Raises
-    :class:`~macp.errors.Interrupted` after stopping all of the command if the controller
-    is signalled meanwhile, and what setting it up raised (an ``OSError`` creating its log)."""
+def run_steps(steps: Steps) -> Any:
+    """Run one steps generator to its end, alone, and return what it returns. Raises what
+    it raised, and :class:`~macp.errors.Interrupted` after stopping all of its command if
+    the process is signalled meanwhile."""
     pool = StepPool()
-    pool.add("command", _one(command))
+    pool.add("steps", steps)
     try:
-        ((_key, result),) = pool.wait()
+        ((_key, outcome),) = pool.wait()
     except BaseException:
         pool.stop_all()
         raise
-    if isinstance(result, Crashed):
-        raise result.error
+    if isinstance(outcome, Crashed):
+        raise outcome.error
+    return outcome
+
+
+def run_command(command: Command) -> ProcessResult:
+    """Run ``command`` to its end and return a :class:`ProcessResult` (:func:`run_steps`).
+    Raises :class:`~macp.errors.Interrupted` after stopping all of the command if the
+    controller is signalled meanwhile, and what setting it up raised (an ``OSError``
+    creating its log)."""
+    result = run_steps(_one(command))
     assert isinstance(result, ProcessResult)
     return result
 
