@@ -249,3 +249,17 @@ def test_sync_write_back_fills_a_landed_column_of_tasks_md(sandbox):
     row = table.read_text().splitlines()[2]
     assert [cell.strip() for cell in row.strip("|").split("|")][::4] == ["L-1", sandbox.task("L-1")["landed_commit"][:12]]
     assert "| done |" in row
+
+
+def test_land_defaults_to_the_base_branch_not_the_one_checked_out(sandbox, tmp_path):
+    remote = tmp_path / "remote.git"
+    sandbox.git("init", "-q", "--bare", "-b", "main", str(remote), cwd=tmp_path)
+    sandbox.git("remote", "add", "origin", str(remote))
+    sandbox.git("push", "-q", "origin", "main")
+    completed(sandbox, [{"id": "A", "command": "echo a > a.txt"}])
+    sandbox.git("checkout", "-q", "-b", "dev")
+    dev = sandbox.git("rev-parse", "dev").strip()
+    proc = sandbox.macp("land", "--all")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert subjects(sandbox, "main")[0] == "A: A", "macp.base_ref origin/main: the target is main"
+    assert sandbox.git("rev-parse", "dev").strip() == dev, "the branch checked out is not the target"

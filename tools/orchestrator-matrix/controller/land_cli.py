@@ -92,13 +92,13 @@ def cmd_land(args) -> int:
 def land(layout: Layout, config: Config, ids: list[str] | None, onto: str | None, dry_run: bool, say: Callable[[str], object] = out,
          batch: int | None = None, push: str | None = None) -> Landed:
     """Land the tasks ``ids`` names (None: every one that can) onto ``onto`` (None: config
-    ``land.onto``, else the branch checked out in the repository); see the module's
+    ``land.onto``, else the base branch, :func:`base_branch`); see the module's
     docstring. Raises :class:`MacpError` before changing anything when the target does not
     exist, its checkout has uncommitted changes, or (with ``push``) it has commits the
     remote does not."""
     repo = layout.repo_root
     order = landing_order(load_tasks(layout).tasks, ids)
-    onto = onto or config["land"]["onto"] or current_branch(repo)
+    onto = onto or config["land"]["onto"] or base_branch(repo, config["macp"]["base_ref"])
     before = gitops.resolve_commit(repo, f"refs/heads/{onto}")
     if before is None:
         raise MacpError(f"land: there is no branch {onto!r} to land onto")
@@ -319,6 +319,20 @@ def send_back(layout: Layout, config: Config, task: Task, failure: Failure, tip:
 def changed_between(place: Path, old: str, new: str) -> list[str]:
     """The files ``new`` changed since ``old`` (what a landed task brought)."""
     return [path for path in gitops.git(["diff", "--name-only", "-z", old, new], place).stdout.split("\0") if path]
+
+
+def base_branch(repo: Path, base_ref: str | None) -> str:
+    """The branch tasks start from, as a local branch name: ``macp.base_ref`` without its
+    remote (``origin/main`` -> ``main``) when that local branch exists, else the branch
+    checked out in the repository (:func:`current_branch`)."""
+    remotes = gitops.git(["remote"], repo).stdout.split()
+    name = (base_ref or "HEAD").removeprefix("refs/heads/").removeprefix("refs/remotes/")
+    remote, _, rest = name.partition("/")
+    if remote in remotes and rest:
+        name = rest
+    if name != "HEAD" and gitops.resolve_commit(repo, f"refs/heads/{name}") is not None:
+        return name
+    return current_branch(repo)
 
 
 def current_branch(repo: Path) -> str:

@@ -188,7 +188,7 @@ def build_parser() -> OneLineParser:
     p = command("land", delegated("land_cli", "cmd_land"), "land completed tasks onto the target branch: combined in a landing worktree, tested, the target fast-forwarded (docs/landing.md)")
     p.add_argument("task_ids", nargs="*", metavar="ID", help="the tasks to land (default: none; see --all)")
     p.add_argument("--all", action="store_true", help="every completed task that has not landed, in dependency then queue order")
-    p.add_argument("--onto", metavar="BRANCH", help="the branch to land onto (default: config land.onto, else the branch checked out)")
+    p.add_argument("--onto", metavar="BRANCH", help="the branch to land onto (default: config land.onto, else the local branch of macp.base_ref, e.g. main, else the branch checked out)")
     p.add_argument("--batch", type=positive_int, metavar="N", help="combine and test up to N tasks at once, bisecting a batch whose gates fail (default: config land.batch, 1)")
     p.add_argument("--push", metavar="REMOTE", help="push the target to REMOTE after each landing, never forcing; when someone pushed meanwhile, land again on their tip (default: no push)")
     p.add_argument("--dry-run", action="store_true", help="combine and test as land would, but move no branch and change no task")
