@@ -25,6 +25,8 @@ def test_demo_runs_offline_and_ends_as_expected(sandbox, tmp_path):
     assert {t["id"]: t["status"] for t in tasks} == {
         "LEGACY-1": "completed", "DEMO-1": "completed", "DEMO-2": "completed", "DEMO-3": "escalated", "DEMO-4": "completed"}
     assert "## Previous attempt" in proc.stdout
+    landed = {t["id"] for t in tasks if t.get("landed_commit")}
+    assert landed == {"DEMO-1", "DEMO-2", "DEMO-4"}, "the completed tasks with branches landed on main, tested together"
     assert '"runtime": "acp"' in proc.stdout
     worktrees = demo_dir / "worktrees"
     assert not worktrees.exists() or not list(worktrees.iterdir()), "the demo leaves no worktree behind"

@@ -90,6 +90,7 @@ def configure(repo: Path, root: Path) -> None:
     orch = repo / ".mosaic" / "orchestrator"
     config = json.loads((orch / "config.json").read_text())
     config["macp"]["worktree_base"] = str(root / "worktrees")
+    config["land"]["gates"] = ["python3 -m unittest tests.test_stats tests.test_words"]
     config["runtimes"]["offline"] = {"command": [sys.executable, str(DEMO / "offline_agent.py")], "prompt": "stdin"}
     (orch / "config.json").write_text(json.dumps(config, indent=2) + "\n")
     print(f"(config: worktrees under {root / 'worktrees'}; runtime 'offline' = {DEMO / 'offline_agent.py'})")
@@ -167,6 +168,9 @@ def run_demo(root: Path) -> None:
     print(f"$ cat {brief.relative_to(repo)}")
     print(brief.read_text(), end="")
     check_outcome(repo)
+    banner("Land the completed work on main: combined, the stats and words tests run once on all of it, main fast-forwarded")
+    run("mosaic", "macp", "land", "--all", "--batch", "3", cwd=repo)
+    run("git", "log", "--oneline", "--first-parent", "-4", "main", cwd=repo)
     banner("Done")
     print(f"repository: {repo}\nresults:    {repo / '.mosaic' / 'orchestrator' / 'results'}\nbranches:")
     run("git", "branch", "--list", "feat/*", cwd=repo)
