@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+from pathlib import Path
 
 import pytest
 from test_durability import wait_for
@@ -263,3 +264,16 @@ def test_land_defaults_to_the_base_branch_not_the_one_checked_out(sandbox, tmp_p
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert subjects(sandbox, "main")[0] == "A: A", "macp.base_ref origin/main: the target is main"
     assert sandbox.git("rev-parse", "dev").strip() == dev, "the branch checked out is not the target"
+
+
+def test_a_task_whose_kept_worktree_holds_uncommitted_work_is_escalated_not_reset(sandbox):
+    command = 'printf "from %s\\n" "$MACP_TASK_ID" > shared.txt'
+    completed(sandbox, [{"id": "A", "command": command}, {"id": "B", "command": command, "max_attempts": 3}],
+              {"macp": {"cleanup_worktrees": False}})
+    worktree = Path(sandbox.task("B")["worktree"])
+    (worktree / "shared.txt").write_text("half-done edit, not committed\n")
+    proc = sandbox.macp("land", "--all")
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    task = sandbox.task("B")
+    assert task["status"] == "escalated" and "could not follow the target's tip" in task["escalation_reason"]
+    assert (worktree / "shared.txt").read_text() == "half-done edit, not committed\n", "the uncommitted work is untouched"

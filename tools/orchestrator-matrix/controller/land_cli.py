@@ -295,8 +295,8 @@ def send_back(layout: Layout, config: Config, task: Task, failure: Failure, tip:
     (``task.land.failed``). A dry run only says so."""
     why = landing_failure_text(failure)
     status, changes, message = sent_back(task, failure, max_attempts(task, config), tip)
-    landed.sent_back.append({"id": task["id"], "status": status, "reason": why})
     if landed.dry_run:
+        landed.sent_back.append({"id": task["id"], "status": status, "reason": why})
         landed.say(f"{task['id']}: would be sent back ({why})")
         return
     repo, branch = layout.repo_root, str(task.get("branch"))
@@ -304,11 +304,17 @@ def send_back(layout: Layout, config: Config, task: Task, failure: Failure, tip:
     if status == "pending" and old is not None:
         kept = gitops.keep_commit(repo, f"refs/macp/{task_folder_name(task['id'])}/land-{task.get('attempts', 0)}", old)
         worktree = Path(path) if (path := task.get("worktree")) else None
-        if worktree is not None and worktree.exists():
-            gitops.git(["reset", "--keep", "--quiet", tip], worktree)
-        else:
-            gitops.git(["update-ref", f"refs/heads/{branch}", tip, old], repo)
-        message += f"; its branch's tip is kept as {kept}"
+        try:
+            if worktree is not None and worktree.exists():  # a kept worktree follows, keeping what is uncommitted there
+                gitops.git(["reset", "--keep", "--quiet", tip], worktree)
+            else:
+                gitops.git(["update-ref", f"refs/heads/{branch}", tip, old], repo)
+            message += f"; its branch's tip is kept as {kept}"
+        except gitops.GitError as exc:  # uncommitted work the target's tip would overwrite: never lost, a person decides
+            status, changes, _ = sent_back(task, failure, 0, tip)
+            message = f"{why}; its worktree {worktree} could not follow the target's tip ({exc}), so it is left as it is for a person"
+            changes["escalation_reason"] = message
+    landed.sent_back.append({"id": task["id"], "status": status, "reason": why})
     with recorded(edit_tasks(layout), layout.events_file) as (document, events):
         stored = transition(document.get(task["id"]), status, clock.timestamp(), changes)
         document.replace(stored)
