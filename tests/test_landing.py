@@ -277,3 +277,12 @@ def test_a_task_whose_kept_worktree_holds_uncommitted_work_is_escalated_not_rese
     task = sandbox.task("B")
     assert task["status"] == "escalated" and "could not follow the target's tip" in task["escalation_reason"]
     assert (worktree / "shared.txt").read_text() == "half-done edit, not committed\n", "the uncommitted work is untouched"
+
+
+def test_a_task_whose_branch_is_gone_is_skipped_with_a_line_and_the_rest_land(sandbox):
+    completed(sandbox, [{"id": "A", "command": "echo a > a.txt"}, {"id": "B", "command": "echo b > b.txt"}])
+    sandbox.git("branch", "-D", sandbox.task("A")["branch"])
+    proc = sandbox.macp("land", "--all")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert f"A: not landed: its branch {sandbox.task('A')['branch']} no longer exists" in proc.stdout
+    assert sandbox.task("B")["landed_commit"] and not sandbox.task("A").get("landed_commit")

@@ -106,6 +106,9 @@ def land(layout: Layout, config: Config, ids: list[str] | None, onto: str | None
     if checkout is not None and gitops.git(["status", "--porcelain", "--untracked-files=no"], checkout).stdout.strip():
         raise MacpError(f"land: {checkout} has uncommitted changes on {onto}; commit or stash them first (nothing landed)")
     landed = Landed(onto, before, before, dry_run, say, push)
+    for task in [task for task in order if gitops.resolve_commit(repo, f"refs/heads/{task.get('branch')}") is None]:
+        say(f"{task['id']}: not landed: its branch {task.get('branch')} no longer exists (pruned, or deleted by hand)")
+        order.remove(task)
     if push:
         catch_up(repo, landed, checkout)
     if not order:
