@@ -56,7 +56,8 @@ def test_a_conflicting_task_goes_back_with_the_conflict_named_and_lands_after_it
     command = 'printf "from %s\\n" "$MACP_TASK_ID" > shared.txt'
     completed(sandbox, [{"id": "A", "command": command}, {"id": "B", "command": command, "max_attempts": 2}])
     old_tip = sandbox.git("rev-parse", "refs/heads/" + sandbox.task("B")["branch"]).strip()
-    proc = sandbox.macp("land", "--all")
+    assert sandbox.macp("land", "A").returncode == 0
+    proc = sandbox.macp("land", "--all")  # B meets A's landing from an earlier run: named all the same
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert (sandbox.repo / "shared.txt").read_text() == "from A\n"
     task = sandbox.task("B")
@@ -154,19 +155,30 @@ def test_a_task_conflicting_inside_a_batch_is_tried_alone_after_the_rest_landed(
     assert sandbox.task("B")["last_failure"]["conflicts_with"] == "A"
 
 
-def test_drain_land_lands_each_task_it_completes_and_retries_one_that_conflicts(sandbox):
-    command = 'printf "from %s\\n" "$MACP_TASK_ID" > shared.txt'
-    sandbox.write_tasks({"tasks": [{"id": "A", "dispatch": "exec", "command": command},
-                                   {"id": "B", "dispatch": "exec", "command": command, "max_attempts": 2}]})
+def test_drain_land_lands_each_task_as_it_completes_with_one_worker(sandbox):
+    sandbox.write_tasks({"tasks": [{"id": "A", "dispatch": "exec", "command": "echo a > a.txt"},
+                                   {"id": "B", "dispatch": "exec", "command": "echo b > b.txt"}]})
     proc = sandbox.macp("drain", "--land", timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "B: pending (landing it conflicts in shared.txt with A" in proc.stdout, "B went back once"
+    assert proc.stdout.count("completed, landed") == 2, "the drain's summary says they landed"
+    order = [(e["task_id"], e["event_type"]) for e in sandbox.events() if e["event_type"] in ("task.landed", "task.started")]
+    assert order == [("A", "task.started"), ("A", "task.landed"), ("B", "task.started"), ("B", "task.landed")]
+    assert subjects(sandbox)[:2] == ["B: B", "A: A"]
+
+
+def test_drain_land_runs_a_task_sent_back_again_from_what_landed(sandbox):
+    # Two workers: both branches start from the same commit, so the second to land conflicts.
+    command = 'printf "from %s\n" "$MACP_TASK_ID" > shared.txt'
+    sandbox.write_tasks({"tasks": [{"id": "A", "dispatch": "exec", "command": command},
+                                   {"id": "B", "dispatch": "exec", "command": command, "max_attempts": 2}]})
+    proc = sandbox.macp("drain", "--land", "--workers", "2", timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "B: pending (landing it conflicts in shared.txt with A, landed before it" in proc.stdout, "B went back once"
     for task_id in ("A", "B"):
         task = sandbox.task(task_id)
         assert task["status"] == "completed" and task["landed_commit"], task_id
     assert sandbox.task("B")["attempts"] == 2 and (sandbox.repo / "shared.txt").read_text() == "from B\n"
     assert subjects(sandbox)[:2] == ["B: B", "A: A"]
-    assert proc.stdout.count("completed, landed") == 2, "the drain's summary says they landed"
 
 
 @pytest.mark.parametrize("step", ["worktree", "merge", "diff", "gate", "update-ref"])

@@ -100,7 +100,8 @@ def test_tasks_run_as_slurm_jobs_with_the_same_outcomes_as_a_local_drain(cluster
     log = (slurm.orch / "logs" / "OK" / "attempt-1" / "worker.log").read_text()
     assert log == f"job {worker['id']}\n", "the job's own output, copied into the worker's log"
     assert slurm.result("GATE")["gate_results"][0]["output_tail"] == "tests failed\n"
-    assert cluster.job_state(jobs_of(slurm, "BROKEN")[0]["id"]) == ("FAILED", "3:0")
+    broken = jobs_of(slurm, "BROKEN")[0]["id"]
+    wait_for(lambda: cluster.job_state(broken) == ("FAILED", "3:0"), timeout=60, what="BROKEN's job to end with the worker's own code")
 
 
 def test_workers_n_keeps_n_jobs_running_at_once_and_no_more(cluster, sandbox, tmp_path):

@@ -66,10 +66,11 @@ class Landed:
     push_retries: int = 0
     landed: list[dict] = field(default_factory=list)
     sent_back: list[dict] = field(default_factory=list)
+    landed_by: dict[str, str] = field(default_factory=dict)  # landing commit -> task id, of tasks landed before this run
 
 
 def cmd_land(args) -> int:
-    """``mosaic macp land [ID...|--all] [--onto BRANCH] [--dry-run] [--json] [--wait]``:
+    """``mosaic macp land [ID...|--all] [--onto BRANCH] [--batch N] [--push REMOTE] [--dry-run] [--json] [--wait]``:
     exit 0 when every task landed, 1 when one was sent back or escalated, 2 for a usage
     error (nothing to name, a dirty checkout of the target), 75 when a controller runs."""
     if not args.task_ids and not args.all:
@@ -97,7 +98,8 @@ def land(layout: Layout, config: Config, ids: list[str] | None, onto: str | None
     exist, its checkout has uncommitted changes, or (with ``push``) it has commits the
     remote does not."""
     repo = layout.repo_root
-    order = landing_order(load_tasks(layout).tasks, ids)
+    tasks = load_tasks(layout).tasks
+    order = landing_order(tasks, ids)
     onto = onto or config["land"]["onto"] or base_branch(repo, config["macp"]["base_ref"])
     before = gitops.resolve_commit(repo, f"refs/heads/{onto}")
     if before is None:
@@ -106,6 +108,7 @@ def land(layout: Layout, config: Config, ids: list[str] | None, onto: str | None
     if checkout is not None and gitops.git(["status", "--porcelain", "--untracked-files=no"], checkout).stdout.strip():
         raise MacpError(f"land: {checkout} has uncommitted changes on {onto}; commit or stash them first (nothing landed)")
     landed = Landed(onto, before, before, dry_run, say, push)
+    landed.landed_by = {str(task["landed_commit"]): task["id"] for task in tasks if task.get("landed_commit")}
     for task in [task for task in order if gitops.resolve_commit(repo, f"refs/heads/{task.get('branch')}") is None]:
         say(f"{task['id']}: not landed: its branch {task.get('branch')} no longer exists (pruned, or deleted by hand)")
         order.remove(task)
@@ -140,7 +143,7 @@ def land_batch(layout: Layout, config: Config, tasks: list[Task], place: Path, l
     set_aside: list[tuple[Task, Failure]] = []
     for task in tasks:
         before = gitops.git(["rev-parse", "HEAD"], place).stdout.strip()
-        failure = combine(config, task, place, landed.landed + merged)
+        failure = combine(config, task, place, landed, merged)
         if failure is not None:
             set_aside.append((task, failure))
             continue
@@ -217,10 +220,11 @@ def publish(layout: Layout, config: Config, merged: list[dict], landed: Landed, 
         landed.say(f"{entry['id']}: {verb} onto {landed.onto} as {entry['commit'][:12]} ({config['land']['strategy']})")
 
 
-def combine(config: Config, task: Task, place: Path, before: list[dict]) -> Failure | None:
-    """Merge, squash or rebase (a copy of) ``task``'s branch onto the landing worktree; the failure (kind
-    ``land``, the conflicting files and the task of ``before`` -- landed, or combined ahead of
-    it -- that touched them last) when it conflicts."""
+def combine(config: Config, task: Task, place: Path, landed: Landed, merged: list[dict]) -> Failure | None:
+    """Merge, squash or rebase (a copy of) ``task``'s branch onto the landing worktree; the
+    failure (kind ``land``, the conflicting files, and the task that touched them last --
+    one combined ahead of it in this batch, one landed in this run, or one landed before:
+    :func:`conflicting_task`) when it conflicts."""
     branch, message = str(task.get("branch")), land_message(task)  # landing_order took only tasks with a branch
     try:
         strategy = config["land"]["strategy"]
@@ -233,11 +237,24 @@ def combine(config: Config, task: Task, place: Path, before: list[dict]) -> Fail
     except gitops.MergeConflict as conflict:
         failure: Failure = {"kind": "land", "attempt": max(1, task.get("attempts", 1)), "exit_code": None, "conflicts": conflict.paths,
                             "output_tail": str(conflict)}
-        touched = [entry["id"] for entry in before if set(entry["files"]) & set(conflict.paths)]
-        if touched:
-            failure["conflicts_with"] = touched[-1]
+        other = conflicting_task(place, branch, conflict.paths, landed, merged)
+        if other:
+            failure["conflicts_with"] = other
         return failure
     return None
+
+
+def conflicting_task(place: Path, branch: str, paths: list[str], landed: Landed, merged: list[dict]) -> str | None:
+    """The task whose landing last touched ``paths`` on the landing worktree's HEAD since
+    ``branch`` forked from it: one of this run (``landed.landed``, ``merged``), else the one
+    whose recorded landing commit is the newest on the target's first-parent line that
+    changed them (``git log --first-parent``); None when no task's landing did."""
+    touched = [entry["id"] for entry in landed.landed + merged if set(entry["files"]) & set(paths)]
+    if touched:
+        return touched[-1]
+    fork = gitops.git(["merge-base", "HEAD", f"refs/heads/{branch}"], place).stdout.strip()
+    history = gitops.git(["log", "--first-parent", "--format=%H", "HEAD", f"^{fork}", "--", *paths], place).stdout.split()
+    return next((landed.landed_by[commit] for commit in history if commit in landed.landed_by), None)
 
 
 def run_gates(layout: Layout, config: Config, task: Task, place: Path) -> Failure | None:

@@ -118,18 +118,16 @@ class Controller(Claims, Attempts):
         try:
             self.honour_cancel_requests(pool)  # a request left for a task its crashed controller ran
             while True:
+                if self.to_land and not pool:  # nothing runs: land what completed before claiming more (drain --land)
+                    self.land_completed()
+                    claim_now = True  # a task sent back may run again
                 while claim_now and claiming and len(pool) < workers and (claimed := self.claim_within_limits(len(pool))) is not None:
                     task, resumed = claimed
                     self.in_flight[task["id"]] = time.monotonic()
                     pool.add(task["id"], self.task_steps(task, resumed))
                 if claim_now:
                     claiming = until_drained
-                if not pool:
-                    if self.to_land:  # nothing runs: land what completed; what goes back may run again
-                        self.land_completed()
-                        claim_now = True
-                        if claiming:
-                            continue
+                if not pool:  # what completed last was landed at the top: nothing runs, nothing to claim
                     return self.summary
                 finished = pool.wait(timeout=CANCEL_POLL_SECONDS)
                 claim_now = bool(finished)  # a slot is free again only when a task ended
